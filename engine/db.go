@@ -1,0 +1,487 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"kvd/wal"
+)
+
+// DB is an open kvd store. All its methods are safe for concurrent use.
+// Slices passed to a method may be reused by the caller once it returns;
+// slices returned belong to the caller.
+type DB struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	lock *os.File
+	wal  *wal.Log
+	bdb  *bolt.DB
+
+	mode atomic.Int32 // CommitMode
+
+	// wmu orders writers: blind writes hold it shared while they enqueue
+	// their record, Update holds it exclusively so that it reads a state
+	// with no write in flight.
+	wmu    sync.RWMutex
+	closed bool // guarded by wmu
+
+	// smu guards the memtables. Writers take it exclusively to apply
+	// written records; readers share it.
+	smu      sync.RWMutex
+	active   *memtable
+	frozen   *memtable // being checkpointed, nil otherwise
+	memRev   uint64    // last revision applied to the memtables
+	memBytes atomic.Int64
+
+	applied     atomic.Uint64
+	checkpoints atomic.Uint64
+	fatal       atomic.Pointer[error]
+
+	bpMu   sync.Mutex // backpressure: writers wait on bpCond for a checkpoint
+	bpCond *sync.Cond
+
+	kick      chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	bucketKV   = []byte("kv")
+	bucketMeta = []byte("meta")
+	keyFormat  = []byte("format")
+	keyApplied = []byte("applied-revision")
+)
+
+const stateFormat = "1"
+
+// Open opens (creating if needed) the store in dir: it takes the directory's
+// lock, opens the state file, replays the log records newer than the state
+// and starts the background flusher and checkpointer.
+func Open(dir string, opts Options) (*DB, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("engine: create data dir: %w", err)
+	}
+	db := &DB{
+		dir:    dir,
+		opts:   opts,
+		log:    opts.Logger,
+		active: &memtable{},
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+	}
+	db.bpCond = sync.NewCond(&db.bpMu)
+	db.mode.Store(int32(opts.CommitMode))
+	if db.lock, err = lockDir(dir); err != nil {
+		return nil, err
+	}
+	if err := db.recover(); err != nil {
+		if db.bdb != nil {
+			db.bdb.Close()
+		}
+		db.lock.Close()
+		return nil, err
+	}
+	db.wg.Add(1)
+	go db.checkpointer()
+	return db, nil
+}
+
+// ---- reads ----
+
+// Get returns the value of key, or ErrNotFound. It sees every acknowledged
+// write.
+func (db *DB) Get(key []byte) ([]byte, error) {
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	if db.active == nil {
+		return nil, ErrClosed
+	}
+	return db.getLocked(key)
+}
+
+func (db *DB) getLocked(key []byte) ([]byte, error) {
+	for _, t := range [2]*memtable{db.active, db.frozen} {
+		if t == nil {
+			continue
+		}
+		if e, ok := t.get(key); ok {
+			if e.del {
+				return nil, ErrNotFound
+			}
+			return bytes.Clone(e.value), nil
+		}
+	}
+	var v []byte
+	err := db.bdb.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket(bucketKV).Get(key); got != nil {
+			v = bytes.Clone(got)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: read state: %w", err)
+	}
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	return v, nil
+}
+
+// ---- writes ----
+
+// Put sets key to value and returns the write's revision.
+func (db *DB) Put(key, value []byte, wo WriteOptions) (uint64, error) {
+	var b Batch
+	b.data = make([]byte, 0, 4+1+2*binaryLen+len(key)+len(value))
+	b.ops = make([]batchOp, 0, 1)
+	b.Put(key, value)
+	return db.write(&b, wo, true)
+}
+
+// Delete removes key (deleting a missing key still commits a revision).
+func (db *DB) Delete(key []byte, wo WriteOptions) (uint64, error) {
+	var b Batch
+	b.Delete(key)
+	return db.write(&b, wo, true)
+}
+
+// Write commits every write of b atomically and returns the revision of the
+// batch. An empty batch commits nothing and returns the last committed
+// revision.
+func (db *DB) Write(b *Batch, wo WriteOptions) (uint64, error) {
+	return db.write(b, wo, false)
+}
+
+const binaryLen = 10 // max uvarint length
+
+func (db *DB) write(b *Batch, wo WriteOptions, owned bool) (uint64, error) {
+	if err := b.check(&db.opts); err != nil {
+		return 0, err
+	}
+	if b.Len() == 0 {
+		return db.committed(), nil
+	}
+	if err := db.waitForRoom(); err != nil {
+		return 0, err
+	}
+	db.wmu.RLock()
+	if db.closed {
+		db.wmu.RUnlock()
+		return 0, ErrClosed
+	}
+	rev, err := db.wal.Enqueue(b.data, applyItem{b: b, owned: owned})
+	db.wmu.RUnlock()
+	if err != nil {
+		return 0, db.walErr(err)
+	}
+	return rev, db.finish(rev, wo)
+}
+
+// finish waits until the record of rev is acknowledged in the mode wo asks for.
+func (db *DB) finish(rev uint64, wo WriteOptions) error {
+	if err := db.wal.WaitWritten(rev); err != nil {
+		return db.walErr(err)
+	}
+	if db.syncWanted(wo) {
+		if err := db.wal.WaitDurable(rev); err != nil {
+			return db.walErr(err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) syncWanted(wo WriteOptions) bool {
+	switch wo.Durability {
+	case DurabilitySync:
+		return true
+	case DurabilityAsync:
+		return false
+	}
+	return CommitMode(db.mode.Load()) == CommitSync
+}
+
+func (db *DB) walErr(err error) error {
+	switch {
+	case errors.Is(err, wal.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, wal.ErrFailed):
+		return fmt.Errorf("%w: %w", ErrLogFailed, err)
+	}
+	return err
+}
+
+// applyItem travels with a record through the log and is applied to the
+// memtable once the record is written.
+type applyItem struct {
+	b     *Batch
+	owned bool // the memtable may keep slices of b.data
+}
+
+// applyWritten is the log's OnWritten hook: it makes written records visible
+// to reads, in revision order, before their writers are acknowledged.
+func (db *DB) applyWritten(first uint64, vs []any) {
+	db.smu.Lock()
+	before := db.active.bytes
+	for i, v := range vs {
+		it := v.(applyItem)
+		db.applyBatch(it.b, it.owned)
+		db.memRev = first + uint64(i)
+	}
+	grown := db.active.bytes - before
+	size := db.active.bytes
+	db.smu.Unlock()
+	db.memBytes.Add(grown)
+	if size >= db.opts.CheckpointBytes {
+		db.kickCheckpoint()
+	}
+}
+
+// applyBatch applies b to the active memtable. Called with smu held.
+func (db *DB) applyBatch(b *Batch, owned bool) {
+	for _, op := range b.ops {
+		e := memEntry{del: op.del}
+		if !op.del {
+			if owned {
+				e.value = b.value(op)
+			} else {
+				e.value = bytes.Clone(b.value(op))
+			}
+			if e.value == nil {
+				e.value = []byte{}
+			}
+		}
+		db.active.set(b.key(op), e)
+	}
+}
+
+// waitForRoom makes a writer wait while the memtables are over their bound.
+func (db *DB) waitForRoom() error {
+	if db.memBytes.Load() < db.opts.MaxMemtableBytes {
+		return nil
+	}
+	db.kickCheckpoint()
+	db.bpMu.Lock()
+	defer db.bpMu.Unlock()
+	for db.memBytes.Load() >= db.opts.MaxMemtableBytes {
+		if err := db.failure(); err != nil {
+			return err
+		}
+		if db.isClosed() {
+			return ErrClosed
+		}
+		db.bpCond.Wait()
+	}
+	return nil
+}
+
+func (db *DB) isClosed() bool {
+	db.wmu.RLock()
+	defer db.wmu.RUnlock()
+	return db.closed
+}
+
+// Txn is the view and write set of one Update call. It is only valid inside
+// the function passed to Update.
+type Txn struct {
+	db *DB
+	b  Batch
+}
+
+// Get returns the value of key as of the latest committed write, including
+// the writes this Txn made so far, or ErrNotFound.
+func (t *Txn) Get(key []byte) ([]byte, error) {
+	for i := len(t.b.ops) - 1; i >= 0; i-- {
+		op := t.b.ops[i]
+		if bytes.Equal(t.b.key(op), key) {
+			if op.del {
+				return nil, ErrNotFound
+			}
+			return bytes.Clone(t.b.value(op)), nil
+		}
+	}
+	t.db.smu.RLock()
+	defer t.db.smu.RUnlock()
+	return t.db.getLocked(key)
+}
+
+// Put adds a write of value under key; the Txn copies both.
+func (t *Txn) Put(key, value []byte) { t.b.Put(key, value) }
+
+// Delete adds a deletion of key.
+func (t *Txn) Delete(key []byte) { t.b.Delete(key) }
+
+// Update runs fn with a view of the latest state — every write committed so
+// far, none in flight — and commits what fn wrote as one atomic batch. Writes
+// wait while fn runs, so fn must be short and must not call other DB
+// methods. If fn returns an error nothing is written and Update returns it.
+// If fn writes nothing, Update returns the last committed revision.
+func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
+	if err := db.waitForRoom(); err != nil {
+		return 0, err
+	}
+	db.wmu.Lock()
+	if db.closed {
+		db.wmu.Unlock()
+		return 0, ErrClosed
+	}
+	// Let every enqueued record reach the memtable.
+	if err := db.wal.WaitWritten(db.wal.LastEnqueued()); err != nil {
+		db.wmu.Unlock()
+		return 0, db.walErr(err)
+	}
+	t := &Txn{db: db}
+	if err := fn(t); err != nil {
+		db.wmu.Unlock()
+		return 0, err
+	}
+	if t.b.Len() == 0 {
+		db.wmu.Unlock()
+		return db.committed(), nil
+	}
+	if err := t.b.check(&db.opts); err != nil {
+		db.wmu.Unlock()
+		return 0, err
+	}
+	rev, err := db.wal.Enqueue(t.b.data, applyItem{b: &t.b, owned: true})
+	db.wmu.Unlock()
+	if err != nil {
+		return 0, db.walErr(err)
+	}
+	return rev, db.finish(rev, wo)
+}
+
+// Sync is a durability barrier: it returns once every write acknowledged
+// before the call is durable.
+func (db *DB) Sync() error {
+	if db.isClosed() {
+		return ErrClosed
+	}
+	return db.walErr(db.wal.Sync())
+}
+
+// SetCommitMode changes the default commit mode of later writes.
+func (db *DB) SetCommitMode(m CommitMode) {
+	if m == CommitSync || m == CommitAsync {
+		db.mode.Store(int32(m))
+	}
+}
+
+// CommitMode returns the default commit mode.
+func (db *DB) CommitMode() CommitMode { return CommitMode(db.mode.Load()) }
+
+// SetFlushInterval changes how often async writes are fsynced.
+func (db *DB) SetFlushInterval(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("engine: flush interval %v must be positive", d)
+	}
+	db.wal.SetFlushInterval(d)
+	return nil
+}
+
+// FlushInterval returns how often async writes are fsynced.
+func (db *DB) FlushInterval() time.Duration { return db.wal.FlushInterval() }
+
+func (db *DB) committed() uint64 { return db.wal.Written() }
+
+func (db *DB) failure() error {
+	if p := db.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stats reports the DB's revisions and counters.
+type Stats struct {
+	CommitMode        CommitMode
+	CommittedRevision uint64 // last revision written to the log: visible to reads
+	DurableRevision   uint64 // last revision known to be fsynced
+	AppliedRevision   uint64 // last revision checkpointed into the state file
+	Fsyncs            uint64 // log fsyncs since Open
+	RecordsSynced     uint64 // records those fsyncs made durable
+	WALBytes          int64  // bytes in log segment files
+	WALSegments       int
+	MemtableBytes     int64
+	Checkpoints       uint64
+	Err               error // why writes are refused, once they are
+}
+
+// Stats returns the DB's current revisions and counters.
+func (db *DB) Stats() Stats {
+	ws := db.wal.Stats()
+	s := Stats{
+		CommitMode:        db.CommitMode(),
+		CommittedRevision: ws.Written,
+		DurableRevision:   ws.Durable,
+		AppliedRevision:   db.applied.Load(),
+		Fsyncs:            ws.Fsyncs,
+		RecordsSynced:     ws.RecordsSynced,
+		WALBytes:          db.wal.Size(),
+		WALSegments:       ws.Segments,
+		MemtableBytes:     db.memBytes.Load(),
+		Checkpoints:       db.checkpoints.Load(),
+		Err:               db.failure(),
+	}
+	if s.Err == nil && ws.Err != nil {
+		s.Err = fmt.Errorf("%w: %w", ErrLogFailed, ws.Err)
+	}
+	return s
+}
+
+// Close stops accepting writes, waits for those in flight, fsyncs the log,
+// checkpoints everything into the state file and releases the directory. It
+// is idempotent; calls after it return ErrClosed.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() { db.closeErr = db.close(true) })
+	return db.closeErr
+}
+
+func (db *DB) close(checkpoint bool) error {
+	db.wmu.Lock()
+	db.closed = true
+	db.wmu.Unlock()
+	db.bpMu.Lock()
+	db.bpCond.Broadcast()
+	db.bpMu.Unlock()
+
+	close(db.stop)
+	db.wg.Wait()
+	var errs []error
+	if err := db.wal.WaitDurable(db.wal.LastEnqueued()); err != nil {
+		errs = append(errs, err)
+	}
+	if checkpoint && db.failure() == nil && len(errs) == 0 {
+		if err := db.checkpoint(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := db.wal.Close(); err != nil && len(errs) == 0 {
+		errs = append(errs, err)
+	}
+	db.smu.Lock()
+	db.active, db.frozen = nil, nil
+	db.smu.Unlock()
+	if err := db.bdb.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
+	}
+	db.lock.Close()
+	return errors.Join(errs...)
+}
+
+func lockPath(dir string) string { return filepath.Join(dir, "LOCK") }

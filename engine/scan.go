@@ -1,0 +1,153 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/tidwall/btree"
+	bolt "go.etcd.io/bbolt"
+)
+
+// KV is one key and its value.
+type KV struct {
+	Key, Value []byte
+}
+
+// ScanOptions select a key range.
+type ScanOptions struct {
+	Start    []byte // first key, inclusive; nil: from the first key
+	End      []byte // last key, exclusive; nil: to the last key
+	Prefix   []byte // only keys with this prefix
+	Limit    int    // at most this many pairs; <= 0: no limit
+	KeysOnly bool   // leave Value nil
+}
+
+// Scan returns the live pairs in the range in ascending key order. Writes
+// wait while a scan runs, so scans should use a Limit.
+func (db *DB) Scan(o ScanOptions) ([]KV, error) {
+	start := o.Start
+	if len(o.Prefix) > 0 && bytes.Compare(start, o.Prefix) < 0 {
+		start = o.Prefix
+	}
+	var out []KV
+	inRange := func(k []byte) bool {
+		if o.End != nil && bytes.Compare(k, o.End) >= 0 {
+			return false
+		}
+		return bytes.HasPrefix(k, o.Prefix)
+	}
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	if db.active == nil {
+		return nil, ErrClosed
+	}
+	err := db.bdb.View(func(tx *bolt.Tx) error {
+		srcs := []source{newMemSource(db.active, start)}
+		if db.frozen != nil {
+			srcs = append(srcs, newMemSource(db.frozen, start))
+		}
+		srcs = append(srcs, newBoltSource(tx.Bucket(bucketKV).Cursor(), start))
+		for o.Limit <= 0 || len(out) < o.Limit {
+			// The smallest key among the sources; the newest source wins.
+			var key []byte
+			win := -1
+			for i, s := range srcs {
+				if k := s.key(); k != nil && (win < 0 || bytes.Compare(k, key) < 0) {
+					key, win = k, i
+				}
+			}
+			if win < 0 || !inRange(key) {
+				return nil
+			}
+			val, del := srcs[win].value()
+			if !del {
+				kv := KV{Key: bytes.Clone(key)}
+				if !o.KeysOnly {
+					kv.Value = bytes.Clone(val)
+				}
+				out = append(out, kv)
+			}
+			for _, s := range srcs {
+				if k := s.key(); k != nil && bytes.Equal(k, key) {
+					s.next()
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: scan: %w", err)
+	}
+	return out, nil
+}
+
+// Count returns the number of live keys. It scans every key, in chunks so
+// that writes are not held back for long.
+func (db *DB) Count() (int, error) {
+	n := 0
+	var after []byte
+	for {
+		kvs, err := db.Scan(ScanOptions{Start: after, Limit: 4096, KeysOnly: true})
+		if err != nil {
+			return 0, err
+		}
+		n += len(kvs)
+		if len(kvs) < 4096 {
+			return n, nil
+		}
+		after = append(kvs[len(kvs)-1].Key, 0)
+	}
+}
+
+// source is one sorted input of a scan.
+type source interface {
+	key() []byte // nil when exhausted
+	value() (v []byte, deleted bool)
+	next()
+}
+
+type memSource struct {
+	it  btree.MapIter[string, memEntry]
+	ok  bool
+	cur []byte
+}
+
+func newMemSource(t *memtable, start []byte) *memSource {
+	s := &memSource{it: t.m.Iter()}
+	s.ok = s.it.Seek(string(start))
+	s.load()
+	return s
+}
+
+func (s *memSource) load() {
+	s.cur = nil
+	if s.ok {
+		s.cur = []byte(s.it.Key())
+	}
+}
+
+func (s *memSource) key() []byte { return s.cur }
+func (s *memSource) value() ([]byte, bool) {
+	e := s.it.Value()
+	return e.value, e.del
+}
+func (s *memSource) next() { s.ok = s.it.Next(); s.load() }
+
+type boltSource struct {
+	c    *bolt.Cursor
+	k, v []byte
+}
+
+func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
+	s := &boltSource{c: c}
+	if start == nil {
+		s.k, s.v = c.First()
+	} else {
+		s.k, s.v = c.Seek(start)
+	}
+	return s
+}
+
+func (s *boltSource) key() []byte           { return s.k }
+func (s *boltSource) value() ([]byte, bool) { return s.v, false }
+func (s *boltSource) next()                 { s.k, s.v = s.c.Next() }

@@ -1,0 +1,63 @@
+// Package wal is kvd's write-ahead log: CRC-framed records stored in
+// github.com/tidwall/wal segments, with a commit pipeline that decides when a
+// record counts as written and when it counts as durable.
+//
+// # Records
+//
+// Every record is one tidwall/wal entry. tidwall/wal stores each entry as a
+// uvarint length followed by the entry bytes and keeps no checksum, so the
+// entry bytes are our own frame:
+//
+//	+-----------+--------+-------------+-------------+-------------------+
+//	| CRC32C    | type   | revision    | length      | payload           |
+//	| 4 bytes   | 1 byte | 8 bytes     | 4 bytes     | length bytes      |
+//	| LE uint32 |        | LE uint64   | LE uint32   |                   |
+//	+-----------+--------+-------------+-------------+-------------------+
+//
+// The CRC (Castagnoli) covers type, revision, length and payload. The
+// revision equals the tidwall/wal index of the entry; both are checked when
+// the log is read. The log directory holds a FORMAT file naming the frame
+// version; Open refuses a directory of another version.
+//
+// # Commit pipeline
+//
+// [Log.Enqueue] assigns the next revision (strictly increasing, no gaps) and
+// queues the record. [Log.WaitWritten] returns once the record is in the
+// segment file (write(2) done): concurrent callers are combined, so that one
+// of them writes every queued record with a single write. [Log.WaitDurable]
+// returns once an fsync covering the record has completed: one caller (the
+// sync leader) fdatasyncs for all the records written so far while the others
+// wait, which is group commit. A background flusher fsyncs every
+// FlushInterval, or sooner when FlushBytes are unsynced, for records whose
+// writers did not wait.
+//
+// tidwall/wal is opened with NoSync and its own Sync is never called: it holds
+// the log's lock while it fsyncs, which would stop writers during every fsync.
+// The Log fdatasyncs the tail segment through a file descriptor of its own
+// instead, and fsyncs the directory after tidwall/wal creates a segment file
+// (tidwall/wal never does), before any record in that segment is reported
+// written.
+//
+// # Failures
+//
+// A failed write or fsync is fatal to the Log (the lesson of PostgreSQL's
+// fsync failures): the error is sticky, every waiter gets it, nothing is
+// reported written or durable after it, and later calls fail with it. An fsync
+// is never retried. Reopening the directory recovers what is on disk.
+//
+// # Repair
+//
+// Open scans every segment before handing the directory to tidwall/wal, which
+// refuses a log with a torn tail. In the last segment, a bad record (short,
+// zero-filled, or failing its CRC) with no valid record anywhere after it is
+// the trace of a crash in the middle of a write: the segment is truncated
+// there, fsynced, and the repair is logged. Any other bad record is
+// corruption: Open fails with a [*CorruptError] naming the segment and offset.
+//
+// # Caveats
+//
+// Power loss can, on real disks, persist the pages of an unsynced write out of
+// order, leaving a bad record followed by a valid one in the last segment.
+// Open reports that as corruption rather than guessing: it never silently
+// drops a valid record.
+package wal

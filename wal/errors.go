@@ -1,0 +1,38 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrCorrupt is returned (wrapped in a *CorruptError) when a record other
+	// than a torn tail fails its checks.
+	ErrCorrupt = errors.New("wal: corrupt")
+
+	// ErrClosed is returned by calls on a closed Log.
+	ErrClosed = errors.New("wal: closed")
+
+	// ErrFormat is returned by Open when the directory holds a log of an
+	// unknown format version.
+	ErrFormat = errors.New("wal: unsupported format")
+
+	// ErrFailed wraps the first write or fsync error of a Log. It is sticky:
+	// once returned, every later write and sync returns it too.
+	ErrFailed = errors.New("wal: log failed")
+)
+
+// CorruptError reports a bad record: the segment file and the byte offset of
+// the record within it. It unwraps to ErrCorrupt.
+type CorruptError struct {
+	Segment string // segment file name
+	Offset  int64  // byte offset of the bad record
+	Reason  string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("wal: corrupt record in segment %s at offset %d: %s", e.Segment, e.Offset, e.Reason)
+}
+
+// Unwrap returns ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }

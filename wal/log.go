@@ -1,0 +1,678 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	twal "github.com/tidwall/wal"
+)
+
+const (
+	formatFile    = "FORMAT"
+	formatVersion = "kvd-wal 1\n"
+
+	defaultSegmentSize   = 64 << 20
+	defaultFlushInterval = 10 * time.Millisecond
+	defaultFlushBytes    = 1 << 20
+)
+
+// Options configure a Log. The zero value is valid.
+type Options struct {
+	// SegmentSize is the size at which a segment file is sealed and a new one
+	// started. Default 64 MiB.
+	SegmentSize int
+	// GroupCommitDelay makes the sync leader wait this long before it fsyncs,
+	// so that more records share the fsync. Default 0: no artificial delay.
+	GroupCommitDelay time.Duration
+	// FlushInterval is how often the background flusher fsyncs records that
+	// nobody waits for. Default 10ms.
+	FlushInterval time.Duration
+	// FlushBytes makes the flusher fsync as soon as this many bytes are
+	// written but not synced. Default 1 MiB.
+	FlushBytes int
+	// Logger receives repair and failure messages. Nil discards them.
+	Logger *slog.Logger
+	// OnWritten, if set, is called by the goroutine that wrote records
+	// first..first+len(vs)-1, in revision order, after they are written and
+	// before any of their waiters returns. vs holds the values passed to
+	// Enqueue. Calls never overlap.
+	OnWritten func(first uint64, vs []any)
+	// OnSync, if set, is called after every fsync of the log with its
+	// duration and the number of records it made durable.
+	OnSync func(d time.Duration, records int)
+	// SyncFile performs the fsync of a segment file. Nil means fdatasync.
+	// Tests set it to inject failures.
+	SyncFile func(f *os.File) error
+}
+
+// Stats are counters of a Log.
+type Stats struct {
+	First, Written, Durable uint64 // first revision held, last written, last durable
+	Fsyncs                  uint64 // fsyncs of segment files by the log
+	RecordsSynced           uint64 // records made durable by those fsyncs
+	BytesWritten            int64  // bytes written since Open
+	Segments                int
+	Err                     error // sticky failure, if any
+}
+
+// Log is an open write-ahead log. Its methods are safe for concurrent use.
+type Log struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+	tw   *twal.Log
+
+	fatal atomic.Pointer[error] // sticky failure
+
+	// Write side: guarded by mu.
+	mu        sync.Mutex
+	wcond     *sync.Cond
+	closed    bool
+	next      uint64 // revision the next Enqueue gets
+	written   uint64 // last revision written
+	writing   bool   // a goroutine is writing queued records
+	queue     []byte // framed records waiting to be written
+	queueRecs []int  // end offset of each queued record in queue
+	queueVals []any
+	syncF     *os.File   // tail segment, for fdatasync
+	retired   []*os.File // old tail segments, closed by the next sync leader
+	unsynced  int        // bytes written since the last fsync
+	segFirst  []uint64   // first revision of each segment (mirrors tidwall/wal)
+	tailBytes int        // size of the tail segment (mirrors tidwall/wal)
+	first     uint64
+	bytes     int64
+
+	// Sync side: guarded by smu.
+	smu          sync.Mutex
+	scond        *sync.Cond
+	syncing      bool
+	durable      uint64
+	fsyncs       uint64
+	recordsSyncd uint64
+
+	flushKick     chan struct{}
+	flushInterval atomic.Int64
+	stop          chan struct{}
+	wg            sync.WaitGroup
+	closeOnce     sync.Once
+	closeErr      error
+
+	// Scratch of the writing goroutine.
+	batch  twal.Batch
+	spare  []byte
+	spareR []int
+	spareV []any
+}
+
+// Open opens the log in dir, creating it if needed. It finishes an
+// interrupted truncation, checks every record, repairs a torn tail of the
+// last segment, fsyncs what it found, and calls replay (if not nil) for every
+// record whose revision is >= from, in order. Records with a revision below
+// from may be absent; a log that does not reach from-1 is an error.
+func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error) {
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = defaultSegmentSize
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = defaultFlushInterval
+	}
+	if opts.FlushBytes <= 0 {
+		opts.FlushBytes = defaultFlushBytes
+	}
+	if opts.SyncFile == nil {
+		opts.SyncFile = fdatasync
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if from == 0 {
+		from = 1
+	}
+	if err := checkFormat(dir); err != nil {
+		return nil, err
+	}
+	segs, err := finishTruncation(dir)
+	if err != nil {
+		return nil, err
+	}
+	// Make whatever an earlier process wrote durable before it is replayed:
+	// the caller may checkpoint replayed records at once.
+	for _, s := range segs {
+		if err := syncFile(filepath.Join(dir, s.name)); err != nil {
+			return nil, err
+		}
+	}
+	if len(segs) == 0 && from > 1 {
+		// An empty directory at a later revision: start the log there, as
+		// tidwall/wal would after truncating everything.
+		name := segmentName(from)
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("wal: create segment: %w", err)
+		}
+		f.Close()
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+		segs = []segmentFile{{name: name, first: from}}
+	}
+	res, err := scanLog(dir, segs, from, replay, logger)
+	if err != nil {
+		return nil, err
+	}
+	if len(segs) > 0 && (res.first > from || res.last+1 < from) {
+		return nil, fmt.Errorf("wal: log holds revisions %d..%d, state needs %d onwards: %w",
+			res.first, res.last, from, ErrCorrupt)
+	}
+	tw, err := twal.Open(dir, &twal.Options{
+		NoSync:      true,
+		SegmentSize: opts.SegmentSize,
+		AllowEmpty:  true,
+		DirPerms:    0o750,
+		FilePerms:   0o640,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wal: open: %w", err)
+	}
+	if len(segs) == 0 {
+		// tidwall/wal created segment 1.
+		if err := syncDir(dir); err != nil {
+			tw.Close()
+			return nil, err
+		}
+		res.first, res.last = 1, 0
+		res.segFirst = []uint64{1}
+	}
+	last, err := tw.LastIndex()
+	if err != nil || last != res.last {
+		tw.Close()
+		return nil, fmt.Errorf("wal: open: tidwall/wal sees last index %d, scan saw %d (%v): %w", last, res.last, err, ErrCorrupt)
+	}
+	l := &Log{
+		dir:       dir,
+		opts:      opts,
+		log:       logger,
+		tw:        tw,
+		next:      res.last + 1,
+		written:   res.last,
+		durable:   res.last,
+		segFirst:  res.segFirst,
+		tailBytes: int(res.tailSize),
+		first:     res.first,
+		flushKick: make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+	}
+	l.wcond = sync.NewCond(&l.mu)
+	l.scond = sync.NewCond(&l.smu)
+	l.flushInterval.Store(int64(opts.FlushInterval))
+	if l.syncF, err = l.openTail(); err != nil {
+		tw.Close()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.flusher()
+	return l, nil
+}
+
+func checkFormat(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("wal: create dir: %w", err)
+	}
+	path := filepath.Join(dir, formatFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if string(b) != formatVersion {
+			return fmt.Errorf("wal: %s says %q, this build reads %q: %w", path, b, formatVersion, ErrFormat)
+		}
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("wal: read format: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("wal: read dir: %w", err)
+	}
+	for _, e := range ents {
+		if len(e.Name()) >= segmentNameLen {
+			return fmt.Errorf("wal: %s has segments but no %s file: %w", dir, formatFile, ErrFormat)
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(formatVersion), 0o640); err != nil {
+		return fmt.Errorf("wal: write format: %w", err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("wal: write format: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func (l *Log) openTail() (*os.File, error) {
+	name := segmentName(l.segFirst[len(l.segFirst)-1])
+	f, err := os.Open(filepath.Join(l.dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("wal: open tail segment: %w", err)
+	}
+	return f, nil
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (l *Log) failure() error {
+	if p := l.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records the first failure of the log and wakes every waiter.
+func (l *Log) fail(err error) error {
+	werr := fmt.Errorf("%w: %w", ErrFailed, err)
+	if l.fatal.CompareAndSwap(nil, &werr) {
+		l.log.Error("wal: log failed; refusing writes until restart", "err", err)
+	}
+	l.mu.Lock()
+	l.wcond.Broadcast()
+	l.mu.Unlock()
+	l.smu.Lock()
+	l.scond.Broadcast()
+	l.smu.Unlock()
+	return l.failure()
+}
+
+// Enqueue assigns the next revision to a record carrying payload and queues
+// it for writing. v is handed to Options.OnWritten once the record is written.
+// The caller may reuse payload when Enqueue returns. The record is not
+// written until some caller of WaitWritten writes it.
+func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
+	if len(payload) > MaxPayload-HeaderSize {
+		return 0, fmt.Errorf("wal: payload of %d bytes is too large", len(payload))
+	}
+	l.mu.Lock()
+	if err := l.failure(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	rev := l.next
+	l.next++
+	l.queue = AppendRecord(l.queue, TypeBatch, rev, payload)
+	l.queueRecs = append(l.queueRecs, len(l.queue))
+	l.queueVals = append(l.queueVals, v)
+	l.mu.Unlock()
+	return rev, nil
+}
+
+// WaitWritten returns once the record of revision rev is written to its
+// segment file, writing every queued record itself when no other goroutine
+// is doing so.
+func (l *Log) WaitWritten(rev uint64) error {
+	l.mu.Lock()
+	for l.written < rev {
+		if err := l.failure(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		if rev >= l.next {
+			l.mu.Unlock()
+			return fmt.Errorf("wal: wait for revision %d, which was never enqueued", rev)
+		}
+		if l.writing {
+			l.wcond.Wait()
+			continue
+		}
+		l.writeQueued()
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// writeQueued writes every queued record. Called with mu held and writing
+// false; returns with mu held.
+func (l *Log) writeQueued() {
+	l.writing = true
+	for len(l.queueRecs) > 0 && l.failure() == nil {
+		buf, ends, vals := l.queue, l.queueRecs, l.queueVals
+		l.queue, l.queueRecs, l.queueVals = l.spare[:0], l.spareR[:0], l.spareV[:0]
+		first := l.written + 1
+		l.mu.Unlock()
+
+		newSegs, err := l.writeBatch(first, buf, ends)
+		if err == nil && len(newSegs) > 0 {
+			err = l.sealedSegments(newSegs)
+		}
+		if err == nil && l.opts.OnWritten != nil {
+			l.opts.OnWritten(first, vals)
+		}
+		clear(vals)
+		l.mu.Lock()
+		if err != nil {
+			l.fail(err)
+			break
+		}
+		l.written = first + uint64(len(ends)) - 1
+		l.bytes += int64(len(buf))
+		l.unsynced += len(buf)
+		if l.unsynced >= l.opts.FlushBytes {
+			select {
+			case l.flushKick <- struct{}{}:
+			default:
+			}
+		}
+		l.spare, l.spareR, l.spareV = buf, ends, vals
+		l.wcond.Broadcast()
+	}
+	l.writing = false
+	l.wcond.Broadcast()
+}
+
+// writeBatch writes framed records to tidwall/wal and returns the first
+// revisions of the segments tidwall/wal created while doing so.
+func (l *Log) writeBatch(first uint64, buf []byte, ends []int) ([]uint64, error) {
+	var newSegs []uint64
+	// Mirror tidwall/wal's segment cycling (Log.writeBatch in wal.go): a
+	// full tail is cycled before the batch, and after any entry that fills it.
+	if l.tailBytes > l.opts.SegmentSize {
+		newSegs = append(newSegs, first)
+		l.tailBytes = 0
+	}
+	start := 0
+	for i, end := range ends {
+		rec := buf[start:end]
+		l.batch.Write(first+uint64(i), rec)
+		l.tailBytes += uvarintLen(uint64(len(rec))) + len(rec)
+		if l.tailBytes >= l.opts.SegmentSize {
+			newSegs = append(newSegs, first+uint64(i)+1)
+			l.tailBytes = 0
+		}
+		start = end
+	}
+	if err := l.tw.WriteBatch(&l.batch); err != nil {
+		l.batch.Clear()
+		return nil, fmt.Errorf("wal: write: %w", err)
+	}
+	return newSegs, nil
+}
+
+// sealedSegments makes segments that tidwall/wal just created durable in the
+// directory and moves the fsync descriptor to the new tail. tidwall/wal
+// fsyncs a segment itself when it seals it.
+func (l *Log) sealedSegments(firsts []uint64) error {
+	if err := syncDir(l.dir); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.segFirst = append(l.segFirst, firsts...)
+	f, err := l.openTail()
+	if err != nil {
+		return err
+	}
+	l.retired = append(l.retired, l.syncF)
+	l.syncF = f
+	return nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// WaitDurable returns once every record up to revision rev is written and
+// fsynced. Concurrent callers share fsyncs: one of them fsyncs everything
+// written so far while the others wait for it.
+func (l *Log) WaitDurable(rev uint64) error {
+	if err := l.WaitWritten(rev); err != nil {
+		return err
+	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	for l.durable < rev {
+		if err := l.failure(); err != nil {
+			return err
+		}
+		if l.syncing {
+			l.scond.Wait()
+			continue
+		}
+		l.syncing = true
+		l.smu.Unlock()
+		err := l.syncWritten()
+		l.smu.Lock()
+		l.syncing = false
+		l.scond.Broadcast()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncWritten fsyncs every record written so far. Only the sync leader
+// (syncing set) calls it.
+func (l *Log) syncWritten() error {
+	if d := l.opts.GroupCommitDelay; d > 0 {
+		time.Sleep(d)
+	}
+	l.mu.Lock()
+	target, f := l.written, l.syncF
+	retired := l.retired
+	l.retired = nil
+	l.unsynced = 0
+	l.mu.Unlock()
+
+	l.smu.Lock()
+	durable := l.durable
+	l.smu.Unlock()
+	if target <= durable {
+		closeAll(retired)
+		return nil
+	}
+	start := time.Now()
+	err := l.opts.SyncFile(f)
+	took := time.Since(start)
+	closeAll(retired)
+	if err != nil {
+		return l.fail(fmt.Errorf("wal: fsync %s: %w", f.Name(), err))
+	}
+	l.smu.Lock()
+	l.durable = target
+	l.fsyncs++
+	l.recordsSyncd += target - durable
+	l.smu.Unlock()
+	if l.opts.OnSync != nil {
+		l.opts.OnSync(took, int(target-durable))
+	}
+	return nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// Sync is a durability barrier: it returns once every record written before
+// the call is durable.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	rev := l.next - 1
+	l.mu.Unlock()
+	return l.WaitDurable(rev)
+}
+
+// SetFlushInterval changes how often the flusher fsyncs.
+func (l *Log) SetFlushInterval(d time.Duration) {
+	if d > 0 {
+		l.flushInterval.Store(int64(d))
+	}
+}
+
+// FlushInterval returns the flusher's period.
+func (l *Log) FlushInterval() time.Duration { return time.Duration(l.flushInterval.Load()) }
+
+// flusher fsyncs written records that nobody waits for, every flush interval
+// or as soon as FlushBytes are unsynced.
+func (l *Log) flusher() {
+	defer l.wg.Done()
+	t := time.NewTimer(l.FlushInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		case <-l.flushKick:
+		}
+		l.mu.Lock()
+		w := l.written
+		l.mu.Unlock()
+		if l.failure() == nil && l.durableRev() < w {
+			// A failure is sticky and reported to every writer; the flusher
+			// has nobody to tell.
+			_ = l.WaitDurable(w)
+		}
+		t.Reset(l.FlushInterval())
+	}
+}
+
+func (l *Log) durableRev() uint64 {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	return l.durable
+}
+
+// LastEnqueued returns the revision of the last record enqueued.
+func (l *Log) LastEnqueued() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next - 1
+}
+
+// Written returns the last revision written.
+func (l *Log) Written() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	s := Stats{First: l.first, Written: l.written, BytesWritten: l.bytes, Segments: len(l.segFirst)}
+	l.mu.Unlock()
+	l.smu.Lock()
+	s.Durable, s.Fsyncs, s.RecordsSynced = l.durable, l.fsyncs, l.recordsSyncd
+	l.smu.Unlock()
+	s.Err = l.failure()
+	return s
+}
+
+// Size returns the bytes held by the log's segment files.
+func (l *Log) Size() int64 {
+	var n int64
+	ents, _ := os.ReadDir(l.dir)
+	for _, e := range ents {
+		if len(e.Name()) == segmentNameLen {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return n
+}
+
+// TruncateFront drops records below keep, but only by whole segments and
+// without copying a segment: tidwall/wal rewrites the segment holding the new
+// first record, so the log keeps the last record of the newest droppable
+// segment. It is a no-op when no whole segment is below keep.
+func (l *Log) TruncateFront(keep uint64) error {
+	if err := l.failure(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	segs := l.segFirst
+	first := l.first
+	l.mu.Unlock()
+	j := -1 // last segment (not the tail) whose records are all below keep
+	for i := 0; i+1 < len(segs); i++ {
+		if segs[i+1] <= keep {
+			j = i
+		}
+	}
+	if j < 0 {
+		return nil
+	}
+	idx := segs[j+1] - 1 // last record of segment j
+	if idx <= first {
+		return nil
+	}
+	if err := l.tw.TruncateFront(idx); err != nil {
+		return l.fail(fmt.Errorf("wal: truncate front to %d: %w", idx, err))
+	}
+	if err := syncDir(l.dir); err != nil {
+		return l.fail(err)
+	}
+	l.mu.Lock()
+	rest := l.segFirst[j+1:]
+	l.segFirst = append([]uint64{idx}, rest...)
+	l.first = idx
+	l.mu.Unlock()
+	return nil
+}
+
+// Close writes and fsyncs every queued record, stops the flusher and closes
+// the log. It is idempotent; calls after it return ErrClosed.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		last := l.next - 1
+		l.mu.Unlock()
+		err := l.WaitDurable(last)
+		close(l.stop)
+		l.wg.Wait()
+		if cerr := l.tw.Close(); cerr != nil && err == nil && !errors.Is(cerr, twal.ErrClosed) {
+			err = fmt.Errorf("wal: close: %w", cerr)
+		}
+		l.mu.Lock()
+		closeAll(l.retired)
+		l.retired = nil
+		if l.syncF != nil {
+			l.syncF.Close()
+		}
+		l.mu.Unlock()
+		l.closeErr = err
+	})
+	return l.closeErr
+}
+
+var _ io.Closer = (*Log)(nil)
