@@ -1,0 +1,432 @@
+package engine_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"kvd/engine"
+)
+
+func open(t testing.TB, dir string, opts engine.Options) *engine.DB {
+	t.Helper()
+	db, err := engine.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func mustPut(t testing.TB, db *engine.DB, k, v string) uint64 {
+	t.Helper()
+	rev, err := db.Put([]byte(k), []byte(v), engine.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func wantGet(t testing.TB, db *engine.DB, k, want string) {
+	t.Helper()
+	got, err := db.Get([]byte(k))
+	if want == "<missing>" {
+		if !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("Get(%q) = %q, %v; want ErrNotFound", k, got, err)
+		}
+		return
+	}
+	if err != nil || string(got) != want {
+		t.Fatalf("Get(%q) = %q, %v; want %q", k, got, err, want)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, mode := range []engine.CommitMode{engine.CommitSync, engine.CommitAsync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			db := open(t, dir, engine.Options{CommitMode: mode})
+			var last uint64
+			for i := range 100 {
+				rev := mustPut(t, db, fmt.Sprintf("k%03d", i), fmt.Sprint(i))
+				if rev != last+1 {
+					t.Fatalf("revision %d after %d", rev, last)
+				}
+				last = rev
+			}
+			mustPut(t, db, "k007", "seven")
+			if _, err := db.Delete([]byte("k008"), engine.WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			mustPut(t, db, "empty", "")
+			bin := string([]byte{0, 1, 2, 0xff, '\r', '\n'})
+			mustPut(t, db, bin, bin)
+			check := func(db *engine.DB) {
+				wantGet(t, db, "k000", "0")
+				wantGet(t, db, "k007", "seven")
+				wantGet(t, db, "k008", "<missing>")
+				wantGet(t, db, "k099", "99")
+				wantGet(t, db, "empty", "")
+				wantGet(t, db, bin, bin)
+				wantGet(t, db, "nope", "<missing>")
+				if n, err := db.Count(); err != nil || n != 101 {
+					t.Fatalf("Count = %d, %v; want 101", n, err)
+				}
+			}
+			check(db)
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db = open(t, dir, engine.Options{})
+			check(db)
+			st := db.Stats()
+			if st.CommittedRevision != 104 || st.AppliedRevision != 104 || st.DurableRevision != 104 {
+				t.Fatalf("after reopen: %+v", st)
+			}
+		})
+	}
+}
+
+func TestPerWriteDurability(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync, FlushInterval: time.Hour})
+	before := db.Stats().Fsyncs
+	rev, err := db.Put([]byte("a"), []byte("1"), engine.WriteOptions{Durability: engine.DurabilitySync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := db.Stats(); st.DurableRevision < rev || st.Fsyncs != before+1 {
+		t.Fatalf("sync write in async mode: durable %d fsyncs %d, want >= %d and %d", st.DurableRevision, st.Fsyncs, rev, before+1)
+	}
+	rev, err = db.Put([]byte("b"), []byte("2"), engine.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := db.Stats(); st.DurableRevision >= rev {
+		t.Fatalf("async write was fsynced before the flush interval: %+v", st)
+	}
+	wantGet(t, db, "b", "2") // reads see acknowledged, not yet durable writes
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if st := db.Stats(); st.DurableRevision < rev {
+		t.Fatalf("Sync returned before revision %d was durable: %+v", rev, st)
+	}
+}
+
+func TestBatchAndScan(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	var b engine.Batch
+	for i := range 10 {
+		b.Put([]byte(fmt.Sprintf("p/%02d", i)), []byte(fmt.Sprint(i)))
+	}
+	b.Put([]byte("q/1"), []byte("q"))
+	b.Delete([]byte("p/05"))
+	rev, err := db.Write(&b, engine.WriteOptions{})
+	if err != nil || rev != 1 {
+		t.Fatalf("Write = %d, %v; want revision 1", rev, err)
+	}
+	b.Reset()
+	if rev, err := db.Write(&b, engine.WriteOptions{}); err != nil || rev != 1 {
+		t.Fatalf("empty Write = %d, %v; want 1, nil", rev, err)
+	}
+	// Move part of the state into the state file, then overlay newer writes.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = db
+	dir := t.TempDir()
+	db = open(t, dir, engine.Options{})
+	db.Write(func() *engine.Batch {
+		var b engine.Batch
+		for i := range 10 {
+			b.Put([]byte(fmt.Sprintf("p/%02d", i)), []byte(fmt.Sprint(i)))
+		}
+		b.Put([]byte("q/1"), []byte("q"))
+		return &b
+	}(), engine.WriteOptions{})
+	db.Close()
+	db = open(t, dir, engine.Options{}) // everything now in the state file
+	db.Delete([]byte("p/05"), engine.WriteOptions{})
+	mustPut(t, db, "p/03", "three")
+	mustPut(t, db, "p/10", "10")
+	keys := func(kvs []engine.KV) string {
+		var s []string
+		for _, kv := range kvs {
+			s = append(s, string(kv.Key)+"="+string(kv.Value))
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tc := range []struct {
+		name string
+		o    engine.ScanOptions
+		want string
+	}{
+		{"prefix", engine.ScanOptions{Prefix: []byte("p/"), Limit: 5}, "p/00=0,p/01=1,p/02=2,p/03=three,p/04=4"},
+		{"after tombstone", engine.ScanOptions{Start: []byte("p/04"), Limit: 3}, "p/04=4,p/06=6,p/07=7"},
+		{"range", engine.ScanOptions{Start: []byte("p/08"), End: []byte("q/1")}, "p/08=8,p/09=9,p/10=10"},
+		{"all of q", engine.ScanOptions{Prefix: []byte("q/")}, "q/1=q"},
+		{"none", engine.ScanOptions{Prefix: []byte("zz")}, ""},
+		{"keys only", engine.ScanOptions{Prefix: []byte("p/1"), KeysOnly: true}, "p/10="},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kvs, err := db.Scan(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := keys(kvs); got != tc.want {
+				t.Fatalf("Scan = %s; want %s", got, tc.want)
+			}
+		})
+	}
+	if n, err := db.Count(); err != nil || n != 11 {
+		t.Fatalf("Count = %d, %v; want 11", n, err)
+	}
+}
+
+func TestUpdateIsAtomic(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync})
+	incr := func() error {
+		_, err := db.Update(engine.WriteOptions{}, func(tx *engine.Txn) error {
+			v, err := tx.Get([]byte("n"))
+			if err != nil && !errors.Is(err, engine.ErrNotFound) {
+				return err
+			}
+			n, _ := strconv.Atoi(string(v))
+			tx.Put([]byte("n"), []byte(strconv.Itoa(n+1)))
+			return nil
+		})
+		return err
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if err := incr(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		go func() { // blind writes racing with the increments
+			defer wg.Done()
+			for i := range 100 {
+				if _, err := db.Put([]byte(fmt.Sprint("other", i)), []byte("x"), engine.WriteOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wantGet(t, db, "n", "800")
+	sentinel := errors.New("no")
+	rev0 := db.Stats().CommittedRevision
+	rev, err := db.Update(engine.WriteOptions{}, func(tx *engine.Txn) error {
+		tx.Put([]byte("n"), []byte("0"))
+		return sentinel
+	})
+	if !errors.Is(err, sentinel) || rev != 0 {
+		t.Fatalf("Update returning an error: %d, %v", rev, err)
+	}
+	wantGet(t, db, "n", "800")
+	if got := db.Stats().CommittedRevision; got != rev0 {
+		t.Fatalf("a failed Update committed: revision %d, was %d", got, rev0)
+	}
+	// Read-your-writes inside a transaction.
+	db.Update(engine.WriteOptions{}, func(tx *engine.Txn) error {
+		tx.Put([]byte("x"), []byte("1"))
+		if v, err := tx.Get([]byte("x")); err != nil || string(v) != "1" {
+			t.Errorf("Txn.Get of its own write: %q, %v", v, err)
+		}
+		tx.Delete([]byte("x"))
+		if _, err := tx.Get([]byte("x")); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("Txn.Get of its own delete: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestLimitsAndBadInput(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{MaxValueSize: 100, MaxKeySize: 10})
+	wo := engine.WriteOptions{}
+	if _, err := db.Put(nil, []byte("v"), wo); !errors.Is(err, engine.ErrEmptyKey) {
+		t.Errorf("empty key: %v", err)
+	}
+	if _, err := db.Put([]byte("01234567890"), []byte("v"), wo); !errors.Is(err, engine.ErrKeyTooLarge) {
+		t.Errorf("long key: %v", err)
+	}
+	if _, err := db.Put([]byte("k"), make([]byte, 101), wo); !errors.Is(err, engine.ErrValueTooLarge) {
+		t.Errorf("long value: %v", err)
+	}
+	var b engine.Batch
+	b.Put([]byte("ok"), []byte("v"))
+	b.Put([]byte("k"), make([]byte, 101))
+	if _, err := db.Write(&b, wo); !errors.Is(err, engine.ErrValueTooLarge) {
+		t.Errorf("batch with a long value: %v", err)
+	}
+	wantGet(t, db, "ok", "<missing>") // nothing of a refused batch is written
+	if st := db.Stats(); st.CommittedRevision != 0 {
+		t.Errorf("refused writes committed revision %d", st.CommittedRevision)
+	}
+}
+
+func TestOptionsReportEveryProblem(t *testing.T) {
+	_, err := engine.Open(t.TempDir(), engine.Options{
+		CommitMode:    engine.CommitMode(7),
+		FlushInterval: -1,
+		MaxKeySize:    engine.MaxKeyLimit + 1,
+		FlushBytes:    -5,
+	})
+	if err == nil {
+		t.Fatal("Open accepted invalid options")
+	}
+	for _, want := range []string{"CommitMode", "FlushInterval", "MaxKeySize", "FlushBytes"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if _, err := engine.ParseCommitMode("fast"); err == nil {
+		t.Error("ParseCommitMode accepted fast")
+	}
+}
+
+func TestDirectoryLock(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	if _, err := engine.Open(dir, engine.Options{}); !errors.Is(err, engine.ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	db.Close()
+	db2 := open(t, dir, engine.Options{})
+	db2.Close()
+}
+
+func TestClose(t *testing.T) {
+	db, err := engine.Open(t.TempDir(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, db, "a", "1")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := db.Put([]byte("a"), []byte("2"), engine.WriteOptions{}); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Put after Close: %v", err)
+	}
+	if _, err := db.Get([]byte("a")); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Get after Close: %v", err)
+	}
+	if err := db.Sync(); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Sync after Close: %v", err)
+	}
+}
+
+func TestCheckpointsTruncateTheLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := engine.Options{
+		CommitMode:       engine.CommitAsync,
+		SegmentSize:      16 << 10,
+		CheckpointBytes:  32 << 10,
+		MaxMemtableBytes: 128 << 10,
+	}
+	db := open(t, dir, opts)
+	val := bytes.Repeat([]byte("v"), 200)
+	const n = 5000
+	for i := range n {
+		if _, err := db.Put([]byte(fmt.Sprintf("key-%05d", i%1000)), append(val, fmt.Sprint(i)...), engine.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if mb := db.Stats().MemtableBytes; mb > opts.MaxMemtableBytes+64<<10 {
+			t.Fatalf("memtable at %d bytes, bound %d", mb, opts.MaxMemtableBytes)
+		}
+	}
+	waitFor(t, func() bool { return db.Stats().Checkpoints > 5 })
+	st := db.Stats()
+	if st.WALBytes > 1<<20 {
+		t.Fatalf("log holds %d bytes after checkpoints: not truncated (%+v)", st.WALBytes, st)
+	}
+	for i := n - 1000; i < n; i++ {
+		wantGet(t, db, fmt.Sprintf("key-%05d", i%1000), string(val)+fmt.Sprint(i))
+	}
+	db.Close()
+	db = open(t, dir, opts)
+	for i := n - 1000; i < n; i++ {
+		wantGet(t, db, fmt.Sprintf("key-%05d", i%1000), string(val)+fmt.Sprint(i))
+	}
+	if got := db.Stats().CommittedRevision; got != n {
+		t.Fatalf("revision after reopen %d, want %d", got, n)
+	}
+	mustPut(t, db, "after", "reopen")
+	if got := db.Stats().CommittedRevision; got != n+1 {
+		t.Fatalf("revision of the next write %d, want %d", got, n+1)
+	}
+}
+
+func TestFsyncFailureRefusesWritesKeepsReads(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	failing := false
+	opts := engine.Options{SyncFile: func(f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return syscall.EIO
+		}
+		return f.Sync()
+	}}
+	db, err := engine.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		mustPut(t, db, fmt.Sprint("k", i), "v")
+	}
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	if _, err := db.Put([]byte("doomed"), []byte("v"), engine.WriteOptions{}); !errors.Is(err, engine.ErrLogFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Put with failing fsync: %v, want ErrLogFailed wrapping EIO", err)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	for _, d := range []engine.Durability{engine.DurabilitySync, engine.DurabilityAsync} {
+		if _, err := db.Put([]byte("later"), []byte("v"), engine.WriteOptions{Durability: d}); !errors.Is(err, engine.ErrLogFailed) {
+			t.Fatalf("%v Put after the failure: %v, want ErrLogFailed", d, err)
+		}
+	}
+	wantGet(t, db, "k19", "v")
+	if st := db.Stats(); st.Err == nil {
+		t.Fatal("Stats does not report the failure")
+	}
+	db.Close()
+	db = open(t, dir, engine.Options{})
+	for i := range 20 {
+		wantGet(t, db, fmt.Sprint("k", i), "v")
+	}
+	wantGet(t, db, "later", "<missing>")
+	mustPut(t, db, "healthy", "again")
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 20s")
+		}
+		time.Sleep(5 * time.Millisecond) // poll
+	}
+}

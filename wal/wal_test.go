@@ -1,0 +1,487 @@
+package wal_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"kvd/wal"
+)
+
+// payload returns the deterministic payload of revision rev.
+func payload(rev uint64) []byte {
+	return []byte(fmt.Sprintf("payload-%d-%s", rev, bytes.Repeat([]byte{'x'}, int(rev%37))))
+}
+
+// appendN writes n records, each waited for in sync mode, and returns the
+// last revision.
+func appendN(t testing.TB, l *wal.Log, n int) uint64 {
+	t.Helper()
+	var rev uint64
+	for range n {
+		r, err := l.Enqueue(payload(l.LastEnqueued()+1), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitDurable(r); err != nil {
+			t.Fatal(err)
+		}
+		rev = r
+	}
+	return rev
+}
+
+type replayed struct {
+	revs []uint64
+}
+
+func (r *replayed) fn(t testing.TB) wal.ReplayFunc {
+	return func(rev uint64, p []byte) error {
+		if !bytes.Equal(p, payload(rev)) {
+			t.Errorf("revision %d: payload %q, want %q", rev, p, payload(rev))
+		}
+		r.revs = append(r.revs, rev)
+		return nil
+	}
+}
+
+func openLog(t testing.TB, dir string, opts wal.Options) (*wal.Log, []uint64) {
+	t.Helper()
+	var r replayed
+	l, err := wal.Open(dir, 1, opts, r.fn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, r.revs
+}
+
+// checkPrefix fails unless revs is exactly 1..n.
+func checkPrefix(t testing.TB, revs []uint64, n uint64) {
+	t.Helper()
+	if uint64(len(revs)) != n {
+		t.Fatalf("replayed %d records, want %d", len(revs), n)
+	}
+	for i, r := range revs {
+		if r != uint64(i+1) {
+			t.Fatalf("record %d has revision %d", i, r)
+		}
+	}
+}
+
+func segments(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if len(e.Name()) == 20 {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestRoundTripAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	l, revs := openLog(t, dir, wal.Options{})
+	checkPrefix(t, revs, 0)
+	if got := appendN(t, l, 50); got != 50 {
+		t.Fatalf("last revision %d, want 50", got)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Enqueue([]byte("x"), nil); !errors.Is(err, wal.ErrClosed) {
+		t.Fatalf("Enqueue after Close: %v, want ErrClosed", err)
+	}
+	l2, revs := openLog(t, dir, wal.Options{})
+	checkPrefix(t, revs, 50)
+	if got := appendN(t, l2, 1); got != 51 {
+		t.Fatalf("next revision %d, want 51", got)
+	}
+}
+
+func TestReplayFrom(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{})
+	appendN(t, l, 20)
+	l.Close()
+	var got []uint64
+	l2, err := wal.Open(dir, 15, wal.Options{}, func(rev uint64, p []byte) error {
+		got = append(got, rev)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if len(got) != 6 || got[0] != 15 || got[5] != 20 {
+		t.Fatalf("replayed %v, want 15..20", got)
+	}
+	if _, err := wal.Open(t.TempDir(), 0, wal.Options{}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLogBehindStateIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{})
+	appendN(t, l, 5)
+	l.Close()
+	_, err := wal.Open(dir, 10, wal.Options{}, nil)
+	if !errors.Is(err, wal.ErrCorrupt) {
+		t.Fatalf("Open from 10 over a log ending at 5: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestFormatChecked(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{})
+	l.Close()
+	if err := os.WriteFile(filepath.Join(dir, "FORMAT"), []byte("kvd-wal 99\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wal.Open(dir, 1, wal.Options{}, nil); !errors.Is(err, wal.ErrFormat) {
+		t.Fatalf("Open of another format: %v, want ErrFormat", err)
+	}
+}
+
+// lastRecordBounds returns the offsets of the last record in the tail segment.
+func lastRecordBounds(t testing.TB, path string, lastRev uint64) (start, end int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := wal.AppendRecord(nil, wal.TypeBatch, lastRev, payload(lastRev))
+	i := bytes.LastIndex(b, rec)
+	if i < 0 || i+len(rec) != len(b) {
+		t.Fatalf("last record not found at the end of %s", path)
+	}
+	// The tidwall/wal entry starts with a one-byte uvarint length here.
+	return i - 1, len(b)
+}
+
+func TestTornTailEveryOffset(t *testing.T) {
+	base := t.TempDir()
+	l, _ := openLog(t, base, wal.Options{})
+	const n = 10
+	appendN(t, l, n)
+	l.Close()
+	seg := segments(t, base)[0]
+	orig, err := os.ReadFile(filepath.Join(base, seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, end := lastRecordBounds(t, filepath.Join(base, seg), n)
+	for cut := start; cut < end; cut++ {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			dir := t.TempDir()
+			copyWAL(t, base, dir)
+			if err := os.WriteFile(filepath.Join(dir, seg), orig[:cut], 0o640); err != nil {
+				t.Fatal(err)
+			}
+			l, revs := openLog(t, dir, wal.Options{})
+			checkPrefix(t, revs, n-1)
+			if got := appendN(t, l, 1); got != n {
+				t.Fatalf("revision after repair %d, want %d", got, n)
+			}
+			l.Close()
+			_, revs = openLog(t, dir, wal.Options{})
+			checkPrefix(t, revs, n)
+		})
+	}
+}
+
+func copyWAL(t testing.TB, from, to string) {
+	t.Helper()
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestZeroAndGarbageTails(t *testing.T) {
+	base := t.TempDir()
+	l, _ := openLog(t, base, wal.Options{})
+	const n = 5
+	appendN(t, l, n)
+	l.Close()
+	seg := segments(t, base)[0]
+	orig, err := os.ReadFile(filepath.Join(base, seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	type tail struct {
+		name string
+		b    []byte
+	}
+	var tails []tail
+	for _, size := range []int{1, 2, 3, 7, 8, 16, 17, 100, 511, 512, 4095, 4096, 4097, 8191, 8192} {
+		tails = append(tails, tail{fmt.Sprintf("zeros-%d", size), make([]byte, size)})
+	}
+	for i := range 20 {
+		g := make([]byte, 1+rng.IntN(4096))
+		for j := range g {
+			g[j] = byte(rng.Uint32())
+		}
+		tails = append(tails, tail{fmt.Sprintf("garbage-%d-%d", i, len(g)), g})
+	}
+	// A torn record: a valid frame for the next revision, its tail zeroed.
+	next := wal.AppendRecord([]byte{byte(wal.HeaderSize + len(payload(n+1)))}, wal.TypeBatch, n+1, payload(n+1))
+	clear(next[len(next)/2:])
+	tails = append(tails, tail{"half-zeroed-record", next})
+	for _, tc := range tails {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyWAL(t, base, dir)
+			if err := os.WriteFile(filepath.Join(dir, seg), append(bytes.Clone(orig), tc.b...), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			l, revs := openLog(t, dir, wal.Options{})
+			checkPrefix(t, revs, n)
+			appendN(t, l, 2)
+			l.Close()
+			_, revs = openLog(t, dir, wal.Options{})
+			checkPrefix(t, revs, n+2)
+		})
+	}
+}
+
+func TestCorruptionInSealedSegmentFailsOpen(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{SegmentSize: 1024})
+	appendN(t, l, 200)
+	l.Close()
+	segs := segments(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("want several segments, got %v", segs)
+	}
+	victim := filepath.Join(dir, segs[1])
+	b, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const off = 300
+	b[off] ^= 0x10
+	if err := os.WriteFile(victim, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err = wal.Open(dir, 1, wal.Options{SegmentSize: 1024}, nil)
+	var ce *wal.CorruptError
+	if !errors.As(err, &ce) || !errors.Is(err, wal.ErrCorrupt) {
+		t.Fatalf("Open over a flipped bit: %v, want a CorruptError", err)
+	}
+	if ce.Segment != segs[1] || ce.Offset > off || ce.Offset < off-200 {
+		t.Fatalf("error names segment %s offset %d, want %s near %d", ce.Segment, ce.Offset, segs[1], off)
+	}
+	t.Log(err)
+}
+
+func TestBadRecordFollowedByValidInTailIsCorruption(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{})
+	appendN(t, l, 10)
+	l.Close()
+	path := filepath.Join(dir, segments(t, dir)[0])
+	b, _ := os.ReadFile(path)
+	b[40] ^= 0xff // inside the first record
+	os.WriteFile(path, b, 0o640)
+	if _, err := wal.Open(dir, 1, wal.Options{}, nil); !errors.Is(err, wal.ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != int64(len(b)) {
+		t.Fatalf("a refused open changed the segment: size %d, was %d", fi.Size(), len(b))
+	}
+}
+
+func TestSegmentsAndDirectory(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{SegmentSize: 2000})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(1, uint64(w)))
+			for range 300 {
+				p := bytes.Repeat([]byte{byte(w)}, 1+rng.IntN(300))
+				rev, err := l.Enqueue(p, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := l.WaitWritten(rev); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Stats().Segments, len(segments(t, dir)); got != want {
+		t.Fatalf("log tracks %d segments, directory has %d", got, want)
+	}
+	if err := l.TruncateFront(1000); err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if got, want := st.Segments, len(segments(t, dir)); got != want {
+		t.Fatalf("after truncation the log tracks %d segments, directory has %d", got, want)
+	}
+	if st.First > 1000 || st.First < 500 {
+		t.Fatalf("first revision after truncating to 1000 is %d", st.First)
+	}
+	l.Close()
+	var first uint64
+	l2, err := wal.Open(dir, 1000, wal.Options{SegmentSize: 2000}, func(rev uint64, _ []byte) error {
+		if first == 0 {
+			first = rev
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if first != 1000 || l2.Written() != 1200 {
+		t.Fatalf("replay from 1000 started at %d, last %d", first, l2.Written())
+	}
+}
+
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	l, _ := openLog(t, t.TempDir(), wal.Options{})
+	var wg sync.WaitGroup
+	const writers, each = 32, 20
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				rev, err := l.Enqueue([]byte("v"), nil)
+				if err == nil {
+					err = l.WaitDurable(rev)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := l.Stats()
+	if st.Durable != writers*each || st.RecordsSynced != writers*each {
+		t.Fatalf("durable %d, records synced %d, want %d", st.Durable, st.RecordsSynced, writers*each)
+	}
+	if st.Fsyncs >= writers*each {
+		t.Fatalf("%d fsyncs for %d records: no fsync was shared", st.Fsyncs, writers*each)
+	}
+	t.Logf("%d records, %d fsyncs", writers*each, st.Fsyncs)
+}
+
+func TestAsyncRecordsAreFlushed(t *testing.T) {
+	l, _ := openLog(t, t.TempDir(), wal.Options{})
+	rev, err := l.Enqueue([]byte("v"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitWritten(rev); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody waits for durability: the flusher must get there.
+	waitFor(t, func() bool { return l.Stats().Durable >= rev })
+}
+
+func TestFsyncErrorIsSticky(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	fail := false
+	opts := wal.Options{SyncFile: func(f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return syscall.EIO
+		}
+		return f.Sync()
+	}}
+	l, _ := openLog(t, dir, opts)
+	acked := appendN(t, l, 10)
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	rev, err := l.Enqueue([]byte("doomed"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitDurable(rev); !errors.Is(err, wal.ErrFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("WaitDurable with a failing fsync: %v, want ErrFailed wrapping EIO", err)
+	}
+	mu.Lock()
+	fail = false // a later fsync would succeed: the log must not retry and pretend
+	mu.Unlock()
+	if _, err := l.Enqueue([]byte("later"), nil); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("Enqueue after a failed fsync: %v, want ErrFailed", err)
+	}
+	if err := l.WaitDurable(rev); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("second WaitDurable: %v, want ErrFailed", err)
+	}
+	if err := l.Sync(); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("Sync after failure: %v, want ErrFailed", err)
+	}
+	if st := l.Stats(); st.Durable != acked || st.Err == nil {
+		t.Fatalf("durable %d err %v, want %d and the failure", st.Durable, st.Err, acked)
+	}
+	l.Close()
+	var r replayed
+	l2, err := wal.Open(dir, 1, wal.Options{}, func(rev uint64, p []byte) error {
+		r.revs = append(r.revs, rev)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if uint64(len(r.revs)) < acked {
+		t.Fatalf("reopen found %d records, %d were acknowledged", len(r.revs), acked)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // poll: the flusher runs on a 10ms timer
+
+	}
+	t.Fatal("condition not reached within 10s")
+}
