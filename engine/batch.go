@@ -19,6 +19,9 @@ import (
 type Batch struct {
 	data []byte
 	ops  []batchOp
+	// owned marks a batch made inside the engine: the memtable may keep
+	// slices of its data instead of copying them.
+	owned bool
 }
 
 type batchOp struct {

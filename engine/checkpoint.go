@@ -55,7 +55,11 @@ func (db *DB) checkpoint() error {
 	}
 	frozen, rev := db.active, db.memRev
 	db.frozen, db.active = frozen, &memtable{}
+	// Readers fall back to their own transactions until the commit is done.
+	view := db.view
+	db.view = nil
 	db.smu.Unlock()
+	view.close()
 
 	if db.wal != nil {
 		if err := db.wal.WaitDurable(rev); err != nil {
@@ -82,9 +86,14 @@ func (db *DB) checkpoint() error {
 	if err != nil {
 		return db.setFatal(fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err))
 	}
+	view, verr := newReadView(db.bdb)
 	db.smu.Lock()
 	db.frozen = nil
+	db.view = view
 	db.smu.Unlock()
+	if verr != nil {
+		return db.setFatal(fmt.Errorf("engine: begin read view: %w", verr))
+	}
 	db.memBytes.Add(-frozen.bytes)
 	db.applied.Store(rev)
 	db.checkpoints.Add(1)

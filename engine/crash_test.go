@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"kvd/engine"
 )
@@ -41,6 +43,10 @@ func batchKeys(g, i int) [3]string {
 }
 
 func crashChild(dir, mode string) {
+	if mode == "fill" {
+		fillChild(dir)
+		return
+	}
 	m, err := engine.ParseCommitMode(mode)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -185,4 +191,35 @@ func checkRecovered(t *testing.T, dir string, acked []int) {
 		}
 		acked[g] = present - 1
 	}
+}
+
+// fillChild writes KVD_FILL_RECORDS records that are never checkpointed,
+// makes them durable and exits without closing the store.
+func fillChild(dir string) {
+	n, _ := strconv.Atoi(os.Getenv("KVD_FILL_RECORDS"))
+	db, err := engine.Open(dir, engine.Options{
+		CommitMode:         engine.CommitAsync,
+		CheckpointInterval: time.Hour,
+		CheckpointBytes:    4 << 30,
+		MaxMemtableBytes:   4 << 30,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	val := make([]byte, 100)
+	key := make([]byte, 16)
+	for i := range n {
+		binary.BigEndian.PutUint64(key, uint64(i))
+		if _, err := db.Put(key, val, engine.WriteOptions{}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("filled")
+	os.Exit(0) // no Close: nothing is checkpointed
 }

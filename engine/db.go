@@ -42,6 +42,7 @@ type DB struct {
 	active   *memtable
 	frozen   *memtable // being checkpointed, nil otherwise
 	memRev   uint64    // last revision applied to the memtables
+	view     *readView // shared read transaction; nil during a checkpoint commit
 	memBytes atomic.Int64
 
 	applied     atomic.Uint64
@@ -129,14 +130,18 @@ func (db *DB) getLocked(key []byte) ([]byte, error) {
 		}
 	}
 	var v []byte
-	err := db.bdb.View(func(tx *bolt.Tx) error {
-		if got := tx.Bucket(bucketKV).Get(key); got != nil {
-			v = bytes.Clone(got)
+	if db.view != nil {
+		v = db.view.get(key)
+	} else {
+		err := db.bdb.View(func(tx *bolt.Tx) error {
+			if got := tx.Bucket(bucketKV).Get(key); got != nil {
+				v = bytes.Clone(got)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("engine: read state: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("engine: read state: %w", err)
 	}
 	if v == nil {
 		return nil, ErrNotFound
@@ -148,30 +153,30 @@ func (db *DB) getLocked(key []byte) ([]byte, error) {
 
 // Put sets key to value and returns the write's revision.
 func (db *DB) Put(key, value []byte, wo WriteOptions) (uint64, error) {
-	var b Batch
+	b := &Batch{owned: true}
 	b.data = make([]byte, 0, 4+1+2*binaryLen+len(key)+len(value))
 	b.ops = make([]batchOp, 0, 1)
 	b.Put(key, value)
-	return db.write(&b, wo, true)
+	return db.write(b, wo)
 }
 
 // Delete removes key (deleting a missing key still commits a revision).
 func (db *DB) Delete(key []byte, wo WriteOptions) (uint64, error) {
-	var b Batch
+	b := &Batch{owned: true}
 	b.Delete(key)
-	return db.write(&b, wo, true)
+	return db.write(b, wo)
 }
 
 // Write commits every write of b atomically and returns the revision of the
 // batch. An empty batch commits nothing and returns the last committed
 // revision.
 func (db *DB) Write(b *Batch, wo WriteOptions) (uint64, error) {
-	return db.write(b, wo, false)
+	return db.write(b, wo)
 }
 
 const binaryLen = 10 // max uvarint length
 
-func (db *DB) write(b *Batch, wo WriteOptions, owned bool) (uint64, error) {
+func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
 	if err := b.check(&db.opts); err != nil {
 		return 0, err
 	}
@@ -186,7 +191,7 @@ func (db *DB) write(b *Batch, wo WriteOptions, owned bool) (uint64, error) {
 		db.wmu.RUnlock()
 		return 0, ErrClosed
 	}
-	rev, err := db.wal.Enqueue(b.data, applyItem{b: b, owned: owned})
+	rev, err := db.wal.Enqueue(b.data, b)
 	db.wmu.RUnlock()
 	if err != nil {
 		return 0, db.walErr(err)
@@ -227,21 +232,13 @@ func (db *DB) walErr(err error) error {
 	return err
 }
 
-// applyItem travels with a record through the log and is applied to the
-// memtable once the record is written.
-type applyItem struct {
-	b     *Batch
-	owned bool // the memtable may keep slices of b.data
-}
-
 // applyWritten is the log's OnWritten hook: it makes written records visible
 // to reads, in revision order, before their writers are acknowledged.
 func (db *DB) applyWritten(first uint64, vs []any) {
 	db.smu.Lock()
 	before := db.active.bytes
 	for i, v := range vs {
-		it := v.(applyItem)
-		db.applyBatch(it.b, it.owned)
+		db.applyBatch(v.(*Batch))
 		db.memRev = first + uint64(i)
 	}
 	grown := db.active.bytes - before
@@ -254,11 +251,11 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 }
 
 // applyBatch applies b to the active memtable. Called with smu held.
-func (db *DB) applyBatch(b *Batch, owned bool) {
+func (db *DB) applyBatch(b *Batch) {
 	for _, op := range b.ops {
 		e := memEntry{del: op.del}
 		if !op.del {
-			if owned {
+			if b.owned {
 				e.value = b.value(op)
 			} else {
 				e.value = bytes.Clone(b.value(op))
@@ -359,7 +356,8 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 		db.wmu.Unlock()
 		return 0, err
 	}
-	rev, err := db.wal.Enqueue(t.b.data, applyItem{b: &t.b, owned: true})
+	t.b.owned = true
+	rev, err := db.wal.Enqueue(t.b.data, &t.b)
 	db.wmu.Unlock()
 	if err != nil {
 		return 0, db.walErr(err)
@@ -476,6 +474,8 @@ func (db *DB) close(checkpoint bool) error {
 	}
 	db.smu.Lock()
 	db.active, db.frozen = nil, nil
+	db.view.close()
+	db.view = nil
 	db.smu.Unlock()
 	if err := db.bdb.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))

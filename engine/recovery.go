@@ -86,7 +86,7 @@ func (db *DB) recover() error {
 		if err != nil {
 			return err
 		}
-		db.applyBatch(b, false)
+		db.applyBatch(b)
 		db.memRev = rev
 		replayed++
 		if db.active.bytes >= db.opts.MaxMemtableBytes {
@@ -124,6 +124,10 @@ func (db *DB) recover() error {
 		}
 	}
 	db.memBytes.Store(db.active.bytes)
+	if db.view, err = newReadView(db.bdb); err != nil {
+		l.Close()
+		return fmt.Errorf("engine: begin read view: %w", err)
+	}
 	db.log.Info("engine: opened", "dir", db.dir, "applied", db.applied.Load(), "replayed", replayed, "rev", l.Written())
 	return nil
 }

@@ -75,7 +75,7 @@ type Log struct {
 
 	// Write side: guarded by mu.
 	mu        sync.Mutex
-	wcond     *sync.Cond
+	wwait     waitList // waiting for a revision to be written
 	closed    bool
 	next      uint64 // revision the next Enqueue gets
 	written   uint64 // last revision written
@@ -93,7 +93,7 @@ type Log struct {
 
 	// Sync side: guarded by smu.
 	smu          sync.Mutex
-	scond        *sync.Cond
+	swait        waitList // waiting for a revision to be durable
 	syncing      bool
 	durable      uint64
 	fsyncs       uint64
@@ -212,8 +212,6 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		flushKick: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
-	l.wcond = sync.NewCond(&l.mu)
-	l.scond = sync.NewCond(&l.smu)
 	l.flushInterval.Store(int64(opts.FlushInterval))
 	if l.syncF, err = l.openTail(); err != nil {
 		tw.Close()
@@ -293,10 +291,10 @@ func (l *Log) fail(err error) error {
 		l.log.Error("wal: log failed; refusing writes until restart", "err", err)
 	}
 	l.mu.Lock()
-	l.wcond.Broadcast()
+	l.wwait.wakeAll()
 	l.mu.Unlock()
 	l.smu.Lock()
-	l.scond.Broadcast()
+	l.swait.wakeAll()
 	l.smu.Unlock()
 	return l.failure()
 }
@@ -342,20 +340,22 @@ func (l *Log) WaitWritten(rev uint64) error {
 			return fmt.Errorf("wal: wait for revision %d, which was never enqueued", rev)
 		}
 		if l.writing {
-			l.wcond.Wait()
+			l.wwait.wait(rev, &l.mu)
 			continue
 		}
-		l.writeQueued()
+		l.writeQueued(rev)
 	}
 	l.mu.Unlock()
 	return nil
 }
 
-// writeQueued writes every queued record. Called with mu held and writing
-// false; returns with mu held.
-func (l *Log) writeQueued() {
+// writeQueued writes queued records in batches until the record of rev is
+// written, then hands the lead to a waiter if records remain queued: a
+// leader is not kept writing for others forever. Called with mu held and
+// writing false; returns with mu held.
+func (l *Log) writeQueued(rev uint64) {
 	l.writing = true
-	for len(l.queueRecs) > 0 && l.failure() == nil {
+	for l.written < rev && len(l.queueRecs) > 0 && l.failure() == nil {
 		buf, ends, vals := l.queue, l.queueRecs, l.queueVals
 		l.queue, l.queueRecs, l.queueVals = l.spare[:0], l.spareR[:0], l.spareV[:0]
 		first := l.written + 1
@@ -384,10 +384,15 @@ func (l *Log) writeQueued() {
 			}
 		}
 		l.spare, l.spareR, l.spareV = buf, ends, vals
-		l.wcond.Broadcast()
+		l.wwait.wakeUpTo(l.written)
 	}
 	l.writing = false
-	l.wcond.Broadcast()
+	if l.failure() != nil {
+		l.wwait.wakeAll()
+		return
+	}
+	// Waiters left have records still queued: one of them leads next.
+	l.wwait.wakeOne()
 }
 
 // writeBatch writes framed records to tidwall/wal and returns the first
@@ -460,7 +465,7 @@ func (l *Log) WaitDurable(rev uint64) error {
 			return err
 		}
 		if l.syncing {
-			l.scond.Wait()
+			l.swait.wait(rev, &l.smu)
 			continue
 		}
 		l.syncing = true
@@ -468,7 +473,10 @@ func (l *Log) WaitDurable(rev uint64) error {
 		err := l.syncWritten()
 		l.smu.Lock()
 		l.syncing = false
-		l.scond.Broadcast()
+		l.swait.wakeUpTo(l.durable)
+		// Records written during that fsync need another: hand the lead to
+		// one of their waiters.
+		l.swait.wakeOne()
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,51 @@
+package engine
+
+import (
+	"bytes"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// readView is a read-only transaction on the state file shared by every
+// reader until the next checkpoint, so that a Get costs a lookup and not a
+// transaction. A read transaction holds bbolt's mmap lock, which a
+// committing write transaction may need to grow the file: the checkpoint
+// therefore ends the view before it commits and starts a new one after (DB.smu
+// held exclusively both times, so no reader is using it).
+type readView struct {
+	tx      *bolt.Tx
+	kv      *bolt.Bucket
+	cursors sync.Pool // *bolt.Cursor on kv: a cursor's stack is reused across lookups
+}
+
+func newReadView(bdb *bolt.DB) (*readView, error) {
+	tx, err := bdb.Begin(false)
+	if err != nil {
+		return nil, err
+	}
+	return &readView{tx: tx, kv: tx.Bucket(bucketKV)}, nil
+}
+
+// get returns a copy of the value of key, or nil when absent. Safe for
+// concurrent use: bbolt's read-only transactions do not change shared state
+// on lookups, and each goroutine uses its own cursor.
+func (v *readView) get(key []byte) []byte {
+	c, _ := v.cursors.Get().(*bolt.Cursor)
+	if c == nil {
+		c = v.kv.Cursor()
+	}
+	k, val := c.Seek(key)
+	var out []byte
+	if k != nil && bytes.Equal(k, key) {
+		out = append(make([]byte, 0, len(val)), val...)
+	}
+	v.cursors.Put(c)
+	return out
+}
+
+func (v *readView) close() {
+	if v != nil {
+		v.tx.Rollback()
+	}
+}
