@@ -112,7 +112,7 @@ func decodeBatch(payload []byte) (*Batch, error) {
 		return nil, errBadBatch
 	}
 	n := binary.LittleEndian.Uint32(payload)
-	if uint64(n) > uint64(len(payload)) {
+	if n == 0 || uint64(n) > uint64(len(payload)) {
 		return nil, errBadBatch
 	}
 	b := &Batch{data: payload, ops: make([]batchOp, 0, n)}
