@@ -1,0 +1,99 @@
+// Package powerfs is a FUSE file system that simulates power loss, for
+// kvd's crash tests.
+//
+// A backing directory holds the durable state. The mount shows the current
+// state: the durable state plus the changes made since, which powerfs keeps
+// in memory. Crash drops those changes and leaves the backing directory
+// holding exactly the durable state, as a machine that lost power would
+// find its disk; mounting the backing directory again shows that state.
+//
+// A crash test typically goes:
+//
+//	f, err := powerfs.Mount(mnt, backing, powerfs.Options{})
+//	// start kvd with --data-dir inside mnt, write, then kill -9 it
+//	err = f.Crash(powerfs.CrashOptions{})
+//	f, err = powerfs.Mount(mnt, backing, powerfs.Options{})
+//	// restart kvd on the same data dir and check what it recovers
+//
+// # Model
+//
+// File content: write(2), pwrite(2), truncation (truncate, ftruncate,
+// O_TRUNC) and fallocate(2) (mode 0, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE)
+// change the current state only. fsync(2) or fdatasync(2) on a file, or a
+// write through a descriptor opened with O_SYNC or O_DSYNC, makes its
+// whole current content and size durable. Reads, through any handle or a
+// shared mapping, return the current content. All handles of a file share
+// its state. The kernel's page cache stays on: powerfs asks for no
+// writeback caching, so each write(2) reaches powerfs as it updates the
+// cached pages, and the cache always holds the current content.
+//
+// Directory entries: creating, linking, renaming and removing files and
+// directories change the current entries of a directory at once. A
+// directory's durable entries change only when the directory itself is
+// fsynced (fsync on a descriptor opened on it): they then become its
+// current entries. Hence a file created and fsynced in a directory that is
+// not fsynced afterwards vanishes at a crash, data and all; a file removed
+// without a directory fsync comes back with its durable content; a new
+// directory needs its parent fsynced to survive and itself fsynced for its
+// entries to survive; a rename is durable once both directories are
+// fsynced. An entry made durable before the file's first fsync names an
+// empty file.
+//
+// Everything found in the backing directory at Mount is durable.
+//
+// Torn writes: CrashOptions.Torn keeps, instead of nothing, a random prefix
+// of each file's unsynced appended bytes, optionally followed by a few
+// bytes of zeros or garbage, as a power loss in the middle of appending
+// can. The same seed gives the same result for the same operations.
+//
+// Locks: flock(2) and fcntl(2) locks work between all processes using the
+// mount; the kernel keeps them, since powerfs does not implement locking.
+// Nothing of them survives a crash, as with real power loss.
+//
+// # Caveats
+//
+// What a real power loss can do that powerfs does not simulate:
+//
+//   - Reordering inside a file: a disk may persist any subset of the
+//     unsynced pages of a file, in any order, such as bbolt's data pages
+//     without its meta page, or a later page without an earlier one.
+//     powerfs keeps either none of a file's unsynced data or, in torn mode,
+//     a prefix of its appended tail; unsynced overwrites inside the durable
+//     size are always dropped whole.
+//   - Writeback: a real kernel writes dirty pages back on its own, so
+//     unsynced data may survive a real power loss, in part and in any
+//     order (see above); powerfs never makes data durable without an fsync.
+//   - Journaling: real file systems (ext4, xfs) commit a rename as one
+//     transaction, and often make a new file's entry durable when the file
+//     is fsynced. powerfs takes the strict POSIX reading instead, to catch
+//     missing directory fsyncs. With the directories of a rename fsynced
+//     separately, a file can survive under both names (as hard links) or
+//     under neither; a directory durably named twice is kept under the
+//     first name in lexical order (Stats.SkippedDirs counts the others).
+//   - Metadata: mode and owner are not journaled: the crash keeps their
+//     values at the time of the crash. Times are not kept at all.
+//     Extended attributes, device files, FIFOs, sockets and O_TMPFILE are
+//     not supported.
+//   - sync(2) and syncfs(2) do not reach FUSE and make nothing durable;
+//     fsync each file and directory.
+//   - I/O errors, a full disk and failing fsyncs are not simulated.
+//
+// Limits of the simulation itself:
+//
+//   - Unsynced data is kept in memory in 4 KiB pages; every inode of a
+//     mount is kept until Crash or Unmount.
+//   - The content of files created since the mount lives in a stage
+//     directory, ".powerfs-stage" at the root of the backing directory; the
+//     name is reserved at the root of the mount. Durable namespace changes
+//     reach the backing directory only at Crash or Unmount: if the process
+//     serving the mount dies, the backing directory holds the state found
+//     at mount plus the content later fsynced into files that existed then.
+//     Crash rewrites the backing directory and is not crash-safe itself.
+//   - The process serving the mount should not fault in pages of a mapping
+//     of the mount on a goroutine (the Go runtime does not know such a
+//     thread is blocked); map the mount from another process, or fault the
+//     pages in with a system call such as mlock(2).
+//   - Directory listings hold no "." and ".." entries.
+//   - Mount needs root and /dev/fuse; it mounts directly, without
+//     fusermount.
+package powerfs
