@@ -408,12 +408,13 @@ func (db *DB) failure() error {
 // Stats reports the DB's revisions and counters.
 type Stats struct {
 	CommitMode        CommitMode
-	CommittedRevision uint64 // last revision written to the log: visible to reads
-	DurableRevision   uint64 // last revision known to be fsynced
-	AppliedRevision   uint64 // last revision checkpointed into the state file
-	Fsyncs            uint64 // log fsyncs since Open
-	RecordsSynced     uint64 // records those fsyncs made durable
-	WALBytes          int64  // bytes in log segment files
+	CommittedRevision uint64        // last revision written to the log: visible to reads
+	DurableRevision   uint64        // last revision known to be fsynced
+	AppliedRevision   uint64        // last revision checkpointed into the state file
+	Fsyncs            uint64        // log fsyncs since Open
+	RecordsSynced     uint64        // records those fsyncs made durable
+	MaxFsync          time.Duration // slowest log fsync since Open
+	WALBytes          int64         // bytes in log segment files
 	WALSegments       int
 	MemtableBytes     int64
 	Checkpoints       uint64
@@ -430,6 +431,7 @@ func (db *DB) Stats() Stats {
 		AppliedRevision:   db.applied.Load(),
 		Fsyncs:            ws.Fsyncs,
 		RecordsSynced:     ws.RecordsSynced,
+		MaxFsync:          ws.MaxFsync,
 		WALBytes:          db.wal.Size(),
 		WALSegments:       ws.Segments,
 		MemtableBytes:     db.memBytes.Load(),

@@ -56,10 +56,11 @@ type Options struct {
 
 // Stats are counters of a Log.
 type Stats struct {
-	First, Written, Durable uint64 // first revision held, last written, last durable
-	Fsyncs                  uint64 // fsyncs of segment files by the log
-	RecordsSynced           uint64 // records made durable by those fsyncs
-	BytesWritten            int64  // bytes written since Open
+	First, Written, Durable uint64        // first revision held, last written, last durable
+	Fsyncs                  uint64        // fsyncs of segment files by the log
+	RecordsSynced           uint64        // records made durable by those fsyncs
+	MaxFsync                time.Duration // slowest fsync since Open
+	BytesWritten            int64         // bytes written since Open
 	Segments                int
 	Err                     error // sticky failure, if any
 }
@@ -98,6 +99,7 @@ type Log struct {
 	durable      uint64
 	fsyncs       uint64
 	recordsSyncd uint64
+	maxFsync     time.Duration
 
 	flushKick     chan struct{}
 	flushInterval atomic.Int64
@@ -515,6 +517,7 @@ func (l *Log) syncWritten() error {
 	l.durable = target
 	l.fsyncs++
 	l.recordsSyncd += target - durable
+	l.maxFsync = max(l.maxFsync, took)
 	l.smu.Unlock()
 	if l.opts.OnSync != nil {
 		l.opts.OnSync(took, int(target-durable))
@@ -598,7 +601,7 @@ func (l *Log) Stats() Stats {
 	s := Stats{First: l.first, Written: l.written, BytesWritten: l.bytes, Segments: len(l.segFirst)}
 	l.mu.Unlock()
 	l.smu.Lock()
-	s.Durable, s.Fsyncs, s.RecordsSynced = l.durable, l.fsyncs, l.recordsSyncd
+	s.Durable, s.Fsyncs, s.RecordsSynced, s.MaxFsync = l.durable, l.fsyncs, l.recordsSyncd, l.maxFsync
 	l.smu.Unlock()
 	s.Err = l.failure()
 	return s
