@@ -1,0 +1,74 @@
+package archtest_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+// TestImportsFlowOneWay checks the layering of DESIGN.md: engine and wal use
+// no networking and nothing above them; server and client never import
+// each other or cmd; nothing imports cmd.
+func TestImportsFlowOneWay(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps=false", "-json", "kvd/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 3 {
+		t.Fatalf("go list found only %d packages", len(pkgs))
+	}
+	under := func(path, prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") }
+	rules := []struct {
+		layer     string
+		forbidden []string
+	}{
+		{"kvd/wal", []string{"net", "net/http", "kvd/engine", "kvd/server", "kvd/client", "kvd/cmd"}},
+		{"kvd/engine", []string{"net", "net/http", "kvd/server", "kvd/client", "kvd/cmd"}},
+		{"kvd/server", []string{"kvd/client", "kvd/cmd"}},
+		{"kvd/client", []string{"kvd/server", "kvd/engine", "kvd/wal", "kvd/cmd"}},
+	}
+	checked := 0
+	for _, p := range pkgs {
+		for _, r := range rules {
+			if !under(p.ImportPath, r.layer) {
+				continue
+			}
+			checked++
+			for _, d := range p.Deps {
+				for _, f := range r.forbidden {
+					if under(d, f) {
+						t.Errorf("%s depends on %s", p.ImportPath, d)
+					}
+				}
+			}
+		}
+		if !strings.HasPrefix(p.ImportPath, "kvd/cmd/") {
+			for _, d := range p.Deps {
+				if under(d, "kvd/cmd") {
+					t.Errorf("%s depends on %s: nothing imports cmd", p.ImportPath, d)
+				}
+			}
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("only %d packages matched a layer rule", checked)
+	}
+}
