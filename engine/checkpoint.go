@@ -49,12 +49,12 @@ func (db *DB) checkpoint() error {
 		db.smu.Unlock()
 		return fmt.Errorf("engine: checkpoint: a previous checkpoint did not finish")
 	}
-	if db.active.m.Len() == 0 {
+	if db.active.len() == 0 {
 		db.smu.Unlock()
 		return nil
 	}
 	frozen, rev := db.active, db.memRev
-	db.frozen, db.active = frozen, &memtable{}
+	db.frozen, db.active = frozen, newMemtable()
 	// Readers fall back to their own transactions until the commit is done.
 	view := db.view
 	db.view = nil
@@ -70,7 +70,7 @@ func (db *DB) checkpoint() error {
 	err := db.bdb.Update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		var err error
-		frozen.m.Scan(func(k string, e memEntry) bool {
+		frozen.tree.Scan(func(k string, e *memEntry) bool {
 			if e.del {
 				err = kv.Delete([]byte(k))
 			} else {
@@ -100,7 +100,7 @@ func (db *DB) checkpoint() error {
 	db.bpMu.Lock()
 	db.bpCond.Broadcast()
 	db.bpMu.Unlock()
-	db.log.Debug("engine: checkpoint", "rev", rev, "keys", frozen.m.Len(), "took", time.Since(start))
+	db.log.Debug("engine: checkpoint", "rev", rev, "keys", frozen.len(), "took", time.Since(start))
 
 	if db.wal != nil {
 		keep := uint64(1)

@@ -83,7 +83,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		dir:    dir,
 		opts:   opts,
 		log:    opts.Logger,
-		active: &memtable{},
+		active: newMemtable(),
 		kick:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 	}

@@ -107,13 +107,13 @@ type source interface {
 }
 
 type memSource struct {
-	it  btree.MapIter[string, memEntry]
+	it  btree.MapIter[string, *memEntry]
 	ok  bool
 	cur []byte
 }
 
 func newMemSource(t *memtable, start []byte) *memSource {
-	s := &memSource{it: t.m.Iter()}
+	s := &memSource{it: t.tree.Iter()}
 	s.ok = s.it.Seek(string(start))
 	s.load()
 	return s
