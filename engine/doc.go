@@ -1,0 +1,56 @@
+// Package engine is kvd's embedded key-value store: a write-ahead log (package
+// wal) for durability, an in-memory table for writes not yet checkpointed,
+// and a bbolt file holding the checkpointed state.
+//
+// # Commit modes
+//
+// Every committed write batch gets a revision: strictly increasing, with no
+// gaps. When a write returns depends on its commit mode:
+//
+//   - CommitSync (the default): after the batch's log record, and every record
+//     before it, is fsynced. Concurrent writers share fsyncs (group commit).
+//   - CommitAsync: after the record is written to the log file (write(2)).
+//     A background flusher fsyncs every FlushInterval (10ms by default), or
+//     sooner once FlushBytes are pending. A process crash loses nothing; a
+//     power loss loses at most the writes acknowledged in the last flush
+//     interval plus one fsync.
+//
+// WriteOptions.Durability overrides the mode for one write, and DB.Sync is a
+// barrier that returns once every write acknowledged before it is durable.
+// Reads see every acknowledged write, durable or not.
+//
+// # Recovery
+//
+// After any crash the store recovers exactly the batches 1..k for some k at
+// least the last durable revision: never a hole, never a half batch. Open
+// reads the applied revision from the state file and replays the newer log
+// records. A torn record at the tail of the last log segment is truncated
+// (and logged); any other bad record stops Open with an error naming the
+// segment and offset (see wal.CorruptError).
+//
+// # State and checkpoints
+//
+// Written batches go into the memtable at once. Every CheckpointInterval, or
+// once the memtable holds CheckpointBytes, the checkpointer waits until the
+// memtable's last revision is durable, writes it to bbolt together with that
+// revision in one fsynced transaction, and then drops log segments that are
+// wholly checkpointed. bbolt therefore always holds a durable prefix of the
+// log. Writers wait when the memtable reaches MaxMemtableBytes.
+//
+// # Failures
+//
+// A failed write or fsync of the log, or a failed checkpoint, is fatal to
+// writing: the writes waiting for it fail, later writes fail with
+// ErrLogFailed (wrapping the cause), fsyncs are never retried, and reads keep
+// working. Reopening the directory recovers what is on disk.
+//
+// # Caveats
+//
+//   - Keys are limited to 32 KiB (bbolt's limit) and values to 16 MiB by
+//     default (Options.MaxValueSize).
+//   - Scans and Update hold back the application of new writes while they
+//     run: keep scans bounded with ScanOptions.Limit and Update functions
+//     short.
+//   - One process at a time: Open takes an flock on DIR/LOCK and fails with
+//     ErrLocked otherwise.
+package engine
