@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# compare.sh: kvd against Redis, in one run on one machine.
+#
+# Measures the raw write+fdatasync floor, then starts kvd (sync and async
+# commit modes) and Redis (appendonly yes, appendfsync always and everysec),
+# drives each with the same redis-benchmark invocations, repeats every
+# measurement REPS times (default 3) and prints medians and kvd/Redis ratios.
+#
+# Needs: go, redis-server, redis-benchmark, redis-cli
+#   (Debian: apt-get install redis-server redis-tools)
+# Usage: bench/compare.sh [REPS]      environment: KVD_BENCH_SCALE=0.2 for a quick run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${1:-3}
+SCALE=${KVD_BENCH_SCALE:-1}
+for tool in go redis-server redis-benchmark redis-cli; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "compare.sh: $tool not found; install with: apt-get install redis-server redis-tools" >&2
+    exit 1
+  fi
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kvd-compare.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+go build -o "$work/kvd" ./cmd/kvd
+go build -o "$work/rawsync" ./bench/rawsync
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+wait_ready() { # port log
+  for _ in $(seq 1 200); do
+    if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+    sleep 0.05
+  done
+  echo "compare.sh: server on port $1 did not answer; its log:" >&2
+  cat "$2" >&2
+  return 1
+}
+
+# start NAME: starts a server, sets PORT and records its PID.
+start() {
+  local name=$1 dir="$work/$1"
+  mkdir -p "$dir"
+  PORT=$(free_port)
+  case $name in
+    kvd-sync)  "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode sync  >"$dir.log" 2>&1 & ;;
+    kvd-async) "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode async >"$dir.log" 2>&1 & ;;
+    redis-always)   redis-server --port "$PORT" --dir "$dir" --save "" --appendonly yes --appendfsync always   >"$dir.log" 2>&1 & ;;
+    redis-everysec) redis-server --port "$PORT" --dir "$dir" --save "" --appendonly yes --appendfsync everysec >"$dir.log" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
+  wait_ready "$PORT" "$dir.log"
+}
+
+stop() {
+  kill "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# bench TEST CLIENTS PIPELINE N: one redis-benchmark run, prints "rps p50_us p99_us".
+bench() {
+  local n
+  n=$(awk -v n="$4" -v s="$SCALE" 'BEGIN { printf "%d", (n*s < 1000 ? 1000 : n*s) }')
+  redis-benchmark -p "$PORT" -t "$1" -d 100 -r 100000 -c "$2" -P "$3" -n "$n" --csv 2>/dev/null |
+    awk -F'","|"' 'NR > 1 && $2 != "" { printf "%s %.0f %.0f\n", $3, $6 * 1000, $8 * 1000 }'
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
+# Workloads: name test clients pipeline requests (scaled by KVD_BENCH_SCALE).
+workloads=(
+  "SET_c1     set 1  1  5000"
+  "SET_c50    set 50 1  50000"
+  "SET_c50_P16 set 50 16 300000"
+  "GET_c1     get 1  1  20000"
+  "GET_c50    get 50 1  100000"
+)
+
+declare -A RES
+echo "raw write+fdatasync floor (same filesystem as the servers' data):"
+for _ in $(seq 1 "$REPS"); do "$work/rawsync" --dir "$work" --n 3000; done | tee "$work/raw.txt"
+RAW_P50=$(sed 's/.*p50_us=\([0-9]*\).*/\1/' "$work/raw.txt" | median)
+RAW_OPS=$(sed 's/ops_per_sec=\([0-9]*\).*/\1/' "$work/raw.txt" | median)
+echo
+
+for server in kvd-sync redis-always kvd-async redis-everysec; do
+  start "$server"
+  for w in "${workloads[@]}"; do
+    read -r name test c p n <<<"$w"
+    : >"$work/runs"
+    for _ in $(seq 1 "$REPS"); do bench "$test" "$c" "$p" "$n" >>"$work/runs"; done
+    RES[$server,$name,rps]=$(awk '{ print $1 }' "$work/runs" | median)
+    RES[$server,$name,p50]=$(awk '{ print $2 }' "$work/runs" | median)
+    RES[$server,$name,p99]=$(awk '{ print $3 }' "$work/runs" | median)
+    printf '%-15s %-12s rps=%-9s p50_us=%-7s p99_us=%s\n' "$server" "$name" \
+      "${RES[$server,$name,rps]}" "${RES[$server,$name,p50]}" "${RES[$server,$name,p99]}"
+  done
+  stop
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "Medians of $REPS runs; 100-byte values, 100k random keys; redis-benchmark -d 100 -r 100000."
+echo "raw write+fdatasync: ${RAW_OPS} ops/s, p50 ${RAW_P50} µs"
+echo
+printf '| %-12s | %-11s | %10s | %8s | %8s | %-14s | %10s | %8s | %12s |\n' workload "kvd mode" "kvd ops/s" "p50 µs" "p99 µs" "Redis" "Redis ops/s" "p50 µs" "kvd/Redis"
+printf '|%s|\n' "--------------|-------------|------------|----------|----------|----------------|------------|----------|--------------"
+for pair in "kvd-sync redis-always" "kvd-async redis-everysec"; do
+  read -r k r <<<"$pair"
+  for w in "${workloads[@]}"; do
+    read -r name _ <<<"$w"
+    printf '| %-12s | %-11s | %10s | %8s | %8s | %-14s | %10s | %8s | %12s |\n' "$name" "${k#kvd-}" \
+      "${RES[$k,$name,rps]}" "${RES[$k,$name,p50]}" "${RES[$k,$name,p99]}" "${r#redis-}" \
+      "${RES[$r,$name,rps]}" "${RES[$r,$name,p50]}" "$(ratio "${RES[$k,$name,rps]}" "${RES[$r,$name,rps]}")"
+  done
+done
+echo
+echo "kvd sync SET c=1 p50 / raw fdatasync p50: $(ratio "${RES[kvd-sync,SET_c1,p50]}" "$RAW_P50")"
