@@ -421,7 +421,16 @@ type Stats struct {
 	Err               error // why writes are refused, once they are
 }
 
-// Stats returns the DB's current revisions and counters.
+// CommittedRevision returns the last revision written to the log: every
+// write up to it is visible to reads.
+func (db *DB) CommittedRevision() uint64 { return db.wal.Written() }
+
+// DurableRevision returns the last revision known to be fsynced. Cheaper
+// than Stats.
+func (db *DB) DurableRevision() uint64 { return db.wal.Durable() }
+
+// Stats returns the DB's current revisions and counters. It lists the log
+// directory to size it: call it for status, not on every request.
 func (db *DB) Stats() Stats {
 	ws := db.wal.Stats()
 	s := Stats{
@@ -464,7 +473,7 @@ func (db *DB) close(checkpoint bool) error {
 	db.wg.Wait()
 	var errs []error
 	if err := db.wal.WaitDurable(db.wal.LastEnqueued()); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, db.walErr(err))
 	}
 	if checkpoint && db.failure() == nil && len(errs) == 0 {
 		if err := db.checkpoint(); err != nil {
@@ -472,7 +481,7 @@ func (db *DB) close(checkpoint bool) error {
 		}
 	}
 	if err := db.wal.Close(); err != nil && len(errs) == 0 {
-		errs = append(errs, err)
+		errs = append(errs, db.walErr(err))
 	}
 	db.smu.Lock()
 	db.active, db.frozen = nil, nil

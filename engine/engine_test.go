@@ -115,7 +115,7 @@ func TestPerWriteDurability(t *testing.T) {
 	if err := db.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if st := db.Stats(); st.DurableRevision < rev {
+	if st := db.Stats(); st.DurableRevision < rev || db.DurableRevision() != st.DurableRevision || db.CommittedRevision() != rev {
 		t.Fatalf("Sync returned before revision %d was durable: %+v", rev, st)
 	}
 }
@@ -411,7 +411,9 @@ func TestFsyncFailureRefusesWritesKeepsReads(t *testing.T) {
 	if st := db.Stats(); st.Err == nil {
 		t.Fatal("Stats does not report the failure")
 	}
-	db.Close()
+	if err := db.Close(); !errors.Is(err, engine.ErrLogFailed) {
+		t.Fatalf("Close of a failed DB: %v, want ErrLogFailed", err)
+	}
 	db = open(t, dir, engine.Options{})
 	for i := range 20 {
 		wantGet(t, db, fmt.Sprint("k", i), "v")

@@ -607,6 +607,9 @@ func (l *Log) Stats() Stats {
 	return s
 }
 
+// Durable returns the last durable revision.
+func (l *Log) Durable() uint64 { return l.durableRev() }
+
 // Size returns the bytes held by the log's segment files.
 func (l *Log) Size() int64 {
 	var n int64
