@@ -1,0 +1,90 @@
+package client
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors returned by the client. Server error replies are returned as
+// *ServerError; the ones kvd defines unwrap to these sentinels, so that
+// errors.Is(err, client.ErrValueTooLarge) works across the network.
+var (
+	// ErrNotFound is returned by Get for a missing key.
+	ErrNotFound = errors.New("kvd: not found")
+	// ErrKeyTooLarge and ErrValueTooLarge: the server refused a key or value
+	// over its limits (64 KiB keys, --max-value-size values by default).
+	ErrKeyTooLarge   = errors.New("kvd: key too large")
+	ErrValueTooLarge = errors.New("kvd: value too large")
+	// ErrEmptyKey: kvd keys must not be empty.
+	ErrEmptyKey = errors.New("kvd: empty key")
+	// ErrLogFailed: the server's write-ahead log failed; it refuses writes
+	// (and serves reads) until it restarts.
+	ErrLogFailed = errors.New("kvd: server write-ahead log failed")
+	// ErrNotDurable is returned by Sync when the server could not confirm
+	// durability in time.
+	ErrNotDurable = errors.New("kvd: not durable")
+	// ErrClosed is returned by calls on a closed Client.
+	ErrClosed = errors.New("kvd: client closed")
+)
+
+// ServerError is an error reply from the server, such as
+// "ERR wrong number of arguments for 'get' command".
+type ServerError struct {
+	// Msg is the reply's text, starting with its code ("ERR", "MISCONF").
+	Msg  string
+	kind error
+}
+
+func (e *ServerError) Error() string { return "kvd: server: " + e.Msg }
+
+// Unwrap returns the sentinel error matching the reply, if any.
+func (e *ServerError) Unwrap() error { return e.kind }
+
+// Error reply prefixes the server sends; see server/errors.go.
+var replyKinds = []struct {
+	prefix string
+	err    error
+}{
+	{"ERR value too large", ErrValueTooLarge},
+	{"ERR key too large", ErrKeyTooLarge},
+	{"ERR empty key", ErrEmptyKey},
+	{"MISCONF", ErrLogFailed},
+}
+
+// mapError translates an error from go-redis into the client's errors,
+// naming the operation.
+func mapError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		return ErrClosed
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		se := &ServerError{Msg: re.Error()}
+		for _, k := range replyKinds {
+			if strings.HasPrefix(se.Msg, k.prefix) {
+				se.kind = k.err
+				break
+			}
+		}
+		return se
+	}
+	return &OpError{Op: op, Err: err}
+}
+
+// OpError is a failure to talk to the server (dial, network, timeout,
+// context end) during an operation.
+type OpError struct {
+	Op  string
+	Err error
+}
+
+func (e *OpError) Error() string { return "kvd: " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }

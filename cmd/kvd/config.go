@@ -1,0 +1,250 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"kvd/engine"
+	"kvd/server"
+)
+
+// pprofOnHTTP is the value of --pprof given without an address: serve
+// /debug/pprof/ on the HTTP listener.
+const pprofOnHTTP = "http"
+
+// config is kvd's configuration, from flags and KVD_* environment variables.
+type config struct {
+	dataDir            string
+	listen             string
+	httpListen         string
+	commitMode         string
+	flushInterval      time.Duration
+	flushBytes         byteSize
+	groupCommitDelay   time.Duration
+	checkpointInterval time.Duration
+	walRetain          uint64
+	segmentSize        byteSize
+	checkpointBytes    byteSize
+	maxValueSize       byteSize
+	maxClients         int
+	logLevel           string
+	logFormat          string
+	pprof              string
+}
+
+func (c *config) addFlags(fs *pflag.FlagSet) {
+	c.flushBytes = 1 << 20
+	c.maxValueSize = server.DefaultMaxValueSize
+	fs.StringVar(&c.dataDir, "data-dir", "./kvd-data", "directory of the store (created if missing)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "RESP (Redis protocol) listen address")
+	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8380", "HTTP/JSON listen address; empty disables HTTP")
+	fs.StringVar(&c.commitMode, "commit-mode", "sync",
+		"default commit mode: sync (ack after fsync) or async (ack after write, fsync in the background)")
+	fs.DurationVar(&c.flushInterval, "flush-interval", 10*time.Millisecond,
+		"async mode: fsync the log at least this often")
+	fs.Var(&c.flushBytes, "flush-bytes", "async mode: fsync early once this much is pending (e.g. 1MiB)")
+	fs.DurationVar(&c.groupCommitDelay, "group-commit-delay", 0,
+		"sync mode: wait this long before an fsync to gather more commits (0: none)")
+	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second,
+		"how often committed writes are checkpointed into the state file")
+	fs.Uint64Var(&c.walRetain, "wal-retain", 0, "revisions of log history kept after a checkpoint")
+	c.segmentSize = 64 << 20
+	c.checkpointBytes = 64 << 20
+	fs.Var(&c.segmentSize, "segment-size", "size of a write-ahead log segment file (small values are for tests)")
+	fs.Var(&c.checkpointBytes, "checkpoint-bytes", "checkpoint early once this much is held in memory")
+	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
+	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.pprof, "pprof", "",
+		"serve net/http/pprof: on the HTTP listener with --pprof alone, or on the given address")
+	fs.Lookup("pprof").NoOptDefVal = pprofOnHTTP
+	fs.VisitAll(func(f *pflag.Flag) {
+		f.Usage += " (env " + envName(f.Name) + ")"
+	})
+}
+
+// envName is the environment variable of a flag: --data-dir is KVD_DATA_DIR.
+func envName(flag string) string {
+	return "KVD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// parse parses args, then fills every flag not given on the command line from
+// its environment variable, then validates the whole configuration.
+func (c *config) parse(fs *pflag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		if v, ok := lookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", envName(f.Name), err))
+			}
+		}
+	})
+	errs = append(errs, c.validate()...)
+	return errors.Join(errs...)
+}
+
+func (c *config) validate() []error {
+	var errs []error
+	if c.dataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if c.listen == "" {
+		errs = append(errs, errors.New("--listen must not be empty"))
+	}
+	if _, err := engine.ParseCommitMode(c.commitMode); err != nil {
+		errs = append(errs, fmt.Errorf("--commit-mode must be sync or async, not %q", c.commitMode))
+	}
+	if c.flushInterval <= 0 {
+		errs = append(errs, errors.New("--flush-interval must be positive"))
+	}
+	if c.groupCommitDelay < 0 {
+		errs = append(errs, errors.New("--group-commit-delay must not be negative"))
+	}
+	if c.checkpointInterval <= 0 {
+		errs = append(errs, errors.New("--checkpoint-interval must be positive"))
+	}
+	if c.flushBytes <= 0 {
+		errs = append(errs, errors.New("--flush-bytes must be positive"))
+	}
+	if c.segmentSize < 4<<10 || c.segmentSize > 1<<30 {
+		errs = append(errs, errors.New("--segment-size must be from 4KiB to 1GiB"))
+	}
+	if c.checkpointBytes < 1<<10 {
+		errs = append(errs, errors.New("--checkpoint-bytes must be at least 1KiB"))
+	}
+	if c.maxValueSize <= 0 || c.maxValueSize > 512<<20 {
+		errs = append(errs, errors.New("--max-value-size must be from 1 byte to 512MiB"))
+	}
+	if c.maxClients < 1 {
+		errs = append(errs, errors.New("--max-clients must be at least 1"))
+	}
+	if _, err := parseLevel(c.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format must be text or json, not %q", c.logFormat))
+	}
+	if c.pprof == pprofOnHTTP && c.httpListen == "" {
+		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))
+	}
+	return errs
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+func (c *config) logger(w io.Writer) (*slog.Logger, error) {
+	level, err := parseLevel(c.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func (c *config) engineOptions(log *slog.Logger) engine.Options {
+	mode, _ := engine.ParseCommitMode(c.commitMode) // validated
+	return engine.Options{
+		CommitMode:         mode,
+		FlushInterval:      c.flushInterval,
+		FlushBytes:         int(c.flushBytes),
+		GroupCommitDelay:   c.groupCommitDelay,
+		CheckpointInterval: c.checkpointInterval,
+		WALRetain:          c.walRetain,
+		SegmentSize:        int(c.segmentSize),
+		CheckpointBytes:    int64(c.checkpointBytes),
+		MaxKeySize:         server.DefaultMaxKeySize,
+		MaxValueSize:       int(c.maxValueSize),
+		Logger:             log,
+	}
+}
+
+func usage(fs *pflag.FlagSet) string {
+	return `kvd: a durable key-value store served over RESP (the Redis protocol) and HTTP/JSON.
+
+Usage:
+  kvd [flags]
+
+With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
+and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment
+variable named after it (--data-dir: KVD_DATA_DIR); a flag on the command
+line wins. Sizes take a unit: 512KiB, 16MiB, 1GiB (or plain bytes).
+
+On startup kvd logs one line with the message "kvd listening" and the
+addresses it listens on, as resp=HOST:PORT http=HOST:PORT (http=off when
+disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish,
+the log is fsynced and checkpointed, and kvd exits 0.
+
+Flags:
+` + fs.FlagUsagesWrapped(100) + `
+Exit status: 0 on a clean stop, 1 on an error, 2 on a bad command line.
+`
+}
+
+// byteSize is a size flag: a number of bytes with an optional unit (B, KiB,
+// MiB, GiB; K, M, G and KB, MB, GB are read as binary units too).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	mult := int64(1)
+	switch unit {
+	case "", "b":
+	case "k", "kb", "kib":
+		mult = 1 << 10
+	case "m", "mb", "mib":
+		mult = 1 << 20
+	case "g", "gb", "gib":
+		mult = 1 << 30
+	default:
+		return fmt.Errorf("bad size %q: unknown unit %q", s, unit)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("bad size %q", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+func (b *byteSize) Type() string { return "size" }

@@ -1,0 +1,211 @@
+// Command kvd is the kvd server: a durable key-value store served over RESP
+// (the Redis protocol) and HTTP/JSON.
+//
+// Run "kvd --help" for the flags. On SIGINT or SIGTERM kvd stops accepting
+// connections, lets in-flight requests finish, flushes and fsyncs the
+// write-ahead log, checkpoints, and exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"kvd/engine"
+	"kvd/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "devel"
+
+// shutdownTimeout bounds how long in-flight requests may take to finish
+// after a signal before their connections are closed.
+const shutdownTimeout = 30 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "kvd: %v\nRun 'kvd --help' for usage.\n", ue.err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "kvd: %v\n", err)
+		return 1
+	}
+}
+
+// run is kvd: it parses args, opens the store, serves until ctx ends, then
+// shuts down cleanly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg config
+	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.addFlags(fs)
+	if err := cfg.parse(fs, args, os.LookupEnv); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, usage(fs))
+			return nil
+		}
+		return &usageError{err}
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return &usageError{err}
+	}
+
+	metrics := server.NewMetrics()
+	opts := cfg.engineOptions(log)
+	opts.OnSync = metrics.ObserveSync
+	db, err := engine.Open(cfg.dataDir, opts)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", cfg.dataDir, err)
+	}
+	defer func() {
+		if db != nil {
+			db.Close()
+		}
+	}()
+
+	srv, err := server.New(db, server.Config{
+		MaxKeySize:   opts.MaxKeySize,
+		MaxValueSize: opts.MaxValueSize,
+		MaxClients:   cfg.maxClients,
+		Pprof:        cfg.pprof == pprofOnHTTP,
+		Version:      version,
+		Metrics:      metrics,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Listen on everything before serving anything, so that a bad address
+	// fails startup as a whole.
+	var lns []net.Listener
+	listen := func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		lns = append(lns, ln)
+		return ln, nil
+	}
+	respLn, err := listen(cfg.listen)
+	if err != nil {
+		return err
+	}
+	var httpLn, pprofLn net.Listener
+	if cfg.httpListen != "" {
+		if httpLn, err = listen(cfg.httpListen); err != nil {
+			return err
+		}
+	}
+	if cfg.pprof != "" && cfg.pprof != pprofOnHTTP {
+		if pprofLn, err = listen(cfg.pprof); err != nil {
+			return err
+		}
+	}
+
+	errc := make(chan error, 3)
+	serve := func(name string, f func() error) {
+		go func() {
+			err := f()
+			if errors.Is(err, server.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			} else if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+			errc <- err
+		}()
+	}
+	n := 0
+	serve("resp", func() error { return srv.ServeRESP(respLn) })
+	n++
+	httpAddr := "off"
+	if httpLn != nil {
+		serve("http", func() error { return srv.ServeHTTPAPI(httpLn) })
+		n++
+		httpAddr = httpLn.Addr().String()
+	}
+	var pprofSrv *http.Server
+	if pprofLn != nil {
+		pprofSrv = &http.Server{Handler: server.PprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		serve("pprof", func() error { return pprofSrv.Serve(pprofLn) })
+		n++
+	}
+
+	attrs := []any{
+		"resp", respLn.Addr().String(),
+		"http", httpAddr,
+		"data_dir", cfg.dataDir,
+		"commit_mode", opts.CommitMode.String(),
+		"version", version,
+	}
+	if pprofLn != nil {
+		attrs = append(attrs, "pprof", pprofLn.Addr().String())
+	}
+	log.Info("kvd listening", attrs...)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case serveErr = <-errc:
+		n--
+		log.Error("server failed; shutting down", "err", serveErr)
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if serveErr != nil {
+		errs = append(errs, serveErr)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
+	}
+	if pprofSrv != nil {
+		pprofSrv.Shutdown(sctx)
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err = db.Close()
+	db = nil
+	if err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if len(errs) == 0 {
+		log.Info("kvd stopped")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,214 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"kvd/engine"
+	"kvd/server"
+)
+
+// testServer is a Server over a real engine in a temporary directory,
+// serving RESP and HTTP on 127.0.0.1 ports of its own.
+type testServer struct {
+	db       *engine.DB
+	srv      *server.Server
+	respAddr string
+	httpAddr string
+}
+
+type serverOpts struct {
+	cfg    server.Config
+	engine engine.Options
+	// wrap, if set, wraps the engine in the Store the server uses.
+	wrap func(*engine.DB) server.Store
+	// logFails: the test makes the log fail, so Close reports it.
+	logFails bool
+}
+
+func startServer(t testing.TB, o serverOpts) *testServer {
+	t.Helper()
+	db, err := engine.Open(t.TempDir(), o.engine)
+	if err != nil {
+		t.Fatalf("engine.Open: %v", err)
+	}
+	var store server.Store = db
+	if o.wrap != nil {
+		store = o.wrap(db)
+	}
+	srv, err := server.New(store, o.cfg)
+	if err != nil {
+		db.Close()
+		t.Fatalf("server.New: %v", err)
+	}
+	respLn := listen(t)
+	httpLn := listen(t)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.ServeRESP(respLn) }()
+	go func() { errc <- srv.ServeHTTPAPI(httpLn) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		}
+		err := db.Close()
+		if o.logFails && !errors.Is(err, engine.ErrLogFailed) {
+			t.Errorf("engine Close = %v, want ErrLogFailed", err)
+		} else if !o.logFails && err != nil {
+			t.Errorf("engine Close: %v", err)
+		}
+	})
+	return &testServer{db: db, srv: srv, respAddr: respLn.Addr().String(), httpAddr: httpLn.Addr().String()}
+}
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	return ln
+}
+
+// rawConn speaks RESP byte by byte, to check replies exactly.
+type rawConn struct {
+	t  testing.TB
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialRaw(t testing.TB, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+// encode returns args as a RESP multibulk command.
+func encode(args ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
+}
+
+func (c *rawConn) sendRaw(s string) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c.nc, s); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *rawConn) send(args ...string) { c.t.Helper(); c.sendRaw(encode(args...)) }
+
+// do sends a command and returns its whole reply, raw.
+func (c *rawConn) do(args ...string) string {
+	c.t.Helper()
+	c.send(args...)
+	return c.reply()
+}
+
+// reply reads one complete RESP2/RESP3 reply and returns it raw.
+func (c *rawConn) reply() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	s, err := readReply(c.r)
+	if err != nil {
+		c.t.Fatalf("reading reply: %v (got %q)", err, s)
+	}
+	return s
+}
+
+func readReply(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return line, err
+	}
+	if len(line) < 3 || !strings.HasSuffix(line, "\r\n") {
+		return line, fmt.Errorf("bad reply line %q", line)
+	}
+	n, _ := strconv.Atoi(line[1 : len(line)-2])
+	switch line[0] {
+	case '+', '-', ':', '_', ',', '#':
+		return line, nil
+	case '$', '=':
+		if n < 0 {
+			return line, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return line, err
+		}
+		return line + string(buf), nil
+	case '*', '%', '~':
+		if line[0] == '%' {
+			n *= 2
+		}
+		out := line
+		for range max(n, 0) {
+			s, err := readReply(r)
+			out += s
+			if err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	return line, fmt.Errorf("unknown reply type in %q", line)
+}
+
+// expectClosed checks that the server closes the connection (after any
+// replies still to come, which are returned).
+func (c *rawConn) expectClosed() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(c.r)
+	if err != nil {
+		c.t.Fatalf("connection not closed by the server: %v (read %q)", err, rest)
+	}
+	return string(rest)
+}
+
+// Reply builders.
+func bulk(s string) string   { return fmt.Sprintf("$%d\r\n%s\r\n", len(s), s) }
+func integer(n int64) string { return fmt.Sprintf(":%d\r\n", n) }
+func array(items ...string) string {
+	return fmt.Sprintf("*%d\r\n", len(items)) + strings.Join(items, "")
+}
+
+const (
+	ok   = "+OK\r\n"
+	null = "$-1\r\n"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

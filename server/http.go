@@ -1,0 +1,424 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"kvd/engine"
+)
+
+// HTTP API limits for GET /v1/kv.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 10000
+)
+
+// ServeHTTPAPI serves the HTTP/JSON API (and /metrics, /healthz, and
+// /debug/pprof/ when Config.Pprof is set) on ln until [Server.Shutdown] or
+// [Server.Close] is called; it then returns ErrServerClosed.
+func (s *Server) ServeHTTPAPI(ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.https[hs] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.https, hs)
+		s.mu.Unlock()
+	}()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Handler returns the HTTP API as an http.Handler:
+//
+//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async
+//	GET    /v1/kv/{key}    raw body; 404 if missing
+//	DELETE /v1/kv/{key}    ?durability=sync|async
+//	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
+//	POST   /v1/sync        durability barrier
+//	GET    /v1/status      JSON status
+//	GET    /healthz        200, or 503 once the log failed
+//	GET    /metrics        Prometheus metrics
+//
+// A key is the rest of the path after /v1/kv/, percent-decoded: it may
+// contain '/'. Write responses carry X-Kvd-Revision and X-Kvd-Durable.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern, name string, h http.HandlerFunc) {
+		c := s.metrics.requests.WithLabelValues("http", name)
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			c.Inc()
+			h(w, r)
+		})
+	}
+	notAllowed := func(allow string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeJSONError(w, &httpError{http.StatusMethodNotAllowed, codeMethodNotAllowed,
+				r.Method + " is not allowed here; allowed: " + allow})
+		}
+	}
+	route("PUT /v1/kv/{key...}", "put", s.handlePut)
+	route("GET /v1/kv/{key...}", "get", s.handleGet)
+	route("DELETE /v1/kv/{key...}", "delete", s.handleDelete)
+	mux.HandleFunc("/v1/kv/{key...}", notAllowed("GET, HEAD, PUT, DELETE"))
+	route("GET /v1/kv", "list", s.handleList)
+	mux.HandleFunc("/v1/kv", notAllowed("GET, HEAD"))
+	route("POST /v1/sync", "sync", s.handleSync)
+	mux.HandleFunc("/v1/sync", notAllowed("POST"))
+	route("GET /v1/status", "status", s.handleStatus)
+	route("GET /healthz", "healthz", s.handleHealthz)
+	metrics := s.metrics.handler()
+	route("GET /metrics", "metrics", metrics.ServeHTTP)
+	if s.cfg.Pprof {
+		mux.Handle("/debug/pprof/", PprofHandler())
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, &httpError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+	})
+	return mux
+}
+
+// PprofHandler serves net/http/pprof under /debug/pprof/, for a separate
+// listener.
+func PprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, he *httpError) {
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(w, he.status, map[string]body{"error": {he.code, he.message}})
+}
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	he := httpErrorFor(err)
+	if he.status >= 500 {
+		s.log.Warn("http request failed", "code", he.code, "err", err)
+	}
+	writeJSONError(w, he)
+}
+
+// pathKey returns the key of a /v1/kv/{key...} request, checked against
+// the limits.
+func (s *Server) pathKey(r *http.Request) ([]byte, error) {
+	key := r.PathValue("key")
+	switch {
+	case key == "":
+		return nil, engine.ErrEmptyKey
+	case len(key) > s.cfg.MaxKeySize:
+		return nil, engine.ErrKeyTooLarge
+	}
+	return []byte(key), nil
+}
+
+func durabilityParam(r *http.Request) (engine.Durability, error) {
+	v := r.URL.Query().Get("durability")
+	if v == "" {
+		return engine.DurabilityDefault, nil
+	}
+	d, ok := parseDurability([]byte(v))
+	if !ok {
+		return 0, badRequest("durability must be sync, async or default, not %q", v)
+	}
+	return d, nil
+}
+
+// writeResult is the JSON body of a write response.
+type writeResult struct {
+	Revision uint64 `json:"revision"`
+	Durable  bool   `json:"durable"`
+	Deleted  *bool  `json:"deleted,omitempty"`
+}
+
+// writeWritten answers a committed write with its revision and whether it
+// is durable yet.
+func (s *Server) writeWritten(w http.ResponseWriter, rev uint64, deleted *bool) {
+	durable := s.store.DurableRevision() >= rev
+	w.Header().Set("X-Kvd-Revision", strconv.FormatUint(rev, 10))
+	w.Header().Set("X-Kvd-Durable", strconv.FormatBool(durable))
+	writeJSON(w, http.StatusOK, writeResult{Revision: rev, Durable: durable, Deleted: deleted})
+}
+
+func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
+	key, err := s.pathKey(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	d, err := durabilityParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	limit := int64(s.cfg.MaxValueSize)
+	if r.ContentLength > limit {
+		// Refuse from the declared length, without reading the body.
+		s.fail(w, engine.ErrValueTooLarge)
+		return
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, engine.ErrValueTooLarge)
+			return
+		}
+		s.fail(w, badRequest("reading the body: %v", err))
+		return
+	}
+	start := time.Now()
+	rev, err := s.store.Put(key, buf.Bytes(), writeOptions(d))
+	s.observeCommit(d, start)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.writeWritten(w, rev, nil)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	key, err := s.pathKey(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	v, err := s.store.Get(key)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(v)))
+	w.Write(v)
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	key, err := s.pathKey(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	d, err := durabilityParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	deleted := false
+	start := time.Now()
+	rev, err := s.store.Update(writeOptions(d), func(tx *engine.Txn) error {
+		_, err := tx.Get(key)
+		switch {
+		case errors.Is(err, engine.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		tx.Delete(key)
+		deleted = true
+		return nil
+	})
+	s.observeCommit(d, start)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.writeWritten(w, rev, &deleted)
+}
+
+// listItem is one pair of GET /v1/kv. A key that is not valid UTF-8 comes
+// as key_base64 instead of key.
+type listItem struct {
+	Key       string `json:"key,omitempty"`
+	KeyBase64 []byte `json:"key_base64,omitempty"`
+	Value     any    `json:"value"`
+	Size      int    `json:"size"`
+}
+
+type listResult struct {
+	Items []listItem `json:"items"`
+	// More is true when more keys follow; continue with after=<last key>.
+	More bool `json:"more"`
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			s.fail(w, badRequest("limit must be an integer from 1 to %d", maxListLimit))
+			return
+		}
+		limit = n
+	}
+	text := false
+	switch v := q.Get("values"); v {
+	case "", "base64":
+	case "text":
+		text = true
+	default:
+		s.fail(w, badRequest("values must be base64 or text, not %q", v))
+		return
+	}
+	opts := engine.ScanOptions{Limit: limit + 1}
+	if p := q.Get("prefix"); p != "" {
+		opts.Prefix = []byte(p)
+	}
+	if a := q.Get("after"); a != "" {
+		opts.Start = append([]byte(a), 0)
+	}
+	if opts.Prefix != nil && bytes.Compare(opts.Start, opts.Prefix) < 0 {
+		opts.Start = opts.Prefix
+	}
+	kvs, err := s.store.Scan(opts)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	res := listResult{Items: make([]listItem, 0, min(len(kvs), limit))}
+	if len(kvs) > limit {
+		kvs, res.More = kvs[:limit], true
+	}
+	for _, kv := range kvs {
+		it := listItem{Size: len(kv.Value)}
+		if utf8.Valid(kv.Key) {
+			it.Key = string(kv.Key)
+		} else {
+			it.KeyBase64 = kv.Key
+		}
+		if text {
+			it.Value = string(kv.Value)
+		} else {
+			it.Value = kv.Value
+		}
+		res.Items = append(res.Items, it)
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) handleSync(w http.ResponseWriter, _ *http.Request) {
+	if _, err := s.syncWithin(0); err != nil {
+		s.fail(w, err)
+		return
+	}
+	rev := s.store.DurableRevision()
+	w.Header().Set("X-Kvd-Revision", strconv.FormatUint(rev, 10))
+	w.Header().Set("X-Kvd-Durable", "true")
+	writeJSON(w, http.StatusOK, map[string]uint64{"durable_revision": rev})
+}
+
+// Status is the JSON body of GET /v1/status.
+type Status struct {
+	Version          string    `json:"version"`
+	CommitMode       string    `json:"commit_mode"`
+	FlushInterval    string    `json:"flush_interval"`
+	Revisions        Revisions `json:"revisions"`
+	Fsync            FsyncStat `json:"fsync"`
+	WALBytes         int64     `json:"wal_bytes"`
+	WALSegments      int       `json:"wal_segments"`
+	MemtableBytes    int64     `json:"memtable_bytes"`
+	Checkpoints      uint64    `json:"checkpoints"`
+	UptimeSeconds    float64   `json:"uptime_seconds"`
+	ConnectedClients int       `json:"connected_clients"`
+	// LogError is set once the write-ahead log failed.
+	LogError string `json:"log_error,omitempty"`
+}
+
+// Revisions are the store's revision counters: committed (visible to
+// reads) >= durable (fsynced) and committed >= applied (checkpointed).
+type Revisions struct {
+	Committed uint64 `json:"committed"`
+	Durable   uint64 `json:"durable"`
+	Applied   uint64 `json:"applied"`
+}
+
+// FsyncStat counts the write-ahead log's fsyncs since the store opened.
+type FsyncStat struct {
+	Count           uint64  `json:"count"`
+	Records         uint64  `json:"records"`
+	RecordsPerFsync float64 `json:"records_per_fsync"`
+	// MaxSeconds is the slowest fsync since the store opened.
+	MaxSeconds float64 `json:"max_seconds"`
+}
+
+// Status returns the server's status as GET /v1/status reports it.
+func (s *Server) Status() Status {
+	st := s.store.Stats()
+	out := Status{
+		Version:       s.cfg.Version,
+		CommitMode:    st.CommitMode.String(),
+		FlushInterval: s.store.FlushInterval().String(),
+		Revisions: Revisions{
+			Committed: st.CommittedRevision,
+			Durable:   st.DurableRevision,
+			Applied:   st.AppliedRevision,
+		},
+		Fsync: FsyncStat{Count: st.Fsyncs, Records: st.RecordsSynced, RecordsPerFsync: recordsPerFsync(st),
+			MaxSeconds: st.MaxFsync.Seconds()},
+		WALBytes:         st.WALBytes,
+		WALSegments:      st.WALSegments,
+		MemtableBytes:    st.MemtableBytes,
+		Checkpoints:      st.Checkpoints,
+		UptimeSeconds:    time.Since(s.started).Seconds(),
+		ConnectedClients: s.Clients(),
+	}
+	if st.Err != nil {
+		out.LogError = st.Err.Error()
+	}
+	return out
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Status())
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.store.Stats().Err; err != nil {
+		s.fail(w, errors.Join(engine.ErrLogFailed, err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}

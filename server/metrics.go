@@ -1,0 +1,138 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"kvd/engine"
+)
+
+// Metrics holds kvd's Prometheus metrics in a registry of its own (no
+// global registry). Create it before opening the store so that its
+// ObserveSync can be the store's OnSync callback, then pass it in
+// Config.Metrics. A Metrics serves one Server.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	unknownCommands prometheus.Counter
+	protocolErrors  prometheus.Counter
+	rejected        prometheus.Counter
+	clients         prometheus.Gauge
+	commitSeconds   map[engine.CommitMode]prometheus.Observer
+	syncSeconds     prometheus.Histogram
+	fsyncSeconds    prometheus.Histogram
+	recordsPerFsync prometheus.Histogram
+}
+
+// NewMetrics returns a Metrics with its own registry, which also carries the
+// Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	commit := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kvd_commit_duration_seconds",
+		Help:    "Latency of write commits seen by the server, by commit mode.",
+		Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18), // 10µs .. 1.3s
+	}, []string{"mode"})
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvd_requests_total",
+			Help: "Requests handled, by protocol and command (RESP) or route (HTTP).",
+		}, []string{"protocol", "command"}),
+		unknownCommands: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kvd_resp_unknown_commands_total",
+			Help: "RESP commands refused as unknown.",
+		}),
+		protocolErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kvd_resp_protocol_errors_total",
+			Help: "RESP connections closed for a malformed frame.",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kvd_resp_rejected_connections_total",
+			Help: "RESP connections refused because max-clients was reached.",
+		}),
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvd_resp_connected_clients",
+			Help: "Open RESP connections.",
+		}),
+		commitSeconds: map[engine.CommitMode]prometheus.Observer{
+			engine.CommitSync:  commit.WithLabelValues("sync"),
+			engine.CommitAsync: commit.WithLabelValues("async"),
+		},
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kvd_sync_barrier_duration_seconds",
+			Help:    "Latency of durability barriers (WAITAOF, POST /v1/sync).",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18),
+		}),
+		fsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kvd_wal_fsync_duration_seconds",
+			Help:    "Latency of write-ahead log fsyncs.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18),
+		}),
+		recordsPerFsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kvd_wal_records_per_fsync",
+			Help:    "Write-ahead log records made durable by one fsync (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 .. 8192
+		}),
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.requests, m.unknownCommands, m.protocolErrors, m.rejected, m.clients,
+		commit, m.syncSeconds, m.fsyncSeconds, m.recordsPerFsync,
+	)
+	return m
+}
+
+// ObserveSync records one fsync of the write-ahead log that took d and made
+// records records durable. It has the signature of engine.Options.OnSync and
+// is safe for concurrent use.
+func (m *Metrics) ObserveSync(d time.Duration, records int) {
+	m.fsyncSeconds.Observe(d.Seconds())
+	m.recordsPerFsync.Observe(float64(records))
+}
+
+// Registry returns the registry the metrics are in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// register adds the gauges read from the store of s.
+func (m *Metrics) register(s *Server) {
+	stat := func(name, help string, f func(engine.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return f(s.store.Stats()) })
+	}
+	m.reg.MustRegister(
+		stat("kvd_committed_revision", "Last revision written to the write-ahead log (visible to reads).",
+			func(st engine.Stats) float64 { return float64(st.CommittedRevision) }),
+		stat("kvd_durable_revision", "Last revision known to be fsynced.",
+			func(st engine.Stats) float64 { return float64(st.DurableRevision) }),
+		stat("kvd_applied_revision", "Last revision checkpointed into the state file.",
+			func(st engine.Stats) float64 { return float64(st.AppliedRevision) }),
+		stat("kvd_wal_bytes", "Bytes in write-ahead log segments.",
+			func(st engine.Stats) float64 { return float64(st.WALBytes) }),
+		stat("kvd_log_failed", "1 once the write-ahead log failed (writes refused until restart).",
+			func(st engine.Stats) float64 {
+				if st.Err != nil {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kvd_commit_mode_sync", Help: "1 when the default commit mode is sync, 0 when async.",
+		}, func() float64 {
+			if s.store.CommitMode() == engine.CommitSync {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
+func (m *Metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}

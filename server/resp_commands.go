@@ -1,0 +1,473 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kvd/engine"
+)
+
+// respCommand is one RESP command. arity follows Redis: n > 0 means exactly
+// n arguments (the name included), n < 0 means at least -n.
+type respCommand struct {
+	name     string
+	arity    int
+	flags    []string // for COMMAND, as Redis reports them
+	keyArgs  bool     // arguments after the name are keys (or values)
+	valueArg func(i int) bool
+	run      func(c *respConn, args [][]byte)
+	requests prometheus.Counter
+}
+
+// commandTable builds the command table. It lives on the Server, not in a
+// package variable, because COMMAND refers back to it.
+func (s *Server) commandTable() map[string]*respCommand {
+	list := []*respCommand{
+		{name: "ping", arity: -1, flags: []string{"fast"}, run: cmdPing},
+		{name: "echo", arity: 2, flags: []string{"fast"}, run: cmdEcho},
+		{name: "quit", arity: -1, flags: []string{"fast"}, run: cmdQuit},
+		{name: "hello", arity: -1, flags: []string{"fast"}, run: cmdHello},
+		{name: "auth", arity: -2, flags: []string{"fast"}, run: cmdAuth},
+		{name: "select", arity: 2, flags: []string{"fast"}, run: cmdSelect},
+		{name: "command", arity: -1, flags: []string{"random"}, run: cmdCommand},
+		{name: "client", arity: -2, flags: []string{"admin"}, run: cmdClient},
+		{name: "info", arity: -1, flags: []string{"random"}, run: cmdInfo},
+		{name: "config", arity: -2, flags: []string{"admin"}, run: cmdConfig},
+		{name: "dbsize", arity: 1, flags: []string{"readonly"}, run: cmdDBSize},
+		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet},
+		{name: "set", arity: -3, flags: []string{"write"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, run: cmdSet},
+		{name: "del", arity: -2, flags: []string{"write"}, keyArgs: true, run: cmdDel},
+		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
+		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet},
+		{name: "mset", arity: -3, flags: []string{"write"}, keyArgs: true,
+			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, run: cmdMSet},
+		{name: "incr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
+		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
+		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
+		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
+		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
+		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
+	}
+	m := make(map[string]*respCommand, len(list))
+	for _, cmd := range list {
+		cmd.requests = s.metrics.requests.WithLabelValues("resp", cmd.name)
+		m[cmd.name] = cmd
+	}
+	return m
+}
+
+func cmdPing(c *respConn, args [][]byte) {
+	switch len(args) {
+	case 1:
+		c.writeStatus("PONG")
+	case 2:
+		c.writeBulk(args[1])
+	default:
+		c.writeError("ERR wrong number of arguments for 'ping' command")
+	}
+}
+
+func cmdEcho(c *respConn, args [][]byte) { c.writeBulk(args[1]) }
+
+func cmdQuit(c *respConn, _ [][]byte) {
+	c.writeOK()
+	c.quit = true
+}
+
+func cmdAuth(c *respConn, _ [][]byte) {
+	c.writeError("ERR AUTH <password> called without any password configured for the default user. " +
+		"Are you sure your configuration is correct?")
+}
+
+func cmdSelect(c *respConn, args [][]byte) {
+	n, err := strconv.Atoi(string(args[1]))
+	switch {
+	case err != nil:
+		c.writeError(respErrNotInteger)
+	case n != 0:
+		c.writeError("ERR DB index is out of range")
+	default:
+		c.writeOK()
+	}
+}
+
+// cmdHello answers HELLO [protover [AUTH user pass] [SETNAME name]]. kvd
+// speaks RESP2 and RESP3 (the replies it sends differ only in nulls and maps).
+func cmdHello(c *respConn, args [][]byte) {
+	proto := 0
+	if len(args) > 1 {
+		n, err := strconv.Atoi(string(args[1]))
+		if err != nil {
+			c.writeError("ERR Protocol version is not an integer or out of range")
+			return
+		}
+		if n != 2 && n != 3 {
+			c.writeError("NOPROTO unsupported protocol version")
+			return
+		}
+		proto = n
+	}
+	name, hasName := "", false
+	for i := 2; i < len(args); i++ {
+		switch {
+		case equalFold(args[i], "auth") && i+2 < len(args):
+			// No users or passwords are configured: every client is the
+			// default user, as on a Redis server without requirepass.
+			i += 2
+		case equalFold(args[i], "setname") && i+1 < len(args):
+			name, hasName = string(args[i+1]), true
+			i++
+		default:
+			c.writeError("ERR Syntax error in HELLO option '" + printable(args[i], 64) + "'")
+			return
+		}
+	}
+	if hasName {
+		if msg := checkClientName(name); msg != "" {
+			c.writeError(msg)
+			return
+		}
+		c.name = name
+	}
+	if proto != 0 {
+		c.resp3 = proto == 3
+	}
+	cur := 2
+	if c.resp3 {
+		cur = 3
+	}
+	c.writeMap(7)
+	c.writeBulkString("server")
+	c.writeBulkString("kvd")
+	c.writeBulkString("version")
+	c.writeBulkString(c.s.cfg.Version)
+	c.writeBulkString("proto")
+	c.writeInt(int64(cur))
+	c.writeBulkString("id")
+	c.writeInt(c.id)
+	c.writeBulkString("mode")
+	c.writeBulkString("standalone")
+	c.writeBulkString("role")
+	c.writeBulkString("master")
+	c.writeBulkString("modules")
+	c.writeArray(0)
+}
+
+func checkClientName(name string) string {
+	for i := range len(name) {
+		if name[i] <= ' ' || name[i] > '~' {
+			return "ERR Client names cannot contain spaces, newlines or special characters."
+		}
+	}
+	return ""
+}
+
+// cmdCommand answers COMMAND, COMMAND COUNT, COMMAND LIST, COMMAND INFO and
+// COMMAND DOCS (empty: redis-cli only uses it for hints).
+func cmdCommand(c *respConn, args [][]byte) {
+	names := make([]string, 0, len(c.s.cmds))
+	for name := range c.s.cmds {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if len(args) == 1 {
+		c.writeArray(len(names))
+		for _, n := range names {
+			c.writeCommandInfo(c.s.cmds[n])
+		}
+		return
+	}
+	switch {
+	case equalFold(args[1], "count"):
+		c.writeInt(int64(len(names)))
+	case equalFold(args[1], "list"):
+		c.writeArray(len(names))
+		for _, n := range names {
+			c.writeBulkString(n)
+		}
+	case equalFold(args[1], "info"):
+		c.writeArray(len(args) - 2)
+		for _, a := range args[2:] {
+			var buf [32]byte
+			if cmd, ok := c.s.cmds[string(lower(buf[:0], a))]; ok {
+				c.writeCommandInfo(cmd)
+			} else {
+				c.writeNull()
+			}
+		}
+	case equalFold(args[1], "docs"):
+		c.writeMap(0)
+	default:
+		c.writeError("ERR unknown subcommand '" + printable(args[1], 64) + "'. Try COMMAND HELP.")
+	}
+}
+
+func (c *respConn) writeCommandInfo(cmd *respCommand) {
+	first, last, step := 0, 0, 0
+	if cmd.keyArgs {
+		first, last, step = 1, 1, 1
+		switch {
+		case cmd.name == "mset":
+			last, step = -1, 2
+		case cmd.arity < 0 && cmd.name != "set":
+			last = -1
+		}
+	}
+	c.writeArray(6)
+	c.writeBulkString(cmd.name)
+	c.writeInt(int64(cmd.arity))
+	c.writeArray(len(cmd.flags))
+	for _, f := range cmd.flags {
+		c.writeStatus(f)
+	}
+	c.writeInt(int64(first))
+	c.writeInt(int64(last))
+	c.writeInt(int64(step))
+}
+
+// cmdClient answers CLIENT ID, SETNAME, GETNAME, SETINFO and kvd's own
+// CLIENT DURABILITY [sync|async|default] and CLIENT LASTREV (the revision of
+// this connection's last successful write, 0 before any).
+func cmdClient(c *respConn, args [][]byte) {
+	sub := args[1]
+	switch {
+	case equalFold(sub, "id") && len(args) == 2:
+		c.writeInt(c.id)
+	case equalFold(sub, "getname") && len(args) == 2:
+		c.writeBulkOrNull([]byte(c.name), c.name != "")
+	case equalFold(sub, "setname") && len(args) == 3:
+		if msg := checkClientName(string(args[2])); msg != "" {
+			c.writeError(msg)
+			return
+		}
+		c.name = string(args[2])
+		c.writeOK()
+	case equalFold(sub, "setinfo") && len(args) == 4:
+		c.writeOK()
+	case equalFold(sub, "lastrev") && len(args) == 2:
+		c.writeInt(int64(c.lastRev))
+	case equalFold(sub, "durability") && len(args) == 2:
+		if c.durability == engine.DurabilityDefault {
+			c.writeBulkString("default")
+		} else {
+			c.writeBulkString(durabilityName(c.durability, 0))
+		}
+	case equalFold(sub, "durability") && len(args) == 3:
+		d, ok := parseDurability(args[2])
+		if !ok {
+			c.writeError("ERR durability must be sync, async or default")
+			return
+		}
+		c.durability = d
+		c.writeOK()
+	case equalFold(sub, "id"), equalFold(sub, "getname"), equalFold(sub, "setname"),
+		equalFold(sub, "setinfo"), equalFold(sub, "durability"), equalFold(sub, "lastrev"):
+		c.writeError("ERR wrong number of arguments for 'client|" + strings.ToLower(string(sub)) + "' command")
+	default:
+		c.writeError("ERR unknown subcommand '" + printable(sub, 64) + "'. Try CLIENT HELP.")
+	}
+}
+
+func cmdDBSize(c *respConn, _ [][]byte) {
+	n, err := c.s.store.Count()
+	if err != nil {
+		c.writeError(respError(err))
+		return
+	}
+	c.writeInt(int64(n))
+}
+
+// cmdInfo answers INFO [section ...] with the sections server, clients,
+// persistence and stats.
+func cmdInfo(c *respConn, args [][]byte) {
+	want := map[string]bool{}
+	for _, a := range args[1:] {
+		want[strings.ToLower(string(a))] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	var b strings.Builder
+	section := func(name string, fill func()) {
+		if !all && !want[name] {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		b.WriteString("# " + strings.ToUpper(name[:1]) + name[1:] + "\r\n")
+		fill()
+	}
+	field := func(k string, v any) { fmt.Fprintf(&b, "%s:%v\r\n", k, v) }
+	s := c.s
+	section("server", func() {
+		uptime := time.Since(s.started)
+		field("kvd_version", s.cfg.Version)
+		// The Redis version whose command semantics kvd follows, for
+		// clients that check it.
+		field("redis_version", "7.0.0")
+		field("redis_mode", "standalone")
+		field("os", runtime.GOOS)
+		field("arch_bits", strconv.IntSize)
+		field("go_version", runtime.Version())
+		field("process_id", os.Getpid())
+		field("tcp_port", portOf(c.nc.LocalAddr().String()))
+		field("uptime_in_seconds", int64(uptime.Seconds()))
+		field("uptime_in_days", int64(uptime.Hours()/24))
+	})
+	section("clients", func() {
+		field("connected_clients", s.Clients())
+		field("maxclients", s.cfg.MaxClients)
+	})
+	section("persistence", func() {
+		st := s.store.Stats()
+		field("commit_mode", st.CommitMode)
+		field("flush_interval_ms", float64(s.store.FlushInterval())/float64(time.Millisecond))
+		field("committed_revision", st.CommittedRevision)
+		field("durable_revision", st.DurableRevision)
+		field("applied_revision", st.AppliedRevision)
+		field("fsyncs", st.Fsyncs)
+		field("records_synced", st.RecordsSynced)
+		field("records_per_fsync", fmt.Sprintf("%.2f", recordsPerFsync(st)))
+		field("max_fsync_ms", fmt.Sprintf("%.3f", float64(st.MaxFsync)/float64(time.Millisecond)))
+		field("wal_bytes", st.WALBytes)
+		field("wal_segments", st.WALSegments)
+		field("memtable_bytes", st.MemtableBytes)
+		field("checkpoints", st.Checkpoints)
+		field("aof_enabled", 1)
+		if st.Err != nil {
+			field("log_status", "failed")
+			field("log_error", strings.NewReplacer("\r", " ", "\n", " ").Replace(st.Err.Error()))
+		} else {
+			field("log_status", "ok")
+		}
+	})
+	section("stats", func() {
+		field("total_connections_received", s.totalConns.Load())
+		field("total_commands_processed", s.totalCommands.Load())
+		field("rejected_connections", s.rejected.Load())
+	})
+	c.writeBulkString(b.String())
+}
+
+func recordsPerFsync(st engine.Stats) float64 {
+	if st.Fsyncs == 0 {
+		return 0
+	}
+	return float64(st.RecordsSynced) / float64(st.Fsyncs)
+}
+
+func portOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
+
+// configParams returns the CONFIG GET parameters and their current values:
+// kvd's own, and the ones redis-cli and redis-benchmark ask for at start.
+func (s *Server) configParams() [][2]string {
+	return [][2]string{
+		{"commit-mode", s.store.CommitMode().String()},
+		{"flush-interval", s.store.FlushInterval().String()},
+		{"max-value-size", strconv.Itoa(s.cfg.MaxValueSize)},
+		{"max-key-size", strconv.Itoa(s.cfg.MaxKeySize)},
+		{"maxclients", strconv.Itoa(s.cfg.MaxClients)},
+		{"proto-max-bulk-len", strconv.Itoa(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize))},
+		{"databases", "1"},
+		{"save", ""},
+		{"appendonly", "yes"},
+	}
+}
+
+// cmdConfig answers CONFIG GET pattern [pattern ...], CONFIG SET
+// (commit-mode, flush-interval) and CONFIG RESETSTAT.
+func cmdConfig(c *respConn, args [][]byte) {
+	sub := args[1]
+	switch {
+	case equalFold(sub, "get") && len(args) >= 3:
+		params := c.s.configParams()
+		var hits [][2]string
+		for _, p := range params {
+			for _, pat := range args[2:] {
+				if globMatch(lowerBytes(pat), []byte(p[0])) {
+					hits = append(hits, p)
+					break
+				}
+			}
+		}
+		c.writeMap(len(hits))
+		for _, h := range hits {
+			c.writeBulkString(h[0])
+			c.writeBulkString(h[1])
+		}
+	case equalFold(sub, "set") && len(args) >= 4 && len(args)%2 == 0:
+		for i := 2; i < len(args); i += 2 {
+			if msg := c.s.configSet(strings.ToLower(string(args[i])), string(args[i+1])); msg != "" {
+				c.writeError(msg)
+				return
+			}
+		}
+		c.writeOK()
+	case equalFold(sub, "resetstat") && len(args) == 2:
+		c.writeOK()
+	case equalFold(sub, "get"), equalFold(sub, "set"), equalFold(sub, "resetstat"):
+		c.writeError("ERR wrong number of arguments for 'config|" + strings.ToLower(string(sub)) + "' command")
+	default:
+		c.writeError("ERR unknown subcommand '" + printable(sub, 64) + "'. Try CONFIG HELP.")
+	}
+}
+
+// configSet applies one CONFIG SET parameter; it returns the error reply or "".
+func (s *Server) configSet(name, value string) string {
+	switch name {
+	case "commit-mode":
+		m, err := engine.ParseCommitMode(strings.ToLower(value))
+		if err != nil {
+			return "ERR invalid commit-mode '" + value + "': must be sync or async"
+		}
+		s.store.SetCommitMode(m)
+		s.log.Info("commit mode changed", "mode", m)
+	case "flush-interval":
+		d, err := parseInterval(value)
+		if err != nil {
+			return "ERR invalid flush-interval '" + value + "': " + err.Error()
+		}
+		if err := s.store.SetFlushInterval(d); err != nil {
+			return "ERR " + err.Error()
+		}
+		s.log.Info("flush interval changed", "interval", d)
+	default:
+		return "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
+	}
+	return ""
+}
+
+// parseInterval parses a Go duration ("10ms") or a bare number of
+// milliseconds ("10").
+func parseInterval(v string) (time.Duration, error) {
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if ms <= 0 || ms > int64(time.Hour/time.Millisecond) {
+			return 0, fmt.Errorf("out of range")
+		}
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as 10ms")
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("must be positive")
+	}
+	return d, nil
+}
+
+func lowerBytes(b []byte) []byte {
+	return []byte(strings.ToLower(string(b)))
+}

@@ -1,0 +1,328 @@
+// Package server serves a kvd store over two request-response protocols:
+// RESP (the Redis protocol, so that redis-cli, redis-benchmark and any Redis
+// client work) and HTTP/JSON.
+//
+// A [Server] is shaped like [net/http.Server]: create it with [New], call
+// [Server.ServeRESP] and [Server.ServeHTTPAPI] with listeners (each blocks
+// until the server stops), and stop it with [Server.Shutdown], which stops
+// accepting connections, lets in-flight requests finish and then returns.
+// The server does not own the store: close it after Shutdown returns.
+//
+// Errors from the store are translated into protocol errors at this
+// boundary: RESP replies such as "-ERR value too large", HTTP responses with
+// a status and a JSON body {"error":{"code":"value_too_large",...}}.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kvd/engine"
+)
+
+// Store is what the server needs from a key-value store. *engine.DB
+// implements it. Every method must be safe for concurrent use; the server
+// may reuse key and value slices after a call returns, and owns the slices a
+// call returns.
+type Store interface {
+	// Get returns the value of key or an error wrapping engine.ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// Put, Delete and Write commit one atomic batch and return its revision.
+	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
+	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
+	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
+	// Update runs fn under the writer lock and commits what fn wrote as one
+	// atomic batch (read-modify-write commands: SET NX/XX/GET, INCR, DEL).
+	Update(wo engine.WriteOptions, fn func(tx *engine.Txn) error) (uint64, error)
+	// Scan returns pairs in ascending key order.
+	Scan(o engine.ScanOptions) ([]engine.KV, error)
+	// Count returns the number of live keys.
+	Count() (int, error)
+	// Sync returns once every write committed before the call is durable.
+	Sync() error
+	SetCommitMode(m engine.CommitMode)
+	CommitMode() engine.CommitMode
+	SetFlushInterval(d time.Duration) error
+	FlushInterval() time.Duration
+	// DurableRevision is the last revision known to be fsynced: cheap, for
+	// every write response.
+	DurableRevision() uint64
+	Stats() engine.Stats
+}
+
+// Config configures a [Server]. The zero value is valid: New fills in every
+// zero field with its default.
+type Config struct {
+	// MaxKeySize and MaxValueSize bound keys and values (defaults 32 KiB,
+	// the engine's limit, and 16 MiB). They should match the store's limits: the server refuses
+	// larger arguments before reading them into memory.
+	MaxKeySize   int
+	MaxValueSize int
+	// MaxRequestSize bounds the total size of the arguments of one RESP
+	// command, such as an MSET (default: 64 MiB, and at least
+	// MaxKeySize+MaxValueSize plus 1 MiB).
+	MaxRequestSize int
+	// MaxClients bounds the number of RESP connections (default 10000).
+	// A connection over the limit gets "-ERR max number of clients reached"
+	// and is closed, as Redis does.
+	MaxClients int
+	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
+	Pprof bool
+	// Version is reported by INFO, HELLO and /v1/status.
+	Version string
+	// Metrics collects Prometheus metrics; nil means New creates one. Pass
+	// the same Metrics whose ObserveSync is the store's OnSync callback.
+	Metrics *Metrics
+	// Logger receives connection and error logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultMaxKeySize   = engine.MaxKeyLimit
+	DefaultMaxValueSize = 16 << 20
+	DefaultMaxClients   = 10000
+	defaultMaxRequest   = 64 << 20
+)
+
+// Server serves a Store over RESP and HTTP. Its methods are safe for
+// concurrent use.
+type Server struct {
+	store   Store
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	started time.Time
+	cmds    map[string]*respCommand
+	cursors *cursorTable
+
+	closing atomic.Bool
+	nextID  atomic.Int64
+
+	// stats for INFO
+	totalConns    atomic.Int64
+	totalCommands atomic.Int64
+	rejected      atomic.Int64
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*respConn]struct{}
+	https     map[*http.Server]struct{}
+	connsDone *sync.Cond // signalled when a connection goes away
+	// bg counts goroutines the server started outside connections
+	// (WAITAOF waiters); Shutdown waits for them.
+	bg sync.WaitGroup
+}
+
+// New returns a Server for store. It validates cfg and reports every bad
+// field at once.
+func New(store Store, cfg Config) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("server: nil store")
+	}
+	var errs []error
+	check := func(name string, v int, def int) int {
+		switch {
+		case v < 0:
+			errs = append(errs, fmt.Errorf("server: %s must not be negative (got %d)", name, v))
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
+	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
+	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
+	minRequest := cfg.MaxKeySize + cfg.MaxValueSize + 1<<20
+	cfg.MaxRequestSize = check("MaxRequestSize", cfg.MaxRequestSize, max(defaultMaxRequest, minRequest))
+	if cfg.MaxRequestSize < minRequest && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("server: MaxRequestSize %d is below MaxKeySize+MaxValueSize+1MiB (%d)",
+			cfg.MaxRequestSize, minRequest))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.Version == "" {
+		cfg.Version = "devel"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := cfg.Metrics
+	if m == nil {
+		m = NewMetrics()
+	}
+	s := &Server{
+		store:     store,
+		cfg:       cfg,
+		log:       log,
+		metrics:   m,
+		started:   time.Now(),
+		cursors:   newCursorTable(maxCursors, maxCursorBytes),
+		listeners: make(map[*net.Listener]struct{}),
+		conns:     make(map[*respConn]struct{}),
+		https:     make(map[*http.Server]struct{}),
+	}
+	s.connsDone = sync.NewCond(&s.mu)
+	s.cmds = s.commandTable()
+	m.register(s)
+	return s, nil
+}
+
+// trackListener adds or removes ln from the set Shutdown closes. Adding
+// fails once the server is closing.
+func (s *Server) trackListener(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing.Load() {
+			return false
+		}
+		s.listeners[ln] = struct{}{}
+	} else {
+		delete(s.listeners, ln)
+	}
+	return true
+}
+
+// Shutdown stops the server gracefully: it closes every listener, closes
+// idle RESP connections, waits for connections in the middle of a request
+// (or pipeline) to send their replies and close, and shuts down the HTTP
+// servers the same way. If ctx ends first, Shutdown closes the remaining
+// connections and returns ctx's error. Serve methods then return
+// ErrServerClosed. Shutdown does not close the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		(*ln).Close()
+	}
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+	https := make([]*http.Server, 0, len(s.https))
+	for h := range s.https {
+		https = append(https, h)
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	for _, h := range https {
+		if err := h.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			h.Close()
+		}
+	}
+
+	// Wait for RESP connections to drain; a watcher closes them all if ctx
+	// ends first, which makes the wait finish.
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.connsDone.Broadcast()
+	})
+	s.mu.Lock()
+	for len(s.conns) > 0 && ctx.Err() == nil {
+		s.connsDone.Wait()
+	}
+	s.mu.Unlock()
+	stop()
+	s.bg.Wait()
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the server at once: it closes every listener and connection
+// without waiting for in-flight requests.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Clients returns the number of open RESP connections.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// writeOptions turns a request's durability into engine write options.
+func writeOptions(d engine.Durability) engine.WriteOptions {
+	return engine.WriteOptions{Durability: d}
+}
+
+// effectiveMode is the commit mode a write with durability d uses.
+func (s *Server) effectiveMode(d engine.Durability) engine.CommitMode {
+	switch d {
+	case engine.DurabilitySync:
+		return engine.CommitSync
+	case engine.DurabilityAsync:
+		return engine.CommitAsync
+	default:
+		return s.store.CommitMode()
+	}
+}
+
+// observeCommit records the latency of one commit in mode m.
+func (s *Server) observeCommit(d engine.Durability, start time.Time) {
+	s.metrics.commitSeconds[s.effectiveMode(d)].Observe(time.Since(start).Seconds())
+}
+
+// parseDurability parses "sync", "async" or "default" (any case).
+func parseDurability(b []byte) (engine.Durability, bool) {
+	switch {
+	case equalFold(b, "sync"):
+		return engine.DurabilitySync, true
+	case equalFold(b, "async"):
+		return engine.DurabilityAsync, true
+	case equalFold(b, "default"):
+		return engine.DurabilityDefault, true
+	}
+	return 0, false
+}
+
+func durabilityName(d engine.Durability, mode engine.CommitMode) string {
+	switch d {
+	case engine.DurabilitySync:
+		return "sync"
+	case engine.DurabilityAsync:
+		return "async"
+	}
+	return mode.String()
+}
+
+// equalFold reports whether b equals the lower-case ASCII string s, ignoring
+// ASCII case, without allocating.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
