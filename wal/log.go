@@ -550,11 +550,13 @@ func (l *Log) SetFlushInterval(d time.Duration) {
 // FlushInterval returns the flusher's period.
 func (l *Log) FlushInterval() time.Duration { return time.Duration(l.flushInterval.Load()) }
 
-// flusher fsyncs written records that nobody waits for, every flush interval
-// or as soon as FlushBytes are unsynced.
+// flusher fsyncs written records that nobody waits for, on a fixed period
+// (so a record waits at most one FlushInterval, plus the fsync, however long
+// the previous fsync took) or as soon as FlushBytes are unsynced.
 func (l *Log) flusher() {
 	defer l.wg.Done()
-	t := time.NewTimer(l.FlushInterval())
+	period := l.FlushInterval()
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -562,6 +564,10 @@ func (l *Log) flusher() {
 			return
 		case <-t.C:
 		case <-l.flushKick:
+		}
+		if p := l.FlushInterval(); p != period {
+			period = p
+			t.Reset(p)
 		}
 		l.mu.Lock()
 		w := l.written
@@ -571,7 +577,6 @@ func (l *Log) flusher() {
 			// has nobody to tell.
 			_ = l.WaitDurable(w)
 		}
-		t.Reset(l.FlushInterval())
 	}
 }
 
