@@ -39,6 +39,7 @@ func commands() []*command {
 		scanCommand(),
 		syncCommand(),
 		statusCommand(),
+		benchCommand(),
 	}
 }
 
@@ -52,6 +53,13 @@ type command struct {
 	flags func(fs *pflag.FlagSet)
 	// run runs the command with its positional arguments.
 	run func(ctx context.Context, e *env, args []string) error
+	// durabilityBoth: --durability may also be "both"; the command then
+	// reads e.cfg.durability itself.
+	durabilityBoth bool
+	// ownTimeout: the command's own flags set how long it runs, and
+	// --timeout bounds each of its network calls instead of the whole
+	// command.
+	ownTimeout bool
 }
 
 // config holds the global flags, which may come before or after the command.
@@ -150,18 +158,26 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	e := &env{cfg: cfg, stdin: stdin, stdout: stdout, stderr: stderr}
 	d, err := client.ParseDurability(cfg.durability)
-	if err != nil {
+	switch {
+	case err == nil:
+		e.durability = d
+	case cmd.durabilityBoth && strings.EqualFold(cfg.durability, "both"):
+	case cmd.durabilityBoth:
+		return usagef("--durability must be sync, async, both or default, not %q", cfg.durability)
+	default:
 		return usagef("--durability must be sync, async or default, not %q", cfg.durability)
 	}
-	e.durability = d
 	if cfg.output != "text" && cfg.output != "json" {
 		return usagef("--output must be text or json, not %q", cfg.output)
 	}
 	if cfg.timeout <= 0 {
 		return usagef("--timeout must be positive")
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-	defer cancel()
+	if !cmd.ownTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
+		defer cancel()
+	}
 	return cmd.run(ctx, e, cfs.Args())
 }
 

@@ -53,7 +53,6 @@ func TestQuantilesMatchSortedSamples(t *testing.T) {
 	}
 }
 
-
 func TestMergeEqualsRecordingAll(t *testing.T) {
 	var a, b, all histogram.Histogram
 	for i := range 5000 {
