@@ -191,6 +191,10 @@ func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
 		db.wmu.RUnlock()
 		return 0, ErrClosed
 	}
+	if err := db.failure(); err != nil {
+		db.wmu.RUnlock()
+		return 0, err
+	}
 	rev, err := db.wal.Enqueue(b.data, b)
 	db.wmu.RUnlock()
 	if err != nil {
@@ -337,6 +341,10 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 	if db.closed {
 		db.wmu.Unlock()
 		return 0, ErrClosed
+	}
+	if err := db.failure(); err != nil {
+		db.wmu.Unlock()
+		return 0, err
 	}
 	// Let every enqueued record reach the memtable.
 	if err := db.wal.WaitWritten(db.wal.LastEnqueued()); err != nil {

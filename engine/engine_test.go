@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -430,5 +431,67 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not reached within 20s")
 		}
 		time.Sleep(5 * time.Millisecond) // poll
+	}
+}
+
+func TestTruncatedStateFileIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	val := bytes.Repeat([]byte("v"), 1000)
+	for i := range 2000 {
+		if _, err := db.Put([]byte(fmt.Sprint("key", i)), val, engine.WriteOptions{Durability: engine.DurabilityAsync}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil { // checkpoints into state.db
+		t.Fatal(err)
+	}
+	path := dir + "/state.db"
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file's pages in use end well before its (preallocated) size.
+	for _, size := range []int{8192, 16384, 64 << 10, 1 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			run := t.TempDir()
+			copyDir(t, dir, run)
+			if err := os.WriteFile(run+"/state.db", orig[:size], 0o640); err != nil {
+				t.Fatal(err)
+			}
+			_, err := engine.Open(run, engine.Options{})
+			if !errors.Is(err, engine.ErrCorruptState) {
+				t.Fatalf("Open over state.db cut to %d of %d bytes: %v, want ErrCorruptState", size, len(orig), err)
+			}
+			t.Log(err)
+		})
+	}
+	// Pages zeroed but the size intact: bbolt itself panics on them.
+	t.Run("zeroed pages", func(t *testing.T) {
+		run := t.TempDir()
+		copyDir(t, dir, run)
+		b := bytes.Clone(orig)
+		clear(b[8192 : len(b)/2])
+		if err := os.WriteFile(run+"/state.db", b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		db, err := engine.Open(run, engine.Options{})
+		if err == nil {
+			// bbolt may not touch a zeroed page at open; it must then be
+			// caught when read.
+			_, err = db.Scan(engine.ScanOptions{})
+			db.Close()
+		}
+		if err == nil {
+			t.Fatal("zeroed pages went unnoticed")
+		}
+		t.Log(err)
+	})
+}
+
+func copyDir(t testing.TB, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from+"/.", to).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
 	}
 }

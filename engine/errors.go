@@ -28,6 +28,10 @@ var (
 	// directory.
 	ErrLocked = errors.New("engine: data directory is in use by another process")
 
+	// ErrCorruptState is returned by Open when the state file is damaged
+	// (for example truncated): kvd refuses it rather than guess.
+	ErrCorruptState = errors.New("engine: corrupt state file")
+
 	// ErrFormat is returned by Open when the state file was written by an
 	// incompatible version.
 	ErrFormat = errors.New("engine: unsupported state format")

@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -35,15 +38,48 @@ func lockDir(dir string) (*os.File, error) {
 func (db *DB) recover() error {
 	statePath := filepath.Join(db.dir, "state.db")
 	_, statErr := os.Stat(statePath)
+	if err := checkStateFile(statePath); err != nil {
+		return err
+	}
+	applied, err := db.openState(statePath)
+	if err != nil {
+		return err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// The state file is new: make its directory entry durable.
+		if err := syncDir(db.dir); err != nil {
+			return err
+		}
+	}
+	db.applied.Store(applied)
+	db.memRev = applied
+
+	return db.replay(applied)
+}
+
+// openState opens the bbolt state file, creating its buckets and format
+// marker if new, and returns its applied revision. bbolt reads the file
+// through a memory map: a damaged file that checkStateFile missed would
+// fault; such a fault is turned into ErrCorruptState.
+func (db *DB) openState(statePath string) (applied uint64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt may hold its locks after the panic: Close would wait
+			// for them forever, so the handle is abandoned instead.
+			db.bdb = nil
+			err = fmt.Errorf("%w: %s: %v", ErrCorruptState, statePath, r)
+		}
+	}()
 	bdb, err := bolt.Open(statePath, 0o640, &bolt.Options{
 		InitialMmapSize: 256 << 20,
 		FreelistType:    bolt.FreelistMapType,
+		Timeout:         time.Second, // DIR/LOCK already keeps other processes out
 	})
 	if err != nil {
-		return fmt.Errorf("engine: open state %s: %w", statePath, err)
+		return 0, fmt.Errorf("engine: open state %s: %w", statePath, err)
 	}
 	db.bdb = bdb
-	var applied uint64
 	err = bdb.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -69,17 +105,14 @@ func (db *DB) recover() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("engine: open state: %w", err)
+		return 0, fmt.Errorf("engine: open state: %w", err)
 	}
-	if errors.Is(statErr, os.ErrNotExist) {
-		// The state file is new: make its directory entry durable.
-		if err := syncDir(db.dir); err != nil {
-			return err
-		}
-	}
-	db.applied.Store(applied)
-	db.memRev = applied
+	return applied, nil
+}
 
+// replay replays the log records after applied into the memtable and opens
+// the log for writing.
+func (db *DB) replay(applied uint64) error {
 	replayed := 0
 	replay := func(rev uint64, payload []byte) error {
 		b, err := decodeBatch(payload)
@@ -142,4 +175,79 @@ func syncDir(dir string) error {
 		return fmt.Errorf("engine: sync dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// checkStateFile refuses a bbolt file shorter than its own header says it
+// is: bbolt would fault reading the missing pages through its memory map.
+func checkStateFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("engine: open state: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("engine: open state: %w", err)
+	}
+	if fi.Size() == 0 {
+		return nil // bbolt initializes an empty file
+	}
+	var best *boltMeta
+	for _, off := range []int64{0, -1} {
+		if off < 0 {
+			if best == nil {
+				off = 4096 // the usual page size, when meta 0 is unreadable
+			} else {
+				off = int64(best.pageSize)
+			}
+		}
+		buf := make([]byte, boltMetaEnd)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			continue
+		}
+		if m, ok := parseBoltMeta(buf); ok && (best == nil || m.txid > best.txid) {
+			best = &m
+		}
+	}
+	if best == nil {
+		return fmt.Errorf("%w: %s (%d bytes) has no valid header", ErrCorruptState, path, fi.Size())
+	}
+	if need := int64(best.pgid) * int64(best.pageSize); fi.Size() < need {
+		return fmt.Errorf("%w: %s is %d bytes but its header says %d pages of %d bytes (%d bytes): truncated",
+			ErrCorruptState, path, fi.Size(), best.pgid, best.pageSize, need)
+	}
+	return nil
+}
+
+// The layout of a bbolt meta page (go.etcd.io/bbolt/internal/common.Meta
+// after a 16-byte page header), read only to check the file's size.
+const (
+	boltMagic   = 0xED0CDAED
+	boltMetaEnd = 80 // through the checksum
+)
+
+type boltMeta struct {
+	pageSize uint32
+	pgid     uint64
+	txid     uint64
+}
+
+func parseBoltMeta(b []byte) (boltMeta, bool) {
+	le := binary.LittleEndian
+	if le.Uint32(b[16:]) != boltMagic || le.Uint32(b[20:]) != 2 {
+		return boltMeta{}, false
+	}
+	h := fnv.New64a()
+	h.Write(b[16:72])
+	if h.Sum64() != le.Uint64(b[72:]) {
+		return boltMeta{}, false
+	}
+	m := boltMeta{pageSize: le.Uint32(b[24:]), pgid: le.Uint64(b[56:]), txid: le.Uint64(b[64:])}
+	if m.pageSize < 512 || m.pageSize > 1<<20 {
+		return boltMeta{}, false
+	}
+	return m, true
 }

@@ -371,11 +371,12 @@ func (l *Log) writeQueued(rev uint64) {
 			l.opts.OnWritten(first, vals)
 		}
 		clear(vals)
-		l.mu.Lock()
 		if err != nil {
-			l.fail(err)
+			l.fail(err) // takes mu itself
+			l.mu.Lock()
 			break
 		}
+		l.mu.Lock()
 		l.written = first + uint64(len(ends)) - 1
 		l.bytes += int64(len(buf))
 		l.unsynced += len(buf)
