@@ -1,0 +1,460 @@
+package crash_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// failTimeout bounds the wait for an injected I/O error to fail the log.
+const failTimeout = 10 * time.Second
+
+// TestFsyncEIO makes fdatasync (and sometimes fsync) fail with EIO in a kvd
+// under load, by attaching strace to it at a random moment. The log must
+// fail for good: the writes waiting on the failed fsync and every later
+// one get an error, reads keep working, status and logs say why. After a
+// restart on a healthy disk every acknowledged write is there.
+func TestFsyncEIO(t *testing.T) {
+	requireRoot(t)
+	strace := requireTool(t, "strace")
+	for _, mode := range []string{"sync", "async"} {
+		t.Run(mode, func(t *testing.T) {
+			rng := seeded(t)
+			row := results.row("fsync EIO", mode)
+			dir := t.TempDir()
+			st := newStore()
+			// Every file's syncs, or only the state file's (a failed
+			// checkpoint), or only the log's current segment.
+			targetOf := func(cycle int) string {
+				return [...]string{"every file", "state file", "log tail"}[cycle%3]
+			}
+			next := targetOf(0)
+			// Checkpoints often, so that a failing state file shows soon;
+			// for the log tail, no segment rolls past the file strace
+			// watches.
+			config := func(rng *rand.Rand, dir string) kvdConfig {
+				c := randomConfig(rng, dir, mode)
+				c.checkpointInterval = [...]time.Duration{20 * time.Millisecond, 100 * time.Millisecond}[rng.IntN(2)]
+				if next == "log tail" {
+					c.segmentSize = 0
+				}
+				return c
+			}
+			k := startKVD(t, config(rng, dir))
+			st.lastRev = hasLastRev(k)
+			targets := map[string]int{}
+			for cycle := range pick(4, 12) {
+				target := targetOf(cycle)
+				next = targetOf(cycle + 1)
+				calls := [...]string{"fdatasync", "fdatasync,fsync"}[rng.IntN(2)]
+				if target != "every file" {
+					calls = "fdatasync,fsync"
+				}
+				// Failures from the first or a later call on, or of one
+				// call only: the log tail always gets a single failure, so
+				// that a log that retried the fsync would acknowledge again.
+				var when string
+				switch target {
+				case "every file":
+					when = [...]string{"1", "2", "1+", "3+"}[rng.IntN(4)]
+				case "state file":
+					when = [...]string{"1", "1+"}[rng.IntN(2)] // checkpoints are few
+				case "log tail":
+					when = [...]string{"1", "2"}[rng.IntN(2)]
+				}
+				targets[target]++
+				k = ioFaultCycle(t, k, st, rng, row, ioFault{
+					mode:   mode,
+					reason: "input/output error",
+					config: config,
+					inject: func(k *kvd) func() {
+						var paths []string
+						switch target {
+						case "state file":
+							paths = []string{filepath.Join(k.cfg.dataDir, "state.db")}
+						case "log tail":
+							segs := segments(t, k.cfg.dataDir)
+							paths = []string{filepath.Join(k.cfg.dataDir, "wal", segs[len(segs)-1])}
+						}
+						return attachStrace(t, strace, k.pid(), calls, when, paths...)
+					},
+					heal: func() {},
+				})
+				if t.Failed() {
+					t.Logf("EIO injected into %s of %s from call %s on", calls, target, when)
+					return
+				}
+			}
+			row.setNote("fsyncs failed of: every file %d, state file %d, log tail %d",
+				targets["every file"], targets["state file"], targets["log tail"])
+			if err := k.stop(); err != nil {
+				t.Errorf("kvd stop: %v", err)
+			}
+		})
+	}
+}
+
+// TestDiskFull runs kvd on a small tmpfs that fills up under load. The
+// write that finds the disk full and every later one get an error, reads
+// keep working, status and logs say why; after a restart with space every
+// acknowledged write is there.
+func TestDiskFull(t *testing.T) {
+	requireRoot(t)
+	mount := requireTool(t, "mount")
+	for _, mode := range []string{"sync", "async"} {
+		t.Run(mode, func(t *testing.T) {
+			rng := seeded(t)
+			row := results.row("disk full", mode)
+			mnt := t.TempDir()
+			run := func(args ...string) {
+				t.Helper()
+				if out, err := exec.Command(mount, args...).CombinedOutput(); err != nil {
+					t.Fatalf("mount %s: %v: %s", strings.Join(args, " "), err, out)
+				}
+			}
+			run("-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt)
+			t.Cleanup(func() {
+				if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+					t.Errorf("unmount tmpfs: %v", err)
+				}
+			})
+			dir := filepath.Join(mnt, "data")
+			st := newStore()
+			k := startKVD(t, randomConfig(rng, dir, mode))
+			st.lastRev = hasLastRev(k)
+			for cycle := range pick(2, 5) {
+				k = ioFaultCycle(t, k, st, rng, row, ioFault{
+					mode:      mode,
+					reason:    "no space left on device",
+					config:    func(rng *rand.Rand, dir string) kvdConfig { return randomConfig(rng, dir, mode) },
+					valueSize: [2]int{512, 16 << 10},
+					inject: func(*kvd) func() {
+						if cycle > 0 {
+							// Leave 1 to 3 MiB free.
+							var fs unix.Statfs_t
+							if err := unix.Statfs(mnt, &fs); err != nil {
+								t.Fatal(err)
+							}
+							used := int64(fs.Blocks-fs.Bfree) * fs.Bsize
+							run("-o", fmt.Sprintf("remount,size=%d", used+(1<<20)+rng.Int64N(2<<20)), mnt)
+						}
+						return func() {}
+					},
+					heal: func() { run("-o", "remount,size=256m", mnt) },
+				})
+				if t.Failed() {
+					return
+				}
+			}
+			if err := k.stop(); err != nil {
+				t.Errorf("kvd stop: %v", err)
+			}
+		})
+	}
+}
+
+// ioFault is an I/O error to inject into a running kvd.
+type ioFault struct {
+	mode      string
+	reason    string // the error text status and logs must show
+	valueSize [2]int // value size range of the load; zero: the default mix
+	// config returns the command line of the restarted kvd.
+	config func(rng *rand.Rand, dir string) kvdConfig
+	// inject starts the fault in k and returns how to end it once k is
+	// stopped.
+	inject func(k *kvd) (cleanup func())
+	// heal makes the disk healthy again before the restart.
+	heal func()
+}
+
+// ioFaultCycle runs load on k, injects the fault, checks how kvd fails and
+// what it serves, stops it, heals the disk and checks what a restart
+// recovers. It returns the restarted kvd.
+func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRow, f ioFault) *kvd {
+	t.Helper()
+	opts := randomLoad(rng, f.mode)
+	opts.valueMin, opts.valueMax = f.valueSize[0], f.valueSize[1]
+	base, baseRev := st.base, st.baseRev
+	l := startLoad(t, k, st, rng, opts)
+	time.Sleep(time.Duration(rng.Int64N(int64(150 * time.Millisecond))))
+	undo := f.inject(k)
+
+	// Wait for the log to fail, then for the load to run into it.
+	deadline := time.Now().Add(failTimeout)
+	for l.failed.Load() < 2*clients && time.Now().Before(deadline) && !k.exited() {
+		if at := l.logFailedAt(); !at.IsZero() && time.Since(at) > 200*time.Millisecond {
+			break // the status says writes are refused: enough load ran since
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if k.exited() {
+		l.stop()
+		row.fail("kvd exited on the I/O error")
+		t.Fatalf("kvd exited on the I/O error (%v); it must keep serving reads:\n%s", k.err, excerpt(k.log.String(), 4000))
+	}
+	if l.failed.Load() == 0 && l.logFailedAt().IsZero() {
+		// Say whether kvd noticed, and where it is stuck.
+		logged := strings.Contains(k.log.String(), f.reason)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, statusErr := getStatus(ctx, k.hc, "http://"+k.httpAddr)
+		cancel()
+		stacks := goroutineDump(k)
+		l.stop()
+		undo()
+		if logged || statusErr != nil {
+			row.fail("kvd hung after the I/O error: no write answered")
+		} else {
+			row.fail("no write failed and kvd reported nothing: the I/O error was swallowed or never struck")
+		}
+		t.Fatalf("no write got an error within %v of injecting %q (kvd logged it: %v; GET /v1/status: %v); kvd's goroutines in kvd code:\n%s",
+			failTimeout, f.reason, logged, statusErr, stacks)
+	}
+	ops := l.stop()
+	_, _, seenErr := l.snapshot()
+	var bad []string
+	bad = append(bad, l.readViolations()...)
+
+	// The server says why: status, INFO, the health check and its log.
+	s := k.status()
+	if !strings.Contains(s.LogError, f.reason) {
+		bad = append(bad, fmt.Sprintf("status log_error is %q, want the reason %q", s.LogError, f.reason))
+	}
+	if seenErr == "" {
+		seenErr = s.LogError
+	}
+	info := k.info("persistence")
+	if info["log_status"] != "failed" {
+		bad = append(bad, fmt.Sprintf("INFO persistence log_status is %q, want failed", info["log_status"]))
+	}
+	if e := info["log_error"]; !strings.Contains(e, f.reason) {
+		bad = append(bad, fmt.Sprintf("INFO persistence log_error is %q, want the reason %q", e, f.reason))
+	}
+	if resp, err := k.hc.Get(k.url("/healthz")); err != nil {
+		bad = append(bad, fmt.Sprintf("GET /healthz: %v", err))
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			bad = append(bad, fmt.Sprintf("GET /healthz answered %s after the log failed, want 503", resp.Status))
+		}
+	}
+	if !strings.Contains(k.log.String(), f.reason) {
+		bad = append(bad, fmt.Sprintf("kvd logged nothing with %q", f.reason))
+	}
+
+	// Nothing is acknowledged once a write failed or the status said
+	// writes are refused; the failures are the log's.
+	failedAt, why := l.logFailedAt(), "the status reported the failure"
+	for _, o := range ops {
+		if o.out == outFailed && (failedAt.IsZero() || o.ret.Before(failedAt)) {
+			failedAt, why = o.ret, fmt.Sprintf("%v failed", o)
+		}
+		if o.out == outFailed && !strings.Contains(o.err, "MISCONF") && !strings.Contains(o.err, "log_failed") {
+			bad = append(bad, fmt.Sprintf("%v failed with an error that does not say the log failed", o))
+		}
+	}
+	late := 0
+	for _, o := range ops {
+		if o.isWrite() && o.out == outOK && o.call.After(failedAt) {
+			if late++; late <= 5 {
+				bad = append(bad, fmt.Sprintf("%v was acknowledged, though called %v after %s",
+					o, o.call.Sub(failedAt).Round(time.Microsecond), why))
+			}
+		}
+	}
+	if late > 5 {
+		bad = append(bad, fmt.Sprintf("… %d writes in all were acknowledged after %s", late, why))
+	}
+	more, refusals := refusedWrites(k, st)
+	ops = append(ops, more...)
+	bad = append(bad, refusals...)
+
+	// Reads keep working and see every acknowledged write: what the server
+	// serves now is itself a checked prefix.
+	live := k.scanAll()
+	lv := check(base, baseRev, ops, live, k.status().Revisions.Committed, checkSpec{mode: f.mode, required: all})
+	for _, v := range lv.violations {
+		bad = append(bad, "served after the failure: "+v)
+	}
+	bad = append(bad, respReads(k, live)...)
+
+	// Restart on a healthy disk.
+	if err := k.stop(); err != nil && strings.Contains(err.Error(), "did not stop") {
+		bad = append(bad, err.Error())
+	}
+	undo()
+	f.heal()
+	k = restart(t, row, f.config(rng, k.cfg.dataDir))
+	v := recoverAndCheck(t, k, st, ops, bad, checkSpec{mode: f.mode, required: all})
+	row.add(v, 0)
+	if t.Failed() {
+		t.Logf("the log failed with: %s", seenErr)
+	}
+	return k
+}
+
+// goroutineDump makes kvd dump its goroutines (SIGQUIT, which also ends
+// it) and returns the stacks that run kvd code, without duplicates.
+func goroutineDump(k *kvd) string {
+	k.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-k.done:
+	case <-time.After(stopTimeout):
+		k.kill()
+	}
+	seen := map[string]int{}
+	var order []string
+	for block := range strings.SplitSeq(k.log.String(), "\n\n") {
+		lines := strings.Split(block, "\n")
+		state, _, _ := strings.Cut(lines[0], "]")
+		if !strings.HasPrefix(state, "goroutine ") || strings.Contains(state, "[IO wait") || strings.Contains(state, "[select") {
+			continue
+		}
+		state = state[strings.Index(state, "[")+1:]
+		var frames []string
+		for i, line := range lines[1:] {
+			if !strings.HasPrefix(line, "kvd/") || i+2 >= len(lines) {
+				continue
+			}
+			fn := line
+			if j := strings.LastIndex(fn, "("); j > 0 {
+				fn = fn[:j]
+			}
+			file, _, _ := strings.Cut(strings.TrimSpace(lines[i+2]), " ")
+			if j := strings.Index(file, "/kvd/"); j >= 0 {
+				file = file[j+len("/kvd/"):]
+			} else if j := strings.LastIndex(file, "/main/"); j >= 0 {
+				file = file[j+len("/main/"):]
+			}
+			frames = append(frames, "  "+fn+" "+file)
+		}
+		if len(frames) == 0 {
+			continue
+		}
+		key := "[" + state + "]\n" + strings.Join(frames, "\n")
+		if seen[key] == 0 {
+			order = append(order, key)
+		}
+		seen[key]++
+	}
+	var b strings.Builder
+	for _, key := range order {
+		fmt.Fprintf(&b, "%d goroutine(s) %s\n", seen[key], key)
+	}
+	return b.String()
+}
+
+// refusedWrites checks that new writes are refused over both protocols. It
+// returns the writes, for the checker, and what went wrong.
+func refusedWrites(k *kvd, st *store) ([]*op, []string) {
+	var ops []*op
+	var bad []string
+	for _, via := range []string{"resp", "http"} {
+		o := &op{id: int(st.nextID.Add(1)), client: -1, kind: opSet, via: via, delCount: -1}
+		o.keys = []string{fmt.Sprintf("after-failure/%d", o.id)}
+		o.vals = []string{fmt.Sprintf("%d.0.after", o.id)}
+		o.call = time.Now()
+		if via == "resp" {
+			rdb := k.redis()
+			o.out, o.err = classify(rdb.Set(context.Background(), o.keys[0], o.vals[0], 0).Err())
+			rdb.Close()
+		} else {
+			req, _ := http.NewRequest(http.MethodPut, k.url("/v1/kv/"+o.keys[0]), strings.NewReader(o.vals[0]))
+			resp, err := k.hc.Do(req)
+			switch {
+			case err != nil:
+				o.out, o.err = outUnknown, err.Error()
+			case resp.StatusCode == http.StatusOK:
+				o.out = outOK
+			default:
+				o.out, o.err = outFailed, resp.Status
+			}
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+		o.ret = time.Now()
+		if o.out == outOK {
+			bad = append(bad, fmt.Sprintf("%s after the log failed was acknowledged", map[string]string{"resp": "SET", "http": "PUT"}[via]))
+		}
+		ops = append(ops, o)
+	}
+	return ops, bad
+}
+
+// respReads reads up to 200 keys of want over RESP (MGET) and compares.
+func respReads(k *kvd, want map[string]string) []string {
+	rdb := k.redis()
+	defer rdb.Close()
+	var keys []string
+	for key := range want {
+		if len(keys) == 200 {
+			break
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	vals, err := rdb.MGet(context.Background(), keys...).Result()
+	if err != nil {
+		return []string{fmt.Sprintf("MGET after the log failed: %v", err)}
+	}
+	var bad []string
+	for i, v := range vals {
+		if s, ok := v.(string); !ok || s != want[keys[i]] {
+			bad = append(bad, fmt.Sprintf("MGET after the log failed: key %s is %v, the list said %q", keys[i], v, tail(want[keys[i]], 40)))
+		}
+	}
+	return bad
+}
+
+// attachStrace attaches strace to pid, making the given syscalls fail with
+// EIO from invocation when on (strace counts per thread), on the given
+// files only if paths are given. It returns a function that waits for
+// strace to end after the traced process is gone.
+func attachStrace(t testing.TB, strace string, pid int, calls, when string, paths ...string) func() {
+	t.Helper()
+	args := []string{"-f", "-qq", "-o", os.DevNull,
+		"-e", "trace=" + calls,
+		"-e", "inject=" + calls + ":error=EIO:when=" + when,
+		"-p", fmt.Sprint(pid)}
+	for _, p := range paths {
+		args = append(args, "-P", p) // only the calls on these files
+	}
+	cmd := exec.Command(strace, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("strace: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	stop := func() {
+		select {
+		case <-done:
+			return
+		case <-time.After(stopTimeout):
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+		t.Errorf("strace did not exit after kvd did: %s", out.String())
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	})
+	return stop
+}

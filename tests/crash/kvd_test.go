@@ -1,0 +1,503 @@
+package crash_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Time limits of process handling. They are generous: a timeout is a
+// failure, not a way to synchronize.
+const (
+	startTimeout = 20 * time.Second
+	stopTimeout  = 20 * time.Second
+	httpTimeout  = 20 * time.Second
+)
+
+// kvdConfig is the command line of one kvd start.
+type kvdConfig struct {
+	dataDir            string
+	mode               string        // "sync" or "async"
+	flushInterval      time.Duration // 0: kvd's default
+	checkpointInterval time.Duration // 0: kvd's default
+	walRetain          uint64
+	segmentSize        int // bytes; 0: kvd's default
+	checkpointBytes    int // bytes; 0: kvd's default
+}
+
+func (c kvdConfig) args() []string {
+	a := []string{
+		"--data-dir", c.dataDir,
+		"--listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0",
+		"--log-format", "json",
+		"--commit-mode", c.mode,
+	}
+	if c.flushInterval > 0 {
+		a = append(a, "--flush-interval", c.flushInterval.String())
+	}
+	if c.checkpointInterval > 0 {
+		a = append(a, "--checkpoint-interval", c.checkpointInterval.String())
+	}
+	if c.walRetain > 0 {
+		a = append(a, "--wal-retain", strconv.FormatUint(c.walRetain, 10))
+	}
+	if c.segmentSize > 0 {
+		a = append(a, "--segment-size", strconv.Itoa(c.segmentSize))
+	}
+	if c.checkpointBytes > 0 {
+		a = append(a, "--checkpoint-bytes", strconv.Itoa(c.checkpointBytes))
+	}
+	return a
+}
+
+// kvd is a kvd process.
+type kvd struct {
+	t    testing.TB
+	cfg  kvdConfig
+	cmd  *exec.Cmd
+	log  *procLog
+	done chan struct{} // closed once the process has exited and been reaped
+	err  error         // exit status, set before done is closed
+
+	respAddr, httpAddr string
+	hc                 *http.Client
+}
+
+// procLog keeps everything a process writes to stderr and watches for the
+// "kvd listening" line.
+type procLog struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	partial []byte
+	ready   chan struct{}
+	resp    string
+	http    string
+}
+
+func (l *procLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := l.partial[:i]
+		var rec struct {
+			Msg  string `json:"msg"`
+			Resp string `json:"resp"`
+			HTTP string `json:"http"`
+		}
+		if l.resp == "" && json.Unmarshal(line, &rec) == nil && rec.Msg == "kvd listening" {
+			l.resp, l.http = rec.Resp, rec.HTTP
+			close(l.ready)
+		}
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *procLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// exitInfo describes a kvd that exited before it got ready.
+type exitInfo struct {
+	code   int
+	stderr string
+	err    error
+}
+
+// launch starts kvd and waits until it listens or exits. Exactly one of the
+// results is not nil.
+func launch(t testing.TB, cfg kvdConfig) (*kvd, *exitInfo) {
+	t.Helper()
+	k := &kvd{
+		t:    t,
+		cfg:  cfg,
+		log:  &procLog{ready: make(chan struct{})},
+		done: make(chan struct{}),
+	}
+	k.cmd = exec.Command(kvdBin, cfg.args()...)
+	k.cmd.Env = kvdEnv()
+	k.cmd.Stderr = k.log
+	k.cmd.Stdout = k.log
+	if err := k.cmd.Start(); err != nil {
+		t.Fatalf("start kvd: %v", err)
+	}
+	go func() {
+		k.err = k.cmd.Wait()
+		close(k.done)
+	}()
+	t.Cleanup(func() { k.kill() })
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case <-k.log.ready:
+	case <-k.done:
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(k.err, &ee) {
+			code = ee.ExitCode()
+		}
+		return nil, &exitInfo{code: code, stderr: k.log.String(), err: k.err}
+	case <-timer.C:
+		k.kill()
+		t.Fatalf("kvd did not get ready within %v; stderr:\n%s", startTimeout, tail(k.log.String(), 4000))
+	}
+	k.log.mu.Lock()
+	k.respAddr, k.httpAddr = k.log.resp, k.log.http
+	k.log.mu.Unlock()
+	k.hc = &http.Client{Timeout: httpTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	return k, nil
+}
+
+// kvdEnv is the environment of kvd: the suite's, without the KVD_*
+// variables that would set kvd's flags.
+func kvdEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KVD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// startAndKill starts kvd and kills it after d, whether or not it got
+// ready: a crash during recovery.
+func startAndKill(t testing.TB, cfg kvdConfig, d time.Duration) {
+	t.Helper()
+	cmd := exec.Command(kvdBin, cfg.args()...)
+	cmd.Env = kvdEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start kvd: %v", err)
+	}
+	time.Sleep(d)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+}
+
+// startKVD starts kvd and fails the test if it does not get ready.
+func startKVD(t testing.TB, cfg kvdConfig) *kvd {
+	t.Helper()
+	k, exit := launch(t, cfg)
+	if exit != nil {
+		t.Fatalf("kvd exited before listening (%v); stderr:\n%s", exit.err, tail(exit.stderr, 4000))
+	}
+	return k
+}
+
+func (k *kvd) pid() int { return k.cmd.Process.Pid }
+
+// kill sends SIGKILL and waits until the process is gone. It is idempotent.
+func (k *kvd) kill() {
+	select {
+	case <-k.done:
+		return
+	default:
+	}
+	k.cmd.Process.Signal(syscall.SIGKILL)
+	<-k.done
+	if k.hc != nil {
+		k.hc.CloseIdleConnections()
+	}
+}
+
+// stop sends SIGTERM and waits for the exit. It returns the exit error, or
+// an error if kvd did not stop within stopTimeout (it is then killed).
+func (k *kvd) stop() error {
+	select {
+	case <-k.done:
+		return k.err
+	default:
+	}
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case <-k.done:
+		k.hc.CloseIdleConnections()
+		return k.err
+	case <-timer.C:
+		k.kill()
+		return fmt.Errorf("kvd did not stop within %v of SIGTERM", stopTimeout)
+	}
+}
+
+func (k *kvd) exited() bool {
+	select {
+	case <-k.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// redis returns a RESP client of one connection that never retries: a
+// retried write would be a second write.
+func (k *kvd) redis() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:            k.respAddr,
+		Protocol:        2,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+		DialTimeout:     5 * time.Second,
+		DialerRetries:   1, // a dead server is news, not something to wait out
+		ReadTimeout:     httpTimeout,
+		WriteTimeout:    httpTimeout,
+	})
+}
+
+func (k *kvd) url(path string) string { return "http://" + k.httpAddr + path }
+
+// kvdStatus is the part of GET /v1/status the suite reads.
+type kvdStatus struct {
+	CommitMode    string `json:"commit_mode"`
+	FlushInterval string `json:"flush_interval"`
+	Revisions     struct {
+		Committed uint64 `json:"committed"`
+		Durable   uint64 `json:"durable"`
+		Applied   uint64 `json:"applied"`
+	} `json:"revisions"`
+	Fsync struct {
+		Count      uint64   `json:"count"`
+		MaxSeconds *float64 `json:"max_seconds"`
+	} `json:"fsync"`
+	LogError string `json:"log_error"`
+}
+
+func getStatus(ctx context.Context, hc *http.Client, base string) (kvdStatus, error) {
+	var st kvdStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return st, fmt.Errorf("GET /v1/status: %s: %s", resp.Status, b)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (k *kvd) status() kvdStatus {
+	k.t.Helper()
+	st, err := getStatus(context.Background(), k.hc, "http://"+k.httpAddr)
+	if err != nil {
+		k.t.Fatalf("kvd status: %v", err)
+	}
+	return st
+}
+
+// info returns the fields of INFO section.
+func (k *kvd) info(section string) map[string]string {
+	k.t.Helper()
+	rdb := k.redis()
+	defer rdb.Close()
+	s, err := rdb.Info(context.Background(), section).Result()
+	if err != nil {
+		k.t.Fatalf("INFO %s: %v", section, err)
+	}
+	fields := map[string]string{}
+	for line := range strings.SplitSeq(s, "\r\n") {
+		if key, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") {
+			fields[key] = v
+		}
+	}
+	return fields
+}
+
+// scanAll reads the whole keyspace through GET /v1/kv.
+func (k *kvd) scanAll() map[string]string {
+	k.t.Helper()
+	got := map[string]string{}
+	after := ""
+	for {
+		q := url.Values{"limit": {"10000"}, "values": {"text"}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		resp, err := k.hc.Get(k.url("/v1/kv?" + q.Encode()))
+		if err != nil {
+			k.t.Fatalf("list keys: %v", err)
+		}
+		var page struct {
+			Items []struct {
+				Key       string `json:"key"`
+				KeyBase64 []byte `json:"key_base64"`
+				Value     string `json:"value"`
+			} `json:"items"`
+			More bool `json:"more"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			k.t.Fatalf("list keys: %s: %v", resp.Status, err)
+		}
+		for _, it := range page.Items {
+			key := it.Key
+			if it.KeyBase64 != nil {
+				key = string(it.KeyBase64)
+			}
+			got[key] = it.Value
+			after = key
+		}
+		if !page.More {
+			return got
+		}
+	}
+}
+
+// fsyncBound returns an upper bound of the slowest log fsync so far: the
+// server's own figure when /v1/status reports it, else the upper edge of
+// the highest non-empty bucket of kvd_wal_fsync_duration_seconds.
+func fsyncBound(ctx context.Context, hc *http.Client, base string) (time.Duration, error) {
+	st, err := getStatus(ctx, hc, base)
+	if err != nil {
+		return 0, err
+	}
+	if st.Fsync.MaxSeconds != nil {
+		return time.Duration(*st.Fsync.MaxSeconds * float64(time.Second)), nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return maxFromHistogram(resp.Body, "kvd_wal_fsync_duration_seconds")
+}
+
+// maxFromHistogram reads a Prometheus text exposition and returns the
+// smallest bucket edge that holds every observation of histogram name.
+func maxFromHistogram(r io.Reader, name string) (time.Duration, error) {
+	type bucket struct {
+		le    float64
+		count float64
+	}
+	var buckets []bucket
+	total := -1.0
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, name+"_bucket{le=\""):
+			rest := strings.TrimPrefix(line, name+"_bucket{le=\"")
+			le, val, ok := strings.Cut(rest, "\"} ")
+			if !ok {
+				continue
+			}
+			edge, err1 := strconv.ParseFloat(le, 64)
+			n, err2 := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err1 == nil && err2 == nil {
+				buckets = append(buckets, bucket{edge, n})
+			}
+		case strings.HasPrefix(line, name+"_count "):
+			n, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name+"_count ")), 64)
+			if err == nil {
+				total = n
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if total < 0 {
+		return 0, fmt.Errorf("no histogram %s in /metrics", name)
+	}
+	if total == 0 {
+		return 0, nil
+	}
+	for _, b := range buckets { // cumulative, in increasing order of le
+		if b.count >= total {
+			if math.IsInf(b.le, 1) {
+				return time.Hour, nil // beyond the last bucket: unbounded
+			}
+			return time.Duration(b.le * float64(time.Second)), nil
+		}
+	}
+	return time.Hour, nil
+}
+
+// quietLogger drops go-redis's own log lines (failed dials after a kill
+// are expected).
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// excerpt returns the first and last n/2 bytes of s: the start of a crash
+// report and the end of a log.
+func excerpt(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n/2] + "\n…\n" + s[len(s)-n/2:]
+}
+
+// tail returns the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// scratchDir returns a temporary directory on a memory file system when
+// there is one (/dev/shm), else t.TempDir(): for files whose fsyncs should
+// cost nothing (the corruption tests start kvd hundreds of times; powerfs
+// passes fsyncs on to its backing directory).
+func scratchDir(t testing.TB) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "kvd-crash-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
+
+// syncPath fsyncs a file or directory.
+func syncPath(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync %s: %v", path, err)
+	}
+}
