@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"sync"
+	"testing"
+	"time"
+
+	"kvd/client"
+)
+
+// TestTenThousandIdleConnections opens 10,000 idle connections against a
+// server that admits 5,000: the rest get Redis's error and are closed, the
+// admitted ones stay open, and the server keeps serving.
+func TestTenThousandIdleConnections(t *testing.T) {
+	const limit, total = 5000, 10000
+	p := startKVD(t, "", "--max-clients", fmt.Sprint(limit))
+	conns := make([]net.Conn, total)
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	next := make(chan int)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c, err := net.DialTimeout("tcp", p.respAddr, 10*time.Second)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	for err := range errs {
+		t.Fatalf("dial: %v", err)
+	}
+	// The server admits exactly the limit.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := status(t, p.httpAddr)
+		if st == limit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server reports %d connected clients, want %d", st, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Every connection over the limit was told why and closed; the others
+	// are open and silent.
+	var mu sync.Mutex
+	refused, idle := 0, 0
+	var bad []string
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := conns[i]
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			b, err := io.ReadAll(c)
+			mu.Lock()
+			defer mu.Unlock()
+			var ne net.Error
+			switch {
+			case err == nil && string(b) == "-ERR max number of clients reached\r\n":
+				refused++
+			case errors.As(err, &ne) && ne.Timeout() && len(b) == 0:
+				idle++
+			default:
+				if len(bad) < 5 {
+					bad = append(bad, fmt.Sprintf("%q %v", b, err))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if refused != total-limit || idle != limit {
+		t.Fatalf("%d refused, %d idle, want %d and %d; unexpected: %v", refused, idle, total-limit, limit, bad)
+	}
+	// Free one slot: a client gets in and is served.
+	for _, c := range conns {
+		c.Close()
+		break
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		c, err := client.Dial(t.Context(), p.respAddr, client.Options{PoolSize: 1})
+		if err == nil {
+			err = c.Put(t.Context(), "after-many", []byte("ok"))
+			c.Close()
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no client served after a slot was freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func status(t *testing.T, httpAddr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		ConnectedClients int `json:"connected_clients"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.ConnectedClients
+}
