@@ -77,6 +77,48 @@ func BenchmarkRawFdatasync(b *testing.B) {
 	lat.report(b, time.Since(start))
 }
 
+// BenchmarkRawFdatasyncConcurrentAppends is the same fdatasync loop while
+// another goroutine keeps appending to the file, as writers do during a
+// group commit: it shows whether concurrent appends slow the fsync itself.
+func BenchmarkRawFdatasyncConcurrentAppends(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, benchValueSize+40)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := f.Write(buf); err != nil {
+				b.Error(err)
+				return
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	var lat latencies
+	start := time.Now()
+	for b.Loop() {
+		t0 := time.Now()
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		lat.all = append(lat.all, time.Since(t0))
+	}
+	elapsed := time.Since(start)
+	close(stop)
+	<-done
+	lat.report(b, elapsed)
+}
+
 func BenchmarkPut(b *testing.B) {
 	for _, mode := range []engine.CommitMode{engine.CommitSync, engine.CommitAsync} {
 		for _, writers := range []int{1, 64} {
