@@ -177,6 +177,21 @@ func (db *DB) Write(b *Batch, wo WriteOptions) (uint64, error) {
 const binaryLen = 10 // max uvarint length
 
 func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
+	rev, err := db.Submit(b)
+	if err != nil {
+		return 0, err
+	}
+	return rev, db.finish(rev, wo)
+}
+
+// Submit queues b for commit without waiting and returns its revision. The
+// write is not yet visible, acknowledged or durable: it is visible and
+// acknowledged (async) once WaitWritten(rev) returns nil, and durable once
+// WaitDurable(rev) does. b must not be changed until WaitWritten returns.
+// Submit lets one goroutine, such as a server's event loop, commit the
+// writes of many clients and wait for them together. It blocks only while
+// the memtables are over their bound.
+func (db *DB) Submit(b *Batch) (uint64, error) {
 	if err := b.check(&db.opts); err != nil {
 		return 0, err
 	}
@@ -200,18 +215,28 @@ func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
 	if err != nil {
 		return 0, db.walErr(err)
 	}
-	return rev, db.finish(rev, wo)
+	return rev, nil
+}
+
+// WaitWritten returns once the write of revision rev (from Submit) is in the
+// log file and visible to reads: acknowledged in async mode.
+func (db *DB) WaitWritten(rev uint64) error {
+	return db.walErr(db.wal.WaitWritten(rev))
+}
+
+// WaitDurable returns once every write up to revision rev is fsynced:
+// acknowledged in sync mode. Concurrent callers share fsyncs.
+func (db *DB) WaitDurable(rev uint64) error {
+	return db.walErr(db.wal.WaitDurable(rev))
 }
 
 // finish waits until the record of rev is acknowledged in the mode wo asks for.
 func (db *DB) finish(rev uint64, wo WriteOptions) error {
-	if err := db.wal.WaitWritten(rev); err != nil {
-		return db.walErr(err)
+	if err := db.WaitWritten(rev); err != nil {
+		return err
 	}
 	if db.syncWanted(wo) {
-		if err := db.wal.WaitDurable(rev); err != nil {
-			return db.walErr(err)
-		}
+		return db.WaitDurable(rev)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,8 +35,15 @@ type serverOpts struct {
 	logFails bool
 }
 
+// testRESPIO is the RESP I/O model the tests run on: the default, or the one
+// KVD_TEST_RESP_IO names (.ci/run runs the package under both).
+var testRESPIO = os.Getenv("KVD_TEST_RESP_IO")
+
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
+	if o.cfg.RESPIO == "" {
+		o.cfg.RESPIO = testRESPIO
+	}
 	db, err := engine.Open(t.TempDir(), o.engine)
 	if err != nil {
 		t.Fatalf("engine.Open: %v", err)

@@ -59,7 +59,11 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		go c.serve()
+		if s.cfg.RESPIO == "loop" {
+			s.adoptConn(c)
+		} else {
+			go c.serve()
+		}
 	}
 }
 
@@ -119,10 +123,16 @@ type respConn struct {
 	lastRev    uint64            // revision of this connection's last successful write
 	quit       bool
 	batch      engine.Batch
+	laddr      string // local address, for INFO
 
 	mu   sync.Mutex
 	busy bool // handling a pipeline
 	shut bool // closed by Shutdown while idle
+
+	// Event-loop state (connections served by the event loop only). The
+	// loop goroutine owns it, except that a worker goroutine running one of
+	// the connection's commands owns the connection until it hands it back.
+	lp loopState
 }
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
@@ -132,6 +142,7 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		id:    s.nextID.Add(1),
 		nc:    nc,
 		addr:  nc.RemoteAddr().String(),
+		laddr: nc.LocalAddr().String(),
 		guard: g,
 		rd:    redcon.NewReader(g),
 	}
@@ -140,6 +151,9 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 // closeIfIdle closes the connection if it is waiting for a request. A busy
 // connection closes itself after replying. Called with s.mu held.
 func (c *respConn) closeIfIdle() {
+	if c.nc == nil {
+		return // the event loop closes its own connections
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.busy {

@@ -24,29 +24,33 @@ type respCommand struct {
 	valueArg func(i int) bool
 	run      func(c *respConn, args [][]byte)
 	requests prometheus.Counter
+	// inline: the command never blocks and takes constant work per
+	// argument, so the event loop runs it itself. Others run on a worker
+	// goroutine while their connection waits (see eventLoop).
+	inline bool
 }
 
 // commandTable builds the command table. It lives on the Server, not in a
 // package variable, because COMMAND refers back to it.
 func (s *Server) commandTable() map[string]*respCommand {
 	list := []*respCommand{
-		{name: "ping", arity: -1, flags: []string{"fast"}, run: cmdPing},
-		{name: "echo", arity: 2, flags: []string{"fast"}, run: cmdEcho},
-		{name: "quit", arity: -1, flags: []string{"fast"}, run: cmdQuit},
-		{name: "hello", arity: -1, flags: []string{"fast"}, run: cmdHello},
-		{name: "auth", arity: -2, flags: []string{"fast"}, run: cmdAuth},
-		{name: "select", arity: 2, flags: []string{"fast"}, run: cmdSelect},
+		{name: "ping", inline: true, arity: -1, flags: []string{"fast"}, run: cmdPing},
+		{name: "echo", inline: true, arity: 2, flags: []string{"fast"}, run: cmdEcho},
+		{name: "quit", inline: true, arity: -1, flags: []string{"fast"}, run: cmdQuit},
+		{name: "hello", inline: true, arity: -1, flags: []string{"fast"}, run: cmdHello},
+		{name: "auth", inline: true, arity: -2, flags: []string{"fast"}, run: cmdAuth},
+		{name: "select", inline: true, arity: 2, flags: []string{"fast"}, run: cmdSelect},
 		{name: "command", arity: -1, flags: []string{"random"}, run: cmdCommand},
 		{name: "client", arity: -2, flags: []string{"admin"}, run: cmdClient},
 		{name: "info", arity: -1, flags: []string{"random"}, run: cmdInfo},
 		{name: "config", arity: -2, flags: []string{"admin"}, run: cmdConfig},
 		{name: "dbsize", arity: 1, flags: []string{"readonly"}, run: cmdDBSize},
-		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet},
+		{name: "get", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet},
 		{name: "set", arity: -3, flags: []string{"write"}, keyArgs: true,
 			valueArg: func(i int) bool { return i == 2 }, run: cmdSet},
 		{name: "del", arity: -2, flags: []string{"write"}, keyArgs: true, run: cmdDel},
-		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
-		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet},
+		{name: "exists", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
+		{name: "mget", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet},
 		{name: "mset", arity: -3, flags: []string{"write"}, keyArgs: true,
 			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, run: cmdMSet},
 		{name: "incr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
@@ -317,7 +321,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("arch_bits", strconv.IntSize)
 		field("go_version", runtime.Version())
 		field("process_id", os.Getpid())
-		field("tcp_port", portOf(c.nc.LocalAddr().String()))
+		field("tcp_port", portOf(c.laddr))
 		field("uptime_in_seconds", int64(uptime.Seconds()))
 		field("uptime_in_days", int64(uptime.Hours()/24))
 	})

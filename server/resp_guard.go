@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"strconv"
 )
@@ -93,6 +94,12 @@ const (
 	redconInitialBuf = 4096 // redcon's reader starts with a 4 KiB buffer
 )
 
+// errWouldBlock is returned by a non-blocking source (the event loop's
+// sockets) that has no input now. Unlike other errors it is not sticky: the
+// guard, and redcon's reader above it, keep their state and can be read
+// again when more input arrives.
+var errWouldBlock = errors.New("read would block")
+
 // protocolError is a malformed frame. Its text follows redcon and Redis.
 type protocolError struct{ msg string }
 
@@ -169,7 +176,10 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 			if g.remain == 0 {
 				g.argDone()
 			}
-			if err != nil {
+			if err == errWouldBlock && k == 0 {
+				return 0, err
+			}
+			if err != nil && err != errWouldBlock {
 				g.srcErr = err
 			}
 			if k > 0 {
@@ -179,7 +189,10 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 		}
 		k, err := g.src.Read(g.in)
 		g.r, g.w = 0, k
-		if err != nil {
+		if err == errWouldBlock && k == 0 {
+			return 0, err
+		}
+		if err != nil && err != errWouldBlock {
 			g.srcErr = err
 		}
 	}

@@ -239,6 +239,14 @@ func (b *blockingStore) Put(key, value []byte, wo engine.WriteOptions) (uint64, 
 	return b.DB.Put(key, value, wo)
 }
 
+// WaitDurable holds the event loop's wait for a SET's fsync the same way:
+// the loop commits plain SETs with Submit and WaitDurable, not Put.
+func (b *blockingStore) WaitDurable(rev uint64) error {
+	b.once.Do(func() { close(b.entered) })
+	<-b.release
+	return b.DB.WaitDurable(rev)
+}
+
 // TestShutdownDrains: Shutdown closes idle connections and the listener at
 // once, lets an in-flight request finish and reply, then returns.
 func TestShutdownDrains(t *testing.T) {
@@ -249,7 +257,7 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	defer db.Close()
 	bs.DB = db
-	srv, err := server.New(bs, server.Config{})
+	srv, err := server.New(bs, server.Config{RESPIO: testRESPIO})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +321,7 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 	defer db.Close()
 	bs.DB = db
-	srv, err := server.New(bs, server.Config{})
+	srv, err := server.New(bs, server.Config{RESPIO: testRESPIO})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,12 @@ type Store interface {
 	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
 	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
 	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
+	// Submit queues a batch without waiting and returns its revision;
+	// WaitWritten and WaitDurable wait for it to be acknowledged in async
+	// and sync mode. The event loop commits many clients' writes this way.
+	Submit(b *engine.Batch) (uint64, error)
+	WaitWritten(rev uint64) error
+	WaitDurable(rev uint64) error
 	// Update runs fn under the writer lock and commits what fn wrote as one
 	// atomic batch (read-modify-write commands: SET NX/XX/GET, INCR, DEL).
 	Update(wo engine.WriteOptions, fn func(tx *engine.Txn) error) (uint64, error)
@@ -73,6 +79,13 @@ type Config struct {
 	// A connection over the limit gets "-ERR max number of clients reached"
 	// and is closed, as Redis does.
 	MaxClients int
+	// RESPIO chooses how RESP connections are served: "loop" (the default
+	// on Linux) multiplexes them all on one event-loop goroutine over
+	// epoll, so that unpipelined requests need no goroutine wake-ups and
+	// the writes of many clients share one log write; "goroutines" serves
+	// each connection in its own goroutine (the default, and only choice,
+	// elsewhere).
+	RESPIO string
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
@@ -119,6 +132,9 @@ type Server struct {
 	// bg counts goroutines the server started outside connections
 	// (WAITAOF waiters); Shutdown waits for them.
 	bg sync.WaitGroup
+	// loop serves RESP connections when cfg.RESPIO is "loop"; started by
+	// the first ServeRESP, under mu.
+	loop *eventLoop
 }
 
 // New returns a Server for store. It validates cfg and reports every bad
@@ -145,6 +161,17 @@ func New(store Store, cfg Config) (*Server, error) {
 	if cfg.MaxRequestSize < minRequest && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("server: MaxRequestSize %d is below MaxKeySize+MaxValueSize+1MiB (%d)",
 			cfg.MaxRequestSize, minRequest))
+	}
+	switch cfg.RESPIO {
+	case "":
+		cfg.RESPIO = defaultRESPIO
+	case "goroutines":
+	case "loop":
+		if !haveEventLoop {
+			errs = append(errs, errors.New(`server: RESPIO "loop" needs Linux (epoll); use "goroutines"`))
+		}
+	default:
+		errs = append(errs, fmt.Errorf(`server: RESPIO must be "loop" or "goroutines" (got %q)`, cfg.RESPIO))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -208,6 +235,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.closeIfIdle()
 	}
+	if s.loop != nil {
+		s.loop.post(loopMsg{kind: msgShutdown})
+	}
 	https := make([]*http.Server, 0, len(s.https))
 	for h := range s.https {
 		https = append(https, h)
@@ -228,7 +258,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for c := range s.conns {
-			c.nc.Close()
+			if c.nc != nil {
+				c.nc.Close()
+			}
+		}
+		if s.loop != nil {
+			s.loop.post(loopMsg{kind: msgCloseAll})
 		}
 		s.connsDone.Broadcast()
 	})

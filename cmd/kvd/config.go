@@ -34,6 +34,7 @@ type config struct {
 	checkpointBytes    byteSize
 	maxValueSize       byteSize
 	maxClients         int
+	respIO             string
 	logLevel           string
 	logFormat          string
 	pprof              string
@@ -61,6 +62,8 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.Var(&c.checkpointBytes, "checkpoint-bytes", "checkpoint early once this much is held in memory")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
+	fs.StringVar(&c.respIO, "resp-io", "",
+		"how RESP connections are served: loop (one epoll event loop; the default on Linux) or goroutines (one per connection)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.pprof, "pprof", "",
@@ -140,6 +143,9 @@ func (c *config) validate() []error {
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format must be text or json, not %q", c.logFormat))
+	}
+	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
+		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
 	}
 	if c.pprof == pprofOnHTTP && c.httpListen == "" {
 		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))

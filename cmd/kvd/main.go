@@ -94,6 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxKeySize:   opts.MaxKeySize,
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
+		RESPIO:       cfg.respIO,
 		Pprof:        cfg.pprof == pprofOnHTTP,
 		Version:      version,
 		Metrics:      metrics,

@@ -1,0 +1,771 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/tidwall/redcon"
+	"golang.org/x/sys/unix"
+
+	"kvd/engine"
+)
+
+const (
+	haveEventLoop = true
+	defaultRESPIO = "loop"
+)
+
+// The event loop.
+//
+// One goroutine serves every RESP connection over epoll (edge-triggered),
+// as Redis does with its single thread. On a machine with few cores this is
+// what makes unpipelined requests cheap: a request costs a read, the work
+// and a write on the loop's thread, with no goroutine to wake per request.
+//
+// A pass of the loop:
+//
+//  1. epoll_wait; readable connections are marked ready.
+//  2. Each ready connection runs its buffered commands in order until it has
+//     none left or must wait (it is then "parked"):
+//     - a run of plain SETs is submitted to the store as one batch without
+//       waiting (Store.Submit), and the connection parks on its revision;
+//     - GET and other inline commands run on the loop;
+//     - any other command runs on a worker goroutine while the connection
+//       is parked, so that a slow command (SCAN, WAITAOF, a read-modify-
+//       write that waits for its fsync) never stalls the loop.
+//  3. One Store.WaitWritten for the newest submitted revision writes the
+//     records of every client in one write(2) (the async acknowledgement).
+//     Sync writes then wait for their fsync on the syncer goroutine, so
+//     that the loop keeps reading and writing the next records while the
+//     disk works (group commit across passes); the fsync's completion
+//     comes back to the loop through its wake-up eventfd.
+//  4. Replies are written, one write(2) per connection.
+//
+// Replies keep request order: a parked connection runs nothing after the
+// command it waits for, and its replies are appended when the wait ends.
+
+type parkState uint8
+
+const (
+	parkNone    parkState = iota
+	parkWritten           // a SET run waits for its record to be written
+	parkDurable           // ... and then fsynced
+	parkWorker            // a worker goroutine runs one of its commands
+)
+
+// loopState is a connection's event-loop state.
+type loopState struct {
+	fd       int
+	cmds     []redcon.Command // commands read and not yet all run
+	ci       int              // next command in cmds
+	park     parkState
+	rev      uint64 // parked SET run: its revision ...
+	n        int    // ... number of SETs ...
+	d        engine.Durability
+	sync     bool // ... whether it waits for an fsync ...
+	start    time.Time
+	readable bool // input may be waiting: read until EAGAIN
+	ready    bool // in the ready or later list
+	dirty    bool // in the dirty list
+	stalled  bool // stopped running until its output drains
+	closed   bool
+	linger   time.Time // non-zero: draining input before close
+	drained  int
+}
+
+// Limits of the loop's fairness and draining.
+const (
+	maxCmdsPerTurn = 512 // commands a connection runs before others get a turn
+	lingerTime     = 500 * time.Millisecond
+	lingerBytes    = 1 << 20
+)
+
+type msgKind uint8
+
+const (
+	msgConn     msgKind = iota // a new connection
+	msgWorker                  // a worker finished a connection's command
+	msgSynced                  // the syncer finished an fsync
+	msgShutdown                // close idle connections, the rest when done
+	msgCloseAll                // close every connection now
+)
+
+type loopMsg struct {
+	kind msgKind
+	c    *respConn
+	rev  uint64
+	err  error
+}
+
+type eventLoop struct {
+	s      *Server
+	epfd   int
+	wakefd int
+	events []unix.EpollEvent
+	conns  map[int64]*respConn // by connection id (the epoll data)
+
+	inboxMu sync.Mutex
+	stopped bool // under inboxMu: the loop has exited
+	inbox   []loopMsg
+	spare   []loopMsg
+	woken   atomic.Bool
+
+	ready     []*respConn // to run in this pass
+	later     []*respConn // ran out of turn: run in the next pass
+	dirty     []*respConn // output to write
+	written   []*respConn // parkWritten, in revision order
+	durable   []*respConn // parkDurable, in revision order
+	lingering []*respConn
+
+	syncReq  chan uint64
+	syncBusy bool
+	workers  int
+	closing  bool
+}
+
+// startLoop starts the server's event loop if it is not running. Called with
+// s.mu held.
+func (s *Server) startLoop() (*eventLoop, error) {
+	if s.loop != nil {
+		return s.loop, nil
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN} // data 0: the wake-up fd
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, err
+	}
+	l := &eventLoop{
+		s:       s,
+		epfd:    epfd,
+		wakefd:  wakefd,
+		events:  make([]unix.EpollEvent, 256),
+		conns:   make(map[int64]*respConn),
+		syncReq: make(chan uint64, 1),
+	}
+	s.loop = l
+	// Not counted in s.bg: Shutdown waits for the connections, and the
+	// loop exits on its own once they and its workers and fsync are done,
+	// which after a forced close may be later than Shutdown returns.
+	go l.run()
+	go l.syncer()
+	return l, nil
+}
+
+// adopt moves an accepted connection, already counted by addConn, onto the
+// loop: the loop reads and writes a duplicate of its socket, and the
+// net.Conn is closed so that the runtime's poller lets go of it.
+func (l *eventLoop) adopt(c *respConn) error {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return errors.New("connection has no file descriptor")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	cerr := raw.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	c.nc.Close()
+	c.nc = nil
+	c.lp.fd = fd
+	c.guard.src = fdReader(fd)
+	l.post(loopMsg{kind: msgConn, c: c})
+	return nil
+}
+
+// post hands m to the loop and wakes it. Safe from any goroutine; a no-op
+// once the loop has stopped.
+func (l *eventLoop) post(m loopMsg) {
+	l.inboxMu.Lock()
+	defer l.inboxMu.Unlock()
+	if l.stopped {
+		return
+	}
+	l.inbox = append(l.inbox, m)
+	if !l.woken.Swap(true) {
+		one := [8]byte{1}
+		unix.Write(l.wakefd, one[:])
+	}
+}
+
+// fdReader reads a non-blocking socket.
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		// A raw system call: the socket never blocks, so the scheduler
+		// need not be told.
+		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			return 0, errWouldBlock
+		case e != 0:
+			return 0, e
+		case n == 0:
+			return 0, io.EOF
+		}
+		return int(n), nil
+	}
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			return 0, errWouldBlock
+		case e != 0:
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+func (l *eventLoop) run() {
+	defer func() {
+		l.inboxMu.Lock()
+		l.stopped = true
+		l.inboxMu.Unlock()
+		close(l.syncReq)
+		unix.Close(l.epfd)
+		unix.Close(l.wakefd)
+	}()
+	for {
+		timeout := -1
+		switch {
+		case len(l.later) > 0:
+			timeout = 0
+		case len(l.lingering) > 0:
+			timeout = 100
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		if err != nil && err != unix.EINTR {
+			// Not expected with valid descriptors: keep serving.
+			l.s.log.Error("resp event loop: epoll_wait", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		l.ready = append(l.ready, l.later...)
+		clear(l.later)
+		l.later = l.later[:0]
+		for _, ev := range l.events[:max(n, 0)] {
+			id := int64(ev.Fd) | int64(ev.Pad)<<32
+			if id == 0 {
+				l.readInbox()
+				continue
+			}
+			c := l.conns[id]
+			if c == nil {
+				continue
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.lp.readable = true
+				l.markReady(c)
+			}
+			if ev.Events&unix.EPOLLOUT != 0 && c.lp.park != parkWorker && (c.lp.stalled || len(c.out) > 0) {
+				l.markReady(c)
+			}
+		}
+		l.settle()
+		l.kickSync()
+		l.writeReplies()
+		l.reapLingering()
+		if l.closing && len(l.conns) == 0 && l.workers == 0 && !l.syncBusy {
+			return
+		}
+	}
+}
+
+func (l *eventLoop) readInbox() {
+	var buf [8]byte
+	unix.Read(l.wakefd, buf[:])
+	l.woken.Store(false)
+	l.inboxMu.Lock()
+	msgs := l.inbox
+	l.inbox = l.spare[:0]
+	l.inboxMu.Unlock()
+	for i, m := range msgs {
+		l.handle(m)
+		msgs[i] = loopMsg{}
+	}
+	l.spare = msgs[:0]
+}
+
+func (l *eventLoop) handle(m loopMsg) {
+	switch m.kind {
+	case msgConn:
+		c := m.c
+		ev := unix.EpollEvent{
+			Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
+			Fd:     int32(c.id),
+			Pad:    int32(c.id >> 32),
+		}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.lp.fd, &ev); err != nil {
+			l.s.log.Warn("resp event loop: epoll_ctl", "err", err)
+			unix.Close(c.lp.fd)
+			c.lp.closed = true
+			l.s.removeConn(c)
+			return
+		}
+		l.conns[c.id] = c
+		c.lp.readable = true
+		if l.closing {
+			l.closeConn(c)
+			return
+		}
+		l.markReady(c)
+	case msgWorker:
+		l.workers--
+		if c := m.c; !c.lp.closed {
+			c.lp.park = parkNone
+			l.markReady(c)
+		}
+	case msgSynced:
+		l.syncBusy = false
+		i := 0
+		for ; i < len(l.durable); i++ {
+			c := l.durable[i]
+			if m.err == nil && c.lp.rev > m.rev {
+				break
+			}
+			l.complete(c, m.err)
+		}
+		n := copy(l.durable, l.durable[i:])
+		clear(l.durable[n:])
+		l.durable = l.durable[:n]
+	case msgShutdown:
+		l.closing = true
+		for _, c := range l.conns {
+			if l.idle(c) {
+				l.closeConn(c)
+			}
+		}
+	case msgCloseAll:
+		l.closing = true
+		for _, c := range l.conns {
+			l.closeConn(c)
+		}
+	}
+}
+
+// idle reports whether c has nothing in progress: no command read and not
+// yet answered, no reply unsent.
+func (l *eventLoop) idle(c *respConn) bool {
+	return c.lp.park == parkNone && c.lp.ci == len(c.lp.cmds) && len(c.out) == 0
+}
+
+func (l *eventLoop) markReady(c *respConn) {
+	if !c.lp.ready && !c.lp.closed {
+		c.lp.ready = true
+		l.ready = append(l.ready, c)
+	}
+}
+
+func (l *eventLoop) markDirty(c *respConn) {
+	if !c.lp.dirty {
+		c.lp.dirty = true
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+// settle runs ready connections, and writes the records they submitted,
+// until every connection is parked on an fsync or a worker, out of input,
+// or out of its turn.
+func (l *eventLoop) settle() {
+	for len(l.ready) > 0 || len(l.written) > 0 {
+		for len(l.ready) > 0 {
+			c := l.ready[len(l.ready)-1]
+			l.ready[len(l.ready)-1] = nil
+			l.ready = l.ready[:len(l.ready)-1]
+			c.lp.ready = false
+			l.serve(c)
+		}
+		if len(l.written) == 0 {
+			break
+		}
+		w := l.written
+		l.written = nil
+		err := l.s.store.WaitWritten(w[len(w)-1].lp.rev)
+		for _, c := range w {
+			if c.lp.closed {
+				continue
+			}
+			if err == nil && c.lp.sync {
+				c.lp.park = parkDurable
+				l.durable = append(l.durable, c)
+				continue
+			}
+			l.complete(c, err)
+		}
+	}
+}
+
+// kickSync asks the syncer for an fsync covering every parked sync write,
+// unless one is in progress (the loop asks again when it finishes).
+func (l *eventLoop) kickSync() {
+	if l.syncBusy || len(l.durable) == 0 {
+		return
+	}
+	l.syncBusy = true
+	l.syncReq <- l.durable[len(l.durable)-1].lp.rev
+}
+
+// syncer runs fsyncs for the loop, one at a time.
+func (l *eventLoop) syncer() {
+	for rev := range l.syncReq {
+		err := l.s.store.WaitDurable(rev)
+		l.post(loopMsg{kind: msgSynced, rev: rev, err: err})
+	}
+}
+
+// complete ends the wait of a parked SET run: its replies are appended and
+// the connection runs on.
+func (l *eventLoop) complete(c *respConn, err error) {
+	if c.lp.closed {
+		return
+	}
+	c.s.observeCommit(c.lp.d, c.lp.start)
+	c.noteWrite(c.lp.rev, err, true)
+	for range c.lp.n {
+		if err != nil {
+			c.writeError(respError(err))
+		} else {
+			c.writeOK()
+		}
+	}
+	c.lp.park = parkNone
+	l.markReady(c)
+}
+
+// serve runs c's buffered commands, reading more as they run out, until c
+// parks, runs out of input or of its turn.
+func (l *eventLoop) serve(c *respConn) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug, not bad input: input errors are replies.
+			l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
+				"panic", r, "stack", string(debug.Stack()))
+			l.closeConn(c)
+		}
+	}()
+	if c.lp.closed || c.lp.park != parkNone {
+		return
+	}
+	if !c.lp.linger.IsZero() {
+		l.drain(c)
+		return
+	}
+	l.markDirty(c)
+	turn := maxCmdsPerTurn
+	for c.lp.park == parkNone && !c.lp.closed {
+		if len(c.out) > flushThreshold {
+			if !l.flush(c) {
+				c.lp.stalled = true
+				return
+			}
+		}
+		c.lp.stalled = false
+		if c.lp.ci < len(c.lp.cmds) {
+			if c.quit {
+				c.lp.ci = len(c.lp.cmds)
+				continue
+			}
+			if turn <= 0 {
+				c.lp.ready = true
+				l.later = append(l.later, c)
+				return
+			}
+			turn -= l.step(c)
+			continue
+		}
+		if c.quit || l.closing {
+			l.closeAfterReplies(c)
+			return
+		}
+		if !c.lp.readable {
+			c.maybeShrink()
+			return
+		}
+		c.lp.cmds, c.lp.ci = nil, 0
+		cmds, err := c.rd.ReadCommands()
+		switch {
+		case err == errWouldBlock:
+			c.lp.readable = false
+		case err != nil:
+			l.readError(c, err)
+			return
+		default:
+			c.lp.cmds = cmds
+		}
+	}
+}
+
+// step runs the next command of c, or the run of plain SETs starting there,
+// and returns how many commands it took.
+func (l *eventLoop) step(c *respConn) int {
+	args := c.lp.cmds[c.lp.ci].Args
+	if p, ok := c.guard.takePoison(c.seq); ok {
+		c.seq++
+		c.lp.ci++
+		c.s.totalCommands.Add(1)
+		c.replyPoison(args, p)
+		return 1
+	}
+	if d, ok := c.plainSet(args); ok {
+		return l.submitSets(c, d)
+	}
+	c.seq++
+	c.lp.ci++
+	var buf [32]byte
+	cmd := c.s.cmds[string(lower(buf[:0], args[0]))]
+	if cmd == nil || cmd.inline {
+		c.dispatch(args)
+		return 1
+	}
+	c.lp.park = parkWorker
+	l.workers++
+	go l.work(c, args)
+	return 1
+}
+
+// work runs one command of a parked connection on its own goroutine.
+func (l *eventLoop) work(c *respConn, args [][]byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
+				"panic", r, "stack", string(debug.Stack()))
+			c.quit = true
+		}
+		l.post(loopMsg{kind: msgWorker, c: c})
+	}()
+	c.dispatch(args)
+}
+
+// submitSets submits the run of plain SETs at c's next command as one batch
+// and parks c until it is written (and fsynced, for sync durability).
+func (l *eventLoop) submitSets(c *respConn, d engine.Durability) int {
+	cmds := c.lp.cmds
+	i := c.lp.ci
+	c.batch.Reset()
+	j, size := i, 0
+	for j < len(cmds) && c.batch.Len() < maxBatchOps && size < maxBatchBytes {
+		seq := c.seq + uint64(j-i)
+		if len(c.guard.poisons) > 0 && c.guard.poisons[0].seq == seq {
+			break
+		}
+		d2, ok := c.plainSet(cmds[j].Args)
+		if !ok || d2 != d {
+			break
+		}
+		args := cmds[j].Args
+		c.batch.Put(args[1], args[2])
+		size += len(args[1]) + len(args[2])
+		j++
+	}
+	n := j - i
+	c.seq += uint64(n)
+	c.lp.ci = j
+	c.s.totalCommands.Add(int64(n))
+	c.s.cmds["set"].requests.Add(float64(n))
+
+	c.lp.start = time.Now()
+	c.lp.d = d
+	c.lp.n = n
+	rev, err := c.s.store.Submit(&c.batch)
+	if err != nil {
+		c.lp.rev = 0
+		c.s.observeCommit(d, c.lp.start)
+		for range n {
+			c.writeError(respError(err))
+		}
+		return n
+	}
+	c.lp.rev = rev
+	c.lp.sync = c.s.effectiveMode(d) == engine.CommitSync
+	c.lp.park = parkWritten
+	l.written = append(l.written, c)
+	return n
+}
+
+// flush writes c's pending replies. It returns true if they are all
+// written, false if the socket is full (the loop resumes on EPOLLOUT) or
+// the connection failed and was closed.
+func (l *eventLoop) flush(c *respConn) bool {
+	for len(c.out) > 0 {
+		n, err := rawWrite(c.lp.fd, c.out)
+		if err == errWouldBlock {
+			return false
+		}
+		if err != nil {
+			l.closeConn(c)
+			return false
+		}
+		if n == len(c.out) {
+			c.out = c.out[:0]
+			break
+		}
+		c.out = c.out[:copy(c.out, c.out[n:])]
+	}
+	return true
+}
+
+// writeReplies writes the replies produced in this pass.
+func (l *eventLoop) writeReplies() {
+	for i, c := range l.dirty {
+		l.dirty[i] = nil
+		c.lp.dirty = false
+		if c.lp.closed || c.lp.park == parkWorker {
+			continue // a worker owns c.out; the loop writes it when it is back
+		}
+		if l.flush(c) && c.lp.linger.IsZero() && (c.quit || l.closing) && l.idle(c) {
+			l.closeConn(c)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// closeAfterReplies closes c once its replies are written.
+func (l *eventLoop) closeAfterReplies(c *respConn) {
+	if len(c.out) == 0 || l.flush(c) {
+		l.closeConn(c)
+	}
+	// Otherwise writeReplies or the next EPOLLOUT retries and closes.
+}
+
+// readError answers a malformed frame with a protocol error, as Redis does,
+// then lingers before closing; other errors (EOF, reset) close c.
+func (l *eventLoop) readError(c *respConn, err error) {
+	var pe *protocolError
+	if errors.As(err, &pe) || isRedconProtocolError(err) {
+		c.s.metrics.protocolErrors.Inc()
+		c.writeError("ERR " + err.Error())
+		l.flush(c)
+		if c.lp.closed {
+			return
+		}
+		// As lingeringClose: send FIN, drain what the client still sends
+		// for a moment, so that the reply is not destroyed by a reset.
+		unix.Shutdown(c.lp.fd, unix.SHUT_WR)
+		c.lp.linger = time.Now().Add(lingerTime)
+		l.lingering = append(l.lingering, c)
+		l.drain(c)
+		return
+	}
+	if !errors.Is(err, io.EOF) {
+		c.s.log.Debug("resp read", "conn", c.id, "err", err)
+	}
+	l.closeConn(c)
+}
+
+// drain reads and discards the input of a lingering connection, closing it
+// at EOF or past its byte budget.
+func (l *eventLoop) drain(c *respConn) {
+	var buf [4096]byte
+	for !c.lp.closed {
+		n, err := fdReader(c.lp.fd).Read(buf[:])
+		if err == errWouldBlock {
+			return
+		}
+		c.lp.drained += n
+		if err != nil || c.lp.drained > lingerBytes {
+			l.closeConn(c)
+		}
+	}
+}
+
+func (l *eventLoop) reapLingering() {
+	if len(l.lingering) == 0 {
+		return
+	}
+	now := time.Now()
+	keep := l.lingering[:0]
+	for _, c := range l.lingering {
+		if !c.lp.closed && now.After(c.lp.linger) {
+			l.closeConn(c)
+		}
+		if !c.lp.closed {
+			keep = append(keep, c)
+		}
+	}
+	clear(l.lingering[len(keep):])
+	l.lingering = keep
+}
+
+// closeConn closes c. A worker still running one of its commands finishes
+// and hands it back to be dropped.
+func (l *eventLoop) closeConn(c *respConn) {
+	if c.lp.closed {
+		return
+	}
+	c.lp.closed = true
+	unix.Close(c.lp.fd)
+	delete(l.conns, c.id)
+	c.s.removeConn(c)
+}
+
+func isRedconProtocolError(err error) bool {
+	s := err.Error()
+	return len(s) >= 14 && s[:14] == "Protocol error"
+}
+
+// adoptConn hands an accepted connection, already counted by addConn, to
+// the event loop, starting the loop if needed. It holds s.mu so that
+// Shutdown sees the connection either before (and closes its net.Conn) or
+// after it is on the loop.
+func (s *Server) adoptConn(c *respConn) {
+	s.mu.Lock()
+	var err error
+	if s.closing.Load() {
+		err = ErrServerClosed
+	} else {
+		var l *eventLoop
+		if l, err = s.startLoop(); err == nil {
+			err = l.adopt(c)
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		if !errors.Is(err, ErrServerClosed) {
+			s.log.Warn("resp event loop: adopt connection", "err", err)
+		}
+		if c.nc != nil {
+			c.nc.Close()
+		}
+		s.removeConn(c)
+	}
+}
