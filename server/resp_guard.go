@@ -137,6 +137,13 @@ func (g *frameGuard) idle() bool {
 	return g.state == stStart && g.r == g.w && len(g.pend) == 0
 }
 
+// pending reports whether the guard holds input it has not passed on, or
+// an error it has not returned: whether reading it again can return
+// something without reading its source.
+func (g *frameGuard) pending() bool {
+	return g.r < g.w || len(g.pend) > 0 || g.perr != nil || g.srcErr != nil
+}
+
 // Read implements io.Reader.
 func (g *frameGuard) Read(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -224,8 +224,9 @@ func TestDisconnectMidPipeline(t *testing.T) {
 	}
 }
 
-// blockingStore holds Put calls until released, to make a request stay in
-// flight.
+// blockingStore holds Update calls until released, to make a request stay
+// in flight: "SET k v NX" is a read-modify-write, which the event loop runs
+// on a worker goroutine and the goroutine model on the connection's own.
 type blockingStore struct {
 	*engine.DB
 	entered chan struct{}
@@ -233,18 +234,10 @@ type blockingStore struct {
 	once    sync.Once
 }
 
-func (b *blockingStore) Put(key, value []byte, wo engine.WriteOptions) (uint64, error) {
+func (b *blockingStore) Update(wo engine.WriteOptions, fn func(*engine.Txn) error) (uint64, error) {
 	b.once.Do(func() { close(b.entered) })
 	<-b.release
-	return b.DB.Put(key, value, wo)
-}
-
-// WaitDurable holds the event loop's wait for a SET's fsync the same way:
-// the loop commits plain SETs with Submit and WaitDurable, not Put.
-func (b *blockingStore) WaitDurable(rev uint64) error {
-	b.once.Do(func() { close(b.entered) })
-	<-b.release
-	return b.DB.WaitDurable(rev)
+	return b.DB.Update(wo, fn)
 }
 
 // TestShutdownDrains: Shutdown closes idle connections and the listener at
@@ -270,7 +263,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("PING = %q", got)
 	}
 	busy := dialRaw(t, ln.Addr().String())
-	busy.send("SET", "k", "v")
+	busy.send("SET", "k", "v", "NX")
 	<-bs.entered
 
 	shut := make(chan error, 1)
@@ -328,7 +321,7 @@ func TestShutdownTimeout(t *testing.T) {
 	ln := listen(t)
 	go srv.ServeRESP(ln)
 	busy := dialRaw(t, ln.Addr().String())
-	busy.send("SET", "k", "v")
+	busy.send("SET", "k", "v", "NX")
 	<-bs.entered
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
