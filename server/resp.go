@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -67,6 +68,14 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 	}
 }
 
+// newReadBuffer returns the buffered reader that redcon's reader reads
+// through. redcon wraps its source in a bufio.Reader of 4 KiB unless the
+// source is one already; handing it ours lets the event loop see whether it
+// holds input.
+func newReadBuffer(g *frameGuard) *bufio.Reader {
+	return bufio.NewReaderSize(g, 4096)
+}
+
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
@@ -113,6 +122,7 @@ type respConn struct {
 	nc    net.Conn
 	addr  string
 	guard *frameGuard
+	br    *bufio.Reader // between guard and rd, visible so its Buffered can be seen
 	rd    *redcon.Reader
 	out   []byte
 	seq   uint64 // sequence number of the next command from rd
@@ -137,6 +147,7 @@ type respConn struct {
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
 	g := newFrameGuard(nc, int64(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize)), int64(s.cfg.MaxRequestSize))
+	br := newReadBuffer(g)
 	return &respConn{
 		s:     s,
 		id:    s.nextID.Add(1),
@@ -144,7 +155,8 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		addr:  nc.RemoteAddr().String(),
 		laddr: nc.LocalAddr().String(),
 		guard: g,
-		rd:    redcon.NewReader(g),
+		br:    br,
+		rd:    redcon.NewReader(br),
 	}
 }
 
@@ -244,7 +256,8 @@ func (c *respConn) lingeringClose() {
 func (c *respConn) maybeShrink() {
 	g := c.guard
 	if g.big && g.idle() && g.completed == c.seq {
-		c.rd = redcon.NewReader(g)
+		c.br = newReadBuffer(g)
+		c.rd = redcon.NewReader(c.br)
 		g.big = false
 	}
 	if cap(c.out) > maxKeepOut {

@@ -530,6 +530,7 @@ func (l *eventLoop) serve(c *respConn) {
 			return
 		}
 		c.lp.cmds, c.lp.ci = nil, 0
+		c.lp.src.drained = false // set again only by a read in this call
 		cmds, err := c.rd.ReadCommands()
 		switch {
 		case err == errWouldBlock:
@@ -539,7 +540,7 @@ func (l *eventLoop) serve(c *respConn) {
 			return
 		default:
 			c.lp.cmds = cmds
-			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() {
+			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() && c.br.Buffered() == 0 {
 				c.lp.readable = false
 			}
 		}
