@@ -121,6 +121,53 @@ func TestPerWriteDurability(t *testing.T) {
 	}
 }
 
+// TestSubmitThenWait: Submit queues without writing; a write is visible
+// once WaitWritten returns and durable once WaitDurable does, and one wait
+// covers every write submitted before it.
+func TestSubmitThenWait(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync, FlushInterval: time.Hour})
+	var b1, b2 engine.Batch
+	b1.Put([]byte("a"), []byte("1"))
+	b2.Put([]byte("b"), []byte("2"))
+	r1, err := db.Submit(&b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := db.Submit(&b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2 != r1+1 {
+		t.Fatalf("revisions %d, %d: want consecutive", r1, r2)
+	}
+	if _, err := db.Get([]byte("a")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("a submitted write is visible before it is written: %v", err)
+	}
+	if db.CommittedRevision() >= r1 {
+		t.Fatalf("committed revision %d before any wait", db.CommittedRevision())
+	}
+	if err := db.WaitWritten(r2); err != nil {
+		t.Fatal(err)
+	}
+	wantGet(t, db, "a", "1")
+	wantGet(t, db, "b", "2")
+	if db.DurableRevision() >= r2 {
+		t.Fatalf("durable revision %d without an fsync", db.DurableRevision())
+	}
+	fsyncs := db.Stats().Fsyncs
+	if err := db.WaitDurable(r2); err != nil {
+		t.Fatal(err)
+	}
+	if st := db.Stats(); st.DurableRevision < r2 || st.Fsyncs != fsyncs+1 {
+		t.Fatalf("after WaitDurable(%d): durable %d, %d fsyncs (want %d)", r2, st.DurableRevision, st.Fsyncs, fsyncs+1)
+	}
+	var bad engine.Batch
+	bad.Put(nil, []byte("x"))
+	if _, err := db.Submit(&bad); err == nil {
+		t.Fatal("Submit accepted an empty key")
+	}
+}
+
 func TestBatchAndScan(t *testing.T) {
 	db := open(t, t.TempDir(), engine.Options{})
 	var b engine.Batch

@@ -16,15 +16,17 @@ import (
 	"kvd/engine"
 )
 
-// ServeRESP accepts RESP connections on ln and serves each in its own
-// goroutine until [Server.Shutdown] or [Server.Close] is called; it then
-// returns ErrServerClosed. It closes ln when it returns.
+// ServeRESP accepts RESP connections on ln and serves them until
+// [Server.Shutdown] or [Server.Close] is called; it then returns
+// ErrServerClosed. It closes ln when it returns. Connections are served by
+// the server's event loop (Config.RESPIO "loop", see eventLoop) or each by
+// its own goroutine ("goroutines").
 //
-// kvd runs its own accept loop and connection goroutines (as net/http does)
-// around redcon's RESP reader and reply encoding, because it needs what
-// redcon's server loop lacks: a graceful drain of in-flight pipelines on
-// shutdown, a bound on connections, and limits on frame sizes enforced from
-// declared lengths (see frameGuard).
+// kvd runs its own accept loop and connection handling around redcon's RESP
+// reader and reply encoding, because it needs what redcon's server loop
+// lacks: a graceful drain of in-flight pipelines on shutdown, a bound on
+// connections, and limits on frame sizes enforced from declared lengths
+// (see frameGuard).
 func (s *Server) ServeRESP(ln net.Listener) error {
 	if !s.trackListener(&ln, true) {
 		ln.Close()

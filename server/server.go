@@ -82,9 +82,12 @@ type Config struct {
 	// RESPIO chooses how RESP connections are served: "loop" (the default
 	// on Linux) multiplexes them all on one event-loop goroutine over
 	// epoll, so that unpipelined requests need no goroutine wake-ups and
-	// the writes of many clients share one log write; "goroutines" serves
-	// each connection in its own goroutine (the default, and only choice,
-	// elsewhere).
+	// the writes of many clients share one log write and one fsync. As
+	// with Redis's appendfsync always, the loop serves nothing while it
+	// fsyncs: on a slow disk, reads wait behind sync writes.
+	// "goroutines" serves each connection in its own goroutine, so reads
+	// never wait for another client's fsync, at a higher cost per request
+	// (the default, and only choice, elsewhere).
 	RESPIO string
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
