@@ -327,9 +327,10 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 	return d, true
 }
 
-// setRun commits the run of plain SETs starting at cmds[i] as one batch and
-// replies to each. It returns the index of the first command after the run.
-func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int {
+// batchSets puts the run of plain SETs with durability d starting at
+// cmds[i] into c.batch, counts them as taken, and returns the index of the
+// first command after the run.
+func (c *respConn) batchSets(cmds []redcon.Command, i int, d engine.Durability) int {
 	c.batch.Reset()
 	j, size := i, 0
 	for j < len(cmds) && c.batch.Len() < maxBatchOps && size < maxBatchBytes {
@@ -350,7 +351,14 @@ func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int
 	c.seq += uint64(n)
 	c.s.totalCommands.Add(int64(n))
 	c.s.cmds["set"].requests.Add(float64(n))
+	return j
+}
 
+// setRun commits the run of plain SETs starting at cmds[i] as one batch and
+// replies to each. It returns the index of the first command after the run.
+func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int {
+	j := c.batchSets(cmds, i, d)
+	n := j - i
 	start := time.Now()
 	var rev uint64
 	var err error

@@ -591,29 +591,9 @@ func (l *eventLoop) work(c *respConn, args [][]byte) {
 // submitSets submits the run of plain SETs at c's next command as one batch
 // and parks c until it is written (and fsynced, for sync durability).
 func (l *eventLoop) submitSets(c *respConn, d engine.Durability) int {
-	cmds := c.lp.cmds
 	i := c.lp.ci
-	c.batch.Reset()
-	j, size := i, 0
-	for j < len(cmds) && c.batch.Len() < maxBatchOps && size < maxBatchBytes {
-		seq := c.seq + uint64(j-i)
-		if len(c.guard.poisons) > 0 && c.guard.poisons[0].seq == seq {
-			break
-		}
-		d2, ok := c.plainSet(cmds[j].Args)
-		if !ok || d2 != d {
-			break
-		}
-		args := cmds[j].Args
-		c.batch.Put(args[1], args[2])
-		size += len(args[1]) + len(args[2])
-		j++
-	}
-	n := j - i
-	c.seq += uint64(n)
-	c.lp.ci = j
-	c.s.totalCommands.Add(int64(n))
-	c.s.cmds["set"].requests.Add(float64(n))
+	c.lp.ci = c.batchSets(c.lp.cmds, i, d)
+	n := c.lp.ci - i
 
 	c.lp.start = time.Now()
 	c.lp.d = d
