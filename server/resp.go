@@ -224,8 +224,7 @@ func (c *respConn) serve() {
 func (c *respConn) readError(log interface {
 	Debug(string, ...any)
 }, err error) {
-	var pe *protocolError
-	if errors.As(err, &pe) || strings.HasPrefix(err.Error(), "Protocol error") {
+	if isProtocolError(err) {
 		c.s.metrics.protocolErrors.Inc()
 		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		c.out = redcon.AppendError(c.out, "ERR "+err.Error())
@@ -237,6 +236,13 @@ func (c *respConn) readError(log interface {
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		log.Debug("resp read", "err", err)
 	}
+}
+
+// isProtocolError reports whether err is a malformed frame, found by the
+// frame guard or by redcon's parser (whose errors are not exported types).
+func isProtocolError(err error) bool {
+	var pe *protocolError
+	return errors.As(err, &pe) || strings.HasPrefix(err.Error(), "Protocol error")
 }
 
 // lingeringClose sends FIN and drains what the client still sends for a

@@ -240,20 +240,27 @@ func (b *blockingStore) Update(wo engine.WriteOptions, fn func(*engine.Txn) erro
 	return b.DB.Update(wo, fn)
 }
 
-// TestShutdownDrains: Shutdown closes idle connections and the listener at
-// once, lets an in-flight request finish and reply, then returns.
-func TestShutdownDrains(t *testing.T) {
+// newBlockingServer returns a server over a blockingStore on a fresh engine.
+func newBlockingServer(t *testing.T) (*blockingStore, *engine.DB, *server.Server) {
+	t.Helper()
 	bs := &blockingStore{entered: make(chan struct{}), release: make(chan struct{})}
 	db, err := engine.Open(t.TempDir(), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	bs.DB = db
 	srv, err := server.New(bs, server.Config{RESPIO: testRESPIO})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bs, db, srv
+}
+
+// TestShutdownDrains: Shutdown closes idle connections and the listener at
+// once, lets an in-flight request finish and reply, then returns.
+func TestShutdownDrains(t *testing.T) {
+	bs, db, srv := newBlockingServer(t)
 	ln := listen(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeRESP(ln) }()
@@ -307,17 +314,7 @@ func TestShutdownDrains(t *testing.T) {
 // TestShutdownTimeout: when ctx ends first, Shutdown closes the stuck
 // connections and returns ctx's error.
 func TestShutdownTimeout(t *testing.T) {
-	bs := &blockingStore{entered: make(chan struct{}), release: make(chan struct{})}
-	db, err := engine.Open(t.TempDir(), engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	bs.DB = db
-	srv, err := server.New(bs, server.Config{RESPIO: testRESPIO})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bs, _, srv := newBlockingServer(t)
 	ln := listen(t)
 	go srv.ServeRESP(ln)
 	busy := dialRaw(t, ln.Addr().String())

@@ -662,8 +662,7 @@ func (l *eventLoop) closeAfterReplies(c *respConn) {
 // readError answers a malformed frame with a protocol error, as Redis does,
 // then lingers before closing; other errors (EOF, reset) close c.
 func (l *eventLoop) readError(c *respConn, err error) {
-	var pe *protocolError
-	if errors.As(err, &pe) || isRedconProtocolError(err) {
+	if isProtocolError(err) {
 		c.s.metrics.protocolErrors.Inc()
 		c.writeError("ERR " + err.Error())
 		l.flush(c)
@@ -728,11 +727,6 @@ func (l *eventLoop) closeConn(c *respConn) {
 	unix.Close(c.lp.fd)
 	delete(l.conns, c.id)
 	c.s.removeConn(c)
-}
-
-func isRedconProtocolError(err error) bool {
-	s := err.Error()
-	return len(s) >= 14 && s[:14] == "Protocol error"
 }
 
 // adoptConn hands an accepted connection, already counted by addConn, to
