@@ -442,9 +442,10 @@ func (l *eventLoop) settle() {
 // The loop blocks during the fsync, as Redis's does with appendfsync
 // always; requests that arrive meanwhile are read in the next pass and
 // share the next fsync. Handing fsyncs to a goroutine, so that the loop
-// runs on during them, measured slower on a 2-vCPU machine (0.65x against
-// 0.9x Redis at 50 clients): the goroutine wake-ups per fsync cost more
-// than the overlap saves, and smaller groups meant more fsyncs. Deployments
+// runs on during them (commit f29ab1e), measured slower and used more CPU
+// per request on a 2-vCPU machine (see the README's Performance section,
+// bench/cpu.sh): the wake-ups per fsync cost more than the overlap saves.
+// Deployments
 // that want reads never to wait behind an fsync can serve RESP with one
 // goroutine per connection instead (Config.RESPIO "goroutines").
 func (l *eventLoop) syncParked() bool {

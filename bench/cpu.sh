@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# cpu.sh: throughput and server CPU per request of one server under one
+# redis-benchmark workload, for A/B comparisons of builds or settings.
+#
+# Usage: bench/cpu.sh NAME TEST CLIENTS PIPELINE REQUESTS -- SERVER-COMMAND...
+#   The server command may use $PORT and $DIR (a fresh temporary directory).
+#   REPS (default 3) runs are made against one server start; a GET workload
+#   is preceded by an unmeasured SET load that fills the keys.
+# Example:
+#   bench/cpu.sh kvd set 50 1 100000 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
+#   bench/cpu.sh redis set 50 1 100000 -- redis-server --port '$PORT' --dir '$DIR' --save '' --appendonly yes --appendfsync always
+# Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… (user+system CPU
+# of the server process, from /proc/PID/stat, divided by requests).
+set -euo pipefail
+[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+name=$1 test=$2 clients=$3 pipeline=$4 requests=$5
+shift 6
+for tool in redis-benchmark redis-cli; do
+  command -v "$tool" >/dev/null || { echo "cpu.sh: $tool not found (apt-get install redis-tools)" >&2; exit 1; }
+done
+export PORT=$((20000 + RANDOM % 40000))
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/kvd-cpu.XXXXXX")
+export DIR
+args=()
+for a in "$@"; do args+=("$(eval "echo \"$a\"")"); done
+"${args[@]}" >"$DIR.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DIR" "$DIR.log"' EXIT
+for _ in $(seq 1 200); do
+  [ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$DIR.log" >&2; exit 1; }
+  sleep 0.05
+done
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+if [ "$test" = get ]; then
+  redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
+fi
+for _ in $(seq 1 "${REPS:-3}"); do
+  a=$(cpu)
+  out=$(redis-benchmark -p "$PORT" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
+  b=$(cpu)
+  echo "$out" | awk -F'","|"' -v n="$name" -v t="$test" -v c="$clients" -v p="$pipeline" \
+    -v a="$a" -v b="$b" -v r="$requests" -v hz="$ticks" \
+    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f\n", n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r }'
+done
