@@ -107,6 +107,10 @@ type Options struct {
 	MaxMemtableBytes int64
 	// SegmentSize is the size of a log segment file. Default 64 MiB.
 	SegmentSize int
+	// Preallocate is how far ahead of its last record the log's tail
+	// segment is kept zero-filled, so that a sync commit's fdatasync has no
+	// file size to commit. Default 1 MiB; negative disables it.
+	Preallocate int
 	// WALRetain is how many revisions of history the log keeps after they
 	// are checkpointed. Default 0.
 	WALRetain uint64

@@ -135,6 +135,7 @@ func (db *DB) replay(applied uint64) error {
 		GroupCommitDelay: db.opts.GroupCommitDelay,
 		FlushInterval:    db.opts.FlushInterval,
 		FlushBytes:       db.opts.FlushBytes,
+		Preallocate:      db.opts.Preallocate,
 		Logger:           db.log,
 		OnWritten:        db.applyWritten,
 		OnSync:           db.opts.OnSync,

@@ -38,6 +38,19 @@
 // (tidwall/wal never does), before any record in that segment is reported
 // written.
 //
+// # Preallocation
+//
+// The Log keeps the tail segment file zero-filled for up to
+// Options.Preallocate bytes (default 1 MiB) ahead of its last record, writing
+// the zeros through its own descriptor before tidwall/wal's writes reach
+// them. Records then overwrite allocated blocks inside the file's size, so
+// the fdatasync of a commit flushes data only: no file size or block map goes
+// through the file system's journal (bench/rawsync --overwrite measures the
+// difference). The fill never goes past SegmentSize, and tidwall/wal seals a
+// segment only once its records reach SegmentSize, so sealed segments end at
+// their last record. Close cuts the fill off; after a crash Open does, as a
+// zeroed tail.
+//
 // # Failures
 //
 // A failed write or fsync is fatal to the Log (the lesson of PostgreSQL's
@@ -50,8 +63,9 @@
 // Open scans every segment before handing the directory to tidwall/wal, which
 // refuses a log with a torn tail. In the last segment, a bad record (short,
 // zero-filled, or failing its CRC) with no valid record anywhere after it is
-// the trace of a crash in the middle of a write: the segment is truncated
-// there, fsynced, and the repair is logged. Any other bad record is
+// the trace of a crash in the middle of a write, or the zero fill after the
+// last record: the segment is truncated there, fsynced, and the repair is
+// logged (at Info level when only zeros are cut, Warn otherwise). Any other bad record is
 // corruption: Open fails with a [*CorruptError] naming the segment and offset.
 //
 // # Caveats

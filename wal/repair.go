@@ -154,7 +154,13 @@ func scanLog(dir string, segs []segmentFile, from uint64, replay ReplayFunc, log
 		next = rev
 		if isLast {
 			if off < len(buf) {
-				logger.Warn("wal: truncating torn tail", "segment", s.name, "offset", off, "bytes", len(buf)-off)
+				if len(bytes.TrimLeft(buf[off:], "\x00")) == 0 {
+					// The zero fill ahead of the records (Options.Preallocate),
+					// possibly over a record whose write never reached disk.
+					logger.Info("wal: truncating zeroed tail", "segment", s.name, "offset", off, "bytes", len(buf)-off)
+				} else {
+					logger.Warn("wal: truncating torn tail", "segment", s.name, "offset", off, "bytes", len(buf)-off)
+				}
 				if err := truncateFile(path, int64(off)); err != nil {
 					return res, err
 				}

@@ -485,3 +485,56 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 	t.Fatal("condition not reached within 10s")
 }
+
+// TestPreallocatedTail checks the zero fill ahead of the tail segment's
+// records: it is there while the log is open, a crash image (a copy of the
+// open log, as kill -9 leaves it) opens with every record and its fill cut
+// off, sealed segments never end in zeros, and Close trims the fill.
+func TestPreallocatedTail(t *testing.T) {
+	for _, prealloc := range []int{16 << 10, -1} {
+		t.Run(fmt.Sprint(prealloc), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := wal.Options{SegmentSize: 64 << 10, Preallocate: prealloc}
+			l, _ := openLog(t, dir, opts)
+			const n = 5000
+			appendN(t, l, n)
+			segs := segments(t, dir)
+			if len(segs) < 3 {
+				t.Fatalf("%d segments, want several", len(segs))
+			}
+			tail := filepath.Join(dir, segs[len(segs)-1])
+			b, err := os.ReadFile(tail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := wal.AppendRecord(nil, wal.TypeBatch, n, payload(n))
+			end := bytes.LastIndex(b, rec) + len(rec)
+			if end < len(rec) {
+				t.Fatalf("record %d not found in the tail segment", n)
+			}
+			fill := b[end:]
+			if prealloc < 0 && len(fill) != 0 {
+				t.Fatalf("preallocation off, but %d bytes follow the last record", len(fill))
+			}
+			if prealloc > 0 && (len(fill) < prealloc/2 || len(bytes.TrimLeft(fill, "\x00")) != 0) {
+				t.Fatalf("%d bytes follow the last record, want at least %d zeros", len(fill), prealloc/2)
+			}
+
+			crash := t.TempDir()
+			copyWAL(t, dir, crash)
+			l2, revs := openLog(t, crash, opts)
+			checkPrefix(t, revs, n)
+			l2.Close()
+			if fi, err := os.Stat(filepath.Join(crash, segs[len(segs)-1])); err != nil || fi.Size() != int64(end) {
+				t.Fatalf("crash image's tail after reopen: %v, %v; want %d bytes", fi.Size(), err, end)
+			}
+
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(tail); err != nil || fi.Size() != int64(end) {
+				t.Fatalf("tail after Close: %v, %v; want %d bytes", fi.Size(), err, end)
+			}
+		})
+	}
+}

@@ -31,6 +31,7 @@ type config struct {
 	checkpointInterval time.Duration
 	walRetain          uint64
 	segmentSize        byteSize
+	walPreallocate     byteSize
 	checkpointBytes    byteSize
 	maxValueSize       byteSize
 	maxClients         int
@@ -59,6 +60,9 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	c.segmentSize = 64 << 20
 	c.checkpointBytes = 64 << 20
 	fs.Var(&c.segmentSize, "segment-size", "size of a write-ahead log segment file (small values are for tests)")
+	c.walPreallocate = 1 << 20
+	fs.Var(&c.walPreallocate, "wal-preallocate",
+		"keep this much of the log's tail segment zero-filled ahead of its records, so fsyncs commit no file size; 0 disables")
 	fs.Var(&c.checkpointBytes, "checkpoint-bytes", "checkpoint early once this much is held in memory")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
@@ -129,6 +133,9 @@ func (c *config) validate() []error {
 	if c.segmentSize < 4<<10 || c.segmentSize > 1<<30 {
 		errs = append(errs, errors.New("--segment-size must be from 4KiB to 1GiB"))
 	}
+	if c.walPreallocate < 0 || c.walPreallocate > 1<<30 {
+		errs = append(errs, errors.New("--wal-preallocate must be from 0 to 1GiB"))
+	}
 	if c.checkpointBytes < 1<<10 {
 		errs = append(errs, errors.New("--checkpoint-bytes must be at least 1KiB"))
 	}
@@ -183,11 +190,21 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 		CheckpointInterval: c.checkpointInterval,
 		WALRetain:          c.walRetain,
 		SegmentSize:        int(c.segmentSize),
+		Preallocate:        preallocate(c.walPreallocate),
 		CheckpointBytes:    int64(c.checkpointBytes),
 		MaxKeySize:         server.DefaultMaxKeySize,
 		MaxValueSize:       int(c.maxValueSize),
 		Logger:             log,
 	}
+}
+
+// preallocate maps --wal-preallocate, where 0 disables, to
+// engine.Options.Preallocate, where 0 is the default.
+func preallocate(b byteSize) int {
+	if b == 0 {
+		return -1
+	}
+	return int(b)
 }
 
 func usage(fs *pflag.FlagSet) string {
