@@ -419,7 +419,6 @@ func (l *eventLoop) settle() {
 			break
 		}
 		w := l.written
-		l.written = nil
 		err := l.s.store.WaitWritten(w[len(w)-1].lp.rev)
 		for _, c := range w {
 			if c.lp.closed {
@@ -430,8 +429,10 @@ func (l *eventLoop) settle() {
 				l.durable = append(l.durable, c)
 				continue
 			}
-			l.complete(c, err)
+			l.complete(c, err) // marks c ready; serves nothing yet
 		}
+		clear(w)
+		l.written = w[:0]
 	}
 }
 
