@@ -9,10 +9,12 @@
 # Example:
 #   bench/cpu.sh kvd set 50 1 100000 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
 #   bench/cpu.sh redis set 50 1 100000 -- redis-server --port '$PORT' --dir '$DIR' --save '' --appendonly yes --appendfsync always
-# Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… (user+system CPU
-# of the server process, from /proc/PID/stat, divided by requests).
+# Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… ctxsw_per_req=…
+# (user+system CPU of the server process, from /proc/PID/stat, and context
+# switches of all its threads, each divided by requests). THREADS=1 also
+# prints each thread's context switches and CPU time during the run.
 set -euo pipefail
-[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,16p" "$0" >&2; exit 2; }
 name=$1 test=$2 clients=$3 pipeline=$4 requests=$5
 shift 6
 for tool in redis-benchmark redis-cli; do
@@ -25,7 +27,7 @@ args=()
 for a in "$@"; do args+=("$(eval "echo \"$a\"")"); done
 "${args[@]}" >"$DIR.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DIR" "$DIR.log"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DIR" "$DIR.log" "$DIR.t0"' EXIT
 for _ in $(seq 1 200); do
   [ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$DIR.log" >&2; exit 1; }
@@ -33,14 +35,25 @@ for _ in $(seq 1 200); do
 done
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+# Context switches of all the server's threads, voluntary and not.
+ctxsw() { cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
+# Per thread: tid, context switches, CPU ticks (THREADS=1 prints the deltas).
+threads() { for t in /proc/"$pid"/task/*; do
+  echo "${t##*/} $(awk '/ctxt_switches/ { n += $2 } END { print n }' "$t/status") $(awk '{ print $14 + $15 }' "$t/stat")"
+done | sort; }
 if [ "$test" = get ]; then
   redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
 fi
 for _ in $(seq 1 "${REPS:-3}"); do
-  a=$(cpu)
+  a=$(cpu) sa=$(ctxsw)
+  [ -z "${THREADS:-}" ] || threads >"$DIR.t0"
   out=$(redis-benchmark -p "$PORT" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
-  b=$(cpu)
+  b=$(cpu) sb=$(ctxsw)
   echo "$out" | awk -F'","|"' -v n="$name" -v t="$test" -v c="$clients" -v p="$pipeline" \
-    -v a="$a" -v b="$b" -v r="$requests" -v hz="$ticks" \
-    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f\n", n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r }'
+    -v a="$a" -v b="$b" -v r="$requests" -v hz="$ticks" -v sa="$sa" -v sb="$sb" \
+    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f ctxsw_per_req=%.3f\n", n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r, (sb - sa) / r }'
+  if [ -n "${THREADS:-}" ]; then
+    threads | join "$DIR.t0" - | awk -v hz="$ticks" '$4 - $2 + $5 - $3 > 0 {
+      printf "  thread %s: context switches %d, CPU %.0f ms\n", $1, $4 - $2, ($5 - $3) * 1000 / hz }'
+  fi
 done
