@@ -35,12 +35,12 @@ for _ in $(seq 1 200); do
 done
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-# Context switches of all the server's threads, voluntary and not.
-ctxsw() { cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
-# Per thread: tid, context switches, CPU ticks (THREADS=1 prints the deltas).
+# Per thread: tid, context switches (voluntary and not), CPU ticks.
 threads() { for t in /proc/"$pid"/task/*; do
   echo "${t##*/} $(awk '/ctxt_switches/ { n += $2 } END { print n }' "$t/status") $(awk '{ print $14 + $15 }' "$t/stat")"
 done | sort; }
+# Context switches of all the server's threads.
+ctxsw() { threads | awk '{ n += $2 } END { print n }'; }
 if [ "$test" = get ]; then
   redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
 fi

@@ -81,24 +81,22 @@ type Log struct {
 	fatal atomic.Pointer[error] // sticky failure
 
 	// Write side: guarded by mu.
-	mu         sync.Mutex
-	wwait      waitList // waiting for a revision to be written
-	closed     bool
-	next       uint64 // revision the next Enqueue gets
-	written    uint64 // last revision written
-	writing    bool   // a goroutine is writing queued records
-	queue      []byte // framed records waiting to be written
-	queueRecs  []int  // end offset of each queued record in queue
-	queueVals  []any
-	syncF      *os.File   // tail segment, for fdatasync
-	retired    []*os.File // old tail segments, closed by the next sync leader
-	unsynced   int        // bytes written since the last fsync
-	segFirst   []uint64   // first revision of each segment (mirrors tidwall/wal)
-	tailBytes  int        // size of the tail segment (mirrors tidwall/wal)
-	zeroed     int        // the tail segment file's size: tailBytes plus zero fill
-	noPrealloc bool       // zero fill failed in this tail segment
-	first      uint64
-	bytes      int64
+	mu        sync.Mutex
+	wwait     waitList // waiting for a revision to be written
+	closed    bool
+	next      uint64 // revision the next Enqueue gets
+	written   uint64 // last revision written
+	writing   bool   // a goroutine is writing queued records
+	queue     []byte // framed records waiting to be written
+	queueRecs []int  // end offset of each queued record in queue
+	queueVals []any
+	syncF     *os.File   // tail segment, for fdatasync
+	retired   []*os.File // old tail segments, closed by the next sync leader
+	unsynced  int        // bytes written since the last fsync
+	segFirst  []uint64   // first revision of each segment (mirrors tidwall/wal)
+	tailBytes int        // size of the tail segment (mirrors tidwall/wal)
+	first     uint64
+	bytes     int64
 
 	// Sync side: guarded by smu.
 	smu          sync.Mutex
@@ -115,6 +113,11 @@ type Log struct {
 	wg            sync.WaitGroup
 	closeOnce     sync.Once
 	closeErr      error
+
+	// Owned by the writing goroutine (writing set), like tailBytes; Close
+	// reads them once the last write is done.
+	zeroed     int  // the tail segment file's size: tailBytes plus zero fill
+	noPrealloc bool // zero fill failed in this tail segment
 
 	// Scratch of the writing goroutine.
 	batch  twal.Batch
