@@ -140,13 +140,7 @@ func TestDiskFull(t *testing.T) {
 					valueSize: [2]int{512, 16 << 10},
 					inject: func(*kvd) func() {
 						if cycle > 0 {
-							// Leave 1 to 3 MiB free.
-							var fs unix.Statfs_t
-							if err := unix.Statfs(mnt, &fs); err != nil {
-								t.Fatal(err)
-							}
-							used := int64(fs.Blocks-fs.Bfree) * fs.Bsize
-							run("-o", fmt.Sprintf("remount,size=%d", used+(1<<20)+rng.Int64N(2<<20)), mnt)
+							shrink(t, mnt, 1<<20+rng.Int64N(2<<20))
 						}
 						return func() {}
 					},
@@ -160,6 +154,30 @@ func TestDiskFull(t *testing.T) {
 				t.Errorf("kvd stop: %v", err)
 			}
 		})
+	}
+}
+
+// shrink remounts the tmpfs at mnt to leave about free bytes unused. kvd
+// writes while it runs, and tmpfs refuses (EINVAL) a size below what is in
+// use at the moment of the remount; so each refusal measures the use again
+// and retries.
+func shrink(t *testing.T, mnt string, free int64) {
+	t.Helper()
+	var err error
+	for try := range 20 {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(mnt, &fs); err != nil {
+			t.Fatal(err)
+		}
+		used := int64(fs.Blocks-fs.Bfree) * fs.Bsize
+		err = unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, fmt.Sprintf("size=%d", used+free))
+		if err != unix.EINVAL {
+			break
+		}
+		t.Logf("remount to %d bytes, %d free: %v (try %d; kvd wrote meanwhile)", used+free, free, err, try+1)
+	}
+	if err != nil {
+		t.Fatalf("remount %s to leave %d bytes free: %v", mnt, free, err)
 	}
 }
 

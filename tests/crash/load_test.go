@@ -161,6 +161,8 @@ type client struct {
 	live []liveKey // keys it created, saw acknowledged and may delete
 	ops  []*op
 	bad  []string // read-back violations
+
+	closed bool // by load.stop, after the client's goroutine ended
 }
 
 // liveKey is a key a client may delete, with its value.
@@ -193,18 +195,27 @@ func startLoad(t testing.TB, k *kvd, st *store, rng *rand.Rand, opts loadOpts) *
 		l.wg.Go(c.run)
 	}
 	l.wg.Go(l.poll)
+	// A test that fails before it stops the load (t.Fatalf in a fault's
+	// injection) must not leave clients looping against a dead server
+	// into the next test. Cleanups run last-in first-out, so this runs
+	// before kvd is killed.
+	t.Cleanup(func() { l.stop() })
 	return l
 }
 
-// stop stops the load and returns its operations in id order.
+// stop stops the load and returns its operations in id order. Calling it
+// again returns the same operations.
 func (l *load) stop() []*op {
 	l.stopped.Store(true)
 	l.wg.Wait()
 	var ops []*op
 	for _, c := range l.clients {
 		ops = append(ops, c.ops...)
-		c.rdb.Close()
-		c.hc.CloseIdleConnections()
+		if !c.closed {
+			c.rdb.Close()
+			c.hc.CloseIdleConnections()
+			c.closed = true
+		}
 	}
 	slices.SortFunc(ops, func(a, b *op) int { return a.id - b.id })
 	return ops
