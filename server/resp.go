@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -70,14 +69,6 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 	}
 }
 
-// newReadBuffer returns the buffered reader that redcon's reader reads
-// through. redcon wraps its source in a bufio.Reader of 4 KiB unless the
-// source is one already; handing it ours lets the event loop see whether it
-// holds input.
-func newReadBuffer(g *frameGuard) *bufio.Reader {
-	return bufio.NewReaderSize(g, 4096)
-}
-
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
@@ -124,8 +115,7 @@ type respConn struct {
 	nc    net.Conn
 	addr  string
 	guard *frameGuard
-	br    *bufio.Reader // between guard and rd, visible so its Buffered can be seen
-	rd    *redcon.Reader
+	rd    *cmdReader // reads commands from guard
 	out   []byte
 	seq   uint64 // sequence number of the next command from rd
 
@@ -149,7 +139,6 @@ type respConn struct {
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
 	g := newFrameGuard(nc, int64(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize)), int64(s.cfg.MaxRequestSize))
-	br := newReadBuffer(g)
 	return &respConn{
 		s:     s,
 		id:    s.nextID.Add(1),
@@ -157,8 +146,7 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		addr:  nc.RemoteAddr().String(),
 		laddr: nc.LocalAddr().String(),
 		guard: g,
-		br:    br,
-		rd:    redcon.NewReader(br),
+		rd:    newCmdReader(g),
 	}
 }
 
@@ -263,9 +251,10 @@ func (c *respConn) lingeringClose() {
 // buffer is released: possible only when nothing is buffered anywhere.
 func (c *respConn) maybeShrink() {
 	g := c.guard
-	if g.big && g.idle() && g.completed == c.seq {
-		c.br = newReadBuffer(g)
-		c.rd = redcon.NewReader(c.br)
+	if g.big && g.idle() && g.completed == c.seq && !c.rd.buffered() {
+		if c.rd.big() {
+			c.rd = newCmdReader(g)
+		}
 		g.big = false
 	}
 	if cap(c.out) > maxKeepOut {

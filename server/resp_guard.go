@@ -64,7 +64,7 @@ type frameGuard struct {
 
 	completed uint64   // commands completed so far
 	poisons   []poison // poisoned commands not yet taken by the handler
-	big       bool     // a command larger than redcon's initial buffer passed
+	big       bool     // a command larger than half the reader's initial buffer passed
 }
 
 // poison describes a command whose arguments were dropped.
@@ -91,7 +91,6 @@ const (
 	defaultMaxArgs   = 1 << 20  // as Redis
 	defaultMaxInline = 64 << 10 // as Redis (PROTO_INLINE_MAX_SIZE)
 	guardBufSize     = 4096
-	redconInitialBuf = 4096 // redcon's reader starts with a 4 KiB buffer
 )
 
 // errWouldBlock is returned by a non-blocking source (the event loop's
@@ -366,7 +365,7 @@ func (g *frameGuard) argDone() {
 }
 
 func (g *frameGuard) complete() {
-	if g.cmdBytes+int64(g.inlineLen) > redconInitialBuf/2 {
+	if g.cmdBytes+int64(g.inlineLen) > cmdReaderSize/2 {
 		g.big = true
 	}
 	g.completed++

@@ -542,7 +542,7 @@ func (l *eventLoop) serve(c *respConn) {
 			return
 		default:
 			c.lp.cmds = cmds
-			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() && c.br.Buffered() == 0 {
+			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() {
 				c.lp.readable = false
 			}
 		}
