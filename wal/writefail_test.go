@@ -3,6 +3,7 @@ package wal_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -17,7 +18,9 @@ import (
 // TestWriteErrorIsSticky makes write(2) fail in a child process (a file size
 // limit turns the write that crosses it into EFBIG) and checks that the
 // writer gets the error, that nothing later is written or acknowledged, and
-// that the log does not hang.
+// that the log does not hang. The limit first stops the zero fill ahead of
+// the tail (Options.Preallocate), as a full disk would: the log must say so
+// and go on appending, so the records before the limit are acknowledged.
 func TestWriteErrorIsSticky(t *testing.T) {
 	if os.Getenv("KVD_WAL_WRITEFAIL_DIR") != "" {
 		writeFailChild(os.Getenv("KVD_WAL_WRITEFAIL_DIR"))
@@ -40,6 +43,9 @@ func TestWriteErrorIsSticky(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "child ok") {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
+	if !strings.Contains(string(out), "level=WARN msg=\"wal: cannot zero-fill the tail segment ahead of its records; appending\"") {
+		t.Errorf("the failed zero fill was not logged as a warning:\n%s", out)
+	}
 	// Every acknowledged record is on disk after the failure.
 	var acked uint64
 	for _, line := range strings.Split(string(out), "\n") {
@@ -61,7 +67,8 @@ func writeFailChild(dir string) {
 		fmt.Printf(format+"\n", args...)
 		os.Exit(1)
 	}
-	l, err := wal.Open(dir, 1, wal.Options{}, nil)
+	logger := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	l, err := wal.Open(dir, 1, wal.Options{Preallocate: 1 << 20, Logger: logger}, nil)
 	if err != nil {
 		fail("open: %v", err)
 	}
