@@ -447,7 +447,7 @@ type Stats struct {
 	Fsyncs            uint64        // log fsyncs since Open
 	RecordsSynced     uint64        // records those fsyncs made durable
 	MaxFsync          time.Duration // slowest log fsync since Open
-	WALBytes          int64         // bytes in log segment files
+	WALBytes          int64         // bytes in log segment files on disk, the tail's zero fill included
 	WALSegments       int
 	MemtableBytes     int64
 	Checkpoints       uint64

@@ -667,7 +667,8 @@ func (l *Log) Stats() Stats {
 // Durable returns the last durable revision.
 func (l *Log) Durable() uint64 { return l.durableRev() }
 
-// Size returns the bytes held by the log's segment files.
+// Size returns the bytes held by the log's segment files on disk, the zero
+// fill ahead of the tail (Options.Preallocate) included.
 func (l *Log) Size() int64 {
 	var n int64
 	ents, _ := os.ReadDir(l.dir)
