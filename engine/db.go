@@ -190,15 +190,33 @@ func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
 // WaitDurable(rev) does. b must not be changed until WaitWritten returns.
 // Submit lets one goroutine, such as a server's event loop, commit the
 // writes of many clients and wait for them together. It blocks only while
-// the memtables are over their bound.
+// the memtables are over their bound (see TrySubmit).
 func (db *DB) Submit(b *Batch) (uint64, error) {
+	return db.submit(b, true)
+}
+
+// TrySubmit is Submit for a caller that must never block, such as an event
+// loop that also serves reads: while the memtables are over
+// Options.MaxMemtableBytes it starts a checkpoint and returns ErrThrottled
+// instead of waiting for it. The caller can then wait elsewhere (Write waits
+// for room) or retry later.
+func (db *DB) TrySubmit(b *Batch) (uint64, error) {
+	return db.submit(b, false)
+}
+
+func (db *DB) submit(b *Batch, wait bool) (uint64, error) {
 	if err := b.check(&db.opts); err != nil {
 		return 0, err
 	}
 	if b.Len() == 0 {
 		return db.committed(), nil
 	}
-	if err := db.waitForRoom(); err != nil {
+	if !wait {
+		if db.memBytes.Load() >= db.opts.MaxMemtableBytes {
+			db.kickCheckpoint()
+			return 0, ErrThrottled
+		}
+	} else if err := db.waitForRoom(); err != nil {
 		return 0, err
 	}
 	db.wmu.RLock()

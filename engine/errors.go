@@ -24,6 +24,11 @@ var (
 	// reads; reopening it recovers what is on disk.
 	ErrLogFailed = errors.New("engine: log failed, writes refused until restart")
 
+	// ErrThrottled is returned by TrySubmit while the memtables are over
+	// Options.MaxMemtableBytes: the write would have to wait for a
+	// checkpoint to free memory. Nothing was written.
+	ErrThrottled = errors.New("engine: writes wait for a checkpoint to free memory")
+
 	// ErrLocked is returned by Open when another process holds the data
 	// directory.
 	ErrLocked = errors.New("engine: data directory is in use by another process")

@@ -364,6 +364,12 @@ func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int
 	}
 	c.s.observeCommit(d, start)
 	c.noteWrite(rev, err, true)
+	c.replySets(n, err)
+	return j
+}
+
+// replySets answers the n SETs of a batch committed with result err.
+func (c *respConn) replySets(n int, err error) {
 	for range n {
 		if err != nil {
 			c.writeError(respError(err))
@@ -371,7 +377,6 @@ func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int
 			c.writeOK()
 		}
 	}
-	return j
 }
 
 // noteWrite records the revision of a successful write for CLIENT LASTREV

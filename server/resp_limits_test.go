@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -372,5 +373,128 @@ func TestPanicRecovered(t *testing.T) {
 	}
 	if got := other.do("GET", "a"); got != bulk("1") {
 		t.Errorf("other connection after the panic: %q", got)
+	}
+}
+
+// throttledStore is over its memory bound while throttled is set: TrySubmit
+// refuses and Write and Put wait until released, as the engine's do while a
+// checkpoint frees memory.
+type throttledStore struct {
+	*engine.DB
+	throttled atomic.Bool
+	waiting   chan struct{} // closed once a write waits
+	release   chan struct{}
+	once      sync.Once
+}
+
+func (s *throttledStore) TrySubmit(b *engine.Batch) (uint64, error) {
+	if s.throttled.Load() {
+		return 0, engine.ErrThrottled
+	}
+	return s.DB.TrySubmit(b)
+}
+
+func (s *throttledStore) wait() {
+	if s.throttled.Load() {
+		s.once.Do(func() { close(s.waiting) })
+		<-s.release
+	}
+}
+
+func (s *throttledStore) Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error) {
+	s.wait()
+	return s.DB.Write(b, wo)
+}
+
+func (s *throttledStore) Put(key, value []byte, wo engine.WriteOptions) (uint64, error) {
+	s.wait()
+	return s.DB.Put(key, value, wo)
+}
+
+// TestThrottledWritesDoNotStallReads: while the store makes writes wait for
+// memory, a connection whose SETs wait does not hold up other clients'
+// reads, and its SETs are committed and answered, in order, once the store
+// has room.
+func TestThrottledWritesDoNotStallReads(t *testing.T) {
+	ts := &throttledStore{waiting: make(chan struct{}), release: make(chan struct{})}
+	srv := startServer(t, serverOpts{wrap: func(db *engine.DB) server.Store { ts.DB = db; return ts }})
+	reader := dialRaw(t, srv.respAddr)
+	if got := reader.do("SET", "r", "1"); got != ok {
+		t.Fatalf("SET = %q", got)
+	}
+	ts.throttled.Store(true)
+	writer := dialRaw(t, srv.respAddr)
+	writer.sendRaw(encode("SET", "k", "1") + encode("SET", "k", "2") + encode("GET", "k"))
+	select {
+	case <-ts.waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SETs never waited for the store")
+	}
+	if got := reader.do("GET", "r"); got != "$1\r\n1\r\n" {
+		t.Fatalf("GET on another connection while writes wait = %q", got)
+	}
+	if got := reader.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING while writes wait = %q", got)
+	}
+	ts.throttled.Store(false)
+	close(ts.release)
+	for i, want := range []string{ok, ok, "$1\r\n2\r\n"} {
+		if got := writer.reply(); got != want {
+			t.Fatalf("reply %d of the waiting connection = %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestWritesUnderMemoryBound pipelines SETs from several connections into
+// an engine whose memory bound is far below what they write, so that writes
+// keep waiting for checkpoints: every SET is answered +OK in order, reads
+// on the way see the connection's own last write, and everything is there
+// at the end.
+func TestWritesUnderMemoryBound(t *testing.T) {
+	srv := startServer(t, serverOpts{engine: engine.Options{CheckpointBytes: 32 << 10, MaxMemtableBytes: 64 << 10}})
+	const conns, sets = 4, 150
+	val := strings.Repeat("v", 4<<10)
+	var wg sync.WaitGroup
+	for c := range conns {
+		rc := dialRaw(t, srv.respAddr)
+		wg.Go(func() {
+			var req strings.Builder
+			for i := range sets {
+				req.WriteString(encode("SET", fmt.Sprintf("c%d/%d", c, i), fmt.Sprint(i, val)))
+				if i%50 == 49 {
+					req.WriteString(encode("GET", fmt.Sprintf("c%d/%d", c, i)))
+				}
+			}
+			rc.nc.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.WriteString(rc.nc, req.String()); err != nil {
+				t.Errorf("conn %d: write: %v", c, err)
+				return
+			}
+			for i := range sets {
+				if got, err := readReply(rc.r); got != ok {
+					t.Errorf("conn %d SET %d = %q, %v", c, i, got, err)
+					return
+				}
+				if i%50 == 49 {
+					want := fmt.Sprint(i, val)
+					if got, err := readReply(rc.r); got != fmt.Sprintf("$%d\r\n%s\r\n", len(want), want) {
+						t.Errorf("conn %d GET after SET %d = %.40q, %v", c, i, got, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for c := range conns {
+		for i := range sets {
+			v, err := srv.db.Get([]byte(fmt.Sprintf("c%d/%d", c, i)))
+			if err != nil || string(v) != fmt.Sprint(i, val) {
+				t.Fatalf("c%d/%d after the load: %.20q, %v", c, i, v, err)
+			}
+		}
+	}
+	if st := srv.db.Stats(); st.Checkpoints < 5 {
+		t.Errorf("%d checkpoints for %d KiB written under a 64 KiB bound", st.Checkpoints, conns*sets*4)
 	}
 }

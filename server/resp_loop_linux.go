@@ -34,7 +34,9 @@ const (
 //  2. Each ready connection runs its buffered commands in order until it has
 //     none left or must wait (it is then "parked"):
 //     - a run of plain SETs is submitted to the store as one batch without
-//       waiting (Store.Submit), and the connection parks on its revision;
+//       waiting (Store.TrySubmit), and the connection parks on its revision;
+//       when the store is over its memory bound, the run is committed on a
+//       worker goroutine instead, which waits for room;
 //     - GET and other inline commands run on the loop;
 //     - any other command runs on a worker goroutine while the connection
 //       is parked, so that a slow command (SCAN, WAITAOF, a read-modify-
@@ -486,13 +488,7 @@ func (l *eventLoop) complete(c *respConn, err error) {
 	}
 	c.s.observeCommit(c.lp.d, c.lp.start)
 	c.noteWrite(c.lp.rev, err, true)
-	for range c.lp.n {
-		if err != nil {
-			c.writeError(respError(err))
-		} else {
-			c.writeOK()
-		}
-	}
+	c.replySets(c.lp.n, err)
 	c.lp.park = parkNone
 	l.markReady(c)
 }
@@ -586,14 +582,19 @@ func (l *eventLoop) step(c *respConn) int {
 		c.dispatch(args)
 		return 1
 	}
-	c.lp.park = parkWorker
-	l.workers++
-	go l.work(c, args)
+	l.onWorker(c, func() { c.dispatch(args) })
 	return 1
 }
 
-// work runs one command of a parked connection on its own goroutine.
-func (l *eventLoop) work(c *respConn, args [][]byte) {
+// onWorker parks c and runs fn, one of its commands, on a goroutine of its
+// own; c returns to the loop when fn is done.
+func (l *eventLoop) onWorker(c *respConn, fn func()) {
+	c.lp.park = parkWorker
+	l.workers++
+	go l.work(c, fn)
+}
+
+func (l *eventLoop) work(c *respConn, fn func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
@@ -602,7 +603,7 @@ func (l *eventLoop) work(c *respConn, args [][]byte) {
 		}
 		l.post(loopMsg{kind: msgWorker, c: c})
 	}()
-	c.dispatch(args)
+	fn()
 }
 
 // submitSets submits the run of plain SETs at c's next command as one batch
@@ -615,13 +616,24 @@ func (l *eventLoop) submitSets(c *respConn, d engine.Durability) int {
 	c.lp.start = time.Now()
 	c.lp.d = d
 	c.lp.n = n
-	rev, err := c.s.store.Submit(&c.batch)
+	rev, err := c.s.store.TrySubmit(&c.batch)
+	if errors.Is(err, engine.ErrThrottled) {
+		// The store waits for a checkpoint to free memory: wait for it on
+		// a worker, so that the loop keeps serving reads and other clients
+		// meanwhile.
+		start := c.lp.start
+		l.onWorker(c, func() {
+			rev, err := c.s.store.Write(&c.batch, writeOptions(d))
+			c.s.observeCommit(d, start)
+			c.noteWrite(rev, err, true)
+			c.replySets(n, err)
+		})
+		return n
+	}
 	if err != nil {
 		c.lp.rev = 0
 		c.s.observeCommit(d, c.lp.start)
-		for range n {
-			c.writeError(respError(err))
-		}
+		c.replySets(n, err)
 		return n
 	}
 	c.lp.rev = rev

@@ -38,10 +38,13 @@ type Store interface {
 	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
 	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
 	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
-	// Submit queues a batch without waiting and returns its revision;
+	// TrySubmit queues a batch without waiting and returns its revision;
 	// WaitWritten and WaitDurable wait for it to be acknowledged in async
 	// and sync mode. The event loop commits many clients' writes this way.
-	Submit(b *engine.Batch) (uint64, error)
+	// Over its memory bound the store returns engine.ErrThrottled instead
+	// of blocking: the loop then commits the batch with Write on a worker
+	// goroutine and goes on serving reads.
+	TrySubmit(b *engine.Batch) (uint64, error)
 	WaitWritten(rev uint64) error
 	WaitDurable(rev uint64) error
 	// Update runs fn under the writer lock and commits what fn wrote as one
@@ -84,7 +87,9 @@ type Config struct {
 	// epoll, so that unpipelined requests need no goroutine wake-ups and
 	// the writes of many clients share one log write and one fsync. As
 	// with Redis's appendfsync always, the loop serves nothing while it
-	// fsyncs: on a slow disk, reads wait behind sync writes.
+	// fsyncs: on a slow disk, reads wait behind sync writes. Writes that
+	// must wait for the store to free memory wait on worker goroutines,
+	// not on the loop.
 	// "goroutines" serves each connection in its own goroutine, so reads
 	// never wait for another client's fsync, at a higher cost per request
 	// (the default, and only choice, elsewhere).
