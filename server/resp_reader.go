@@ -125,18 +125,11 @@ var (
 // length, or 0 if b holds only part of it. The checks, and their order, are
 // redcon's.
 func (r *cmdReader) multibulk(b []byte) (int, error) {
-	i := 1
-	for i < len(b) && b[i] != '\n' {
-		i++
+	count, i, err := header(b, 0, errInvalidMultiBulkLength)
+	if err != nil || i < 0 {
+		return 0, err
 	}
-	if i == len(b) {
-		return 0, nil
-	}
-	if b[i-1] != '\r' {
-		return 0, errInvalidMultiBulkLength
-	}
-	count, ok := atoi(b[1 : i-1])
-	if !ok || count <= 0 {
+	if count <= 0 {
 		return 0, errInvalidMultiBulkLength
 	}
 	marks := r.marks[:0]
@@ -148,18 +141,12 @@ func (r *cmdReader) multibulk(b []byte) (int, error) {
 		if b[i] != '$' {
 			return 0, &protocolError{"expected '$', got '" + string(b[i]) + "'"}
 		}
-		si := i
-		for i < len(b) && b[i] != '\n' {
-			i++
+		var size int
+		size, i, err = header(b, i, errInvalidBulkLength)
+		if err != nil || i < 0 {
+			return 0, err
 		}
-		if i == len(b) {
-			return 0, nil
-		}
-		if b[i-1] != '\r' {
-			return 0, errInvalidBulkLength
-		}
-		size, ok := atoi(b[si+1 : i-1])
-		if !ok || size < 0 {
+		if size < 0 {
 			return 0, errInvalidBulkLength
 		}
 		if size >= len(b)-i-2 { // i+size+2 >= len(b), without overflow
@@ -269,6 +256,28 @@ outer:
 		r.cmds = append(r.cmds, redcon.Command{Raw: raw, Args: args})
 	}
 	return i + 1, nil
+}
+
+// header parses the length N of the header line ("*N" or "$N") that starts
+// at b[at]. It returns N and the index of the line's '\n', or -1 for the
+// index if b holds only part of the line; bad is the error for a malformed
+// line.
+func header(b []byte, at int, bad error) (n, nl int, err error) {
+	i := at + 1
+	for i < len(b) && b[i] != '\n' {
+		i++
+	}
+	if i == len(b) {
+		return 0, -1, nil
+	}
+	if b[i-1] != '\r' {
+		return 0, 0, bad
+	}
+	n, ok := atoi(b[at+1 : i-1])
+	if !ok {
+		return 0, 0, bad
+	}
+	return n, i, nil
 }
 
 // atoi parses a decimal length as redcon does (strconv.Atoi), without
