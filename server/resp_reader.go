@@ -13,9 +13,9 @@ import (
 // the same protocol errors; FuzzCmdReader holds it to that) but without
 // copying: a command's Args and Raw point into the reader's buffer, and the
 // commands of one ReadCommands call, with their Args, are reused by the next
-// call. redcon's Reader copies each command and allocates its argument list,
-// which on a busy connection was most of the server's garbage (see the
-// README's Performance section).
+// call. redcon's Reader copies each command and allocates its argument list:
+// a quarter of the server's allocated bytes under redis-benchmark SETs (see
+// the README's Performance section).
 //
 // So a caller must be done with the commands of a call, and must have copied
 // any argument it keeps, before it calls ReadCommands again. Both I/O models

@@ -161,8 +161,6 @@ type client struct {
 	live []liveKey // keys it created, saw acknowledged and may delete
 	ops  []*op
 	bad  []string // read-back violations
-
-	closed bool // by load.stop, after the client's goroutine ended
 }
 
 // liveKey is a key a client may delete, with its value.
@@ -211,11 +209,8 @@ func (l *load) stop() []*op {
 	var ops []*op
 	for _, c := range l.clients {
 		ops = append(ops, c.ops...)
-		if !c.closed {
-			c.rdb.Close()
-			c.hc.CloseIdleConnections()
-			c.closed = true
-		}
+		c.rdb.Close() // a second Close only returns an error
+		c.hc.CloseIdleConnections()
 	}
 	slices.SortFunc(ops, func(a, b *op) int { return a.id - b.id })
 	return ops
@@ -459,10 +454,35 @@ func (c *client) httpWrite(o *op, method string) {
 	}
 	o.call = time.Now()
 	resp, err := c.hc.Do(req)
+	b := finishHTTP(o, resp, err)
+	if o.out != outOK {
+		return
+	}
+	o.durable = resp.Header.Get("X-Kvd-Durable") == "true"
+	if method == http.MethodDelete {
+		var res struct {
+			Deleted *bool `json:"deleted"`
+		}
+		if json.Unmarshal(b, &res) == nil && res.Deleted != nil {
+			o.delCount = 0
+			if *res.Deleted {
+				o.delCount = 1
+			}
+		}
+		if o.delCount == 0 {
+			o.rev = 0 // no write: the revision is the last committed one
+		}
+	}
+}
+
+// finishHTTP records in o the outcome of an HTTP request that returned resp
+// and err: when it returned, whether it failed or is unknown and, for a 200,
+// the revision kvd reported. It returns a 200's body.
+func finishHTTP(o *op, resp *http.Response, err error) []byte {
 	if err != nil {
 		o.ret = time.Now()
 		o.out, o.err = outUnknown, err.Error()
-		return
+		return nil
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -470,27 +490,14 @@ func (c *client) httpWrite(o *op, method string) {
 	switch {
 	case err != nil:
 		o.out, o.err = outUnknown, err.Error()
+		return nil
 	case resp.StatusCode != http.StatusOK:
 		o.out, o.err = outFailed, resp.Status+": "+string(bytes.TrimSpace(b))
-	default:
-		o.out = outOK
-		o.rev, _ = strconv.ParseUint(resp.Header.Get("X-Kvd-Revision"), 10, 64)
-		o.durable = resp.Header.Get("X-Kvd-Durable") == "true"
-		if method == http.MethodDelete {
-			var res struct {
-				Deleted *bool `json:"deleted"`
-			}
-			if json.Unmarshal(b, &res) == nil && res.Deleted != nil {
-				o.delCount = 0
-				if *res.Deleted {
-					o.delCount = 1
-				}
-			}
-			if o.delCount == 0 {
-				o.rev = 0 // no write: the revision is the last committed one
-			}
-		}
+		return nil
 	}
+	o.out = outOK
+	o.rev, _ = strconv.ParseUint(resp.Header.Get("X-Kvd-Revision"), 10, 64)
+	return b
 }
 
 // barrier asks for durability of everything acknowledged so far.
@@ -509,23 +516,7 @@ func (c *client) barrier() {
 	} else {
 		o.via = "http"
 		resp, err := c.hc.Post("http://"+c.l.k.httpAddr+"/v1/sync", "", nil)
-		if err != nil {
-			o.ret = time.Now()
-			o.out, o.err = outUnknown, err.Error()
-		} else {
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			o.ret = time.Now()
-			switch {
-			case err != nil:
-				o.out, o.err = outUnknown, err.Error()
-			case resp.StatusCode != http.StatusOK:
-				o.out, o.err = outFailed, resp.Status+": "+string(bytes.TrimSpace(b))
-			default:
-				o.out = outOK
-				o.rev, _ = strconv.ParseUint(resp.Header.Get("X-Kvd-Revision"), 10, 64)
-			}
-		}
+		finishHTTP(o, resp, err)
 	}
 	if o.out == outOK {
 		o.durable = true
