@@ -70,7 +70,7 @@ func (db *DB) checkpoint() error {
 	err := db.bdb.Update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		var err error
-		frozen.tree.Scan(func(k string, e *memEntry) bool {
+		frozen.ordered().Scan(func(k string, e *memEntry) bool {
 			if e.del {
 				err = kv.Delete([]byte(k))
 			} else {

@@ -1,6 +1,11 @@
 package engine
 
-import "github.com/tidwall/btree"
+import (
+	"slices"
+	"sync"
+
+	"github.com/tidwall/btree"
+)
 
 // memEntry is the newest committed state of a key not yet checkpointed: a
 // value or a deletion.
@@ -10,17 +15,28 @@ type memEntry struct {
 }
 
 // memEntryOverhead approximates the memory a memtable entry costs beyond its
-// key and value (map slot, tree slot, entry).
+// key and value (map slot, tree slot, unsorted slot, entry).
 const memEntryOverhead = 96
 
 // memtable holds committed writes until a checkpoint moves them into the
-// state file. A hash map serves point reads and overwrites; a B-tree of the
-// same entries keeps key order for scans and checkpoints, and is only
-// touched when a key is new. Not safe for concurrent use: DB.smu guards it.
+// state file. A hash map serves point reads and overwrites. Key order, which
+// only scans and checkpoints need, is built lazily: a new key is appended to
+// a list, and ordered sorts that list into a B-tree of the same entries. A
+// write therefore costs one hash lookup, and the ordering is paid for once
+// per key, in sorted runs, by whoever first needs it (usually the
+// checkpointer, off the write path).
+//
+// Not safe for concurrent writes: DB.smu guards set (held exclusively) and
+// get (held shared). ordered may run concurrently with get and with itself,
+// never with set: scans call it under the shared lock, and the checkpointer
+// calls it on the frozen memtable, which is no longer written.
 type memtable struct {
 	byKey map[string]*memEntry
-	tree  btree.Map[string, *memEntry]
 	bytes int64
+
+	omu      sync.Mutex // serializes ordered
+	unsorted []string   // keys of byKey not yet in tree
+	tree     btree.Map[string, *memEntry]
 }
 
 func newMemtable() *memtable {
@@ -36,7 +52,7 @@ func (t *memtable) set(key []byte, e memEntry) {
 	k := string(key)
 	p := &memEntry{value: e.value, del: e.del}
 	t.byKey[k] = p
-	t.tree.Set(k, p)
+	t.unsorted = append(t.unsorted, k)
 	t.bytes += int64(len(k)) + int64(len(e.value)) + memEntryOverhead
 }
 
@@ -45,6 +61,24 @@ func (t *memtable) get(key []byte) (memEntry, bool) {
 		return *p, true
 	}
 	return memEntry{}, false
+}
+
+// ordered returns every entry in key order. The tree it returns is not
+// changed until the next set, so callers may iterate it concurrently.
+func (t *memtable) ordered() *btree.Map[string, *memEntry] {
+	t.omu.Lock()
+	defer t.omu.Unlock()
+	if len(t.unsorted) > 0 {
+		slices.Sort(t.unsorted)
+		for _, k := range t.unsorted {
+			// Load appends when k sorts after every key in the tree
+			// (always so when the tree starts empty) and inserts otherwise.
+			t.tree.Load(k, t.byKey[k])
+		}
+		clear(t.unsorted)
+		t.unsorted = t.unsorted[:0]
+	}
+	return &t.tree
 }
 
 func (t *memtable) len() int { return len(t.byKey) }

@@ -113,7 +113,7 @@ type memSource struct {
 }
 
 func newMemSource(t *memtable, start []byte) *memSource {
-	s := &memSource{it: t.tree.Iter()}
+	s := &memSource{it: t.ordered().Iter()}
 	s.ok = s.it.Seek(string(start))
 	s.load()
 	return s
