@@ -2,6 +2,7 @@ package engine
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tidwall/btree"
@@ -35,8 +36,14 @@ type memtable struct {
 	bytes int64
 
 	omu      sync.Mutex // serializes ordered
-	unsorted []string   // keys of byKey not yet in tree
+	unsorted []keyed    // entries of byKey not yet in tree
 	tree     btree.Map[string, *memEntry]
+}
+
+// keyed is an entry with its key, as the unsorted list holds it.
+type keyed struct {
+	key string
+	e   *memEntry
 }
 
 func newMemtable() *memtable {
@@ -52,7 +59,7 @@ func (t *memtable) set(key []byte, e memEntry) {
 	k := string(key)
 	p := &memEntry{value: e.value, del: e.del}
 	t.byKey[k] = p
-	t.unsorted = append(t.unsorted, k)
+	t.unsorted = append(t.unsorted, keyed{k, p})
 	t.bytes += int64(len(k)) + int64(len(e.value)) + memEntryOverhead
 }
 
@@ -69,11 +76,11 @@ func (t *memtable) ordered() *btree.Map[string, *memEntry] {
 	t.omu.Lock()
 	defer t.omu.Unlock()
 	if len(t.unsorted) > 0 {
-		slices.Sort(t.unsorted)
-		for _, k := range t.unsorted {
-			// Load appends when k sorts after every key in the tree
+		slices.SortFunc(t.unsorted, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+		for _, u := range t.unsorted {
+			// Load appends when the key sorts after every key in the tree
 			// (always so when the tree starts empty) and inserts otherwise.
-			t.tree.Load(k, t.byKey[k])
+			t.tree.Load(u.key, u.e)
 		}
 		clear(t.unsorted)
 		t.unsorted = t.unsorted[:0]

@@ -345,7 +345,7 @@ func (c *respConn) batchSets(cmds []redcon.Command, i int, d engine.Durability) 
 	n := j - i
 	c.seq += uint64(n)
 	c.s.totalCommands.Add(int64(n))
-	c.s.cmds["set"].requests.Add(float64(n))
+	c.s.setCmd.requests.Add(float64(n))
 	return j
 }
 

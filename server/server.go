@@ -122,6 +122,7 @@ type Server struct {
 	metrics *Metrics
 	started time.Time
 	cmds    map[string]*respCommand
+	setCmd  *respCommand // cmds["set"], counted once per batch of plain SETs
 	cursors *cursorTable
 
 	closing atomic.Bool
@@ -208,6 +209,7 @@ func New(store Store, cfg Config) (*Server, error) {
 	}
 	s.connsDone = sync.NewCond(&s.mu)
 	s.cmds = s.commandTable()
+	s.setCmd = s.cmds["set"]
 	m.register(s)
 	return s, nil
 }
