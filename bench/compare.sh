@@ -33,10 +33,13 @@ trap cleanup EXIT INT TERM
 go build -o "$work/kvd" ./cmd/kvd
 go build -o "$work/rawsync" ./bench/rawsync
 
+# free_port picks a port below the kernel's ephemeral range, where no
+# client connection (redis-benchmark opens thousands) can be holding it.
 free_port() {
-  local p
+  local p lo
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }

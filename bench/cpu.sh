@@ -20,7 +20,9 @@ shift 6
 for tool in redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "cpu.sh: $tool not found (apt-get install redis-tools)" >&2; exit 1; }
 done
-export PORT=$((20000 + RANDOM % 40000))
+# A port below the kernel's ephemeral range, which client connections use.
+lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+export PORT=$((10000 + RANDOM % (lo - 10000)))
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/kvd-cpu.XXXXXX")
 export DIR
 args=()
