@@ -16,7 +16,7 @@ type memEntry struct {
 }
 
 // memEntryOverhead approximates the memory a memtable entry costs beyond its
-// key and value (map slot, tree slot, unsorted slot, entry).
+// key and value (map slot, list slot, tree slot, entry).
 const memEntryOverhead = 96
 
 // memtable holds committed writes until a checkpoint moves them into the
