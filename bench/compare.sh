@@ -6,6 +6,12 @@
 # drives each with the same redis-benchmark invocations, repeats every
 # measurement REPS times (default 3) and prints medians and kvd/Redis ratios.
 #
+# The servers take turns: each repetition of a workload runs against all four
+# in a row, so that a noisy phase of the machine falls on all of them alike
+# rather than on one server's block of runs. A server is paused (SIGSTOP)
+# while the others are measured, so that its background work (kvd's
+# checkpoints and fsyncs, Redis's everysec fsync) runs in its own turns.
+#
 # Needs: go, redis-server, redis-benchmark, redis-cli
 #   (Debian: apt-get install redis-server redis-tools)
 # Usage: bench/compare.sh [REPS]      environment: KVD_BENCH_SCALE=0.2 for a quick run
@@ -24,7 +30,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvd-compare.XXXXXX")
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -55,7 +61,8 @@ wait_ready() { # port log
   return 1
 }
 
-# start NAME: starts a server, sets PORT and records its PID.
+# start NAME: starts a server, records its port and PID, and pauses it.
+declare -A PORT_OF PID_OF
 start() {
   local name=$1 dir="$work/$1"
   mkdir -p "$dir"
@@ -69,11 +76,8 @@ start() {
   SERVER_PID=$!
   pids+=("$SERVER_PID")
   wait_ready "$PORT" "$dir.log"
-}
-
-stop() {
-  kill "$SERVER_PID"
-  wait "$SERVER_PID" 2>/dev/null || true
+  PORT_OF[$name]=$PORT PID_OF[$name]=$SERVER_PID
+  kill -STOP "$SERVER_PID"
 }
 
 # bench TEST CLIENTS PIPELINE N: one redis-benchmark run, prints "rps p50_us p99_us".
@@ -106,19 +110,26 @@ OVER_P50=$(sed 's/.*p50_us=\([0-9]*\).*/\1/' "$work/raw-over.txt" | median)
 OVER_OPS=$(sed 's/ops_per_sec=\([0-9]*\).*/\1/' "$work/raw-over.txt" | median)
 echo
 
-for server in kvd-sync redis-always kvd-async redis-everysec; do
-  start "$server"
-  for w in "${workloads[@]}"; do
-    read -r name test c p n <<<"$w"
-    : >"$work/runs"
-    for _ in $(seq 1 "$REPS"); do bench "$test" "$c" "$p" "$n" >>"$work/runs"; done
-    RES[$server,$name,rps]=$(awk '{ print $1 }' "$work/runs" | median)
-    RES[$server,$name,p50]=$(awk '{ print $2 }' "$work/runs" | median)
-    RES[$server,$name,p99]=$(awk '{ print $3 }' "$work/runs" | median)
+servers=(kvd-sync redis-always kvd-async redis-everysec)
+for server in "${servers[@]}"; do start "$server"; done
+for w in "${workloads[@]}"; do
+  read -r name test c p n <<<"$w"
+  for server in "${servers[@]}"; do : >"$work/runs.$server"; done
+  for _ in $(seq 1 "$REPS"); do
+    for server in "${servers[@]}"; do
+      PORT=${PORT_OF[$server]}
+      kill -CONT "${PID_OF[$server]}"
+      bench "$test" "$c" "$p" "$n" >>"$work/runs.$server"
+      kill -STOP "${PID_OF[$server]}"
+    done
+  done
+  for server in "${servers[@]}"; do
+    RES[$server,$name,rps]=$(awk '{ print $1 }' "$work/runs.$server" | median)
+    RES[$server,$name,p50]=$(awk '{ print $2 }' "$work/runs.$server" | median)
+    RES[$server,$name,p99]=$(awk '{ print $3 }' "$work/runs.$server" | median)
     printf '%-15s %-12s rps=%-9s p50_us=%-7s p99_us=%s\n' "$server" "$name" \
       "${RES[$server,$name,rps]}" "${RES[$server,$name,p50]}" "${RES[$server,$name,p99]}"
   done
-  stop
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
