@@ -6,11 +6,14 @@
 # drives each with the same redis-benchmark invocations, repeats every
 # measurement REPS times (default 3) and prints medians and kvd/Redis ratios.
 #
-# The servers take turns: each repetition of a workload runs against all four
-# in a row, so that a noisy phase of the machine falls on all of them alike
-# rather than on one server's block of runs. A server is paused (SIGSTOP)
-# while the others are measured, so that its background work (kvd's
-# checkpoints and fsyncs, Redis's everysec fsync) runs in its own turns.
+# The servers take turns, one workload at a time: all four run their REPS
+# repetitions of a workload before any moves on to the next, so that a noisy
+# phase of the machine falls on all of them alike rather than on one server's
+# block of runs. A server is paused (SIGSTOP) while the others are measured,
+# so that its background work (kvd's checkpoints and fsyncs, Redis's everysec
+# fsync) runs in its own turns. A turn is a few seconds, about kvd's
+# checkpoint interval: turns much shorter than that would charge kvd with a
+# checkpoint per turn, since the paused time counts towards the interval.
 #
 # Needs: go, redis-server, redis-benchmark, redis-cli
 #   (Debian: apt-get install redis-server redis-tools)
@@ -115,13 +118,11 @@ for server in "${servers[@]}"; do start "$server"; done
 for w in "${workloads[@]}"; do
   read -r name test c p n <<<"$w"
   for server in "${servers[@]}"; do : >"$work/runs.$server"; done
-  for _ in $(seq 1 "$REPS"); do
-    for server in "${servers[@]}"; do
-      PORT=${PORT_OF[$server]}
-      kill -CONT "${PID_OF[$server]}"
-      bench "$test" "$c" "$p" "$n" >>"$work/runs.$server"
-      kill -STOP "${PID_OF[$server]}"
-    done
+  for server in "${servers[@]}"; do
+    PORT=${PORT_OF[$server]}
+    kill -CONT "${PID_OF[$server]}"
+    for _ in $(seq 1 "$REPS"); do bench "$test" "$c" "$p" "$n" >>"$work/runs.$server"; done
+    kill -STOP "${PID_OF[$server]}"
   done
   for server in "${servers[@]}"; do
     RES[$server,$name,rps]=$(awk '{ print $1 }' "$work/runs.$server" | median)
