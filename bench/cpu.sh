@@ -9,9 +9,10 @@
 # Example:
 #   bench/cpu.sh kvd set 50 1 100000 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
 #   bench/cpu.sh redis set 50 1 100000 -- redis-server --port '$PORT' --dir '$DIR' --save '' --appendonly yes --appendfsync always
-# Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… ctxsw_per_req=…
-# (user+system CPU of the server process, from /proc/PID/stat, and context
-# switches of all its threads, each divided by requests). THREADS=1 also
+# Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… user_us_per_req=…
+# ctxsw_per_req=… minflt_per_req=… (user+system and user CPU and minor page
+# faults of the server process, from /proc/PID/stat, and context switches of
+# all its threads, each divided by requests). THREADS=1 also
 # prints each thread's context switches and CPU time during the run.
 set -euo pipefail
 [ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,16p" "$0" >&2; exit 2; }
@@ -36,7 +37,8 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 ticks=$(getconf CLK_TCK)
-cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+# CPU ticks (user+system), user ticks and minor faults of the server.
+cpu() { awk '{ print $14 + $15, $14, $10 }' "/proc/$pid/stat"; }
 # Per thread: tid, context switches (voluntary and not), CPU ticks.
 threads() { for t in /proc/"$pid"/task/*; do
   echo "${t##*/} $(awk '/ctxt_switches/ { n += $2 } END { print n }' "$t/status") $(awk '{ print $14 + $15 }' "$t/stat")"
@@ -47,13 +49,17 @@ if [ "$test" = get ]; then
   redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
 fi
 for _ in $(seq 1 "${REPS:-3}"); do
-  a=$(cpu) sa=$(ctxsw)
+  read -r a ua fa < <(cpu)
+  sa=$(ctxsw)
   [ -z "${THREADS:-}" ] || threads >"$DIR.t0"
   out=$(redis-benchmark -p "$PORT" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
-  b=$(cpu) sb=$(ctxsw)
+  read -r b ub fb < <(cpu)
+  sb=$(ctxsw)
   echo "$out" | awk -F'","|"' -v n="$name" -v t="$test" -v c="$clients" -v p="$pipeline" \
-    -v a="$a" -v b="$b" -v r="$requests" -v hz="$ticks" -v sa="$sa" -v sb="$sb" \
-    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f ctxsw_per_req=%.3f\n", n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r, (sb - sa) / r }'
+    -v a="$a" -v b="$b" -v ua="$ua" -v ub="$ub" -v fa="$fa" -v fb="$fb" \
+    -v r="$requests" -v hz="$ticks" -v sa="$sa" -v sb="$sb" \
+    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f user_us_per_req=%.1f ctxsw_per_req=%.3f minflt_per_req=%.3f\n",
+       n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r, (ub - ua) * 1e6 / hz / r, (sb - sa) / r, (fb - fa) / r }'
   if [ -n "${THREADS:-}" ]; then
     threads | join "$DIR.t0" - | awk -v hz="$ticks" '$4 - $2 + $5 - $3 > 0 {
       printf "  thread %s: context switches %d, CPU %.0f ms\n", $1, $4 - $2, ($5 - $3) * 1000 / hz }'

@@ -463,9 +463,8 @@ func (l *eventLoop) settle() {
 // runs on during them (commit f29ab1e), measured slower and used more CPU
 // per request on a 2-vCPU machine (see the README's Performance section,
 // bench/cpu.sh): the wake-ups per fsync cost more than the overlap saves.
-// Deployments
-// that want reads never to wait behind an fsync can serve RESP with one
-// goroutine per connection instead (Config.RESPIO "goroutines").
+// Deployments that want reads never to wait behind an fsync can serve RESP
+// with one goroutine per connection instead (Config.RESPIO "goroutines").
 func (l *eventLoop) syncParked() bool {
 	if len(l.durable) == 0 {
 		return false
