@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -548,5 +549,41 @@ func TestPreallocatedTail(t *testing.T) {
 				t.Fatalf("tail after Close: %v, %v; want %d bytes", fi.Size(), err, end)
 			}
 		})
+	}
+}
+
+// TestTailBufferNotCopied checks the patch in third_party/tidwall-wal:
+// tidwall/wal keeps an in-memory copy of the tail segment, and upstream grows
+// it by append, which copies the segment several times over as it fills
+// (fresh pages each time, in a copy the garbage collector cannot preempt).
+// With the buffer reserved for a whole segment, writing a segment's worth of
+// records allocates about as many bytes as it writes, not several times more.
+func TestTailBufferNotCopied(t *testing.T) {
+	const segSize = 16 << 20
+	l, _ := openLog(t, t.TempDir(), wal.Options{SegmentSize: segSize, Preallocate: -1})
+	rec := bytes.Repeat([]byte{'v'}, 4<<10)
+	write := func(n int) {
+		for range n {
+			r, err := l.Enqueue(rec, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.WaitWritten(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(16) // warm the log's own reusable buffers
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = segSize * 3 / 4 / (4 << 10)
+	write(n)
+	runtime.ReadMemStats(&after)
+	written := float64(l.Stats().BytesWritten)
+	allocated := float64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("%d records, %.1f MiB written, %.1f MiB allocated", n, written/(1<<20), allocated/(1<<20))
+	if allocated > written/2 {
+		t.Fatalf("writing %.1f MiB allocated %.1f MiB: the tail segment's buffer is being copied as it grows",
+			written/(1<<20), allocated/(1<<20))
 	}
 }

@@ -226,6 +226,7 @@ func (l *Log) load() error {
 		l.segments = append(l.segments, &segment{
 			index: 1,
 			path:  filepath.Join(l.path, segmentName(1)),
+			ebuf:  l.tailBuffer(nil),
 		})
 		l.firstIndex = 1
 		l.lastIndex = 0
@@ -293,6 +294,7 @@ func (l *Log) load() error {
 	if err := l.loadSegmentEntries(lseg); err != nil {
 		return err
 	}
+	lseg.ebuf = l.tailBuffer(lseg.ebuf)
 	l.lastIndex = lseg.index + uint64(len(lseg.epos)) - 1
 	if l.lastIndex > 0 && l.firstIndex > l.lastIndex && !l.opts.AllowEmpty {
 		return ErrEmptyLog
@@ -364,6 +366,7 @@ func (l *Log) cycle() error {
 	s := &segment{
 		index: l.lastIndex + 1,
 		path:  filepath.Join(l.path, segmentName(l.lastIndex+1)),
+		ebuf:  l.tailBuffer(nil),
 	}
 	var err error
 	l.sfile, err = os.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_TRUNC,
@@ -373,6 +376,21 @@ func (l *Log) cycle() error {
 	}
 	l.segments = append(l.segments, s)
 	return nil
+}
+
+// tailBuffer returns the entries buffer for the tail segment, holding
+// entries and with room for a whole segment (plus the entry that crosses
+// SegmentSize, when it is not large), so that appending entries never copies
+// the buffer. (Patch: upstream grows the buffer by append, which copies the
+// segment several times over as it fills, each time into freshly faulted
+// pages, and the copy cannot be preempted: the garbage collector then spins
+// waiting to scan the writer's stack.)
+func (l *Log) tailBuffer(entries []byte) []byte {
+	size := l.opts.SegmentSize + 64<<10
+	if cap(entries) >= size {
+		return entries
+	}
+	return append(make([]byte, 0, size), entries...)
 }
 
 func appendJSONEntry(dst []byte, index uint64, data []byte) (out []byte,
