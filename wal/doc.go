@@ -38,6 +38,11 @@
 // (tidwall/wal never does), before any record in that segment is reported
 // written.
 //
+// kvd builds against a patched copy of tidwall/wal v1.2.1
+// (third_party/tidwall-wal, see its PATCHES.md): the in-memory copy that
+// tidwall/wal keeps of the tail segment is reserved for a whole segment
+// instead of growing by append, which copied it about five times over.
+//
 // # Preallocation
 //
 // The Log keeps the tail segment file zero-filled for up to
