@@ -105,7 +105,9 @@ type Options struct {
 	// checkpointed: past it, writers wait for the checkpoint. Default
 	// 256 MiB; must be at least CheckpointBytes.
 	MaxMemtableBytes int64
-	// SegmentSize is the size of a log segment file. Default 64 MiB.
+	// SegmentSize is the size of a log segment file. Default 64 MiB. The
+	// log keeps its tail segment in memory too: Open reserves SegmentSize
+	// bytes of heap for it, touched as records are written.
 	SegmentSize int
 	// Preallocate is how far ahead of its last record the log's tail
 	// segment is kept zero-filled, so that a sync commit's fdatasync has no
