@@ -763,7 +763,7 @@ func (l *Log) trimFill() error {
 	if err := l.syncF.Truncate(int64(l.tailBytes)); err != nil {
 		return fmt.Errorf("wal: close: trim zero fill: %w", err)
 	}
-	if err := fdatasync(l.syncF); err != nil {
+	if err := l.opts.SyncFile(l.syncF); err != nil {
 		return fmt.Errorf("wal: close: trim zero fill: %w", err)
 	}
 	return nil

@@ -587,3 +587,42 @@ func TestTailBufferNotCopied(t *testing.T) {
 			written/(1<<20), allocated/(1<<20))
 	}
 }
+
+// TestCloseTrimFsyncError: Close cuts the zero fill off the tail and fsyncs
+// the file through Options.SyncFile like every other fsync of a segment, so
+// that a failure of that fsync is injectable and reported, and the log
+// reopens with every record.
+func TestCloseTrimFsyncError(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	sizes := map[string]int64{} // size of each file at its last fsync
+	trims := 0
+	opts := wal.Options{SegmentSize: 1 << 20, Preallocate: 64 << 10, SyncFile: func(f *os.File) error {
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		last, seen := sizes[f.Name()]
+		sizes[f.Name()] = fi.Size()
+		if seen && fi.Size() < last {
+			trims++ // the zero fill was cut off since the last fsync
+			return syscall.EIO
+		}
+		return f.Sync()
+	}}
+	l, err := wal.Open(dir, 1, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := appendN(t, l, 50)
+	if err := l.Close(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Close with a failing fsync after the trim: %v, want EIO", err)
+	}
+	if trims != 1 {
+		t.Fatalf("%d fsyncs after a trim, want 1", trims)
+	}
+	_, revs := openLog(t, dir, wal.Options{SegmentSize: 1 << 20})
+	checkPrefix(t, revs, acked)
+}
