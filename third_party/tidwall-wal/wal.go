@@ -378,13 +378,14 @@ func (l *Log) cycle() error {
 	return nil
 }
 
-// tailBuffer returns the entries buffer for the tail segment, holding
-// entries and with room for a whole segment (plus the entry that crosses
-// SegmentSize, when it is not large), so that appending entries never copies
-// the buffer. (Patch: upstream grows the buffer by append, which copies the
-// segment several times over as it fills, each time into freshly faulted
-// pages, and the copy cannot be preempted: the garbage collector then spins
-// waiting to scan the writer's stack.)
+// tailBuffer returns the entries buffer for the tail segment (new, loaded at
+// Open, or reloaded after a truncation), holding entries and with room for a
+// whole segment plus the entry that crosses SegmentSize, when it is not
+// large, so that appending entries never copies the buffer. (Patch: upstream
+// grows the buffer by append, which copies the segment several times over as
+// it fills, each time into freshly faulted pages, and the copy cannot be
+// preempted: the garbage collector then spins waiting to scan the writer's
+// stack.)
 func (l *Log) tailBuffer(entries []byte) []byte {
 	size := l.opts.SegmentSize + 64<<10
 	if cap(entries) >= size {
@@ -871,6 +872,7 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		if err = l.loadSegmentEntries(s); err != nil {
 			return err
 		}
+		s.ebuf = l.tailBuffer(s.ebuf)
 	}
 	l.segments = append([]*segment{}, l.segments[segIdx:]...)
 	l.firstIndex = index
@@ -979,6 +981,7 @@ func (l *Log) truncateBack(index uint64) (err error) {
 	if err = l.loadSegmentEntries(s); err != nil {
 		return err
 	}
+	s.ebuf = l.tailBuffer(s.ebuf)
 	return nil
 }
 
