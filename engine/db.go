@@ -211,12 +211,7 @@ func (db *DB) submit(b *Batch, wait bool) (uint64, error) {
 	if b.Len() == 0 {
 		return db.committed(), nil
 	}
-	if !wait {
-		if db.memBytes.Load() >= db.opts.MaxMemtableBytes {
-			db.kickCheckpoint()
-			return 0, ErrThrottled
-		}
-	} else if err := db.waitForRoom(); err != nil {
+	if err := db.waitForRoom(wait); err != nil {
 		return 0, err
 	}
 	db.wmu.RLock()
@@ -315,12 +310,17 @@ func (db *DB) applyBatch(b *Batch) {
 	}
 }
 
-// waitForRoom makes a writer wait while the memtables are over their bound.
-func (db *DB) waitForRoom() error {
+// waitForRoom makes a writer wait while the memtables are over their bound,
+// after starting a checkpoint to free them. Without wait it returns
+// ErrThrottled instead of waiting.
+func (db *DB) waitForRoom(wait bool) error {
 	if db.memBytes.Load() < db.opts.MaxMemtableBytes {
 		return nil
 	}
 	db.kickCheckpoint()
+	if !wait {
+		return ErrThrottled
+	}
 	db.bpMu.Lock()
 	defer db.bpMu.Unlock()
 	for db.memBytes.Load() >= db.opts.MaxMemtableBytes {
@@ -377,7 +377,7 @@ func (t *Txn) Delete(key []byte) { t.b.Delete(key) }
 // methods. If fn returns an error nothing is written and Update returns it.
 // If fn writes nothing, Update returns the last committed revision.
 func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
-	if err := db.waitForRoom(); err != nil {
+	if err := db.waitForRoom(true); err != nil {
 		return 0, err
 	}
 	db.wmu.Lock()
