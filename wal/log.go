@@ -30,8 +30,8 @@ const (
 type Options struct {
 	// SegmentSize is the size at which a segment file is sealed and a new one
 	// started. Default 64 MiB. tidwall/wal keeps the tail segment in memory
-	// as well, in a buffer reserved for SegmentSize bytes when the segment
-	// is created (third_party/tidwall-wal/PATCHES.md): the pages are touched
+	// as well, in a buffer reserved for SegmentSize bytes when the tail is
+	// created or opened (third_party/tidwall-wal/PATCHES.md): the pages are touched
 	// as records are written, but the Go heap counts the whole buffer.
 	SegmentSize int
 	// GroupCommitDelay makes the sync leader wait this long before it fsyncs,
