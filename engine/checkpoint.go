@@ -16,7 +16,8 @@ func (db *DB) kickCheckpoint() {
 }
 
 // checkpointer moves committed writes into the state file every
-// CheckpointInterval, or sooner when the memtable is large.
+// CheckpointInterval, or sooner when the memtable or the log written since
+// the last checkpoint is large.
 func (db *DB) checkpointer() {
 	defer db.wg.Done()
 	t := time.NewTicker(db.opts.CheckpointInterval)

@@ -201,6 +201,7 @@ func fillChild(dir string) {
 		CommitMode:         engine.CommitAsync,
 		CheckpointInterval: time.Hour,
 		CheckpointBytes:    4 << 30,
+		CheckpointLogBytes: 4 << 30,
 		MaxMemtableBytes:   4 << 30,
 	})
 	if err != nil {

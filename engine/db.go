@@ -280,14 +280,16 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	db.smu.Lock()
 	before := db.active.bytes
 	for i, v := range vs {
-		db.applyBatch(v.(*Batch))
+		b := v.(*Batch)
+		db.applyBatch(b)
+		db.active.logBytes += int64(len(b.data))
 		db.memRev = first + uint64(i)
 	}
 	grown := db.active.bytes - before
-	size := db.active.bytes
+	size, logged := db.active.bytes, db.active.logBytes
 	db.smu.Unlock()
 	db.memBytes.Add(grown)
-	if size >= db.opts.CheckpointBytes {
+	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
 		db.kickCheckpoint()
 	}
 }

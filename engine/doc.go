@@ -31,7 +31,9 @@
 // # State and checkpoints
 //
 // Written batches go into the memtable at once. Every CheckpointInterval, or
-// once the memtable holds CheckpointBytes, the checkpointer waits until the
+// sooner once the memtable holds CheckpointBytes or the log records written
+// since the last checkpoint reach CheckpointLogBytes, the checkpointer waits
+// until the
 // memtable's last revision is durable, writes it to bbolt together with that
 // revision in one fsynced transaction, and then drops log segments that are
 // wholly checkpointed. bbolt therefore always holds a durable prefix of the

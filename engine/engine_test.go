@@ -381,6 +381,60 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestCheckpointLogBytes overwrites one key: the memtable stays small while
+// the log grows, so only CheckpointLogBytes can start a checkpoint before
+// the hour-long interval. It must, both for records written since Open and
+// for records Open replayed.
+func TestCheckpointLogBytes(t *testing.T) {
+	dir := t.TempDir()
+	opts := engine.Options{
+		CommitMode:         engine.CommitAsync,
+		CheckpointInterval: time.Hour,
+		SegmentSize:        16 << 10,
+		CheckpointLogBytes: 64 << 10,
+	}
+	db := open(t, dir, opts)
+	val := bytes.Repeat([]byte("v"), 100)
+	const n = 5000 // about 10× CheckpointLogBytes of log
+	for i := range n {
+		if _, err := db.Put([]byte("hot"), append(val, fmt.Sprint(i)...), engine.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return db.Stats().Checkpoints >= 5 })
+	if st := db.Stats(); st.WALBytes > 8*opts.CheckpointLogBytes {
+		t.Fatalf("log holds %d bytes after checkpoints, bound %d: not truncated (%+v)", st.WALBytes, opts.CheckpointLogBytes, st)
+	}
+	wantGet(t, db, "hot", string(val)+fmt.Sprint(n-1))
+
+	// A crash image with more than CheckpointLogBytes of log to replay: a
+	// copy of a store that has checkpointed nothing, made after a Sync.
+	src := t.TempDir()
+	big := opts
+	big.CheckpointLogBytes = 1 << 30
+	db2 := open(t, src, big)
+	for i := range n {
+		if _, err := db2.Put([]byte("hot"), append(val, fmt.Sprint(i)...), engine.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db2.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if st := db2.Stats(); st.Checkpoints != 0 {
+		t.Fatalf("setup: %d checkpoints ran", st.Checkpoints)
+	}
+	crashed := t.TempDir()
+	copyDir(t, src, crashed)
+	db3 := open(t, crashed, opts)
+	if st := db3.Stats(); st.AppliedRevision != 0 || st.CommittedRevision != n {
+		t.Fatalf("reopened crash image: %+v", st)
+	}
+	mustPut(t, db3, "after", "reopen") // the replayed records count towards the bound
+	waitFor(t, func() bool { return db3.Stats().AppliedRevision == n+1 })
+	wantGet(t, db3, "hot", string(val)+fmt.Sprint(n-1))
+}
+
 func TestCheckpointsTruncateTheLog(t *testing.T) {
 	dir := t.TempDir()
 	opts := engine.Options{

@@ -34,6 +34,9 @@ const memEntryOverhead = 96
 type memtable struct {
 	byKey map[string]*memEntry
 	bytes int64
+	// logBytes is the size of the log records applied to the memtable: what
+	// Open replays if the process stops before they are checkpointed.
+	logBytes int64
 
 	omu      sync.Mutex // serializes ordered
 	unsorted []keyed    // entries of byKey not yet in tree

@@ -96,11 +96,17 @@ type Options struct {
 	// more writes share the fsync. Default 0.
 	GroupCommitDelay time.Duration
 	// CheckpointInterval is how often committed writes are moved from memory
-	// into the state file. Default 5s.
+	// into the state file. Default 5s. Under load a checkpoint may start
+	// sooner, at CheckpointBytes or CheckpointLogBytes.
 	CheckpointInterval time.Duration
 	// CheckpointBytes starts a checkpoint early once the writes held in
 	// memory reach this size. Default 64 MiB.
 	CheckpointBytes int64
+	// CheckpointLogBytes starts a checkpoint early once the log records
+	// written since the last one reach this size. It bounds the log that
+	// Open replays after a crash, whatever the write rate: 128 MiB, the
+	// default, is about a million 100-byte writes.
+	CheckpointLogBytes int64
 	// MaxMemtableBytes bounds the memory held by writes not yet
 	// checkpointed: past it, writers wait for the checkpoint. Default
 	// 256 MiB; must be at least CheckpointBytes.
@@ -165,6 +171,7 @@ func (o Options) withDefaults() (Options, error) {
 	defInt("FlushBytes", &flushBytes, 1<<20)
 	defInt("SegmentSize", &segSize, 64<<20)
 	defInt("CheckpointBytes", &o.CheckpointBytes, 64<<20)
+	defInt("CheckpointLogBytes", &o.CheckpointLogBytes, 128<<20)
 	defInt("MaxMemtableBytes", &o.MaxMemtableBytes, max(256<<20, o.CheckpointBytes))
 	o.FlushBytes, o.SegmentSize = int(flushBytes), int(segSize)
 	if o.MaxMemtableBytes < o.CheckpointBytes {

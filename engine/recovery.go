@@ -120,6 +120,7 @@ func (db *DB) replay(applied uint64) error {
 			return err
 		}
 		db.applyBatch(b)
+		db.active.logBytes += int64(len(payload))
 		db.memRev = rev
 		replayed++
 		if db.active.bytes >= db.opts.MaxMemtableBytes {

@@ -33,6 +33,7 @@ type config struct {
 	segmentSize        byteSize
 	walPreallocate     byteSize
 	checkpointBytes    byteSize
+	checkpointLogBytes byteSize
 	maxValueSize       byteSize
 	maxClients         int
 	respIO             string
@@ -55,15 +56,18 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.groupCommitDelay, "group-commit-delay", 0,
 		"sync mode: wait this long before an fsync to gather more commits (0: none)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second,
-		"how often committed writes are checkpointed into the state file")
+		"how often committed writes are checkpointed into the state file (sooner under load: --checkpoint-bytes, --checkpoint-log-bytes)")
 	fs.Uint64Var(&c.walRetain, "wal-retain", 0, "revisions of log history kept after a checkpoint")
 	c.segmentSize = 64 << 20
 	c.checkpointBytes = 64 << 20
+	c.checkpointLogBytes = 128 << 20
 	fs.Var(&c.segmentSize, "segment-size", "size of a write-ahead log segment file (small values are for tests)")
 	c.walPreallocate = 1 << 20
 	fs.Var(&c.walPreallocate, "wal-preallocate",
 		"keep this much of the log's tail segment zero-filled ahead of its records, so fsyncs commit no file size; 0 disables")
 	fs.Var(&c.checkpointBytes, "checkpoint-bytes", "checkpoint early once this much is held in memory")
+	fs.Var(&c.checkpointLogBytes, "checkpoint-log-bytes",
+		"checkpoint early once this much log was written since the last checkpoint (bounds the replay after a crash)")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
 	fs.StringVar(&c.respIO, "resp-io", "",
@@ -139,6 +143,9 @@ func (c *config) validate() []error {
 	if c.checkpointBytes < 1<<10 {
 		errs = append(errs, errors.New("--checkpoint-bytes must be at least 1KiB"))
 	}
+	if c.checkpointLogBytes < 1<<10 {
+		errs = append(errs, errors.New("--checkpoint-log-bytes must be at least 1KiB"))
+	}
 	if c.maxValueSize <= 0 || c.maxValueSize > 512<<20 {
 		errs = append(errs, errors.New("--max-value-size must be from 1 byte to 512MiB"))
 	}
@@ -192,6 +199,7 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 		SegmentSize:        int(c.segmentSize),
 		Preallocate:        preallocate(c.walPreallocate),
 		CheckpointBytes:    int64(c.checkpointBytes),
+		CheckpointLogBytes: int64(c.checkpointLogBytes),
 		MaxKeySize:         server.DefaultMaxKeySize,
 		MaxValueSize:       int(c.maxValueSize),
 		Logger:             log,
