@@ -41,7 +41,9 @@
 // kvd builds against a patched copy of tidwall/wal v1.2.1
 // (third_party/tidwall-wal, see its PATCHES.md): the in-memory copy that
 // tidwall/wal keeps of the tail segment is reserved for a whole segment
-// instead of growing by append, which copied it about five times over.
+// instead of growing by append, which copied it about five times over, and a
+// new segment reuses the buffer of a segment dropped from tidwall/wal's
+// cache instead of allocating (and zeroing) 64 MiB under the log's lock.
 //
 // # Truncation
 //

@@ -1,7 +1,9 @@
 package wal
 
 import (
+	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 )
 
@@ -63,5 +65,68 @@ func TestTailBufferReserved(t *testing.T) {
 		if _, err := l.Read(i); err != nil {
 			t.Fatalf("read %d: %v", i, err)
 		}
+	}
+}
+
+// TestTailBufferRecycled checks the patch's second part (PATCHES.md): a new
+// segment takes the buffer of a segment dropped from the cache, by eviction
+// or by a truncation, instead of allocating one; not with NoCopy, whose reads
+// return slices of the buffer.
+func TestTailBufferRecycled(t *testing.T) {
+	const segSize = 64 << 10
+	entry := bytes.Repeat([]byte("x"), 1000)
+	for _, noCopy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoCopy=%v", noCopy), func(t *testing.T) {
+			l, err := Open(t.TempDir(), &Options{NoSync: true, SegmentSize: segSize, NoCopy: noCopy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			var index uint64
+			write := func(n int) {
+				for i := 0; i < n; i++ {
+					index++
+					if err := l.Write(index, entry); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			// allocated returns the bytes allocated by f per segment it
+			// starts.
+			allocated := func(f func()) uint64 {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				before, segs := ms.TotalAlloc, len(l.segments)
+				f()
+				runtime.ReadMemStats(&ms)
+				n := len(l.segments) - segs
+				if n < 1 {
+					t.Fatalf("no new segment")
+				}
+				return (ms.TotalAlloc - before) / uint64(n)
+			}
+			write(400) // several segments: the cache is full
+			cycling := allocated(func() { write(2000) })
+			if err := l.TruncateFront(index - 10); err != nil {
+				t.Fatal(err)
+			}
+			// The truncation uncached every segment; the next two new
+			// ones (the cache holds two) take their buffers.
+			segs := len(l.segments)
+			afterTruncate := allocated(func() { write(140) })
+			if len(l.segments)-segs != 2 {
+				t.Fatalf("setup: %d new segments after the truncation, want 2", len(l.segments)-segs)
+			}
+			buf := uint64(segSize + 64<<10) // a tail buffer
+			if noCopy {
+				if cycling < buf || afterTruncate < buf {
+					t.Fatalf("with NoCopy, new segments allocated %d and %d bytes each, want a new %d-byte buffer", cycling, afterTruncate, buf)
+				}
+				return
+			}
+			if cycling > buf/4 || afterTruncate > buf/4 {
+				t.Fatalf("new segments allocated %d bytes each while cycling and %d after a truncation; a buffer is %d", cycling, afterTruncate, buf)
+			}
+		})
 	}
 }
