@@ -33,11 +33,10 @@
 // Written batches go into the memtable at once. Every CheckpointInterval, or
 // sooner once the memtable holds CheckpointBytes or the log records written
 // since the last checkpoint reach CheckpointLogBytes, the checkpointer waits
-// until the
-// memtable's last revision is durable, writes it to bbolt together with that
-// revision in one fsynced transaction, and then drops log segments that are
-// wholly checkpointed. bbolt therefore always holds a durable prefix of the
-// log. Writers wait when the memtable reaches MaxMemtableBytes.
+// until the memtable's last revision is durable, writes it to bbolt together
+// with that revision in one fsynced transaction, and then drops log segments
+// that are wholly checkpointed. bbolt therefore always holds a durable prefix
+// of the log. Writers wait when the memtable reaches MaxMemtableBytes.
 //
 // # Failures
 //
