@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -691,17 +692,16 @@ func (l *Log) Size() int64 {
 	return n
 }
 
-// TruncateFront drops records below keep, but only by whole segments and
-// without copying a segment: tidwall/wal rewrites the segment holding the new
-// first record, so the log keeps the last record of the newest droppable
-// segment. It is a no-op when no whole segment is below keep.
+// TruncateFront drops records below keep, but only by whole segments: it
+// truncates tidwall/wal at the first record of a segment, where the patched
+// tidwall/wal deletes the older segment files and rewrites nothing. It is a
+// no-op when no whole segment is below keep.
 func (l *Log) TruncateFront(keep uint64) error {
 	if err := l.failure(); err != nil {
 		return err
 	}
 	l.mu.Lock()
 	segs := l.segFirst
-	first := l.first
 	l.mu.Unlock()
 	j := -1 // last segment (not the tail) whose records are all below keep
 	for i := 0; i+1 < len(segs); i++ {
@@ -712,10 +712,7 @@ func (l *Log) TruncateFront(keep uint64) error {
 	if j < 0 {
 		return nil
 	}
-	idx := segs[j+1] - 1 // last record of segment j
-	if idx <= first {
-		return nil
-	}
+	idx := segs[j+1] // the new first record
 	// tidwall/wal deletes the dropped segment files while it holds the lock
 	// that every write takes, and deleting a full segment frees its blocks:
 	// 5-10 ms per 64 MiB file on ext4, a stall of every writer. A second
@@ -738,8 +735,7 @@ func (l *Log) TruncateFront(keep uint64) error {
 		return l.fail(err)
 	}
 	l.mu.Lock()
-	rest := l.segFirst[j+1:]
-	l.segFirst = append([]uint64{idx}, rest...)
+	l.segFirst = slices.Clone(l.segFirst[j+1:])
 	l.first = idx
 	l.mu.Unlock()
 	if testHookTruncated != nil {

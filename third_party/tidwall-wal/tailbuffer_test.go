@@ -3,7 +3,9 @@ package wal
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -128,5 +130,85 @@ func TestTailBufferRecycled(t *testing.T) {
 				t.Fatalf("new segments allocated %d bytes each while cycling and %d after a truncation; a buffer is %d", cycling, afterTruncate, buf)
 			}
 		})
+	}
+}
+
+// TestTruncateFrontAtSegmentStart checks the patch's third part
+// (PATCHES.md): truncating at the first index of a segment deletes the
+// segments before it and rewrites no file, the tail's included, even when
+// the tail holds no entry yet.
+func TestTruncateFrontAtSegmentStart(t *testing.T) {
+	const segSize = 8 << 10
+	dir := t.TempDir()
+	opts := &Options{NoSync: true, SegmentSize: segSize, AllowEmpty: true}
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := bytes.Repeat([]byte("x"), 1000)
+	var index uint64
+	for len(l.segments) < 5 {
+		index++
+		if err := l.Write(index, entry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat := func(s *segment) os.FileInfo {
+		t.Helper()
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	// The tail was just started by the last write's cycle: it is empty.
+	if tail := l.segments[len(l.segments)-1]; tail.index != index+1 {
+		t.Fatalf("setup: tail starts at %d, last index %d", tail.index, index)
+	}
+	for _, s := range []*segment{l.segments[2], l.segments[4]} { // a sealed segment, then the empty tail
+		first, before := s.index, stat(s)
+		if err := l.TruncateFront(first); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := l.FirstIndex(); got != first {
+			t.Fatalf("first index %d after truncating to %d", got, first)
+		}
+		if after := stat(l.segments[0]); !os.SameFile(before, after) {
+			t.Fatalf("segment %d was rewritten by the truncation", first)
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if n, err := strconv.ParseUint(e.Name()[:20], 10, 64); err != nil || n < first || len(e.Name()) != 20 {
+				t.Fatalf("after truncating to %d the directory holds %s", first, e.Name())
+			}
+		}
+	}
+	// The tail is written on and read back; the log reopens where it was.
+	for i := 0; i < 3; i++ {
+		index++
+		if err := l.Write(index, entry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := index - 2; i <= index; i++ {
+		if _, err := l.Read(i); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if first, _ := l.FirstIndex(); first != index-2 {
+		t.Fatalf("reopened log starts at %d, want %d", first, index-2)
+	}
+	if last, _ := l.LastIndex(); last != index {
+		t.Fatalf("reopened log ends at %d, want %d", last, index)
 	}
 }

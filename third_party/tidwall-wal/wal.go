@@ -831,6 +831,9 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		// nothing to truncate
 		return nil
 	}
+	if i := l.findSegment(index); l.segments[i].index == index {
+		return l.dropSegmentsBefore(i)
+	}
 	var segIdx int
 	var s *segment
 	var ebuf []byte
@@ -909,6 +912,26 @@ func (l *Log) truncateFront(index uint64) (err error) {
 	l.firstIndex = index
 	l.clearCache()
 	return nil
+}
+
+// dropSegmentsBefore truncates the front of the log at the first index of
+// segment i: it deletes the segment files before it, oldest first, and
+// rewrites nothing. A crash part way leaves the newer files, a log that
+// starts later than before. (Patch: upstream writes and fsyncs a START file
+// holding all of segment i while it holds the lock, so that truncating at a
+// segment's start copied the whole segment, or the whole tail.)
+func (l *Log) dropSegmentsBefore(i int) (err error) {
+	j := 0
+	for ; j < i; j++ {
+		if err = os.Remove(l.segments[j].path); err != nil {
+			break
+		}
+	}
+	// The segments from j on are still there.
+	l.segments = append([]*segment{}, l.segments[j:]...)
+	l.firstIndex = l.segments[0].index
+	l.clearCache()
+	return err
 }
 
 // TruncateBack truncates the back of the log by removing all entries that
