@@ -41,21 +41,23 @@
 // kvd builds against a patched copy of tidwall/wal v1.2.1
 // (third_party/tidwall-wal, see its PATCHES.md): the in-memory copy that
 // tidwall/wal keeps of the tail segment is reserved for a whole segment
-// instead of growing by append, which copied it about five times over, and a
+// instead of growing by append, which copied it about five times over; a
 // new segment reuses the buffer of a segment dropped from tidwall/wal's
-// cache instead of allocating (and zeroing) 64 MiB under the log's lock.
+// cache instead of allocating (and zeroing) 64 MiB under the log's lock; and
+// truncating at a segment's first record rewrites nothing (see Truncation).
 //
 // # Truncation
 //
-// [Log.TruncateFront] drops whole segments only: it truncates tidwall/wal to
-// the last record of the newest segment wholly below the revision kept, so
-// the segment tidwall/wal rewrites holds one record. tidwall/wal deletes the
-// dropped files while holding the lock that writes take, and deleting a full
-// segment frees its blocks, which took 16-37 ms for two or three 64 MiB
-// segments on ext4. TruncateFront first gives each dropped file a second
-// link in a trash directory, so that the deletion under the lock removes a
-// name only (0.3-0.5 ms); the blocks are freed when the trash is emptied,
-// with no lock held. Open empties a trash that a crash left behind.
+// [Log.TruncateFront] drops whole segments only: it truncates tidwall/wal at
+// the first record of a segment, where the patched tidwall/wal deletes the
+// older segment files and rewrites nothing (upstream writes and fsyncs a
+// copy of the segment from that record on, under its lock). tidwall/wal
+// deletes the files while holding the lock that writes take, and deleting a
+// full segment frees its blocks: a stall of every writer. TruncateFront
+// first gives each dropped file a second link in a trash directory, so that
+// the deletion under the lock removes a name only; the blocks are freed when
+// the trash is emptied, with no lock held. Open empties a trash that a crash
+// left behind. BenchmarkWriteStalls measures a writer's waits meanwhile.
 //
 // # Preallocation
 //
