@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/ioutil"
 	"os"
 	"path/filepath"
@@ -97,6 +98,14 @@ type Options struct {
 	// Perms represents the datafiles modes and permission bits
 	DirPerms  os.FileMode
 	FilePerms os.FileMode
+	// WriteOnly keeps no copy of the tail segment's entries in memory, and
+	// caches no segment it seals: a batch is encoded into a buffer reused
+	// from one write to the next, written, and forgotten. The log only
+	// counts the tail's entries and bytes. For logs that are mostly written:
+	// Read, and a truncation that falls inside a segment, read what they
+	// need back from the files, and Open reads the tail segment once to
+	// count its entries. Default false. (Patch.)
+	WriteOnly bool
 }
 
 // DefaultOptions for Open().
@@ -125,6 +134,11 @@ type Log struct {
 	wbatch     Batch       // reusable write batch
 	scache     tinylru.LRU // segment entries cache
 	spares     [][]byte    // entries buffers of segments dropped from the cache, for new tails (patch)
+	// WriteOnly (patch): the tail's entries and bytes, and the buffer each
+	// batch is encoded into.
+	tailEntries int
+	tailSize    int
+	wbuf        []byte
 }
 
 // segment represents a single segment file.
@@ -202,9 +216,10 @@ func (l *Log) pushCache(segIdx int) (evictedBuf []byte) {
 // started a segment waited up to 7.8-39 ms per run, 5.3-9.7 ms with this). It
 // keeps as many buffers as the cache holds segments, so the memory held
 // stays what a full cache holds. Only with the exclusive lock held, and not
-// with NoCopy, whose reads return slices of the buffer. (Patch.)
+// with NoCopy, whose reads return slices of the buffer, nor with WriteOnly,
+// whose tails have no buffer. (Patch.)
 func (l *Log) keepSpare(buf []byte) {
-	if !l.opts.NoCopy && cap(buf) >= l.tailBufferSize() && len(l.spares) < l.opts.SegmentCacheSize {
+	if !l.opts.NoCopy && !l.opts.WriteOnly && cap(buf) >= l.tailBufferSize() && len(l.spares) < l.opts.SegmentCacheSize {
 		l.spares = append(l.spares, buf[:0])
 	}
 }
@@ -245,8 +260,8 @@ func (l *Log) load() error {
 		l.segments = append(l.segments, &segment{
 			index: 1,
 			path:  filepath.Join(l.path, segmentName(1)),
-			ebuf:  l.tailBuffer(nil),
 		})
+		l.setTail(l.segments[0])
 		l.firstIndex = 1
 		l.lastIndex = 0
 		l.sfile, err = os.OpenFile(l.segments[0].path,
@@ -313,8 +328,8 @@ func (l *Log) load() error {
 	if err := l.loadSegmentEntries(lseg); err != nil {
 		return err
 	}
-	lseg.ebuf = l.tailBuffer(lseg.ebuf)
-	l.lastIndex = lseg.index + uint64(len(lseg.epos)) - 1
+	l.setTail(lseg)
+	l.lastIndex = lseg.index + uint64(l.tailEntries) - 1
 	if l.lastIndex > 0 && l.firstIndex > l.lastIndex && !l.opts.AllowEmpty {
 		return ErrEmptyLog
 	}
@@ -381,12 +396,14 @@ func (l *Log) cycle() error {
 		return err
 	}
 	// cache the previous segment
-	l.keepSpare(l.pushCache(len(l.segments) - 1))
+	if !l.opts.WriteOnly {
+		l.keepSpare(l.pushCache(len(l.segments) - 1))
+	}
 	s := &segment{
 		index: l.lastIndex + 1,
 		path:  filepath.Join(l.path, segmentName(l.lastIndex+1)),
-		ebuf:  l.tailBuffer(nil),
 	}
+	l.setTail(s)
 	var err error
 	l.sfile, err = os.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_TRUNC,
 		l.opts.FilePerms)
@@ -423,6 +440,18 @@ func (l *Log) tailBuffer(entries []byte) []byte {
 // tailBufferSize is the capacity of a tail's entries buffer: a whole segment
 // plus the entry that crosses SegmentSize, when it is not large. (Patch.)
 func (l *Log) tailBufferSize() int { return l.opts.SegmentSize + 64<<10 }
+
+// setTail makes s, new or with its entries just loaded, the tail: it counts
+// the entries and bytes and gives s its entries buffer, or with WriteOnly
+// drops them. (Patch.)
+func (l *Log) setTail(s *segment) {
+	l.tailEntries, l.tailSize = len(s.epos), len(s.ebuf)
+	if l.opts.WriteOnly {
+		s.ebuf, s.epos = nil, nil
+		return
+	}
+	s.ebuf = l.tailBuffer(s.ebuf)
+}
 
 func appendJSONEntry(dst []byte, index uint64, data []byte) (out []byte,
 	epos bpos) {
@@ -508,6 +537,9 @@ func (l *Log) writeBatch(b *Batch) error {
 			return ErrOutOfOrder
 		}
 	}
+	if l.opts.WriteOnly {
+		return l.writeBatchOnly(b)
+	}
 	// load the tail segment
 	s := l.segments[len(l.segments)-1]
 	if len(s.ebuf) > l.opts.SegmentSize {
@@ -553,6 +585,59 @@ func (l *Log) writeBatch(b *Batch) error {
 	b.Clear()
 	return nil
 }
+
+// writeBatchOnly is writeBatch with WriteOnly: the same entries in the same
+// files, cycled at the same points, encoded into l.wbuf instead of the
+// tail's entries buffer. (Patch.)
+func (l *Log) writeBatchOnly(b *Batch) error {
+	if l.tailSize > l.opts.SegmentSize {
+		if err := l.cycle(); err != nil {
+			return err
+		}
+	}
+	buf := l.wbuf[:0]
+	datas := b.datas
+	for i := 0; i < len(b.entries); i++ {
+		data := datas[:b.entries[i].size]
+		mark := len(buf)
+		buf, _ = l.appendEntry(buf, b.entries[i].index, data)
+		l.tailEntries++
+		l.tailSize += len(buf) - mark
+		if l.tailSize >= l.opts.SegmentSize {
+			if _, err := l.sfile.Write(buf); err != nil {
+				return err
+			}
+			l.lastIndex = b.entries[i].index
+			if err := l.cycle(); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		datas = datas[b.entries[i].size:]
+	}
+	if len(buf) > 0 {
+		if _, err := l.sfile.Write(buf); err != nil {
+			return err
+		}
+		l.lastIndex = b.entries[len(b.entries)-1].index
+	}
+	if cap(buf) <= maxKeptWriteBuffer {
+		l.wbuf = buf[:0]
+	} else {
+		l.wbuf = nil
+	}
+	if !l.opts.NoSync {
+		if err := l.sfile.Sync(); err != nil {
+			return err
+		}
+	}
+	b.Clear()
+	return nil
+}
+
+// maxKeptWriteBuffer bounds the encoding buffer WriteOnly keeps between
+// batches, so that one large batch does not hold its size for good. (Patch.)
+const maxKeptWriteBuffer = 4 << 20
 
 // FirstIndex returns the index of the first entry in the log.
 // Returns zero when log has no entries.
@@ -609,6 +694,12 @@ func (l *Log) loadSegmentEntries(s *segment) error {
 	if err != nil {
 		return err
 	}
+	return l.parseSegmentEntries(s, data)
+}
+
+// parseSegmentEntries sets s's entries to those in data, the contents of
+// its file. (Patch: split from loadSegmentEntries for loadTail.)
+func (l *Log) parseSegmentEntries(s *segment, data []byte) (err error) {
 	ebuf := data
 	var epos []bpos
 	var pos int
@@ -657,12 +748,40 @@ func loadNextBinaryEntry(data []byte) (n int, err error) {
 	return n + int(size), nil
 }
 
+// loadTail returns a copy of the tail segment of a WriteOnly log with the
+// entries written to it read back from its file, which is not changed. The
+// copy is not cached: the tail grows. Only the bytes written are read, as a
+// user of the file may have extended it beyond them. (Patch.)
+func (l *Log) loadTail() (*segment, error) {
+	lseg := l.segments[len(l.segments)-1]
+	f, err := os.Open(lseg.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data := make([]byte, l.tailSize)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, err
+	}
+	t := &segment{path: lseg.path, index: lseg.index}
+	if err := l.parseSegmentEntries(t, data); err != nil {
+		return nil, err
+	}
+	if len(t.epos) != l.tailEntries {
+		return nil, ErrCorrupt
+	}
+	return t, nil
+}
+
 // loadSegment loads the segment entries into memory, pushes it to the front
 // of the lru cache, and returns it.
 func (l *Log) loadSegment(index uint64) (*segment, error) {
 	// check the last segment first.
 	lseg := l.segments[len(l.segments)-1]
 	if index >= lseg.index {
+		if l.opts.WriteOnly {
+			return l.loadTail() // (patch)
+		}
 		return lseg, nil
 	}
 	// check the most recent cached segment
@@ -851,6 +970,7 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		}
 		epos := s.epos[index-s.index:]
 		ebuf = s.ebuf[epos[0].pos:]
+		s = l.segments[segIdx] // (patch) not loadTail's copy
 	}
 	// Create a START file contains the truncated segment.
 	startName := filepath.Join(l.path, segmentName(index)+".START")
@@ -907,7 +1027,7 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		if err = l.loadSegmentEntries(s); err != nil {
 			return err
 		}
-		s.ebuf = l.tailBuffer(s.ebuf)
+		l.setTail(s)
 	}
 	l.segments = append([]*segment{}, l.segments[segIdx:]...)
 	l.firstIndex = index
@@ -980,6 +1100,7 @@ func (l *Log) truncateBack(index uint64) (err error) {
 		}
 		epos := s.epos[:index-s.index+1]
 		ebuf = s.ebuf[:epos[len(epos)-1].end]
+		s = l.segments[segIdx] // (patch) not loadTail's copy
 	}
 	// Create an END file contains the truncated segment.
 	endName := filepath.Join(l.path, segmentName(s.index)+".END")
@@ -1036,7 +1157,7 @@ func (l *Log) truncateBack(index uint64) (err error) {
 	if err = l.loadSegmentEntries(s); err != nil {
 		return err
 	}
-	s.ebuf = l.tailBuffer(s.ebuf)
+	l.setTail(s)
 	return nil
 }
 
