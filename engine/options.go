@@ -112,9 +112,7 @@ type Options struct {
 	// 256 MiB; must be at least CheckpointBytes.
 	MaxMemtableBytes int64
 	// SegmentSize is the size of a log segment file. Default 64 MiB. The
-	// log keeps its tail segment in memory too: Open, and each new segment,
-	// reserves SegmentSize bytes of heap for it, touched as records are
-	// written.
+	// log holds no segment in memory.
 	SegmentSize int
 	// Preallocate is how far ahead of its last record the log's tail
 	// segment is kept zero-filled, so that a sync commit's fdatasync has no

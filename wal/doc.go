@@ -39,12 +39,14 @@
 // written.
 //
 // kvd builds against a patched copy of tidwall/wal v1.2.1
-// (third_party/tidwall-wal, see its PATCHES.md): the in-memory copy that
-// tidwall/wal keeps of the tail segment is reserved for a whole segment
-// instead of growing by append, which copied it about five times over; a
-// new segment reuses the buffer of a segment dropped from tidwall/wal's
-// cache instead of allocating (and zeroing) 64 MiB under the log's lock; and
-// truncating at a segment's first record rewrites nothing (see Truncation).
+// (third_party/tidwall-wal, see its PATCHES.md). Upstream keeps a copy of
+// the tail segment in memory, and of up to two sealed ones, for its Read;
+// the Log opens it WriteOnly, so that it encodes each batch into a reused
+// buffer, writes it and keeps nothing (the Log reads its segments itself, at
+// Open). Truncating at a segment's first record rewrites nothing (see
+// Truncation). The patch's earlier parts, for a log that keeps its tail in
+// memory, reserve that copy for a whole segment instead of growing it by
+// append, and let a new segment reuse a dropped segment's buffer.
 //
 // # Truncation
 //

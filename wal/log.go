@@ -33,10 +33,8 @@ const (
 // Options configure a Log. The zero value is valid.
 type Options struct {
 	// SegmentSize is the size at which a segment file is sealed and a new one
-	// started. Default 64 MiB. tidwall/wal keeps the tail segment in memory
-	// as well, in a buffer reserved for SegmentSize bytes when the tail is
-	// created or opened (third_party/tidwall-wal/PATCHES.md): the pages are touched
-	// as records are written, but the Go heap counts the whole buffer.
+	// started. Default 64 MiB. No segment is held in memory: tidwall/wal is
+	// opened WriteOnly (third_party/tidwall-wal/PATCHES.md).
 	SegmentSize int
 	// GroupCommitDelay makes the sync leader wait this long before it fsyncs,
 	// so that more records share the fsync. Default 0: no artificial delay.
@@ -204,6 +202,7 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		NoSync:      true,
 		SegmentSize: opts.SegmentSize,
 		AllowEmpty:  true,
+		WriteOnly:   true, // the log is read by scanLog, never through tidwall/wal
 		DirPerms:    0o750,
 		FilePerms:   0o640,
 	})
