@@ -329,6 +329,15 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("connected_clients", s.Clients())
 		field("maxclients", s.cfg.MaxClients)
 	})
+	section("memory", func() {
+		m := readMemoryStats()
+		field("used_memory", m.heapBytes)
+		if m.rssBytes >= 0 {
+			field("used_memory_rss", m.rssBytes)
+		}
+		field("gogc", m.gcPercent)
+		field("gc_cycles", m.gcCycles)
+	})
 	section("persistence", func() {
 		st := s.store.Stats()
 		field("commit_mode", st.CommitMode)

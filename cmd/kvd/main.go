@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -31,7 +32,19 @@ var version = "devel"
 // after a signal before their connections are closed.
 const shutdownTimeout = 30 * time.Second
 
+// defaultGCPercent is the garbage collector's target (GOGC) unless the
+// environment sets GOGC: the heap may grow to three times what is live
+// before a collection, instead of Go's default of twice. Every write
+// allocates its value, so under a heavy write load the default collects
+// often; with 200, pipelined SETs measured as fast as when the log's
+// in-memory segment copies inflated the heap, at less than half the peak
+// memory (README, Performance).
+const defaultGCPercent = 200
+
 func main() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

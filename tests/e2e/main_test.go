@@ -101,11 +101,20 @@ var listeningRE = regexp.MustCompile(`msg="kvd listening" resp=(\S+) http=(\S+)|
 // then exit 0.
 func startKVD(t *testing.T, dataDir string, extra ...string) *kvdProc {
 	t.Helper()
+	return startKVDEnv(t, nil, dataDir, extra...)
+}
+
+// startKVDEnv is startKVD with env added to the test's environment.
+func startKVDEnv(t *testing.T, env []string, dataDir string, extra ...string) *kvdProc {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
 	args := append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(kvdBin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
