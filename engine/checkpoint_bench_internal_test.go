@@ -3,13 +3,12 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // BenchmarkCheckpoint times one checkpoint of the memtable that 5 s of the
@@ -81,17 +80,15 @@ func processCPU(b *testing.B) time.Duration {
 
 // systemBusy is the time all CPUs spent not idle, from /proc/stat.
 func systemBusy(b *testing.B) time.Duration {
-	data, err := os.ReadFile("/proc/stat")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		b.Fatal(err)
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	var busy int64
-	for i, f := range strings.Fields(line)[1:] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
+	st, err := fs.Stat()
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Duration(busy) * time.Second / 100
+	c := st.CPUTotal
+	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal
+	return time.Duration(busy * float64(time.Second))
 }
