@@ -10,12 +10,13 @@
 #   bench/cpu.sh kvd set 50 1 100000 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
 #   bench/cpu.sh redis set 50 1 100000 -- redis-server --port '$PORT' --dir '$DIR' --save '' --appendonly yes --appendfsync always
 # Prints: NAME TEST cC PP rps=… p50_ms=… cpu_us_per_req=… user_us_per_req=…
-# ctxsw_per_req=… minflt_per_req=… (user+system and user CPU and minor page
-# faults of the server process, from /proc/PID/stat, and context switches of
-# all its threads, each divided by requests). THREADS=1 also
-# prints each thread's context switches and CPU time during the run.
+# ctxsw_per_req=… minflt_per_req=… p99_ms=… max_ms=… peak_rss_mb=…
+# (user+system and user CPU and minor page faults of the server process, from
+# /proc/PID/stat, and context switches of all its threads, each divided by
+# requests; the server's peak resident memory since it started, VmHWM).
+# THREADS=1 also prints each thread's context switches and CPU time.
 set -euo pipefail
-[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,16p" "$0" >&2; exit 2; }
+[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,17p" "$0" >&2; exit 2; }
 name=$1 test=$2 clients=$3 pipeline=$4 requests=$5
 shift 6
 for tool in redis-benchmark redis-cli; do
@@ -55,11 +56,12 @@ for _ in $(seq 1 "${REPS:-3}"); do
   out=$(redis-benchmark -p "$PORT" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
   read -r b ub fb < <(cpu)
   sb=$(ctxsw)
+  hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
   echo "$out" | awk -F'","|"' -v n="$name" -v t="$test" -v c="$clients" -v p="$pipeline" \
     -v a="$a" -v b="$b" -v ua="$ua" -v ub="$ub" -v fa="$fa" -v fb="$fb" \
-    -v r="$requests" -v hz="$ticks" -v sa="$sa" -v sb="$sb" \
-    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f user_us_per_req=%.1f ctxsw_per_req=%.3f minflt_per_req=%.3f\n",
-       n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r, (ub - ua) * 1e6 / hz / r, (sb - sa) / r, (fb - fa) / r }'
+    -v r="$requests" -v hz="$ticks" -v sa="$sa" -v sb="$sb" -v hwm="$hwm" \
+    '{ printf "%s %s c%s P%s rps=%s p50_ms=%s cpu_us_per_req=%.1f user_us_per_req=%.1f ctxsw_per_req=%.3f minflt_per_req=%.3f p99_ms=%s max_ms=%s peak_rss_mb=%.0f\n",
+       n, t, c, p, $3, $6, (b - a) * 1e6 / hz / r, (ub - ua) * 1e6 / hz / r, (sb - sa) / r, (fb - fa) / r, $8, $9, hwm }'
   if [ -n "${THREADS:-}" ]; then
     threads | join "$DIR.t0" - | awk -v hz="$ticks" '$4 - $2 + $5 - $3 > 0 {
       printf "  thread %s: context switches %d, CPU %.0f ms\n", $1, $4 - $2, ($5 - $3) * 1000 / hz }'
