@@ -111,42 +111,61 @@ func Open(dir string, opts Options) (*DB, error) {
 func (db *DB) Get(key []byte) ([]byte, error) {
 	db.smu.RLock()
 	defer db.smu.RUnlock()
-	if db.active == nil {
-		return nil, ErrClosed
-	}
 	return db.getLocked(key)
 }
 
 func (db *DB) getLocked(key []byte) ([]byte, error) {
+	v, err := db.appendGetLocked(nil, key)
+	if err == nil && v == nil {
+		v = []byte{} // present, with an empty value
+	}
+	return v, err
+}
+
+// AppendGet appends the value of key to dst and returns the extended
+// buffer, or dst and ErrNotFound: Get without allocating, for callers that
+// reuse a buffer.
+func (db *DB) AppendGet(dst, key []byte) ([]byte, error) {
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	return db.appendGetLocked(dst, key)
+}
+
+func (db *DB) appendGetLocked(dst, key []byte) ([]byte, error) {
+	if db.active == nil {
+		return dst, ErrClosed
+	}
 	for _, t := range [2]*memtable{db.active, db.frozen} {
 		if t == nil {
 			continue
 		}
 		if e, ok := t.get(key); ok {
 			if e.del {
-				return nil, ErrNotFound
+				return dst, ErrNotFound
 			}
-			return bytes.Clone(e.value), nil
+			return append(dst, e.value...), nil
 		}
 	}
-	var v []byte
 	if db.view != nil {
-		v = db.view.get(key)
-	} else {
-		err := db.bdb.View(func(tx *bolt.Tx) error {
-			if got := tx.Bucket(bucketKV).Get(key); got != nil {
-				v = bytes.Clone(got)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("engine: read state: %w", err)
+		if v, ok := db.view.appendGet(dst, key); ok {
+			return v, nil
 		}
+		return dst, ErrNotFound
 	}
-	if v == nil {
-		return nil, ErrNotFound
+	found := false
+	err := db.bdb.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket(bucketKV).Get(key); got != nil {
+			dst, found = append(dst, got...), true
+		}
+		return nil
+	})
+	if err != nil {
+		return dst, fmt.Errorf("engine: read state: %w", err)
 	}
-	return v, nil
+	if !found {
+		return dst, ErrNotFound
+	}
+	return dst, nil
 }
 
 // ---- writes ----

@@ -95,6 +95,54 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAppendGet: AppendGet appends what Get returns to the caller's buffer,
+// from the memtable and from the state file, and allocates nothing when the
+// buffer has room.
+func TestAppendGet(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	mustPut(t, db, "k", "value")
+	mustPut(t, db, "empty", "")
+	mustPut(t, db, "gone", "x")
+	if _, err := db.Delete([]byte("gone"), engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(where string) {
+		buf := make([]byte, 0, 64)
+		for _, c := range []struct{ key, want string }{
+			{"k", "value"}, {"empty", ""}, {"gone", "<missing>"}, {"nope", "<missing>"},
+		} {
+			got, err := db.AppendGet(append(buf, "prefix:"...), []byte(c.key))
+			switch {
+			case c.want == "<missing>":
+				if !errors.Is(err, engine.ErrNotFound) || string(got) != "prefix:" {
+					t.Errorf("%s: AppendGet(%q) = %q, %v; want the buffer back and ErrNotFound", where, c.key, got, err)
+				}
+			case err != nil || string(got) != "prefix:"+c.want:
+				t.Errorf("%s: AppendGet(%q) = %q, %v; want %q", where, c.key, got, err, "prefix:"+c.want)
+			}
+			wantGet(t, db, c.key, c.want)
+		}
+		key := []byte("k")
+		if n := testing.AllocsPerRun(100, func() {
+			if _, err := db.AppendGet(buf[:0], key); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: AppendGet allocates %.1f times per call", where, n)
+		}
+	}
+	check("memtable")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	if st := db.Stats(); st.AppliedRevision != st.CommittedRevision {
+		t.Fatalf("after reopen the writes are not all in the state file: %+v", st)
+	}
+	check("state file")
+}
+
 func TestPerWriteDurability(t *testing.T) {
 	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync, FlushInterval: time.Hour})
 	before := db.Stats().Fsyncs

@@ -27,21 +27,21 @@ func newReadView(bdb *bolt.DB) (*readView, error) {
 	return &readView{tx: tx, kv: tx.Bucket(bucketKV)}, nil
 }
 
-// get returns a copy of the value of key, or nil when absent. Safe for
-// concurrent use: bbolt's read-only transactions do not change shared state
-// on lookups, and each goroutine uses its own cursor.
-func (v *readView) get(key []byte) []byte {
+// appendGet appends the value of key to dst and reports whether key is
+// present. Safe for concurrent use: bbolt's read-only transactions do not
+// change shared state on lookups, and each goroutine uses its own cursor.
+func (v *readView) appendGet(dst, key []byte) ([]byte, bool) {
 	c, _ := v.cursors.Get().(*bolt.Cursor)
 	if c == nil {
 		c = v.kv.Cursor()
 	}
 	k, val := c.Seek(key)
-	var out []byte
-	if k != nil && bytes.Equal(k, key) {
-		out = append(make([]byte, 0, len(val)), val...)
+	found := k != nil && bytes.Equal(k, key)
+	if found {
+		dst = append(dst, val...)
 	}
 	v.cursors.Put(c)
-	return out
+	return dst, found
 }
 
 func (v *readView) close() {

@@ -117,6 +117,7 @@ type respConn struct {
 	guard *frameGuard
 	rd    *cmdReader // reads commands from guard
 	out   []byte
+	val   []byte // reused for the values GET reads (keepVal)
 	seq   uint64 // sequence number of the next command from rd
 
 	name       string

@@ -10,7 +10,7 @@ import (
 )
 
 func cmdGet(c *respConn, args [][]byte) {
-	v, err := c.s.store.Get(args[1])
+	v, err := c.s.store.AppendGet(c.val[:0], args[1])
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
 		c.writeNull()
@@ -19,7 +19,20 @@ func cmdGet(c *respConn, args [][]byte) {
 	default:
 		c.writeBulk(v)
 	}
+	c.keepVal(v)
 }
+
+// keepVal keeps v's array for the next GET unless it grew large: a
+// connection does not hold on to a big value once it is answered.
+func (c *respConn) keepVal(v []byte) {
+	if cap(v) > maxKeptVal {
+		v = nil
+	}
+	c.val = v[:0]
+}
+
+// maxKeptVal is the largest buffer keepVal keeps.
+const maxKeptVal = 64 << 10
 
 // trailingDurability splits a final SYNC or ASYNC token off args (which
 // start after the command name) when more than one argument is left.
@@ -166,7 +179,8 @@ func cmdDel(c *respConn, args [][]byte) {
 func cmdExists(c *respConn, args [][]byte) {
 	var n int64
 	for _, k := range args[1:] {
-		_, err := c.s.store.Get(k)
+		v, err := c.s.store.AppendGet(c.val[:0], k)
+		c.keepVal(v)
 		switch {
 		case errors.Is(err, engine.ErrNotFound):
 		case err != nil:

@@ -348,7 +348,7 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// panicStore panics on Get of one key: a stand-in for a bug.
+// panicStore panics on reading one key: a stand-in for a bug.
 type panicStore struct{ *engine.DB }
 
 func (p panicStore) Get(key []byte) ([]byte, error) {
@@ -356,6 +356,13 @@ func (p panicStore) Get(key []byte) ([]byte, error) {
 		panic("bug")
 	}
 	return p.DB.Get(key)
+}
+
+func (p panicStore) AppendGet(dst, key []byte) ([]byte, error) {
+	if string(key) == "boom" {
+		panic("bug")
+	}
+	return p.DB.AppendGet(dst, key)
 }
 
 // TestPanicRecovered: a panic while serving one connection closes that

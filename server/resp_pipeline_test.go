@@ -51,3 +51,47 @@ func TestMixedPipelines(t *testing.T) {
 		}
 	}
 }
+
+// TestGetValueSizes: GET and EXISTS read values into a buffer the
+// connection reuses, and drop it after a large value. Pipelined GETs of
+// values on both sides of that limit, and of missing keys, each get their
+// own value.
+func TestGetValueSizes(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := dialRaw(t, ts.respAddr)
+	vals := map[string]string{
+		"big":   strings.Repeat("b", 100<<10),
+		"small": "s",
+		"mid":   strings.Repeat("m", 70<<10),
+		"empty": "",
+		"tiny":  "t",
+	}
+	for k, v := range vals {
+		if got := c.do("SET", k, v); got != ok {
+			t.Fatalf("SET %s = %q", k, got)
+		}
+	}
+	keys := []string{"small", "big", "small", "missing", "mid", "empty", "tiny", "big", "tiny"}
+	var req strings.Builder
+	for _, k := range keys {
+		req.WriteString(encode("GET", k))
+	}
+	req.WriteString(encode("EXISTS", "big", "missing", "small"))
+	req.WriteString(encode("GET", "small"))
+	c.sendRaw(req.String())
+	for _, k := range keys {
+		want := "$-1\r\n"
+		if v, found := vals[k]; found {
+			want = bulk(v)
+		}
+		if got := c.reply(); got != want {
+			t.Fatalf("GET %s: got %d bytes %.40q, want %d bytes %.40q", k, len(got), got, len(want), want)
+		}
+	}
+	if got := c.reply(); got != integer(2) {
+		t.Fatalf("EXISTS = %q, want 2", got)
+	}
+	if got := c.reply(); got != bulk("s") {
+		t.Fatalf("GET small after EXISTS = %q", got)
+	}
+}
