@@ -461,7 +461,7 @@ func (l *eventLoop) settle() {
 // always; requests that arrive meanwhile are read in the next pass and
 // share the next fsync. Handing fsyncs to a goroutine, so that the loop
 // runs on during them (commit f29ab1e), measured slower and used more CPU
-// per request on a 2-vCPU machine (see the README's Performance section,
+// per request on a 2-vCPU machine (see bench/RESULTS.md,
 // bench/cpu.sh): the wake-ups per fsync cost more than the overlap saves.
 // Deployments that want reads never to wait behind an fsync can serve RESP
 // with one goroutine per connection instead (Config.RESPIO "goroutines").

@@ -15,7 +15,7 @@ import (
 // commands of one ReadCommands call, with their Args, are reused by the next
 // call. redcon's Reader copies each command and allocates its argument list:
 // a quarter of the server's allocated bytes under redis-benchmark SETs (see
-// the README's Performance section).
+// bench/RESULTS.md).
 //
 // So a caller must be done with the commands of a call, and must have copied
 // any argument it keeps, before it calls ReadCommands again. Both I/O models

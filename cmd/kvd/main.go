@@ -38,7 +38,7 @@ const shutdownTimeout = 30 * time.Second
 // allocates its value, so under a heavy write load the default collects
 // often: pipelined SETs measured slower and with a worse p99 than at 200,
 // which still uses less than half the memory the log's in-memory segment
-// copies used to (README, Performance, "Memory").
+// copies used to (bench/RESULTS.md, "Memory").
 const defaultGCPercent = 200
 
 func main() {
