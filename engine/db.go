@@ -132,40 +132,78 @@ func (db *DB) AppendGet(dst, key []byte) ([]byte, error) {
 }
 
 func (db *DB) appendGetLocked(dst, key []byte) ([]byte, error) {
+	var tx *bolt.Tx
+	v, found, err := db.lookupLocked(key, &tx)
+	if found {
+		dst = append(dst, v...)
+	}
+	if tx != nil {
+		tx.Rollback()
+	}
+	switch {
+	case err != nil:
+		return dst, err
+	case !found:
+		return dst, ErrNotFound
+	}
+	return dst, nil
+}
+
+// GetEach looks keys up in one consistent state: no write is applied
+// between two of its lookups, so it never sees part of an atomic batch. It
+// calls fn once per key, in order, with the key's value or found false; the
+// value is only valid during the call, and fn must not call into db.
+func (db *DB) GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	var tx *bolt.Tx
+	defer func() {
+		if tx != nil {
+			tx.Rollback()
+		}
+	}()
+	for i, key := range keys {
+		v, found, err := db.lookupLocked(key, &tx)
+		if err != nil {
+			return err
+		}
+		fn(i, v, found)
+	}
+	return nil
+}
+
+// lookupLocked finds key's value without copying it: the value stays valid
+// while db.smu is held and, when lookupLocked had to begin a read
+// transaction on the state file (*tx, for the caller to roll back; only
+// while a checkpoint is committing), until that ends.
+func (db *DB) lookupLocked(key []byte, tx **bolt.Tx) ([]byte, bool, error) {
 	if db.active == nil {
-		return dst, ErrClosed
+		return nil, false, ErrClosed
 	}
 	for _, t := range [2]*memtable{db.active, db.frozen} {
 		if t == nil {
 			continue
 		}
 		if e, ok := t.get(key); ok {
-			if e.del {
-				return dst, ErrNotFound
-			}
-			return append(dst, e.value...), nil
+			return e.value, !e.del, nil
 		}
 	}
 	if db.view != nil {
-		if v, ok := db.view.appendGet(dst, key); ok {
-			return v, nil
+		v, ok := db.view.lookup(key)
+		return v, ok, nil
+	}
+	if *tx == nil {
+		t, err := db.bdb.Begin(false)
+		if err != nil {
+			return nil, false, fmt.Errorf("engine: read state: %w", err)
 		}
-		return dst, ErrNotFound
+		*tx = t
 	}
-	found := false
-	err := db.bdb.View(func(tx *bolt.Tx) error {
-		if got := tx.Bucket(bucketKV).Get(key); got != nil {
-			dst, found = append(dst, got...), true
-		}
-		return nil
-	})
-	if err != nil {
-		return dst, fmt.Errorf("engine: read state: %w", err)
+	k, v := (*tx).Bucket(bucketKV).Cursor().Seek(key)
+	if k == nil || !bytes.Equal(k, key) {
+		return nil, false, nil
 	}
-	if !found {
-		return dst, ErrNotFound
-	}
-	return dst, nil
+	return v, true, nil
 }
 
 // ---- writes ----

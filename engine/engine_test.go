@@ -143,6 +143,60 @@ func TestAppendGet(t *testing.T) {
 	check("state file")
 }
 
+// TestGetEachIsAtomic: GetEach never sees part of a batch, also while
+// checkpoints move the writes into the state file.
+func TestGetEachIsAtomic(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync, CheckpointLogBytes: 8 << 10})
+	keys := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
+	done := make(chan error, 1)
+	go func() {
+		for i := range 3000 {
+			var b engine.Batch
+			for _, k := range keys {
+				if i%7 == 6 {
+					b.Delete(k)
+				} else {
+					b.Put(k, fmt.Appendf(nil, "%d%s", i, bytes.Repeat([]byte("v"), i%200)))
+				}
+			}
+			if _, err := db.Write(&b, engine.WriteOptions{}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	reads := 0
+	for {
+		var vals []string
+		err := db.GetEach(keys, func(i int, v []byte, found bool) {
+			if found {
+				vals = append(vals, string(v))
+			} else {
+				vals = append(vals, "<missing>")
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reads++
+		if vals[0] != vals[1] || vals[1] != vals[2] {
+			t.Fatalf("read %d saw part of a batch: %.20q", reads, vals)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := db.Stats(); st.Checkpoints < 10 {
+				t.Fatalf("%d checkpoints during the writes; want them to overlap the reads", st.Checkpoints)
+			}
+			return
+		default:
+		}
+	}
+}
+
 func TestPerWriteDurability(t *testing.T) {
 	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync, FlushInterval: time.Hour})
 	before := db.Stats().Fsyncs

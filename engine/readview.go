@@ -27,21 +27,21 @@ func newReadView(bdb *bolt.DB) (*readView, error) {
 	return &readView{tx: tx, kv: tx.Bucket(bucketKV)}, nil
 }
 
-// appendGet appends the value of key to dst and reports whether key is
-// present. Safe for concurrent use: bbolt's read-only transactions do not
-// change shared state on lookups, and each goroutine uses its own cursor.
-func (v *readView) appendGet(dst, key []byte) ([]byte, bool) {
+// lookup returns the value of key, which stays valid until the view is
+// closed, and whether key is present. Safe for concurrent use: bbolt's
+// read-only transactions do not change shared state on lookups, and each
+// goroutine uses its own cursor.
+func (v *readView) lookup(key []byte) ([]byte, bool) {
 	c, _ := v.cursors.Get().(*bolt.Cursor)
 	if c == nil {
 		c = v.kv.Cursor()
 	}
 	k, val := c.Seek(key)
-	found := k != nil && bytes.Equal(k, key)
-	if found {
-		dst = append(dst, val...)
-	}
 	v.cursors.Put(c)
-	return dst, found
+	if k == nil || !bytes.Equal(k, key) {
+		return nil, false
+	}
+	return val, true
 }
 
 func (v *readView) close() {

@@ -176,40 +176,32 @@ func cmdDel(c *respConn, args [][]byte) {
 }
 
 // cmdExists answers EXISTS key [key ...]; a key named twice counts twice.
+// The keys are looked up in one consistent state, as MGET's.
 func cmdExists(c *respConn, args [][]byte) {
 	var n int64
-	for _, k := range args[1:] {
-		v, err := c.s.store.AppendGet(c.val[:0], k)
-		c.keepVal(v)
-		switch {
-		case errors.Is(err, engine.ErrNotFound):
-		case err != nil:
-			c.writeError(respError(err))
-			return
-		default:
+	err := c.s.store.GetEach(args[1:], func(_ int, _ []byte, found bool) {
+		if found {
 			n++
 		}
+	})
+	if err != nil {
+		c.writeError(respError(err))
+		return
 	}
 	c.writeInt(n)
 }
 
+// cmdMGet answers MGET key [key ...] from one consistent state: it never
+// shows part of an MSET or of any other atomic batch.
 func cmdMGet(c *respConn, args [][]byte) {
-	vals := make([][]byte, len(args)-1)
-	found := make([]bool, len(args)-1)
-	for i, k := range args[1:] {
-		v, err := c.s.store.Get(k)
-		switch {
-		case errors.Is(err, engine.ErrNotFound):
-		case err != nil:
-			c.writeError(respError(err))
-			return
-		default:
-			vals[i], found[i] = v, true
-		}
-	}
-	c.writeArray(len(vals))
-	for i := range vals {
-		c.writeBulkOrNull(vals[i], found[i])
+	mark := len(c.out)
+	c.writeArray(len(args) - 1)
+	err := c.s.store.GetEach(args[1:], func(_ int, v []byte, found bool) {
+		c.writeBulkOrNull(v, found)
+	})
+	if err != nil {
+		c.out = c.out[:mark]
+		c.writeError(respError(err))
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"kvd/engine"
 )
 
 // TestMixedPipelines sends pipelines of interleaved GETs and SETs (sync and
@@ -52,10 +54,9 @@ func TestMixedPipelines(t *testing.T) {
 	}
 }
 
-// TestGetValueSizes: GET and EXISTS read values into a buffer the
-// connection reuses, and drop it after a large value. Pipelined GETs of
-// values on both sides of that limit, and of missing keys, each get their
-// own value.
+// TestGetValueSizes: GET reads values into a buffer the connection reuses,
+// and drops it after a large value. Pipelined GETs of values on both sides
+// of that limit, and of missing keys, each get their own value.
 func TestGetValueSizes(t *testing.T) {
 	ts := startServer(t, serverOpts{})
 	c := dialRaw(t, ts.respAddr)
@@ -94,4 +95,65 @@ func TestGetValueSizes(t *testing.T) {
 	if got := c.reply(); got != bulk("s") {
 		t.Fatalf("GET small after EXISTS = %q", got)
 	}
+}
+
+// TestMGetIsAtomic: MSET and DEL of two keys are atomic batches, and MGET
+// and EXISTS, served on another connection meanwhile, see either all of one
+// or none of it: both keys with the same value, or neither. Checkpoints run
+// throughout, so lookups also fall on the moments the state file changes.
+func TestMGetIsAtomic(t *testing.T) {
+	ts := startServer(t, serverOpts{engine: engine.Options{CommitMode: engine.CommitAsync, CheckpointLogBytes: 16 << 10}})
+	w, r := dialRaw(t, ts.respAddr), dialRaw(t, ts.respAddr)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			if i%5 == 4 {
+				w.send("DEL", "a", "b")
+			} else {
+				v := fmt.Sprintf("%d-%s", i, strings.Repeat("v", i%300))
+				w.send("MSET", "a", v, "b", v)
+			}
+			w.reply()
+		}
+	}()
+	var reads, both, neither int
+	var bad string
+	for running := true; running && bad == ""; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		r.send("MGET", "a", "b")
+		r.send("EXISTS", "a", "b")
+		got, exists := r.reply(), r.reply()
+		reads++
+		switch {
+		case got == "*2\r\n$-1\r\n$-1\r\n":
+			neither++
+		case strings.HasPrefix(got, "*2\r\n$"):
+			rest := strings.TrimPrefix(got, "*2\r\n")
+			if half := len(rest) / 2; rest[:half] != rest[half:] {
+				bad = fmt.Sprintf("MGET a b = %q: the two keys differ", got)
+			}
+			both++
+		default:
+			bad = fmt.Sprintf("MGET a b = %q: part of a batch", got)
+		}
+		if exists != integer(0) && exists != integer(2) {
+			bad = fmt.Sprintf("EXISTS a b = %q: part of a batch", exists)
+		}
+	}
+	<-done // the writer uses the test's connection until it is done
+	if bad != "" {
+		t.Fatalf("read %d: %s", reads, bad)
+	}
+	if both == 0 || neither == 0 {
+		t.Fatalf("%d reads saw both keys %d times and neither %d times: the reads did not overlap the writes", reads, both, neither)
+	}
+	if ts.db.Stats().Checkpoints == 0 {
+		t.Fatal("no checkpoint ran")
+	}
+	t.Logf("%d reads: both keys %d, neither %d; %d checkpoints", reads, both, neither, ts.db.Stats().Checkpoints)
 }
