@@ -97,7 +97,8 @@ func TestRoundTrip(t *testing.T) {
 
 // TestAppendGet: AppendGet appends what Get returns to the caller's buffer,
 // from the memtable and from the state file, and allocates nothing when the
-// buffer has room.
+// buffer has room; GetEach, which the server's GET uses, allocates nothing
+// either.
 func TestAppendGet(t *testing.T) {
 	dir := t.TempDir()
 	db := open(t, dir, engine.Options{})
@@ -130,6 +131,18 @@ func TestAppendGet(t *testing.T) {
 			}
 		}); n != 0 {
 			t.Errorf("%s: AppendGet allocates %.1f times per call", where, n)
+		}
+		keys, seen := [][]byte{key, []byte("nope")}, 0
+		count := func(int, []byte, bool) { seen++ }
+		if n := testing.AllocsPerRun(100, func() {
+			if err := db.GetEach(keys, count); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: GetEach allocates %.1f times per call", where, n)
+		}
+		if seen == 0 {
+			t.Errorf("%s: GetEach never called its function", where)
 		}
 	}
 	check("memtable")

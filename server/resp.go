@@ -117,8 +117,10 @@ type respConn struct {
 	guard *frameGuard
 	rd    *cmdReader // reads commands from guard
 	out   []byte
-	val   []byte // reused for the values GET reads (keepVal)
 	seq   uint64 // sequence number of the next command from rd
+	// writeValue writes a value GetEach found, or null: made once, so that
+	// GET and MGET pass it to the store without allocating.
+	writeValue func(i int, value []byte, found bool)
 
 	name       string
 	resp3      bool
@@ -140,7 +142,7 @@ type respConn struct {
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
 	g := newFrameGuard(nc, int64(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize)), int64(s.cfg.MaxRequestSize))
-	return &respConn{
+	c := &respConn{
 		s:     s,
 		id:    s.nextID.Add(1),
 		nc:    nc,
@@ -149,6 +151,8 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		guard: g,
 		rd:    newCmdReader(g),
 	}
+	c.writeValue = func(_ int, v []byte, found bool) { c.writeBulkOrNull(v, found) }
+	return c
 }
 
 // closeIfIdle closes the connection if it is waiting for a request. A busy

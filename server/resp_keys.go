@@ -10,29 +10,10 @@ import (
 )
 
 func cmdGet(c *respConn, args [][]byte) {
-	v, err := c.s.store.AppendGet(c.val[:0], args[1])
-	switch {
-	case errors.Is(err, engine.ErrNotFound):
-		c.writeNull()
-	case err != nil:
+	if err := c.s.store.GetEach(args[1:2], c.writeValue); err != nil {
 		c.writeError(respError(err))
-	default:
-		c.writeBulk(v)
 	}
-	c.keepVal(v)
 }
-
-// keepVal keeps v's array for the next GET unless it grew large: a
-// connection does not hold on to a big value once it is answered.
-func (c *respConn) keepVal(v []byte) {
-	if cap(v) > maxKeptVal {
-		v = nil
-	}
-	c.val = v[:0]
-}
-
-// maxKeptVal is the largest buffer keepVal keeps.
-const maxKeptVal = 64 << 10
 
 // trailingDurability splits a final SYNC or ASYNC token off args (which
 // start after the command name) when more than one argument is left.
@@ -196,10 +177,7 @@ func cmdExists(c *respConn, args [][]byte) {
 func cmdMGet(c *respConn, args [][]byte) {
 	mark := len(c.out)
 	c.writeArray(len(args) - 1)
-	err := c.s.store.GetEach(args[1:], func(_ int, v []byte, found bool) {
-		c.writeBulkOrNull(v, found)
-	})
-	if err != nil {
+	if err := c.s.store.GetEach(args[1:], c.writeValue); err != nil {
 		c.out = c.out[:mark]
 		c.writeError(respError(err))
 	}

@@ -358,11 +358,13 @@ func (p panicStore) Get(key []byte) ([]byte, error) {
 	return p.DB.Get(key)
 }
 
-func (p panicStore) AppendGet(dst, key []byte) ([]byte, error) {
-	if string(key) == "boom" {
-		panic("bug")
+func (p panicStore) GetEach(keys [][]byte, fn func(int, []byte, bool)) error {
+	for _, k := range keys {
+		if string(k) == "boom" {
+			panic("bug")
+		}
 	}
-	return p.DB.AppendGet(dst, key)
+	return p.DB.GetEach(keys, fn)
 }
 
 // TestPanicRecovered: a panic while serving one connection closes that

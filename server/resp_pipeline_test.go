@@ -54,9 +54,9 @@ func TestMixedPipelines(t *testing.T) {
 	}
 }
 
-// TestGetValueSizes: GET reads values into a buffer the connection reuses,
-// and drops it after a large value. Pipelined GETs of values on both sides
-// of that limit, and of missing keys, each get their own value.
+// TestGetValueSizes: GET writes values straight from the store's lookup
+// into the reply. Pipelined GETs of values from 0 bytes to 100 KiB, and of
+// missing keys, each get their own value.
 func TestGetValueSizes(t *testing.T) {
 	ts := startServer(t, serverOpts{})
 	c := dialRaw(t, ts.respAddr)

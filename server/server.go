@@ -34,9 +34,8 @@ import (
 type Store interface {
 	// Get returns the value of key or an error wrapping engine.ErrNotFound.
 	Get(key []byte) ([]byte, error)
-	// AppendGet appends the value of key to dst: Get without allocating.
-	AppendGet(dst, key []byte) ([]byte, error)
-	// GetEach looks keys up in one consistent state (MGET, EXISTS).
+	// GetEach looks keys up in one consistent state, without copying
+	// their values (GET, MGET, EXISTS).
 	GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error
 	// Put, Delete and Write commit one atomic batch and return its revision.
 	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
