@@ -98,10 +98,15 @@ type Log struct {
 	syncF     *os.File   // tail segment, for fdatasync
 	retired   []*os.File // old tail segments, closed by the next sync leader
 	unsynced  int        // bytes written since the last fsync
-	segFirst  []uint64   // first revision of each segment (mirrors tidwall/wal)
-	tailBytes int        // size of the tail segment (mirrors tidwall/wal)
-	first     uint64
-	bytes     int64
+	// flushParked: the flusher sleeps without a timer, because every record
+	// written was fsynced (or claimed by an fsync) when it last looked. The
+	// write that ends the quiet spell wakes it (flushWake), at parkedWoken.
+	flushParked bool
+	parkedWoken time.Time
+	segFirst    []uint64 // first revision of each segment (mirrors tidwall/wal)
+	tailBytes   int      // size of the tail segment (mirrors tidwall/wal)
+	first       uint64
+	bytes       int64
 
 	// Sync side: guarded by smu.
 	smu          sync.Mutex
@@ -113,6 +118,8 @@ type Log struct {
 	maxFsync     time.Duration
 
 	flushKick     chan struct{}
+	flushWake     chan struct{}
+	flusherRuns   atomic.Uint64 // the flusher's passes, for tests
 	flushInterval atomic.Int64
 	stop          chan struct{}
 	wg            sync.WaitGroup
@@ -236,6 +243,7 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		zeroed:    int(res.tailSize),
 		first:     res.first,
 		flushKick: make(chan struct{}, 1),
+		flushWake: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
 	l.flushInterval.Store(int64(opts.FlushInterval))
@@ -404,6 +412,14 @@ func (l *Log) writeQueued(rev uint64) {
 		l.written = first + uint64(len(ends)) - 1
 		l.bytes += int64(len(buf))
 		l.unsynced += len(buf)
+		if l.flushParked {
+			l.flushParked = false
+			l.parkedWoken = time.Now()
+			select {
+			case l.flushWake <- struct{}{}:
+			default:
+			}
+		}
 		if l.unsynced >= l.opts.FlushBytes {
 			select {
 			case l.flushKick <- struct{}{}:
@@ -614,10 +630,15 @@ func (l *Log) FlushInterval() time.Duration { return time.Duration(l.flushInterv
 // flusher fsyncs written records that nobody waits for, on a fixed period
 // (so a record waits at most one FlushInterval, plus the fsync, however long
 // the previous fsync took) or as soon as FlushBytes are unsynced.
+//
+// When a pass finds nothing left to fsync, the flusher parks without a timer
+// until the next write wakes it, and then fsyncs one period after that
+// write. A ticker that kept running would wake an idle server, or one that
+// only serves reads or sync writes, 100 times a second at the default 10ms,
+// with a few thread switches each time.
 func (l *Log) flusher() {
 	defer l.wg.Done()
-	period := l.FlushInterval()
-	t := time.NewTicker(period)
+	t := time.NewTimer(l.FlushInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -625,11 +646,15 @@ func (l *Log) flusher() {
 			return
 		case <-t.C:
 		case <-l.flushKick:
+		case <-l.flushWake:
+			l.mu.Lock()
+			woken := l.parkedWoken
+			l.mu.Unlock()
+			t.Reset(l.FlushInterval() - time.Since(woken))
+			continue
 		}
-		if p := l.FlushInterval(); p != period {
-			period = p
-			t.Reset(p)
-		}
+		l.flusherRuns.Add(1)
+		start := time.Now()
 		l.mu.Lock()
 		w := l.written
 		l.mu.Unlock()
@@ -637,6 +662,18 @@ func (l *Log) flusher() {
 			// A failure is sticky and reported to every writer; the flusher
 			// has nobody to tell.
 			_ = l.WaitDurable(w)
+		}
+		// unsynced is zero once every written record is durable or claimed
+		// by an fsync in progress (syncWritten), which ends in durability
+		// or in the log's failure.
+		l.mu.Lock()
+		park := l.unsynced == 0 || l.failure() != nil
+		l.flushParked = park
+		l.mu.Unlock()
+		if park {
+			t.Stop()
+		} else {
+			t.Reset(l.FlushInterval() - time.Since(start))
 		}
 	}
 }
