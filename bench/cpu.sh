@@ -15,8 +15,12 @@
 # /proc/PID/stat, and context switches of all its threads, each divided by
 # requests; the server's peak resident memory since it started, VmHWM).
 # THREADS=1 also prints each thread's context switches and CPU time.
+# TEST idle sends no load: REQUESTS is then a number of seconds, CLIENTS and
+# PIPELINE are ignored, and it prints the server's context switches and CPU
+# per second while it sits idle (after a 2 s settle), e.g.
+#   bench/cpu.sh kvd idle 0 0 10 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
 set -euo pipefail
-[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,17p" "$0" >&2; exit 2; }
+[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,21p" "$0" >&2; exit 2; }
 name=$1 test=$2 clients=$3 pipeline=$4 requests=$5
 shift 6
 for tool in redis-benchmark redis-cli; do
@@ -46,6 +50,17 @@ threads() { for t in /proc/"$pid"/task/*; do
 done | sort; }
 # Context switches of all the server's threads.
 ctxsw() { threads | awk '{ n += $2 } END { print n }'; }
+if [ "$test" = idle ]; then
+  sleep 2
+  read -r a _ _ < <(cpu)
+  sa=$(ctxsw)
+  sleep "$requests"
+  read -r b _ _ < <(cpu)
+  sb=$(ctxsw)
+  awk -v n="$name" -v s="$requests" -v a="$a" -v b="$b" -v sa="$sa" -v sb="$sb" -v hz="$ticks" \
+    'BEGIN { printf "%s idle %ss ctxsw_per_s=%.1f cpu_ms_per_s=%.2f\n", n, s, (sb - sa) / s, (b - a) * 1000 / hz / s }'
+  exit 0
+fi
 if [ "$test" = get ]; then
   redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
 fi
