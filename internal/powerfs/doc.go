@@ -46,6 +46,12 @@
 // bytes of zeros or garbage, as a power loss in the middle of appending
 // can. The same seed gives the same result for the same operations.
 //
+// Reordered writes: CrashOptions.Reorder keeps, instead of nothing, a random
+// subset of each file's unsynced 4 KiB pages, each whole and in place, as a
+// disk whose volatile cache persisted some writes and not others can: a
+// later page without an earlier one, an overwrite without the append
+// before it.
+//
 // Locks: flock(2) and fcntl(2) locks work between all processes using the
 // mount; the kernel keeps them, since powerfs does not implement locking.
 // Nothing of them survives a crash, as with real power loss.
@@ -54,15 +60,13 @@
 //
 // What a real power loss can do that powerfs does not simulate:
 //
-//   - Reordering inside a file: a disk may persist any subset of the
-//     unsynced pages of a file, in any order, such as bbolt's data pages
-//     without its meta page, or a later page without an earlier one.
-//     powerfs keeps either none of a file's unsynced data or, in torn mode,
-//     a prefix of its appended tail; unsynced overwrites inside the durable
-//     size are always dropped whole.
+//   - Reordering below a page: reorder mode keeps or drops whole 4 KiB
+//     pages; a disk may also persist part of a page (its 512-byte
+//     sectors). Torn mode tears only appended tails, at any byte.
 //   - Writeback: a real kernel writes dirty pages back on its own, so
 //     unsynced data may survive a real power loss, in part and in any
-//     order (see above); powerfs never makes data durable without an fsync.
+//     order; powerfs keeps unsynced data only at the crash, as torn or
+//     reorder mode asks, and never while the file system runs.
 //   - Journaling: real file systems (ext4, xfs) commit a rename as one
 //     transaction, and often make a new file's entry durable when the file
 //     is fsynced. powerfs takes the strict POSIX reading instead, to catch

@@ -302,3 +302,52 @@ func (in *inode) tear(rng *rand.Rand) (kept, written int64, err error) {
 	in.durableSize += int64(len(buf))
 	return kept, int64(len(buf)), nil
 }
+
+// scatter persists a random subset of the dirty pages, each whole and in
+// place, growing the file to cover the last one kept. Files with an unsynced
+// truncation below the durable size are left alone. It returns the number
+// of unsynced bytes the kept pages saved from being dropped, and the number
+// of bytes written. The caller holds in.mu.
+func (in *inode) scatter(rng *rand.Rand) (kept, written int64, err error) {
+	if in.validSize < in.durableSize || len(in.pages) == 0 {
+		return 0, 0, nil
+	}
+	before, err := in.pendingBytes()
+	if err != nil {
+		return 0, 0, err
+	}
+	end := in.durableSize
+	for _, idx := range slices.Sorted(maps.Keys(in.pages)) {
+		start := idx * pageSize
+		n := min(pageSize, in.size-start)
+		if n <= 0 || rng.IntN(2) == 0 {
+			continue
+		}
+		if err := in.openStorage(); err != nil {
+			return 0, 0, err
+		}
+		if _, err := in.storage.WriteAt(in.pages[idx][:n], start); err != nil {
+			return 0, 0, err
+		}
+		written += n
+		end = max(end, start+n)
+	}
+	if written == 0 {
+		return 0, 0, nil
+	}
+	if err := in.storage.Truncate(end); err != nil {
+		return 0, 0, err
+	}
+	if err := in.storage.Sync(); err != nil {
+		return 0, 0, err
+	}
+	// The storage now holds the current content wherever a page was kept,
+	// and the durable content, or zeros past the old durable size, where
+	// none was: pendingBytes counts what is still lost.
+	in.durableSize, in.validSize = end, end
+	after, err := in.pendingBytes()
+	if err != nil {
+		return 0, 0, err
+	}
+	return before - after, written, nil
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,14 +17,14 @@ type placement struct {
 }
 
 // materialize rewrites the backing directory to hold the durable state of
-// the frozen file system, with torn tails if rng is not nil. It must run
-// after the freeze, when nothing else touches the inodes.
-func (f *FS) materialize(rng *rand.Rand) error {
+// the frozen file system, with torn tails or reordered pages as c asks. It
+// must run after the freeze, when nothing else touches the inodes.
+func (f *FS) materialize(c CrashOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 
 	places := f.durablePlaces()
-	f.countDropped(places, rng)
+	f.countDropped(places, c)
 
 	var errs []error
 	for _, in := range f.inodes {
@@ -107,9 +106,10 @@ func (f *FS) durablePlaces() []placement {
 	return places
 }
 
-// countDropped counts what the crash loses and, if rng is not nil, tears
-// the tails of durably named files. The caller holds f.mu.
-func (f *FS) countDropped(places []placement, rng *rand.Rand) {
+// countDropped counts what the crash loses and, as c asks, tears the tails
+// of durably named files or keeps some of their unsynced pages. The caller
+// holds f.mu.
+func (f *FS) countDropped(places []placement, c CrashOptions) {
 	var dropped, torn int64
 	for _, in := range f.inodes {
 		switch {
@@ -134,7 +134,7 @@ func (f *FS) countDropped(places []placement, rng *rand.Rand) {
 			}
 		}
 	}
-	if rng != nil {
+	if c.Torn != nil || c.Reorder != nil {
 		done := make(map[*inode]bool)
 		for _, p := range places {
 			in := p.in
@@ -143,10 +143,16 @@ func (f *FS) countDropped(places []placement, rng *rand.Rand) {
 			}
 			done[in] = true
 			in.mu.Lock()
-			kept, written, err := in.tear(rng)
+			var kept, written int64
+			var err error
+			if c.Reorder != nil {
+				kept, written, err = in.scatter(c.Reorder)
+			} else {
+				kept, written, err = in.tear(c.Torn)
+			}
 			in.mu.Unlock()
 			if err != nil {
-				f.log.Error("crash: tearing a tail failed", "path", p.rel, "err", err)
+				f.log.Error("crash: keeping unsynced data failed", "path", p.rel, "err", err)
 				continue
 			}
 			dropped -= kept

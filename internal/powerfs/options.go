@@ -53,4 +53,13 @@ type CrashOptions struct {
 	// visited in the lexical order of their durable paths, so the same
 	// seed and the same operations give the same result.
 	Torn *rand.Rand
+	// Reorder, if not nil, keeps a random subset of each file's unsynced
+	// 4 KiB pages instead of none, as a disk that lost power with some of
+	// its cached writes persisted and others not can: a later page without
+	// an earlier one, an overwrite without the append before it. Each kept
+	// page is written whole, in place; a file grows to cover its last kept
+	// page, with zeros where pages between were not kept. Files with an
+	// unsynced truncation below their durable size lose all their unsynced
+	// data. Files are visited as with Torn; Reorder takes precedence.
+	Reorder *rand.Rand
 }

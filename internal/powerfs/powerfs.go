@@ -70,7 +70,7 @@ type Stats struct {
 	// removal or replacement the crash undid.
 	DroppedEntries int64
 	// TornBytes counts the bytes torn mode kept past durable sizes,
-	// garbage included.
+	// garbage included, or the bytes of the pages reorder mode kept.
 	TornBytes int64
 	// SkippedDirs counts durable entries that named a directory already
 	// materialized under another path, which a real file system cannot
@@ -175,8 +175,8 @@ func (f *FS) Mountpoint() string { return f.mountpoint }
 // Crash simulates a power loss: it freezes the file system (operations
 // still in flight finish first; later ones fail with EIO), unmounts it
 // without making any pending change durable, and leaves the backing
-// directory holding exactly the durable state, plus torn tails if c.Torn
-// asks for them. Open files should be closed first; those still open after
+// directory holding exactly the durable state, plus torn tails or reordered
+// pages if c.Torn or c.Reorder asks for them. Open files should be closed first; those still open after
 // Options.BusyTimeout are cut off by aborting the FUSE connection. Mount the
 // backing directory again to see the state a restarted machine would see.
 //
@@ -197,10 +197,10 @@ func (f *FS) Crash(c CrashOptions) error {
 	f.gate.Unlock()
 
 	unmountErr := f.unmount()
-	matErr := f.materialize(c.Torn)
+	matErr := f.materialize(c)
 	st := f.Stats()
 	f.log.Info("crashed", "dropped_bytes", st.DroppedBytes, "dropped_entries", st.DroppedEntries,
-		"torn_bytes", st.TornBytes, "torn", c.Torn != nil)
+		"torn_bytes", st.TornBytes, "torn", c.Torn != nil, "reorder", c.Reorder != nil)
 	return errors.Join(unmountErr, matErr)
 }
 
