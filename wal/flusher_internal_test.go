@@ -18,31 +18,20 @@ func TestFlusherParksWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	waitDurable := func(rev uint64) {
+	// waitUntil polls cond for up to 10s and fails the test with what if
+	// it does not hold by then.
+	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for l.Durable() < rev {
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("revision %d not fsynced within 10s by the flusher (durable %d)", rev, l.Durable())
+				t.Fatalf("%s within 10s", what)
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
-	waitParked := func() {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			l.mu.Lock()
-			parked := l.flushParked
-			l.mu.Unlock()
-			if parked {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the flusher did not park within 10s with nothing to fsync")
-			}
-			time.Sleep(time.Millisecond)
-		}
+	parked := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.flushParked
 	}
 	for round := range 5 {
 		rev, err := l.Enqueue([]byte("async"), nil)
@@ -52,8 +41,9 @@ func TestFlusherParksWhenIdle(t *testing.T) {
 		if err := l.WaitWritten(rev); err != nil {
 			t.Fatal(err)
 		}
-		waitDurable(rev) // nobody waits for it: the flusher must wake for it
-		waitParked()
+		// Nobody waits for it: the flusher must wake for it.
+		waitUntil("the flusher did not fsync the write", func() bool { return l.Durable() >= rev })
+		waitUntil("the flusher did not park with nothing to fsync", parked)
 
 		runs := l.flusherRuns.Load()
 		if round%2 == 1 {

@@ -100,9 +100,8 @@ type Log struct {
 	unsynced  int        // bytes written since the last fsync
 	// flushParked: the flusher sleeps without a timer, because every record
 	// written was fsynced (or claimed by an fsync) when it last looked. The
-	// write that ends the quiet spell wakes it (flushWake), at parkedWoken.
+	// write that ends the quiet spell wakes it, sending its time on flushWake.
 	flushParked bool
-	parkedWoken time.Time
 	segFirst    []uint64 // first revision of each segment (mirrors tidwall/wal)
 	tailBytes   int      // size of the tail segment (mirrors tidwall/wal)
 	first       uint64
@@ -118,7 +117,7 @@ type Log struct {
 	maxFsync     time.Duration
 
 	flushKick     chan struct{}
-	flushWake     chan struct{}
+	flushWake     chan time.Time
 	flusherRuns   atomic.Uint64 // the flusher's passes, for tests
 	flushInterval atomic.Int64
 	stop          chan struct{}
@@ -243,7 +242,7 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		zeroed:    int(res.tailSize),
 		first:     res.first,
 		flushKick: make(chan struct{}, 1),
-		flushWake: make(chan struct{}, 1),
+		flushWake: make(chan time.Time, 1),
 		stop:      make(chan struct{}),
 	}
 	l.flushInterval.Store(int64(opts.FlushInterval))
@@ -414,9 +413,8 @@ func (l *Log) writeQueued(rev uint64) {
 		l.unsynced += len(buf)
 		if l.flushParked {
 			l.flushParked = false
-			l.parkedWoken = time.Now()
 			select {
-			case l.flushWake <- struct{}{}:
+			case l.flushWake <- time.Now():
 			default:
 			}
 		}
@@ -646,10 +644,7 @@ func (l *Log) flusher() {
 			return
 		case <-t.C:
 		case <-l.flushKick:
-		case <-l.flushWake:
-			l.mu.Lock()
-			woken := l.parkedWoken
-			l.mu.Unlock()
+		case woken := <-l.flushWake:
 			t.Reset(l.FlushInterval() - time.Since(woken))
 			continue
 		}

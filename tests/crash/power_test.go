@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -179,12 +178,11 @@ func restartCuttingHole(t testing.TB, row *resultRow, cfg kvdConfig) (*kvd, bool
 		row.fail("kvd did not start after the fault")
 		t.Fatalf("kvd did not start after a reordered power loss (%v):\n%s", exit.err, excerpt(exit.stderr, 4000))
 	}
-	segs, err := filepath.Glob(filepath.Join(cfg.dataDir, "wal", "[0-9]*"))
-	if err != nil || len(segs) == 0 {
-		t.Fatalf("no log segment in %s: %v", cfg.dataDir, err)
+	segs := segments(t, cfg.dataDir)
+	if len(segs) == 0 {
+		t.Fatalf("no log segment in %s", cfg.dataDir)
 	}
-	slices.Sort(segs)
-	if last := filepath.Base(segs[len(segs)-1]); m[1] != last {
+	if last := segs[len(segs)-1]; m[1] != last {
 		row.fail("corruption in a sealed segment")
 		t.Fatalf("a reordered power loss corrupted sealed segment %s (the last is %s):\n%s", m[1], last, excerpt(exit.stderr, 4000))
 	}
@@ -192,7 +190,7 @@ func restartCuttingHole(t testing.TB, row *resultRow, cfg kvdConfig) (*kvd, bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(segs[len(segs)-1], off); err != nil {
+	if err := os.Truncate(filepath.Join(cfg.dataDir, "wal", m[1]), off); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("kvd refused a log with a hole at %s:%d; cut there", m[1], off)

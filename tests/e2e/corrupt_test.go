@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -161,16 +159,10 @@ func lastSegment(t *testing.T, dir string) string {
 	return names[len(names)-1]
 }
 
-// runKVD runs kvd on dir until it exits or 10s pass, and returns its output
-// and exit status.
+// runKVD runs kvd on dir until it exits (runTool's time limit applies) and
+// returns its output and exit status.
 func runKVD(t *testing.T, dir string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, kvdBin, "--data-dir", dir, "--listen", "127.0.0.1:0", "--http-listen", "")
-	out, _ := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("kvd on %s did not exit within 10s:\n%s", dir, out)
-	}
-	return string(out), cmd.ProcessState.ExitCode()
+	stdout, stderr, code := runTool(t, "", nil, kvdBin, "--data-dir", dir, "--listen", "127.0.0.1:0", "--http-listen", "")
+	return stdout + stderr, code
 }
