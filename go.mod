@@ -1,4 +1,4 @@
-module kvd
+module github.com/kvdstore/kvd
 
 go 1.26.0
 

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/client"
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 type env struct {

@@ -7,7 +7,7 @@ import (
 	"log"
 	"time"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // This example needs a kvd server on 127.0.0.1:6380 (go run ./cmd/kvd), so

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // Benchmarks for the targets. Run them all with

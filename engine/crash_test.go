@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // The crash test runs this test binary again as a child process that writes

@@ -13,7 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"kvd/wal"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // DB is an open kvd store. All its methods are safe for concurrent use.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 func open(t testing.TB, dir string, opts engine.Options) *engine.DB {

@@ -5,7 +5,7 @@ import (
 	"log"
 	"os"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 func Example() {

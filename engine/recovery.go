@@ -13,7 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"kvd/wal"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // lockDir takes an exclusive flock on dir/LOCK so that one process at a time

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // TestConcurrentReadersWritersCheckpoints runs writers, point readers,

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"kvd/server"
+	"github.com/kvdstore/kvd/server"
 )
 
 // TestGoRedis drives the server with go-redis v9, with its default RESP3 and

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // ErrServerClosed is returned by [Server.ServeRESP] and [Server.ServeHTTPAPI]

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/server"
+	"github.com/kvdstore/kvd/server"
 )
 
 // FuzzRESP sends arbitrary bytes to a live server: it must never panic or

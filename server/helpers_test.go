@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // testServer is a Server over a real engine in a temporary directory,

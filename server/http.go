@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // HTTP API limits for GET /v1/kv.

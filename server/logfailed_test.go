@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // TestLogFailed makes the write-ahead log's fsync fail and checks how the

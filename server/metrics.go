@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // Metrics holds kvd's Prometheus metrics in a registry of its own (no

@@ -12,7 +12,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // ServeRESP accepts RESP connections on ln and serves them until

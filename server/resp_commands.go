@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // respCommand is one RESP command. arity follows Redis: n > 0 means exactly

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 func cmdGet(c *respConn, args [][]byte) {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // TestPipelineBatching sends one pipeline of plain SETs mixed with other

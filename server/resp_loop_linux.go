@@ -13,7 +13,7 @@ import (
 	"github.com/tidwall/redcon"
 	"golang.org/x/sys/unix"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 const (

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // TestMixedPipelines sends pipelines of interleaved GETs and SETs (sync and

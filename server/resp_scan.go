@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"sync"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // SCAN cursors. A Redis cursor is an integer, but kvd's keys are ordered, so

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 type step struct {

@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"kvd/engine"
+	"github.com/kvdstore/kvd/engine"
 )
 
 // Store is what the server needs from a key-value store. *engine.DB

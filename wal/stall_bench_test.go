@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/wal"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // BenchmarkWriteStalls measures how long a writer waits for each record to

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/wal"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // payload returns the deterministic payload of revision rev.

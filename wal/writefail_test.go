@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/wal"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // TestWriteErrorIsSticky makes write(2) fail in a child process (a file size

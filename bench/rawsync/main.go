@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"kvd/internal/histogram"
+	"github.com/kvdstore/kvd/internal/histogram"
 )
 
 func main() {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"kvd/client"
-	"kvd/internal/histogram"
+	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/histogram"
 )
 
 // benchConfig holds the flags of kvctl bench.

@@ -10,8 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"kvd/client"
-	"kvd/internal/histogram"
+	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/histogram"
 )
 
 // passResult is the outcome of one pass, as -o json prints it.

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"kvd/client"
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // startKVD serves a real engine in a temporary directory over RESP on a

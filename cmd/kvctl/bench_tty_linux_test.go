@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvd/server"
+	"github.com/kvdstore/kvd/server"
 )
 
 // openPTY returns the two ends of a new pseudo-terminal, or skips the test

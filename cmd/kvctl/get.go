@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 func getCommand() *command {

@@ -20,7 +20,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 func main() {

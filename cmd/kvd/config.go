@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // pprofOnHTTP is the value of --pprof given without an address: serve

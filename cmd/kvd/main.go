@@ -21,8 +21,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"kvd/engine"
-	"kvd/server"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

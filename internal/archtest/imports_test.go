@@ -21,7 +21,7 @@ type pkg struct {
 // each other or cmd; nothing imports cmd.
 func TestImportsFlowOneWay(t *testing.T) {
 	touchSources(t)
-	out, err := exec.Command("go", "list", "-deps=false", "-json", "kvd/...").Output()
+	out, err := exec.Command("go", "list", "-deps=false", "-json", "github.com/kvdstore/kvd/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
@@ -44,10 +44,10 @@ func TestImportsFlowOneWay(t *testing.T) {
 		layer     string
 		forbidden []string
 	}{
-		{"kvd/wal", []string{"net", "net/http", "kvd/engine", "kvd/server", "kvd/client", "kvd/cmd"}},
-		{"kvd/engine", []string{"net", "net/http", "kvd/server", "kvd/client", "kvd/cmd"}},
-		{"kvd/server", []string{"kvd/client", "kvd/cmd"}},
-		{"kvd/client", []string{"kvd/server", "kvd/engine", "kvd/wal", "kvd/cmd"}},
+		{"github.com/kvdstore/kvd/wal", []string{"net", "net/http", "github.com/kvdstore/kvd/engine", "github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
+		{"github.com/kvdstore/kvd/engine", []string{"net", "net/http", "github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
+		{"github.com/kvdstore/kvd/server", []string{"github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
+		{"github.com/kvdstore/kvd/client", []string{"github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/engine", "github.com/kvdstore/kvd/wal", "github.com/kvdstore/kvd/cmd"}},
 	}
 	checked := 0
 	for _, p := range pkgs {
@@ -64,9 +64,9 @@ func TestImportsFlowOneWay(t *testing.T) {
 				}
 			}
 		}
-		if !strings.HasPrefix(p.ImportPath, "kvd/cmd/") {
+		if !strings.HasPrefix(p.ImportPath, "github.com/kvdstore/kvd/cmd/") {
 			for _, d := range p.Deps {
-				if under(d, "kvd/cmd") {
+				if under(d, "github.com/kvdstore/kvd/cmd") {
 					t.Errorf("%s depends on %s: nothing imports cmd", p.ImportPath, d)
 				}
 			}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/internal/histogram"
+	"github.com/kvdstore/kvd/internal/histogram"
 )
 
 func TestSmallValuesAreExact(t *testing.T) {

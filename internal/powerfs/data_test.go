@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvd/internal/powerfs"
+	"github.com/kvdstore/kvd/internal/powerfs"
 )
 
 // pattern returns n bytes that differ from those of another tag and from

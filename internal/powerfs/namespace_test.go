@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvd/internal/powerfs"
+	"github.com/kvdstore/kvd/internal/powerfs"
 )
 
 // durableTree returns a setup that creates, in the backing directory, the

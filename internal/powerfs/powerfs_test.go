@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/internal/powerfs"
+	"github.com/kvdstore/kvd/internal/powerfs"
 )
 
 // TestMain also runs the helper processes of process_test.go: the test

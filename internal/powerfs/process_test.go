@@ -18,7 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"kvd/internal/powerfs"
+	"github.com/kvdstore/kvd/internal/powerfs"
 )
 
 // Helper processes: the test binary runs itself with helperEnv naming a

@@ -340,7 +340,7 @@ func goroutineDump(k *kvd) string {
 		state = state[strings.Index(state, "[")+1:]
 		var frames []string
 		for i, line := range lines[1:] {
-			if !strings.HasPrefix(line, "kvd/") || i+2 >= len(lines) {
+			if !strings.HasPrefix(line, "github.com/kvdstore/kvd/") || i+2 >= len(lines) {
 				continue
 			}
 			fn := line

@@ -74,7 +74,7 @@ func runSuite(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	kvdBin = filepath.Join(dir, "kvd")
-	build := exec.Command(goTool(), "build", "-o", kvdBin, "kvd/cmd/kvd")
+	build := exec.Command(goTool(), "build", "-o", kvdBin, "github.com/kvdstore/kvd/cmd/kvd")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/internal/powerfs"
+	"github.com/kvdstore/kvd/internal/powerfs"
 )
 
 // TestPowerLoss runs kvd on a powerfs mount and, at random moments under

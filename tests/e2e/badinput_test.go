@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestBadInput sends what a broken or hostile client might: each gets a

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestCorruptLogProcedure follows the README's "When kvd refuses to start"

@@ -47,7 +47,7 @@ func testMain(m *testing.M) int {
 	if os.Getenv("KVD_E2E_RACE") == "1" {
 		args = append(args, "-race")
 	}
-	args = append(args, "kvd/cmd/kvd", "kvd/cmd/kvctl")
+	args = append(args, "github.com/kvdstore/kvd/cmd/kvd", "github.com/kvdstore/kvd/cmd/kvctl")
 	build := exec.Command("go", args...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

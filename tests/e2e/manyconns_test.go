@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestTenThousandIdleConnections opens 10,000 idle connections against a

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestGarbageCollectorTarget: kvd runs the garbage collector with GOGC=200

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestRestartKeepsAcknowledgedWrites writes from several clients in sync

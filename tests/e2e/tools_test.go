@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvd/client"
+	"github.com/kvdstore/kvd/client"
 )
 
 // TestRedisCLI drives kvd with redis-cli, in RESP2 and RESP3.
