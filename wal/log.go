@@ -353,7 +353,6 @@ func (l *Log) Size() int64 {
 	return n
 }
 
-
 // Close writes and fsyncs every queued record, stops the flusher and closes
 // the log. It is idempotent; calls after it return ErrClosed.
 func (l *Log) Close() error {
