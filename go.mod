@@ -28,5 +28,3 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
-
-replace github.com/tidwall/wal => ./third_party/tidwall-wal

@@ -8,16 +8,22 @@
 // uvarint length followed by the entry bytes and keeps no checksum, so the
 // entry bytes are our own frame:
 //
-//	+-----------+--------+-------------+-------------+-------------------+
-//	| CRC32C    | type   | revision    | length      | payload           |
-//	| 4 bytes   | 1 byte | 8 bytes     | 4 bytes     | length bytes      |
-//	| LE uint32 |        | LE uint64   | LE uint32   |                   |
-//	+-----------+--------+-------------+-------------+-------------------+
+//	+-----------+--------+-----------+-----------+-----------+--------------+
+//	| CRC32C    | type 2 | revision  | watermark | length    | payload      |
+//	| 4 bytes   | 1 byte | 8 bytes   | 8 bytes   | 4 bytes   | length bytes |
+//	| LE uint32 |        | LE uint64 | LE uint64 | LE uint32 |              |
+//	+-----------+--------+-----------+-----------+-----------+--------------+
 //
-// The CRC (Castagnoli) covers type, revision, length and payload. The
-// revision equals the tidwall/wal index of the entry; both are checked when
-// the log is read. The log directory holds a FORMAT file naming the frame
-// version; Open refuses a directory of another version.
+// The CRC (Castagnoli) covers everything after it. The revision equals the
+// tidwall/wal index of the entry; both are checked when the log is read.
+// The watermark is the highest revision the log knew durable (fsynced) when
+// the record was queued: a record that survives proves that every record up
+// to its watermark had reached stable storage, which is what lets Open tell
+// a crash's leftovers from damage (see Repair). Records of type 1 (format
+// 1, written before the watermark existed) have no watermark field and are
+// still read. The log directory holds a FORMAT file naming the format
+// version; Open upgrades "kvd-wal 1" to "kvd-wal 2" in place and refuses
+// any other.
 //
 // # Commit pipeline
 //
@@ -38,28 +44,27 @@
 // (tidwall/wal never does), before any record in that segment is reported
 // written.
 //
-// kvd builds against a patched copy of tidwall/wal v1.2.1
-// (third_party/tidwall-wal, see its PATCHES.md). Upstream keeps a copy of
-// the tail segment in memory, and of up to two sealed ones, for its Read;
-// the Log opens it WriteOnly, so that it encodes each batch into a reused
-// buffer, writes it and keeps nothing (the Log reads its segments itself, at
-// Open). Truncating at a segment's first record rewrites nothing (see
-// Truncation). The patch's earlier parts, for a log that keeps its tail in
-// memory, reserve that copy for a whole segment instead of growing it by
-// append, and let a new segment reuse a dropped segment's buffer.
-//
+// tidwall/wal (an ordinary, unmodified dependency) keeps the entries of the
+// tail segment in memory for its Read, growing that buffer as records are
+// appended, and caches the segments it seals. The Log drops the cache each
+// time a segment is sealed, so it holds about one segment's worth of memory
+// (Options.SegmentSize; bench/RESULTS.md measures the choice of default).
+// The Log reads its segments itself, once, at Open.
+
 // # Truncation
 //
-// [Log.TruncateFront] drops whole segments only: it truncates tidwall/wal at
-// the first record of a segment, where the patched tidwall/wal deletes the
-// older segment files and rewrites nothing (upstream writes and fsyncs a
-// copy of the segment from that record on, under its lock). tidwall/wal
-// deletes the files while holding the lock that writes take, and deleting a
-// full segment frees its blocks: a stall of every writer. TruncateFront
-// first gives each dropped file a second link in a trash directory, so that
-// the deletion under the lock removes a name only; the blocks are freed when
-// the trash is emptied, with no lock held. Open empties a trash that a crash
-// left behind. BenchmarkWriteStalls measures a writer's waits meanwhile.
+// [Log.TruncateFront] drops whole segments only. tidwall/wal's TruncateFront
+// copies the records of the segment holding the truncation point, from that
+// point on, into a new segment file (written and fsynced under the lock that
+// writes take) before it deletes the older files; the Log truncates at the
+// last record of the last segment it drops, so the copy is one record and
+// the log then starts with a one-record segment. tidwall/wal deletes the
+// files while holding that lock too, and deleting a full segment frees its
+// blocks: a stall of every writer. TruncateFront first gives each dropped
+// file a second link in a trash directory, so that the deletion under the
+// lock removes a name only; the blocks are freed when the trash is emptied,
+// with no lock held. Open empties a trash that a crash left behind.
+// BenchmarkWriteStalls measures a writer's waits meanwhile.
 //
 // # Preallocation
 //
@@ -83,18 +88,33 @@
 //
 // # Repair
 //
-// Open scans every segment before handing the directory to tidwall/wal, which
-// refuses a log with a torn tail. In the last segment, a bad record (short,
-// zero-filled, or failing its CRC) with no valid record anywhere after it is
-// the trace of a crash in the middle of a write, or the zero fill after the
-// last record: the segment is truncated there, fsynced, and the repair is
-// logged (at Info level when only zeros are cut, Warn otherwise). Any other bad record is
-// corruption: Open fails with a [*CorruptError] naming the segment and offset.
+// Open scans every segment before handing the directory to tidwall/wal,
+// which refuses a log with a torn tail, and cuts what a crash can leave
+// behind, with no operator:
+//   - the zero fill after the last record (logged at Info);
+//   - a bad last record whose write did not complete: the file ends inside
+//     it, or a sector-aligned piece of it is still zero (what the zero-filled
+//     tail held before), as etcd's WAL decides;
+//   - in the last segment, a bad record followed by valid ones when none of
+//     them carries a watermark at or above the bad record's revision: a power
+//     loss that kept later unsynced pages and not earlier ones, since an
+//     fsync makes every earlier page durable;
+//   - damage confined to records below the revision Open starts from (the
+//     state already holds them): the log then starts later.
+//
+// Each such cut is logged at Warn with the segment, offset, bytes and the
+// revisions of the valid records it dropped, and reported by
+// [Log.Recovery]. Anything else is corruption of data that was on stable
+// storage, and Open fails with a [*CorruptError] naming the segment and
+// offset and saying why a crash cannot explain it: a bad record in a sealed
+// segment (a segment is fsynced whole before the next is started), a hole
+// that a later record's watermark proves fsynced, or a last record written
+// whole that fails its checksum (a flipped bit).
 //
 // # Caveats
 //
-// Power loss can, on real disks, persist the pages of an unsynced write out of
-// order, leaving a bad record followed by a valid one in the last segment.
-// Open reports that as corruption rather than guessing: it never silently
-// drops a valid record.
+// A bit flip in a last record whose data happens to hold a zeroed sector,
+// or in its length so that it seems to run past the end of the file or into
+// the zero fill, is taken for a torn write and cut. Records of format 1 carry
+// no watermark, so a hole among them is always taken for a crash's.
 package wal

@@ -28,10 +28,16 @@ type CorruptError struct {
 	Segment string // segment file name
 	Offset  int64  // byte offset of the bad record
 	Reason  string
+	// Hint says what the damage probably is.
+	Hint string
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("wal: corrupt record in segment %s at offset %d: %s", e.Segment, e.Offset, e.Reason)
+	s := fmt.Sprintf("wal: corrupt record in segment %s at offset %d: %s", e.Segment, e.Offset, e.Reason)
+	if e.Hint != "" {
+		s += " (" + e.Hint + ")"
+	}
+	return s
 }
 
 // Unwrap returns ErrCorrupt.

@@ -18,7 +18,11 @@ import (
 
 const (
 	formatFile    = "FORMAT"
-	formatVersion = "kvd-wal 1\n"
+	formatVersion = "kvd-wal 2\n"
+	// formatV1 logs hold records without a watermark (TypeBatchV1). They are
+	// read as they are, and the FORMAT file is rewritten to version 2 before
+	// version-2 records join them.
+	formatV1 = "kvd-wal 1\n"
 	// trashDir holds second links to the segment files that a front
 	// truncation drops (see TruncateFront). Whatever is in it is garbage.
 	trashDir = "trash"
@@ -32,8 +36,8 @@ const (
 // Options configure a Log. The zero value is valid.
 type Options struct {
 	// SegmentSize is the size at which a segment file is sealed and a new one
-	// started. Default 64 MiB. No segment is held in memory: tidwall/wal is
-	// opened WriteOnly (third_party/tidwall-wal/PATCHES.md).
+	// started. Default 64 MiB. tidwall/wal keeps the tail segment's entries
+	// in memory, so it bounds the log's memory too (see the package doc).
 	SegmentSize int
 	// GroupCommitDelay makes the sync leader wait this long before it fsyncs,
 	// so that more records share the fsync. Default 0: no artificial delay.
@@ -107,10 +111,14 @@ type Log struct {
 	bytes       int64
 
 	// Sync side: guarded by smu.
-	smu          sync.Mutex
-	swait        waitList // waiting for a revision to be durable
-	syncing      bool
-	durable      uint64
+	smu     sync.Mutex
+	swait   waitList // waiting for a revision to be durable
+	syncing bool
+	durable uint64
+	// durableMark mirrors durable for Enqueue, which stamps it on each
+	// record as its watermark without taking smu.
+	durableMark  atomic.Uint64
+	recovery     Recovery // what Open cut
 	fsyncs       uint64
 	recordsSyncd uint64
 	maxFsync     time.Duration
@@ -170,32 +178,22 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	if err := os.RemoveAll(filepath.Join(dir, trashDir)); err != nil {
 		return nil, fmt.Errorf("wal: empty %s: %w", trashDir, err)
 	}
-	segs, err := finishTruncation(dir)
-	if err != nil {
-		return nil, err
-	}
-	// Make whatever an earlier process wrote durable before it is replayed:
-	// the caller may checkpoint replayed records at once.
-	for _, s := range segs {
-		if err := syncFile(filepath.Join(dir, s.name)); err != nil {
+	var (
+		segs []segmentFile
+		res  scanResult
+		cuts []Cut
+		err  error
+	)
+	for {
+		if segs, err = listSegments(dir, from); err != nil {
 			return nil, err
 		}
-	}
-	if len(segs) == 0 && from > 1 {
-		// An empty directory at a later revision: start the log there, as
-		// tidwall/wal would after truncating everything.
-		name := segmentName(from)
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("wal: create segment: %w", err)
+		res, err = scanLog(dir, segs, from, replay, logger)
+		cuts = append(cuts, res.cuts...)
+		if !errors.Is(err, errRescan) {
+			break
 		}
-		f.Close()
-		if err := syncDir(dir); err != nil {
-			return nil, err
-		}
-		segs = []segmentFile{{name: name, first: from}}
 	}
-	res, err := scanLog(dir, segs, from, replay, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +205,6 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		NoSync:      true,
 		SegmentSize: opts.SegmentSize,
 		AllowEmpty:  true,
-		WriteOnly:   true, // the log is read by scanLog, never through tidwall/wal
 		DirPerms:    0o750,
 		FilePerms:   0o640,
 	})
@@ -240,10 +237,12 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		tailBytes: int(res.tailSize),
 		zeroed:    int(res.tailSize),
 		first:     res.first,
+		recovery:  Recovery{Cuts: cuts},
 		flushKick: make(chan struct{}, 1),
 		flushWake: make(chan time.Time, 1),
 		stop:      make(chan struct{}),
 	}
+	l.durableMark.Store(res.last)
 	l.flushInterval.Store(int64(opts.FlushInterval))
 	if l.syncF, err = l.openTail(); err != nil {
 		tw.Close()
@@ -254,6 +253,36 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	return l, nil
 }
 
+// listSegments finishes an interrupted truncation and lists the segments,
+// fsyncing each: whatever an earlier process wrote is made durable before
+// it is replayed, since the caller may checkpoint replayed records at once.
+// An empty directory opened at a later revision gets an empty segment
+// starting there, as tidwall/wal would leave after truncating everything.
+func listSegments(dir string, from uint64) ([]segmentFile, error) {
+	segs, err := finishTruncation(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range segs {
+		if err := syncFile(filepath.Join(dir, s.name)); err != nil {
+			return nil, err
+		}
+	}
+	if len(segs) == 0 && from > 1 {
+		name := segmentName(from)
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("wal: create segment: %w", err)
+		}
+		f.Close()
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+		segs = []segmentFile{{name: name, first: from}}
+	}
+	return segs, nil
+}
+
 func checkFormat(dir string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("wal: create dir: %w", err)
@@ -261,11 +290,12 @@ func checkFormat(dir string) error {
 	path := filepath.Join(dir, formatFile)
 	b, err := os.ReadFile(path)
 	switch {
-	case err == nil:
-		if string(b) != formatVersion {
-			return fmt.Errorf("wal: %s says %q, this build reads %q: %w", path, b, formatVersion, ErrFormat)
-		}
+	case err == nil && string(b) == formatVersion:
 		return nil
+	case err == nil && string(b) == formatV1:
+		return writeFormat(dir)
+	case err == nil:
+		return fmt.Errorf("wal: %s says %q, this build reads %q and %q: %w", path, b, formatV1, formatVersion, ErrFormat)
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("wal: read format: %w", err)
 	}
@@ -278,6 +308,12 @@ func checkFormat(dir string) error {
 			return fmt.Errorf("wal: %s has segments but no %s file: %w", dir, formatFile, ErrFormat)
 		}
 	}
+	return writeFormat(dir)
+}
+
+// writeFormat writes the FORMAT file atomically and durably.
+func writeFormat(dir string) error {
+	path := filepath.Join(dir, formatFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(formatVersion), 0o640); err != nil {
 		return fmt.Errorf("wal: write format: %w", err)
@@ -334,6 +370,9 @@ func (l *Log) Stats() Stats {
 	s.Err = l.failure()
 	return s
 }
+
+// Recovery returns what Open cut from the log to recover it.
+func (l *Log) Recovery() Recovery { return l.recovery }
 
 // Durable returns the last durable revision.
 func (l *Log) Durable() uint64 { return l.durableRev() }

@@ -48,7 +48,7 @@ func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
 	}
 	rev := l.next
 	l.next++
-	l.queue = AppendRecord(l.queue, TypeBatch, rev, payload)
+	l.queue = AppendRecord(l.queue, rev, l.durableMark.Load(), payload)
 	l.queueRecs = append(l.queueRecs, len(l.queue))
 	l.queueVals = append(l.queueVals, v)
 	l.mu.Unlock()
@@ -198,10 +198,14 @@ func (l *Log) preallocate() {
 
 // sealedSegments makes segments that tidwall/wal just created durable in the
 // directory and moves the fsync descriptor to the new tail. tidwall/wal
-// fsyncs a segment itself when it seals it.
+// fsyncs a segment itself when it seals it, and keeps the entries of the
+// segment it sealed in its cache, for its Read: the Log drops them.
 func (l *Log) sealedSegments(firsts []uint64) error {
 	if err := syncDir(l.dir); err != nil {
 		return err
+	}
+	if err := l.tw.ClearCache(); err != nil {
+		return fmt.Errorf("wal: clear cache: %w", err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -287,6 +291,7 @@ func (l *Log) syncWritten() error {
 	}
 	l.smu.Lock()
 	l.durable = target
+	l.durableMark.Store(target)
 	l.fsyncs++
 	l.recordsSyncd += target - durable
 	l.maxFsync = max(l.maxFsync, took)

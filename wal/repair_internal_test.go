@@ -2,20 +2,44 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"testing"
 )
+
+// appendRecordV1 appends a record in format 1 (no watermark), as kvd wrote
+// them before the watermark existed.
+func appendRecordV1(dst []byte, rev uint64, payload []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, TypeBatchV1)
+	dst = binary.LittleEndian.AppendUint64(dst, rev)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
+	dst = append(dst, payload...)
+	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	return dst
+}
 
 // segmentOf returns a tidwall/wal segment image holding records 1..n.
 func segmentOf(n int) []byte {
 	var seg []byte
 	for rev := uint64(1); rev <= uint64(n); rev++ {
-		rec := AppendRecord(nil, TypeBatch, rev, []byte(fmt.Sprintf("value-%d", rev)))
+		rec := AppendRecord(nil, rev, rev-1, []byte(fmt.Sprintf("value-%d", rev)))
 		seg = appendUvarint(seg, uint64(len(rec)))
 		seg = append(seg, rec...)
 	}
 	return seg
+}
+
+// scanTail scans buf as the last segment of a log, as scanLog does.
+func scanTail(buf []byte, replay ReplayFunc) (int, uint64, Cut, error) {
+	off, next, reason, err := scanSegment("seg", buf, 1, 1, replay)
+	if err != nil || reason == "" {
+		return off, next, Cut{}, err
+	}
+	c, err := tailCut("seg", buf, off, next, reason)
+	return off, next, c, err
 }
 
 func appendUvarint(b []byte, x uint64) []byte {
@@ -35,8 +59,8 @@ func TestEveryZeroTail(t *testing.T) {
 	buf := append(bytes.Clone(seg), make([]byte, 8192)...)
 	for size := 1; size <= 8192; size++ {
 		count := 0
-		off, next, err := scanSegment("seg", buf[:len(seg)+size], 1, 1, func(uint64, []byte) error { count++; return nil }, true)
-		if err != nil || off != len(seg) || next != n+1 || count != n {
+		off, next, c, err := scanTail(buf[:len(seg)+size], func(uint64, []byte) error { count++; return nil })
+		if err != nil || c.Reason != "" || off != len(seg) || next != n+1 || count != n {
 			t.Fatalf("zero tail of %d bytes: off %d next %d records %d err %v; want %d, %d, %d, nil",
 				size, off, next, count, err, len(seg), n+1, n)
 		}
@@ -57,7 +81,7 @@ func TestEveryCut(t *testing.T) {
 		for whole+1 < len(ends) && ends[whole+1] <= cut {
 			whole++
 		}
-		off, _, err := scanSegment("seg", seg[:cut], 1, 1, nil, true)
+		off, _, _, err := scanTail(seg[:cut], nil)
 		if err != nil || off != ends[whole] {
 			t.Fatalf("cut at %d: scan stopped at %d (%v), want %d", cut, off, err, ends[whole])
 		}
@@ -65,23 +89,31 @@ func TestEveryCut(t *testing.T) {
 }
 
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add(byte(TypeBatch), uint64(1), []byte("hello"))
-	f.Add(byte(0), uint64(0), []byte{})
-	f.Fuzz(func(t *testing.T, typ byte, rev uint64, p []byte) {
-		rec := AppendRecord(nil, typ, rev, p)
-		gotTyp, gotRev, gotP, err := DecodeRecord(rec)
-		if typ == TypeBatch {
-			if err != nil || gotTyp != typ || gotRev != rev || !bytes.Equal(gotP, p) {
-				t.Fatalf("round trip: %v %d %q %v", gotTyp, gotRev, gotP, err)
+	f.Add(uint64(1), uint64(0), []byte("hello"))
+	f.Add(uint64(0), uint64(0), []byte{})
+	f.Fuzz(func(t *testing.T, rev, wm uint64, p []byte) {
+		rec := AppendRecord(nil, rev, wm, p)
+		got, err := DecodeRecord(rec)
+		if err != nil || got.Type != TypeBatch || got.Revision != rev || got.Watermark != wm || !bytes.Equal(got.Payload, p) {
+			t.Fatalf("round trip: %+v %v", got, err)
+		}
+		v1 := appendRecordV1(nil, rev, p)
+		if got, err := DecodeRecord(v1); err != nil || got.Type != TypeBatchV1 || got.Revision != rev || got.Watermark != 0 || !bytes.Equal(got.Payload, p) {
+			t.Fatalf("format-1 record: %+v %v", got, err)
+		}
+		for _, typ := range []byte{0, 3, 255} {
+			other := bytes.Clone(rec)
+			other[4] = typ
+			binary.LittleEndian.PutUint32(other, crc32.Checksum(other[4:], castagnoli))
+			if _, err := DecodeRecord(other); err == nil {
+				t.Fatalf("type %d decoded without error", typ)
 			}
-		} else if err == nil {
-			t.Fatalf("type %d decoded without error", typ)
 		}
 		// Any corruption of a single byte must be detected.
 		for i := range rec {
 			bad := bytes.Clone(rec)
 			bad[i] ^= 0x01
-			if _, _, _, err := DecodeRecord(bad); err == nil {
+			if _, err := DecodeRecord(bad); err == nil {
 				t.Fatalf("flip in byte %d not detected", i)
 			}
 		}
@@ -101,7 +133,7 @@ func FuzzScanTail(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tail []byte) {
 		buf := append(bytes.Clone(seg), tail...)
 		count := 0
-		off, _, err := scanSegment("seg", buf, 1, 1, func(uint64, []byte) error { count++; return nil }, true)
+		off, _, _, err := scanTail(buf, func(uint64, []byte) error { count++; return nil })
 		if err != nil {
 			var ce *CorruptError
 			if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {

@@ -4,13 +4,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 )
 
-// TruncateFront drops records below keep, but only by whole segments: it
-// truncates tidwall/wal at the first record of a segment, where the patched
-// tidwall/wal deletes the older segment files and rewrites nothing. It is a
-// no-op when no whole segment is below keep.
+// TruncateFront drops records below keep, by whole segments: when segments
+// 0..j hold only records below keep, it truncates tidwall/wal at the last
+// record of segment j. tidwall/wal copies the records of the segment that
+// holds the truncation point, from that point on, into a new segment file
+// (fsynced, under the lock that writes take) before it deletes the older
+// files; at a segment's last record that copy is one record, where at the
+// next segment's first record it would be the whole next segment. The log
+// then starts with a one-record segment (that record is below keep, which
+// the caller allows). It is a no-op when no whole segment is below keep.
 func (l *Log) TruncateFront(keep uint64) error {
 	if err := l.failure(); err != nil {
 		return err
@@ -27,7 +31,10 @@ func (l *Log) TruncateFront(keep uint64) error {
 	if j < 0 {
 		return nil
 	}
-	idx := segs[j+1] // the new first record
+	idx := segs[j+1] - 1 // the new first record: segment j's last
+	if idx == segs[0] {
+		return nil // segment 0 is that one record already
+	}
 	// tidwall/wal deletes the dropped segment files while it holds the lock
 	// that every write takes, and deleting a full segment frees its blocks,
 	// a stall of every writer (BenchmarkWriteStalls: 33-37 ms). A second
@@ -50,7 +57,7 @@ func (l *Log) TruncateFront(keep uint64) error {
 		return l.fail(err)
 	}
 	l.mu.Lock()
-	l.segFirst = slices.Clone(l.segFirst[j+1:])
+	l.segFirst = append([]uint64{idx}, l.segFirst[j+1:]...)
 	l.first = idx
 	l.mu.Unlock()
 	if testHookTruncated != nil {
