@@ -50,7 +50,7 @@
 // time a segment is sealed, so it holds about one segment's worth of memory
 // (Options.SegmentSize; bench/RESULTS.md measures the choice of default).
 // The Log reads its segments itself, once, at Open.
-
+//
 // # Truncation
 //
 // [Log.TruncateFront] drops whole segments only. tidwall/wal's TruncateFront
