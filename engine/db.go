@@ -528,7 +528,18 @@ type Stats struct {
 	WALSegments       int
 	MemtableBytes     int64
 	Checkpoints       uint64
-	Err               error // why writes are refused, once they are
+	// Recovery is what opening the store cut from the log to recover from a
+	// crash or from damage the state no longer needed (wal.Recovery).
+	Recovery RecoveryStats
+	Err      error // why writes are refused, once they are
+}
+
+// RecoveryStats sum up the cuts that the last Open made to the log.
+type RecoveryStats struct {
+	Cuts    int    // stretches cut
+	Bytes   int64  // bytes cut
+	Records int    // valid records cut (found after a hole no fsync covered)
+	Reason  string // why the first cut was made; empty without a cut
 }
 
 // CommittedRevision returns the last revision written to the log: every
@@ -556,6 +567,9 @@ func (db *DB) Stats() Stats {
 		MemtableBytes:     db.memBytes.Load(),
 		Checkpoints:       db.checkpoints.Load(),
 		Err:               db.failure(),
+	}
+	if r := db.wal.Recovery(); len(r.Cuts) > 0 {
+		s.Recovery = RecoveryStats{Cuts: len(r.Cuts), Bytes: r.Bytes(), Records: r.Records(), Reason: r.Cuts[0].Reason}
 	}
 	if s.Err == nil && ws.Err != nil {
 		s.Err = fmt.Errorf("%w: %w", ErrLogFailed, ws.Err)

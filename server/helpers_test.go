@@ -33,6 +33,8 @@ type serverOpts struct {
 	wrap func(*engine.DB) server.Store
 	// logFails: the test makes the log fail, so Close reports it.
 	logFails bool
+	// dir, if set, is the data directory to open instead of a new one.
+	dir string
 }
 
 // testRESPIO is the RESP I/O model the tests run on: the default, or the one
@@ -44,7 +46,10 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if o.cfg.RESPIO == "" {
 		o.cfg.RESPIO = testRESPIO
 	}
-	db, err := engine.Open(t.TempDir(), o.engine)
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	db, err := engine.Open(o.dir, o.engine)
 	if err != nil {
 		t.Fatalf("engine.Open: %v", err)
 	}

@@ -351,17 +351,19 @@ func (s *Server) handleSync(w http.ResponseWriter, _ *http.Request) {
 
 // Status is the JSON body of GET /v1/status.
 type Status struct {
-	Version          string    `json:"version"`
-	CommitMode       string    `json:"commit_mode"`
-	FlushInterval    string    `json:"flush_interval"`
-	Revisions        Revisions `json:"revisions"`
-	Fsync            FsyncStat `json:"fsync"`
-	WALBytes         int64     `json:"wal_bytes"`
-	WALSegments      int       `json:"wal_segments"`
-	MemtableBytes    int64     `json:"memtable_bytes"`
-	Checkpoints      uint64    `json:"checkpoints"`
-	UptimeSeconds    float64   `json:"uptime_seconds"`
-	ConnectedClients int       `json:"connected_clients"`
+	Version       string    `json:"version"`
+	CommitMode    string    `json:"commit_mode"`
+	FlushInterval string    `json:"flush_interval"`
+	Revisions     Revisions `json:"revisions"`
+	Fsync         FsyncStat `json:"fsync"`
+	WALBytes      int64     `json:"wal_bytes"`
+	WALSegments   int       `json:"wal_segments"`
+	MemtableBytes int64     `json:"memtable_bytes"`
+	Checkpoints   uint64    `json:"checkpoints"`
+	// Recovery is what the start-up cut from the log to recover.
+	Recovery         Recovery `json:"recovery"`
+	UptimeSeconds    float64  `json:"uptime_seconds"`
+	ConnectedClients int      `json:"connected_clients"`
 	// LogError is set once the write-ahead log failed.
 	LogError string `json:"log_error,omitempty"`
 }
@@ -372,6 +374,15 @@ type Revisions struct {
 	Committed uint64 `json:"committed"`
 	Durable   uint64 `json:"durable"`
 	Applied   uint64 `json:"applied"`
+}
+
+// Recovery reports what the start-up cut from the log: torn or unsynced
+// records a crash left, or damaged records the state no longer needed.
+type Recovery struct {
+	Cuts    int    `json:"cuts"`
+	Bytes   int64  `json:"bytes"`
+	Records int    `json:"records"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // FsyncStat counts the write-ahead log's fsyncs since the store opened.
@@ -397,10 +408,12 @@ func (s *Server) Status() Status {
 		},
 		Fsync: FsyncStat{Count: st.Fsyncs, Records: st.RecordsSynced, RecordsPerFsync: recordsPerFsync(st),
 			MaxSeconds: st.MaxFsync.Seconds()},
-		WALBytes:         st.WALBytes,
-		WALSegments:      st.WALSegments,
-		MemtableBytes:    st.MemtableBytes,
-		Checkpoints:      st.Checkpoints,
+		WALBytes:      st.WALBytes,
+		WALSegments:   st.WALSegments,
+		MemtableBytes: st.MemtableBytes,
+		Checkpoints:   st.Checkpoints,
+		Recovery: Recovery{Cuts: st.Recovery.Cuts, Bytes: st.Recovery.Bytes, Records: st.Recovery.Records,
+			Reason: st.Recovery.Reason},
 		UptimeSeconds:    time.Since(s.started).Seconds(),
 		ConnectedClients: s.Clients(),
 	}

@@ -115,6 +115,10 @@ func (m *Metrics) register(s *Server) {
 			func(st engine.Stats) float64 { return float64(st.AppliedRevision) }),
 		stat("kvd_wal_bytes", "Bytes in write-ahead log segments.",
 			func(st engine.Stats) float64 { return float64(st.WALBytes) }),
+		stat("kvd_wal_recovery_cut_bytes", "Bytes the last start-up cut from the log to recover from a crash or from damage below the checkpoint.",
+			func(st engine.Stats) float64 { return float64(st.Recovery.Bytes) }),
+		stat("kvd_wal_recovery_cut_records", "Valid records the last start-up cut from the log (found after a hole that no fsync covered).",
+			func(st engine.Stats) float64 { return float64(st.Recovery.Records) }),
 		stat("kvd_log_failed", "1 once the write-ahead log failed (writes refused until restart).",
 			func(st engine.Stats) float64 {
 				if st.Err != nil {

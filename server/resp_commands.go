@@ -353,6 +353,12 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("wal_segments", st.WALSegments)
 		field("memtable_bytes", st.MemtableBytes)
 		field("checkpoints", st.Checkpoints)
+		field("recovery_cuts", st.Recovery.Cuts)
+		field("recovery_cut_bytes", st.Recovery.Bytes)
+		field("recovery_cut_records", st.Recovery.Records)
+		if st.Recovery.Cuts > 0 {
+			field("recovery_cut_reason", strings.NewReplacer("\r", " ", "\n", " ").Replace(st.Recovery.Reason))
+		}
 		field("aof_enabled", 1)
 		if st.Err != nil {
 			field("log_status", "failed")
