@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,6 +478,16 @@ func TestDirectoryLock(t *testing.T) {
 	db := open(t, dir, engine.Options{})
 	if _, err := engine.Open(dir, engine.Options{}); !errors.Is(err, engine.ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	// With LOCK deleted, the second Open gets past it: the state file's own
+	// lock stops it, with the same error.
+	if err := os.Remove(filepath.Join(dir, "LOCK")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Open(dir, engine.Options{}); !errors.Is(err, engine.ErrLocked) {
+		t.Fatalf("second Open with LOCK deleted: %v, want ErrLocked", err)
+	} else {
+		t.Log(err)
 	}
 	db.Close()
 	db2 := open(t, dir, engine.Options{})

@@ -76,6 +76,11 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 		FreelistType:    bolt.FreelistMapType,
 		Timeout:         time.Second, // DIR/LOCK already keeps other processes out
 	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		// bbolt's own flock on state.db is held: another process has the
+		// store open although DIR/LOCK was free (deleted and recreated).
+		return 0, fmt.Errorf("%w: %s (its state file is locked; was %s deleted?)", ErrLocked, db.dir, lockPath(db.dir))
+	}
 	if err != nil {
 		return 0, fmt.Errorf("engine: open state %s: %w", statePath, err)
 	}
