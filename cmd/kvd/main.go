@@ -23,6 +23,7 @@ import (
 
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/server"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,6 +68,9 @@ func exitCode(err error, stderr io.Writer) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "kvd: %v\n", err)
+		if errors.Is(err, wal.ErrCorrupt) || errors.Is(err, engine.ErrCorruptState) {
+			fmt.Fprintln(stderr, `kvd: the data directory is damaged and kvd changed nothing in it; see "When kvd refuses to start" in README.md`)
+		}
 		return 1
 	}
 }
