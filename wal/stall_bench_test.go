@@ -2,6 +2,7 @@ package wal_test
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,10 +12,10 @@ import (
 )
 
 // BenchmarkWriteStalls measures how long a writer waits for each record to
-// be written while the log starts new 64 MiB segments and another goroutine
-// drops the sealed ones, as the engine's checkpointer does after each
-// checkpoint. Each iteration writes six segments of 4 KiB records to a new
-// log and reports the waits over 2 ms (waits>2ms), the longest TruncateFront
+// be written while the log starts new segments (of 64, 16 and 8 MiB: one
+// sub-benchmark each) and another goroutine drops the sealed ones, as the
+// engine's checkpointer does after each checkpoint. Each iteration writes
+// 384 MiB of 4 KiB records to a new log and reports the waits over 2 ms (waits>2ms), the longest TruncateFront
 // call (max-truncate-ms, freeing the dropped files included), and the
 // longest wait for one record of three kinds: a write that overlapped a
 // truncation (max-wait-truncating-ms), a write that started a segment
@@ -22,7 +23,13 @@ import (
 //
 //	go test -run '^$' -bench WriteStalls -benchtime 3x ./wal/
 func BenchmarkWriteStalls(b *testing.B) {
-	const segSize = 64 << 20
+	for _, segSize := range []int{64 << 20, 16 << 20, 8 << 20} {
+		b.Run(fmt.Sprintf("segment=%dMiB", segSize>>20), func(b *testing.B) { benchWriteStalls(b, segSize) })
+	}
+}
+
+func benchWriteStalls(b *testing.B, segSize int) {
+	const written = 384 << 20
 	rec := bytes.Repeat([]byte("x"), 4<<10)
 	var maxTrunc, maxTruncating, maxNewSeg, maxOther time.Duration
 	slow := 0
@@ -58,7 +65,7 @@ func BenchmarkWriteStalls(b *testing.B) {
 			}
 		}()
 		segs := l.Stats().Segments
-		for range 6 * segSize / len(rec) {
+		for range written / len(rec) {
 			t0 := truncating.Load()
 			start := time.Now()
 			rev, err := l.Enqueue(rec, nil)
