@@ -529,6 +529,15 @@ type Stats struct {
 	MemtableBytes     int64
 	Checkpoints       uint64
 	Err               error // why writes are refused, once they are
+
+	// How long log records stay written but not fsynced (wal.Stats): the
+	// age now of the oldest, and the longest over the last minute and
+	// since Open. Counted for every record from its write, sync or async:
+	// an upper bound on how old the acknowledged async writes a power loss
+	// would take are.
+	OldestUnsynced        time.Duration
+	MaxUnsyncedLastMinute time.Duration
+	MaxUnsyncedSinceOpen  time.Duration
 }
 
 // CommittedRevision returns the last revision written to the log: every
@@ -556,6 +565,10 @@ func (db *DB) Stats() Stats {
 		MemtableBytes:     db.memBytes.Load(),
 		Checkpoints:       db.checkpoints.Load(),
 		Err:               db.failure(),
+
+		OldestUnsynced:        ws.OldestUnsynced,
+		MaxUnsyncedLastMinute: ws.MaxUnsyncedLastMinute,
+		MaxUnsyncedSinceOpen:  ws.MaxUnsyncedSinceOpen,
 	}
 	if s.Err == nil && ws.Err != nil {
 		s.Err = fmt.Errorf("%w: %w", ErrLogFailed, ws.Err)
