@@ -528,10 +528,19 @@ type Stats struct {
 	WALSegments       int
 	MemtableBytes     int64
 	Checkpoints       uint64
+	Err               error // why writes are refused, once they are
 	// Recovery is what opening the store cut from the log to recover from a
 	// crash or from damage the state no longer needed (wal.Recovery).
 	Recovery RecoveryStats
-	Err      error // why writes are refused, once they are
+
+	// How long log records stay written but not fsynced (wal.Stats): the
+	// age now of the oldest, and the longest over the last minute and
+	// since Open. Counted for every record from its write, sync or async:
+	// an upper bound on how old the acknowledged async writes a power loss
+	// would take are.
+	OldestUnsynced        time.Duration
+	MaxUnsyncedLastMinute time.Duration
+	MaxUnsyncedSinceOpen  time.Duration
 }
 
 // RecoveryStats sum up the cuts that the last Open made to the log.
@@ -567,6 +576,10 @@ func (db *DB) Stats() Stats {
 		MemtableBytes:     db.memBytes.Load(),
 		Checkpoints:       db.checkpoints.Load(),
 		Err:               db.failure(),
+
+		OldestUnsynced:        ws.OldestUnsynced,
+		MaxUnsyncedLastMinute: ws.MaxUnsyncedLastMinute,
+		MaxUnsyncedSinceOpen:  ws.MaxUnsyncedSinceOpen,
 	}
 	if r := db.wal.Recovery(); len(r.Cuts) > 0 {
 		s.Recovery = RecoveryStats{Cuts: len(r.Cuts), Bytes: r.Bytes(), Records: r.Records(), Reason: r.Cuts[0].Reason}

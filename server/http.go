@@ -356,6 +356,7 @@ type Status struct {
 	FlushInterval string    `json:"flush_interval"`
 	Revisions     Revisions `json:"revisions"`
 	Fsync         FsyncStat `json:"fsync"`
+	Unsynced      Unsynced  `json:"unsynced"`
 	WALBytes      int64     `json:"wal_bytes"`
 	WALSegments   int       `json:"wal_segments"`
 	MemtableBytes int64     `json:"memtable_bytes"`
@@ -394,6 +395,21 @@ type FsyncStat struct {
 	MaxSeconds float64 `json:"max_seconds"`
 }
 
+// Unsynced tells how long write-ahead log records stay written but not
+// fsynced: what a power loss can take in async mode. Ages count from a
+// record's write and include sync records, so they bound from above the age
+// of the acknowledged async writes at risk.
+type Unsynced struct {
+	// OldestAgeSeconds is the age now of the oldest record not yet fsynced
+	// (0 when every record is).
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// MaxAgeLastMinuteSeconds is the longest a record stayed unsynced over
+	// the last minute, the current OldestAgeSeconds included.
+	MaxAgeLastMinuteSeconds float64 `json:"max_age_last_minute_seconds"`
+	// MaxAgeSeconds is the same since the store opened.
+	MaxAgeSeconds float64 `json:"max_age_seconds"`
+}
+
 // Status returns the server's status as GET /v1/status reports it.
 func (s *Server) Status() Status {
 	st := s.store.Stats()
@@ -408,6 +424,11 @@ func (s *Server) Status() Status {
 		},
 		Fsync: FsyncStat{Count: st.Fsyncs, Records: st.RecordsSynced, RecordsPerFsync: recordsPerFsync(st),
 			MaxSeconds: st.MaxFsync.Seconds()},
+		Unsynced: Unsynced{
+			OldestAgeSeconds:        st.OldestUnsynced.Seconds(),
+			MaxAgeLastMinuteSeconds: st.MaxUnsyncedLastMinute.Seconds(),
+			MaxAgeSeconds:           st.MaxUnsyncedSinceOpen.Seconds(),
+		},
 		WALBytes:      st.WALBytes,
 		WALSegments:   st.WALSegments,
 		MemtableBytes: st.MemtableBytes,

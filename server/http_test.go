@@ -252,6 +252,21 @@ func TestHTTPStatusAndMetrics(t *testing.T) {
 		st.Fsync.Count == 0 || st.Fsync.RecordsPerFsync <= 0 || st.UptimeSeconds <= 0 || st.FlushInterval != "10ms" {
 		t.Errorf("status = %+v", st)
 	}
+	// Sync writes: each record stayed unsynced until its fsync, none is now.
+	if u := st.Unsynced; u.OldestAgeSeconds != 0 || u.MaxAgeLastMinuteSeconds <= 0 || u.MaxAgeSeconds < u.MaxAgeLastMinuteSeconds {
+		t.Errorf("status unsynced = %+v", u)
+	}
+	var raw struct {
+		Unsynced map[string]float64 `json:"unsynced"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"oldest_age_seconds", "max_age_last_minute_seconds", "max_age_seconds"} {
+		if _, ok := raw.Unsynced[k]; !ok {
+			t.Errorf("status lacks unsynced.%s: %s", k, r.body)
+		}
+	}
 
 	m := doHTTP(t, "GET", base+"/metrics", nil, nil).body
 	for _, want := range []string{
@@ -261,6 +276,8 @@ func TestHTTPStatusAndMetrics(t *testing.T) {
 		`kvd_wal_records_per_fsync_bucket`,
 		`kvd_committed_revision 2`,
 		`kvd_durable_revision 2`,
+		"kvd_wal_unsynced_oldest_age_seconds 0\n",
+		`kvd_wal_unsynced_max_age_last_minute_seconds `,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(m, want) {

@@ -349,6 +349,11 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("records_synced", st.RecordsSynced)
 		field("records_per_fsync", fmt.Sprintf("%.2f", recordsPerFsync(st)))
 		field("max_fsync_ms", fmt.Sprintf("%.3f", float64(st.MaxFsync)/float64(time.Millisecond)))
+		// How long log records stay written but not fsynced: what a power
+		// loss can take in async mode (see engine.Stats).
+		field("unsynced_oldest_age_ms", fmt.Sprintf("%.3f", float64(st.OldestUnsynced)/float64(time.Millisecond)))
+		field("unsynced_max_age_last_minute_ms", fmt.Sprintf("%.3f", float64(st.MaxUnsyncedLastMinute)/float64(time.Millisecond)))
+		field("unsynced_max_age_ms", fmt.Sprintf("%.3f", float64(st.MaxUnsyncedSinceOpen)/float64(time.Millisecond)))
 		field("wal_bytes", st.WALBytes)
 		field("wal_segments", st.WALSegments)
 		field("memtable_bytes", st.MemtableBytes)

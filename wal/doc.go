@@ -33,9 +33,21 @@
 // of them writes every queued record with a single write. [Log.WaitDurable]
 // returns once an fsync covering the record has completed: one caller (the
 // sync leader) fdatasyncs for all the records written so far while the others
-// wait, which is group commit. A background flusher fsyncs every
-// FlushInterval, or sooner when FlushBytes are unsynced, for records whose
-// writers did not wait.
+// wait, which is group commit. A background flusher fsyncs the records
+// whose writers did not wait: when the oldest record that no fsync has
+// claimed becomes FlushInterval old, or as soon as FlushBytes are unsynced,
+// and at once when an fsync ends after that moment. One fsync runs at a
+// time, so with fsyncs taking F a record is durable at most
+// max(FlushInterval, F) + F after it was written: FlushInterval plus one
+// fsync while fsyncs are shorter than the interval, two fsyncs when they are
+// longer. That holds when the process gets the CPU it needs; a process
+// starved of CPU, or an fsync that stalls, makes records wait longer.
+// [Stats] shows how long they actually wait: OldestUnsynced, the age now of
+// the oldest written record not yet durable, and its maximum over the last
+// minute and since Open (the age records had when their fsync completed, or
+// have now). A record's age counts from its write, and sync records count
+// too: for async writes, acknowledged once written, it is an upper bound on
+// how old the oldest acknowledged write a power loss would take is.
 //
 // tidwall/wal is opened with NoSync and its own Sync is never called: it holds
 // the log's lock while it fsyncs, which would stop writers during every fsync.

@@ -77,6 +77,24 @@ type Stats struct {
 	BytesWritten            int64         // bytes written since Open
 	Segments                int
 	Err                     error // sticky failure, if any
+
+	// The exposure to a power loss: how long written records stay
+	// unsynced, each record's age counted from its write (exposure.go).
+	// In async commit mode this bounds from above the age of the acknowledged
+	// writes a power loss would lose; the Log does not know which records
+	// are async, so sync records, never acknowledged unsynced, count too.
+	//
+	// OldestUnsynced is the age now of the oldest record written but not
+	// durable, 0 if there is none. It goes on growing after a failed fsync:
+	// those records are not durable.
+	OldestUnsynced time.Duration
+	// MaxUnsyncedLastMinute is the longest a record stayed unsynced over
+	// the last minute (the current second and the 59 before it): the
+	// largest age a record had when an fsync completed, or has now while it
+	// waits (OldestUnsynced).
+	MaxUnsyncedLastMinute time.Duration
+	// MaxUnsyncedSinceOpen is the same maximum since Open.
+	MaxUnsyncedSinceOpen time.Duration
 }
 
 // Log is an open write-ahead log. Its methods are safe for concurrent use.
@@ -100,7 +118,14 @@ type Log struct {
 	queueVals []any
 	syncF     *os.File   // tail segment, for fdatasync
 	retired   []*os.File // old tail segments, closed by the next sync leader
-	unsynced  int        // bytes written since the last fsync
+	unsynced  int        // bytes written since the last fsync claimed the written records
+	// Write times of the oldest unsynced records (exposure.go):
+	// unclaimedAt of those written since the last claim (zero if none),
+	// claimedAt of those the fsync of claimedRev claimed, valid until
+	// durable reaches claimedRev.
+	unclaimedAt time.Time
+	claimedAt   time.Time
+	claimedRev  uint64
 	// flushParked: the flusher sleeps without a timer, because every record
 	// written was fsynced (or claimed by an fsync) when it last looked. The
 	// write that ends the quiet spell wakes it, sending its time on flushWake.
@@ -122,6 +147,10 @@ type Log struct {
 	fsyncs       uint64
 	recordsSyncd uint64
 	maxFsync     time.Duration
+	maxUnsynced  time.Duration // longest a record stayed unsynced, since Open
+	unsyncedAges ageWindow     // the same, per second over the last minute
+
+	opened time.Time // the origin of the Log's clock for unsyncedAges
 
 	flushKick     chan struct{}
 	flushWake     chan time.Time
@@ -241,6 +270,7 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		flushKick: make(chan struct{}, 1),
 		flushWake: make(chan time.Time, 1),
 		stop:      make(chan struct{}),
+		opened:    time.Now(),
 	}
 	l.durableMark.Store(res.last)
 	l.flushInterval.Store(int64(opts.FlushInterval))
@@ -363,9 +393,11 @@ func (l *Log) Written() uint64 {
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	s := Stats{First: l.first, Written: l.written, BytesWritten: l.bytes, Segments: len(l.segFirst)}
+	unclaimed, claimed, claimedRev := l.unclaimedAt, l.claimedAt, l.claimedRev
 	l.mu.Unlock()
 	l.smu.Lock()
 	s.Durable, s.Fsyncs, s.RecordsSynced, s.MaxFsync = l.durable, l.fsyncs, l.recordsSyncd, l.maxFsync
+	l.exposure(&s, unclaimed, claimed, claimedRev)
 	l.smu.Unlock()
 	s.Err = l.failure()
 	return s

@@ -108,10 +108,17 @@ func (l *Log) writeQueued(rev uint64) {
 		l.written = first + uint64(len(ends)) - 1
 		l.bytes += int64(len(buf))
 		l.unsynced += len(buf)
+		if l.unclaimedAt.IsZero() {
+			// The oldest record no fsync has claimed: the flusher's
+			// schedule and the exposure figures start from it.
+			l.unclaimedAt = time.Now()
+		}
 		if l.flushParked {
+			// Parked, the flusher saw no unclaimed record: unclaimedAt
+			// was just set.
 			l.flushParked = false
 			select {
-			case l.flushWake <- time.Now():
+			case l.flushWake <- l.unclaimedAt:
 			default:
 			}
 		}
@@ -273,6 +280,10 @@ func (l *Log) syncWritten() error {
 	retired := l.retired
 	l.retired = nil
 	l.unsynced = 0
+	// Claim the unclaimed records (exposure.go): their oldest is the
+	// oldest unsynced record until this fsync completes.
+	oldest := l.unclaimedAt
+	l.claimedAt, l.claimedRev, l.unclaimedAt = oldest, target, time.Time{}
 	l.mu.Unlock()
 
 	l.smu.Lock()
@@ -284,7 +295,8 @@ func (l *Log) syncWritten() error {
 	}
 	start := time.Now()
 	err := l.opts.SyncFile(f)
-	took := time.Since(start)
+	end := time.Now()
+	took := end.Sub(start)
 	closeAll(retired)
 	if err != nil {
 		return l.fail(fmt.Errorf("wal: fsync %s: %w", f.Name(), err))
@@ -295,6 +307,7 @@ func (l *Log) syncWritten() error {
 	l.fsyncs++
 	l.recordsSyncd += target - durable
 	l.maxFsync = max(l.maxFsync, took)
+	l.observeDurable(end, oldest)
 	l.smu.Unlock()
 	if l.opts.OnSync != nil {
 		l.opts.OnSync(took, int(target-durable))
