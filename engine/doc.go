@@ -52,6 +52,6 @@
 //   - Scans and Update hold back the application of new writes while they
 //     run: keep scans bounded with ScanOptions.Limit and Update functions
 //     short.
-//   - One process at a time: Open takes an flock on DIR/LOCK and fails with
-//     ErrLocked otherwise.
+//   - One process at a time: Open takes an flock (LockFileEx on Windows) on
+//     DIR/LOCK and fails with ErrLocked otherwise.
 package engine

@@ -98,6 +98,25 @@
 // reported written or durable after it, and later calls fail with it. An fsync
 // is never retried. Reopening the directory recovers what is on disk.
 //
+// # Platforms
+//
+// The fsync that makes records durable (fdatasync above) is, per operating
+// system:
+//
+//   - Linux: fdatasync(2), retried when interrupted (EINTR).
+//   - macOS: fcntl(F_FULLFSYNC), since fsync(2) there leaves the data in the
+//     drive's volatile cache. A file system that does not support it
+//     (ENOTSUP or EINVAL, such as an SMB mount) gets fsync(2) instead.
+//   - Windows: FlushFileBuffers. Windows cannot fsync a directory, so the
+//     directory fsyncs are skipped: NTFS journals directory changes and
+//     commits its journal when a file on the volume is flushed.
+//   - Other systems (the BSDs, Solaris): fsync(2).
+//
+// The other fsyncs (the FORMAT file, the segments found by Open, a repaired
+// segment) use (*os.File).Sync: fsync(2), F_FULLFSYNC on macOS,
+// FlushFileBuffers on Windows. CI builds the package for macOS and Windows
+// but runs its tests on Linux only.
+//
 // # Repair
 //
 // Open scans every segment before handing the directory to tidwall/wal,

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	twal "github.com/tidwall/wal"
 )
 
@@ -364,15 +362,6 @@ func (l *Log) openTail() (*os.File, error) {
 		return nil, fmt.Errorf("wal: open tail segment: %w", err)
 	}
 	return f, nil
-}
-
-func fdatasync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // LastEnqueued returns the revision of the last record enqueued.

@@ -125,30 +125,3 @@ func truncateFile(path string, size int64) error {
 	}
 	return f.Close()
 }
-
-// syncDir fsyncs a directory so that entries created, renamed or removed in it
-// survive a power loss.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("wal: sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("wal: sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
-// syncFile fsyncs the file at path.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("wal: sync: %w", err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("wal: sync %s: %w", filepath.Base(path), err)
-	}
-	return nil
-}

@@ -1,0 +1,39 @@
+package wal
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// syncDir fsyncs a directory so that entries created, renamed or removed in it
+// survive a power loss. Where a directory cannot be fsynced (Windows, see
+// dirSyncable) it does nothing.
+func syncDir(dir string) error {
+	if !dirSyncable {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("wal: sync dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("wal: sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// syncFile fsyncs the file at path with (*os.File).Sync: fsync(2) on Linux,
+// F_FULLFSYNC on macOS, FlushFileBuffers on Windows.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, syncOpenFlag, 0)
+	if err != nil {
+		return fmt.Errorf("wal: sync: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("wal: sync %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
