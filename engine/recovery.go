@@ -29,7 +29,7 @@ func (db *DB) recover() error {
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
 		// The state file is new: make its directory entry durable.
-		if err := syncDir(db.dir); err != nil {
+		if err := wal.SyncDir(db.dir); err != nil {
 			return err
 		}
 	}
@@ -140,7 +140,7 @@ func (db *DB) replay(applied uint64) error {
 	}
 	db.wal = l
 	if errors.Is(walStat, os.ErrNotExist) {
-		if err := syncDir(db.dir); err != nil {
+		if err := wal.SyncDir(db.dir); err != nil {
 			l.Close()
 			return err
 		}
@@ -154,17 +154,6 @@ func (db *DB) replay(applied uint64) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("engine: sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("engine: sync dir %s: %w", dir, err)
-	}
-	return nil
-}
 
 // checkStateFile refuses a bbolt file shorter than its own header says it
 // is: bbolt would fault reading the missing pages through its memory map.

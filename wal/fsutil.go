@@ -6,10 +6,10 @@ import (
 	"path/filepath"
 )
 
-// syncDir fsyncs a directory so that entries created, renamed or removed in it
-// survive a power loss. Where a directory cannot be fsynced (Windows, see
+// SyncDir fsyncs a directory so that entries created, renamed or removed in
+// it survive a power loss. Where a directory cannot be fsynced (Windows, see
 // dirSyncable) it does nothing.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	if !dirSyncable {
 		return nil
 	}

@@ -240,7 +240,7 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	}
 	if len(segs) == 0 {
 		// tidwall/wal created segment 1.
-		if err := syncDir(dir); err != nil {
+		if err := SyncDir(dir); err != nil {
 			tw.Close()
 			return nil, err
 		}
@@ -303,7 +303,7 @@ func listSegments(dir string, from uint64) ([]segmentFile, error) {
 			return nil, fmt.Errorf("wal: create segment: %w", err)
 		}
 		f.Close()
-		if err := syncDir(dir); err != nil {
+		if err := SyncDir(dir); err != nil {
 			return nil, err
 		}
 		segs = []segmentFile{{name: name, first: from}}
@@ -352,7 +352,7 @@ func writeFormat(dir string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("wal: write format: %w", err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
 func (l *Log) openTail() (*os.File, error) {

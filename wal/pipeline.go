@@ -208,7 +208,7 @@ func (l *Log) preallocate() {
 // fsyncs a segment itself when it seals it, and keeps the entries of the
 // segment it sealed in its cache, for its Read: the Log drops them.
 func (l *Log) sealedSegments(firsts []uint64) error {
-	if err := syncDir(l.dir); err != nil {
+	if err := SyncDir(l.dir); err != nil {
 		return err
 	}
 	if err := l.tw.ClearCache(); err != nil {

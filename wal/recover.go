@@ -333,7 +333,7 @@ func cutBelowCheckpoint(dir string, segs []segmentFile, i int, buf []byte, off i
 		if err := os.Rename(tmp, tmp[:len(tmp)-len(".TEMP")]); err != nil {
 			return c, fmt.Errorf("wal: repair: %w", err)
 		}
-		return c, syncDir(dir) // finishTruncation removes what comes before it
+		return c, SyncDir(dir) // finishTruncation removes what comes before it
 	}
 	if i == len(segs)-1 && scanAfter(buf, off, from).records == 0 {
 		return c, removeSegments(dir, segs, &c)
@@ -372,5 +372,5 @@ func removeSegments(dir string, segs []segmentFile, c *Cut) error {
 			return fmt.Errorf("wal: repair: %w", err)
 		}
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }

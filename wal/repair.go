@@ -103,7 +103,7 @@ func finishTruncation(dir string) ([]segmentFile, error) {
 		changed = true
 	}
 	if changed {
-		if err := syncDir(dir); err != nil {
+		if err := SyncDir(dir); err != nil {
 			return nil, err
 		}
 	}

@@ -53,7 +53,7 @@ func (l *Log) TruncateFront(keep uint64) error {
 	if err := l.tw.TruncateFront(idx); err != nil {
 		return l.fail(fmt.Errorf("wal: truncate front to %d: %w", idx, err))
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := SyncDir(l.dir); err != nil {
 		return l.fail(err)
 	}
 	l.mu.Lock()
