@@ -154,7 +154,6 @@ func (db *DB) replay(applied uint64) error {
 	return nil
 }
 
-
 // checkStateFile refuses a bbolt file shorter than its own header says it
 // is: bbolt would fault reading the missing pages through its memory map.
 func checkStateFile(path string) error {
