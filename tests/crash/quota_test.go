@@ -64,6 +64,7 @@ func TestPowerLossCPUQuota(t *testing.T) {
 	}
 	syncPath(t, m.mnt)
 
+	cycles := pick(3, 10)
 	st := newStore()
 	next := quotaPlan(rng, dir)
 	k := startKVD(t, next.cfg)
@@ -77,7 +78,7 @@ func TestPowerLossCPUQuota(t *testing.T) {
 		maxExcess, excessOf     time.Duration // by how much at most, and that cycle's nominal bound
 		maxNominal, maxInterval time.Duration
 	)
-	for range pick(3, 10) {
+	for range cycles {
 		q.add(k.pid())
 		interval := flushInterval(t, k)
 		w := watchExposure(k)
@@ -143,9 +144,9 @@ func TestPowerLossCPUQuota(t *testing.T) {
 		t.Errorf("kvd stop: %v", err)
 	}
 	periods, throttled := q.stat()
-	excess := "never"
+	excess := "in no cycle"
 	if exceeded > 0 {
-		excess = fmt.Sprintf("in %d cycles, by up to %v (over %v)", exceeded, maxExcess.Round(10*time.Microsecond), excessOf.Round(10*time.Microsecond))
+		excess = fmt.Sprintf("in %d of %d cycles, by up to %v (over %v)", exceeded, cycles, maxExcess.Round(10*time.Microsecond), excessOf.Round(10*time.Microsecond))
 	}
 	row.setNote("flush interval %v; largest exposure reported (unsynced_max_age_last_minute_ms) %v, %d lost writes older than the one reported before their crash; slack after kvd's last answer ≤ %v; loss beyond the nominal bound (flush interval + slowest fsync, ≤ %v): %s; kvd throttled in %d of %d quota periods; recovered by cutting %d times; unsynced bytes dropped %d",
 		maxInterval, maxReported, beyondReported, maxSlack.Round(10*time.Microsecond), maxNominal.Round(10*time.Microsecond), excess, throttled, periods, cuts, dropped)
