@@ -10,6 +10,9 @@
 //     which drops (or tears) everything not fsynced; sync mode loses no
 //     acknowledged write, async mode only those acknowledged within the
 //     last flush interval plus one fsync, and both recover a prefix.
+//   - power loss under a CPU quota (TestPowerLossCPUQuota): async mode in a
+//     cgroup limited to 30% of one CPU; every lost acknowledged write is
+//     within the unsynced age kvd reported before the crash.
 //   - torn and corrupt files on a stopped store (TestTornTail,
 //     TestCorruptSegment, TestTruncatedState): a torn tail is repaired,
 //     other corruption refuses to start naming segment and offset.
@@ -19,9 +22,10 @@
 //
 // go test runs a short pass of each fault. KVD_CRASH_LONG=1 runs the full
 // suite. KVD_CRASH_SEED=N repeats the random schedule of a run whose seed
-// was N. Faults that need root, /dev/fuse, strace or mount skip when those
-// are missing, unless CI=true, where they fail instead. TestMain prints a
-// table of what every fault did when the run ends.
+// was N. Faults that need root, /dev/fuse, strace, mount or a cgroup with
+// the cpu controller skip when those are missing, unless CI=true, where
+// they fail instead. TestMain prints a table of what every fault did when
+// the run ends.
 package crash_test
 
 import (
