@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -87,6 +88,13 @@ type Log struct {
 	tw   *twal.Log
 
 	fatal atomic.Pointer[error] // sticky failure
+
+	// segMu serializes what reads segment files (Read) with what removes,
+	// renames or replaces them (TruncateFront, TruncateBack, Reset, Close),
+	// and guards reads and readBuf. It is taken before mu and smu.
+	segMu   sync.Mutex
+	reads   []*segIndex // Read's indexes, most recently used first
+	readBuf []byte
 
 	// Write side: guarded by mu.
 	mu        sync.Mutex
@@ -396,6 +404,10 @@ func (l *Log) Size() int64 {
 // the log. It is idempotent; calls after it return ErrClosed.
 func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
+		// No truncation, Reset or Read is under way while the log closes.
+		l.segMu.Lock()
+		defer l.segMu.Unlock()
+		l.dropReads(math.MaxUint64)
 		l.mu.Lock()
 		l.closed = true
 		last := l.next - 1
