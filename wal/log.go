@@ -106,6 +106,7 @@ type Log struct {
 	queue     []byte // framed records waiting to be written
 	queueRecs []int  // end offset of each queued record in queue
 	queueVals []any
+	queueSync bool       // a queued record asked for an fsync (EnqueueSync)
 	syncF     *os.File   // tail segment, for fdatasync
 	retired   []*os.File // old tail segments, closed by the next sync leader
 	unsynced  int        // bytes written since the last fsync
@@ -384,6 +385,16 @@ func (l *Log) Recovery() Recovery { return l.recovery }
 
 // Durable returns the last durable revision.
 func (l *Log) Durable() uint64 { return l.durableRev() }
+
+// WrittenIndex returns the last revision written (Written): the highest
+// revision Read finds.
+func (l *Log) WrittenIndex() uint64 { return l.Written() }
+
+// DurableIndex returns the last durable revision (Durable): every record up
+// to it is on stable storage. While the writer of a batch holding a record
+// that asked for an fsync (EnqueueSync) finishes, it can be ahead of
+// WrittenIndex, by that batch.
+func (l *Log) DurableIndex() uint64 { return l.Durable() }
 
 // Size returns the bytes held by the log's segment files on disk, the zero
 // fill ahead of the tail (Options.Preallocate) included.

@@ -34,6 +34,11 @@ func (l *Log) fail(err error) error {
 // The caller may reuse payload when Enqueue returns. The record is not
 // written until some caller of WaitWritten writes it.
 func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
+	return l.enqueue(payload, v, false)
+}
+
+// enqueue is Enqueue, or EnqueueSync if sync is set.
+func (l *Log) enqueue(payload []byte, v any, sync bool) (uint64, error) {
 	if len(payload) > MaxPayload-HeaderSize {
 		return 0, fmt.Errorf("wal: payload of %d bytes is too large", len(payload))
 	}
@@ -51,6 +56,7 @@ func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
 	l.queue = AppendRecord(l.queue, rev, l.durableMark.Load(), payload)
 	l.queueRecs = append(l.queueRecs, len(l.queue))
 	l.queueVals = append(l.queueVals, v)
+	l.queueSync = l.queueSync || sync
 	l.mu.Unlock()
 	return rev, nil
 }
@@ -86,14 +92,18 @@ func (l *Log) WaitWritten(rev uint64) error {
 func (l *Log) writeQueued(rev uint64) {
 	l.writing = true
 	for l.written < rev && len(l.queueRecs) > 0 && l.failure() == nil {
-		buf, ends, vals := l.queue, l.queueRecs, l.queueVals
-		l.queue, l.queueRecs, l.queueVals = l.spare[:0], l.spareR[:0], l.spareV[:0]
+		buf, ends, vals, synced := l.queue, l.queueRecs, l.queueVals, l.queueSync
+		l.queue, l.queueRecs, l.queueVals, l.queueSync = l.spare[:0], l.spareR[:0], l.spareV[:0], false
 		first := l.written + 1
 		l.mu.Unlock()
 
 		newSegs, err := l.writeBatch(first, buf, ends)
 		if err == nil && len(newSegs) > 0 {
 			err = l.sealedSegments(newSegs)
+		}
+		if err == nil && synced {
+			// A record asked for an fsync before it counts as written.
+			err = l.syncBatch(first + uint64(len(ends)) - 1)
 		}
 		if err == nil && l.opts.OnWritten != nil {
 			l.opts.OnWritten(first, vals)
@@ -107,7 +117,9 @@ func (l *Log) writeQueued(rev uint64) {
 		l.mu.Lock()
 		l.written = first + uint64(len(ends)) - 1
 		l.bytes += int64(len(buf))
-		l.unsynced += len(buf)
+		if !synced {
+			l.unsynced += len(buf)
+		}
 		if l.flushParked {
 			l.flushParked = false
 			select {

@@ -58,10 +58,15 @@ func (h *history) get(rev uint64) ([]byte, bool) {
 	return p, ok
 }
 
-// write enqueues payload and waits until it is written.
-func write(t testing.TB, l *wal.Log, p []byte, _ bool) uint64 {
+// write enqueues payload (flagged for fsync if sync) and waits until it is
+// written.
+func write(t testing.TB, l *wal.Log, p []byte, sync bool) uint64 {
 	t.Helper()
-	rev, err := l.Enqueue(p, p)
+	enqueue := l.Enqueue
+	if sync {
+		enqueue = l.EnqueueSync
+	}
+	rev, err := enqueue(p, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +97,7 @@ func checkReadErr(t testing.TB, l *wal.Log, rev uint64, target error) {
 }
 
 // TestReadConcurrent reads random revisions while appenders write records
-// into small segments, the flusher fsyncs, and
+// (some flagged for fsync) into small segments, the flusher fsyncs, and
 // TruncateFront drops old segments: every read of a revision in
 // [FirstIndex, WrittenIndex] returns what was written at that revision,
 // unless a truncation dropped it meanwhile (ErrCompacted, and the revision
@@ -128,7 +133,11 @@ func TestReadConcurrent(t *testing.T) {
 				for j := range p {
 					p[j] = byte(rng.Uint32())
 				}
-				rev, err := l.Enqueue(p, p)
+				enqueue := l.Enqueue
+				if rng.IntN(8) == 0 {
+					enqueue = l.EnqueueSync
+				}
+				rev, err := enqueue(p, p)
 				if err != nil {
 					t.Error(err)
 					return
@@ -164,7 +173,7 @@ func TestReadConcurrent(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(appenders+r)))
 			for !done.Load() || reads[r] < minReads {
-				first, written := l.FirstIndex(), l.Written()
+				first, written := l.FirstIndex(), l.WrittenIndex()
 				var rev uint64
 				switch n := rng.IntN(20); {
 				case n == 0:
@@ -200,7 +209,7 @@ func TestReadConcurrent(t *testing.T) {
 					continue
 				}
 				t.Errorf("Read(%d) with first %d, written %d (now %d, %d): %q, %v",
-					rev, first, written, l.FirstIndex(), l.Written(), got, err)
+					rev, first, written, l.FirstIndex(), l.WrittenIndex(), got, err)
 				return
 			}
 		}()
@@ -392,5 +401,124 @@ func TestReadHoldsNoSegment(t *testing.T) {
 	t.Logf("read %d records of %d segments: %d KiB more held", n, l.Stats().Segments, held>>10)
 	if held > segSize/2 {
 		t.Fatalf("after reading %d segments of %d KiB, %d KiB more is held", l.Stats().Segments, segSize>>10, held>>10)
+	}
+}
+
+// syncCounter counts the fsyncs of segment files (Options.SyncFile) and
+// fails them once failing is set.
+type syncCounter struct {
+	n       atomic.Int64
+	failing atomic.Bool
+}
+
+func (c *syncCounter) sync(f *os.File) error {
+	if c.failing.Load() {
+		return errors.New("injected fsync failure")
+	}
+	c.n.Add(1)
+	return f.Sync()
+}
+
+// flagged is the value a test passes to Enqueue or EnqueueSync with a
+// record, so that OnWritten knows which ones asked for an fsync.
+type flagged struct{ sync bool }
+
+// TestSyncFlag checks the rule of EnqueueSync: the batch written in one
+// write(2) is fsynced before it counts as written (before OnWritten sees it
+// and WaitWritten returns) iff one of its records asked for it, and that
+// fsync covers every earlier record. The flusher is kept out of the way (an
+// hour's FlushInterval).
+func TestSyncFlag(t *testing.T) {
+	var (
+		c       syncCounter
+		l       *wal.Log
+		batches []string // "first-last sync", as OnWritten saw them
+	)
+	opts := wal.Options{FlushInterval: time.Hour, SyncFile: c.sync, OnWritten: func(first uint64, vs []any) {
+		last, sync := first+uint64(len(vs))-1, false
+		for _, v := range vs {
+			sync = sync || v.(flagged).sync
+		}
+		if d := l.Durable(); sync && d < last {
+			t.Errorf("OnWritten(%d..%d) of a batch with a flagged record: durable only up to %d", first, last, d)
+		}
+		batches = append(batches, strconv.FormatUint(first, 10)+"-"+strconv.FormatUint(last, 10)+" "+strconv.FormatBool(sync))
+	}}
+	l, err := wal.Open(t.TempDir(), 1, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	enqueue := func(sync bool) uint64 {
+		t.Helper()
+		e := l.Enqueue
+		if sync {
+			e = l.EnqueueSync
+		}
+		rev, err := e(payload(l.LastEnqueued()+1), flagged{sync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	wait := func(rev uint64) {
+		t.Helper()
+		if err := l.WaitWritten(rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(durable uint64, fsyncs int64, synced uint64) {
+		t.Helper()
+		st := l.Stats()
+		if st.Durable != durable || l.DurableIndex() != durable || c.n.Load() != fsyncs || int64(st.Fsyncs) != fsyncs || st.RecordsSynced != synced {
+			t.Fatalf("written %d: durable %d (DurableIndex %d), %d fsyncs (Stats: %d) making %d records durable; want %d, %d, %d",
+				l.WrittenIndex(), st.Durable, l.DurableIndex(), c.n.Load(), st.Fsyncs, st.RecordsSynced, durable, fsyncs, synced)
+		}
+	}
+
+	// Unflagged batches are written, not fsynced.
+	wait(enqueue(false))
+	wait(enqueue(false))
+	check(0, 0, 0)
+	// A flagged record is durable when WaitWritten returns, with the two
+	// before it, by one fsync.
+	wait(enqueue(true))
+	check(3, 1, 3)
+	wait(enqueue(false))
+	check(3, 1, 3)
+	// One batch of three, the middle one flagged: one fsync, for all four.
+	enqueue(false)
+	enqueue(true)
+	wait(enqueue(false))
+	check(7, 2, 7)
+	// WaitDurable still fsyncs what the writer did not.
+	rev := enqueue(false)
+	wait(rev)
+	check(7, 2, 7)
+	if err := l.WaitDurable(rev); err != nil {
+		t.Fatal(err)
+	}
+	check(8, 3, 8)
+	want := []string{"1-1 false", "2-2 false", "3-3 true", "4-4 false", "5-7 true", "8-8 false"}
+	if strings.Join(batches, ",") != strings.Join(want, ",") {
+		t.Fatalf("batches %v, want %v", batches, want)
+	}
+
+	// A failed fsync of a flagged batch fails the log: the batch never
+	// counts as written.
+	c.failing.Store(true)
+	rev = enqueue(true)
+	if err := l.WaitWritten(rev); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("WaitWritten after a failed fsync: %v, want ErrFailed", err)
+	}
+	if w, d := l.WrittenIndex(), l.DurableIndex(); w != 8 || d != 8 {
+		t.Fatalf("after a failed fsync of batch 9: written %d, durable %d; want 8, 8", w, d)
+	}
+	checkReadErr(t, l, rev, wal.ErrFailed)
+	if _, err := l.Enqueue(nil, flagged{}); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("Enqueue after a failed fsync: %v, want ErrFailed", err)
+	}
+	if len(batches) != len(want) {
+		t.Fatalf("OnWritten saw batches %v after the failure", batches[len(want):])
 	}
 }

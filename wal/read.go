@@ -32,8 +32,9 @@ type segIndex struct {
 // Read returns the payload of the record of revision rev, after checking its
 // frame (CRC, length, revision). The caller owns the returned slice.
 //
-// Only written records are read: Read returns ErrNotFound above Written,
-// which a record enqueued but not yet written is above. It
+// Only written records are read: Read returns ErrNotFound above
+// WrittenIndex, which a record enqueued but not yet written, or written but
+// still waiting for the fsync it asked for (EnqueueSync), is above. It
 // returns ErrCompacted below FirstIndex, a *CorruptError for a record that
 // fails its checks, ErrClosed after Close, and the log's sticky error after
 // a failure.
