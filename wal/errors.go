@@ -29,6 +29,11 @@ var (
 	// ErrCompacted is returned by Read for a revision below the first one
 	// the log holds (FirstIndex): TruncateFront or Reset dropped it.
 	ErrCompacted = errors.New("wal: revision compacted")
+
+	// ErrTruncated is returned by WaitWritten and WaitDurable to a caller
+	// waiting for a record that TruncateBack or Reset dropped before it was
+	// written (WaitWritten) or made durable (WaitDurable).
+	ErrTruncated = errors.New("wal: record dropped by a truncation")
 )
 
 // CorruptError reports a bad record: the segment file and the byte offset of

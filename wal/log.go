@@ -101,6 +101,7 @@ type Log struct {
 	wwait     waitList // waiting for a revision to be written
 	closed    bool
 	next      uint64 // revision the next Enqueue gets
+	dropped   uint64 // highest revision TruncateBack or Reset dropped
 	written   uint64 // last revision written
 	writing   bool   // a goroutine is writing queued records
 	queue     []byte // framed records waiting to be written
@@ -126,7 +127,12 @@ type Log struct {
 	durable uint64
 	// durableMark mirrors durable for Enqueue, which stamps it on each
 	// record as its watermark without taking smu.
-	durableMark  atomic.Uint64
+	durableMark atomic.Uint64
+	// cuts counts the TruncateBack calls that dropped written records, and
+	// the Resets; each sets durable to the revision it kept up to, under
+	// smu. A WaitDurable(rev) that sees it change while durable < rev knows
+	// the record it waited for was dropped.
+	cuts         atomic.Uint64
 	recovery     Recovery // what Open cut
 	fsyncs       uint64
 	recordsSyncd uint64
@@ -210,15 +216,9 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		return nil, fmt.Errorf("wal: log holds revisions %d..%d, state needs %d onwards: %w",
 			res.first, res.last, from, ErrCorrupt)
 	}
-	tw, err := twal.Open(dir, &twal.Options{
-		NoSync:      true,
-		SegmentSize: opts.SegmentSize,
-		AllowEmpty:  true,
-		DirPerms:    0o750,
-		FilePerms:   0o640,
-	})
+	tw, err := openTidwall(dir, opts.SegmentSize)
 	if err != nil {
-		return nil, fmt.Errorf("wal: open: %w", err)
+		return nil, err
 	}
 	if len(segs) == 0 {
 		// tidwall/wal created segment 1.
@@ -260,6 +260,22 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	l.wg.Add(1)
 	go l.flusher()
 	return l, nil
+}
+
+// openTidwall opens tidwall/wal on a directory that Open (or Reset) has
+// made ready for it.
+func openTidwall(dir string, segmentSize int) (*twal.Log, error) {
+	tw, err := twal.Open(dir, &twal.Options{
+		NoSync:      true,
+		SegmentSize: segmentSize,
+		AllowEmpty:  true,
+		DirPerms:    0o750,
+		FilePerms:   0o640,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wal: open: %w", err)
+	}
+	return tw, nil
 }
 
 // listSegments finishes an interrupted truncation and lists the segments,

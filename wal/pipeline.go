@@ -72,11 +72,18 @@ func (l *Log) WaitWritten(rev uint64) error {
 			return err
 		}
 		if rev >= l.next {
+			dropped := rev <= l.dropped
 			l.mu.Unlock()
+			if dropped {
+				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
+			}
 			return fmt.Errorf("wal: wait for revision %d, which was never enqueued", rev)
 		}
 		if l.writing {
-			l.wwait.wait(rev, &l.mu)
+			if l.wwait.wait(rev, &l.mu) {
+				l.mu.Unlock()
+				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
+			}
 			continue
 		}
 		l.writeQueued(rev)
@@ -245,6 +252,7 @@ func uvarintLen(x uint64) int {
 // fsynced. Concurrent callers share fsyncs: one of them fsyncs everything
 // written so far while the others wait for it.
 func (l *Log) WaitDurable(rev uint64) error {
+	cuts := l.cuts.Load()
 	if err := l.WaitWritten(rev); err != nil {
 		return err
 	}
@@ -253,6 +261,11 @@ func (l *Log) WaitDurable(rev uint64) error {
 	for l.durable < rev {
 		if err := l.failure(); err != nil {
 			return err
+		}
+		if l.cuts.Load() != cuts {
+			// A cut left durable below rev: the record written at rev was
+			// dropped (see Log.cuts).
+			return fmt.Errorf("wal: wait for revision %d to be durable: %w", rev, ErrTruncated)
 		}
 		if l.syncing {
 			l.swait.wait(rev, &l.smu)
