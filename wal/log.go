@@ -278,12 +278,16 @@ func openTidwall(dir string, segmentSize int) (*twal.Log, error) {
 	return tw, nil
 }
 
-// listSegments finishes an interrupted truncation and lists the segments,
-// fsyncing each: whatever an earlier process wrote is made durable before
-// it is replayed, since the caller may checkpoint replayed records at once.
+// listSegments finishes an interrupted Reset or truncation and lists the
+// segments, fsyncing each: whatever an earlier process wrote is made
+// durable before it is replayed, since the caller may checkpoint replayed
+// records at once.
 // An empty directory opened at a later revision gets an empty segment
 // starting there, as tidwall/wal would leave after truncating everything.
 func listSegments(dir string, from uint64) ([]segmentFile, error) {
+	if err := finishReset(dir); err != nil {
+		return nil, err
+	}
 	segs, err := finishTruncation(dir)
 	if err != nil {
 		return nil, err

@@ -268,7 +268,9 @@ func (l *Log) WaitDurable(rev uint64) error {
 			return fmt.Errorf("wal: wait for revision %d to be durable: %w", rev, ErrTruncated)
 		}
 		if l.syncing {
-			l.swait.wait(rev, &l.smu)
+			if l.swait.wait(rev, &l.smu) {
+				return fmt.Errorf("wal: wait for revision %d to be durable: %w", rev, ErrTruncated)
+			}
 			continue
 		}
 		l.syncing = true

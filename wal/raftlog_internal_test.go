@@ -2,6 +2,9 @@ package wal
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -129,4 +132,104 @@ func TestTruncateBackFailsWaiters(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// copyFiles copies the files of dir (not its subdirectories) into a new
+// temporary directory: a crash image of an open log, as kill -9 leaves it.
+func copyFiles(t *testing.T, dir string) string {
+	t.Helper()
+	img := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(img, e.Name()), b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return img
+}
+
+// TestResetCrashImages takes a crash image of the log directory at every
+// step of a Reset and opens it: before the RESET file is in place the
+// image is the old log, whole; from then on it opens at the new start,
+// empty, with one segment and no RESET file, and the old log is gone.
+func TestResetCrashImages(t *testing.T) {
+	const start = 500
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 2000}
+	l, err := Open(dir, 1, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for range 200 {
+		rev, err := l.Enqueue(testPayload(l.LastEnqueued()+1), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitWritten(rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	images := map[string]string{}
+	var steps []string
+	testHookReset = func(step string) {
+		steps = append(steps, step)
+		images[step] = copyFiles(t, dir)
+	}
+	err = l.Reset(start)
+	testHookReset = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"temp", "marked", "removing", "created", "done"}; !slices.Equal(steps, want) {
+		t.Fatalf("Reset's steps %v, want %v", steps, want)
+	}
+	for _, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			img := images[step]
+			if step == "temp" {
+				l, revs, err := reopen(t, img, 1, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(revs, seq(1, 200)) || l.Written() != 200 {
+					t.Fatalf("the image before the RESET file replays %d records, written %d; want the old log, 1..200", len(revs), l.Written())
+				}
+				if _, err := os.Stat(filepath.Join(img, resetFile+".TEMP")); !os.IsNotExist(err) {
+					t.Fatalf("%s.TEMP left: %v", resetFile, err)
+				}
+				return
+			}
+			l, revs, err := reopen(t, img, start, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(revs) > 0 || l.first != start || l.Written() != start-1 {
+				t.Fatalf("replayed %v, first %d, written %d; want an empty log at %d", revs, l.first, l.Written(), start)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			segs, err := finishTruncation(img)
+			if err != nil || len(segs) != 1 || segs[0].first != start {
+				t.Fatalf("segments %v (%v), want one, at %d", segs, err, start)
+			}
+			if _, err := os.Stat(filepath.Join(img, resetFile)); !os.IsNotExist(err) {
+				t.Fatalf("%s left: %v", resetFile, err)
+			}
+			if _, _, err := reopen(t, img, 1, opts); err == nil {
+				t.Fatal("the image opens from revision 1: the old log is still there")
+			}
+		})
+	}
 }

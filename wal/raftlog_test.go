@@ -3,6 +3,7 @@ package wal_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -734,14 +735,14 @@ func (h *versions) latest(rev uint64) []byte {
 	return vs[len(vs)-1]
 }
 
-// TestTruncateBackConcurrent runs TruncateBack and TruncateFront against
+// TestTruncateConcurrent runs TruncateBack, Reset and TruncateFront against
 // appenders that wait for their records to be written or durable (some
-// flagged), readers and the flusher. A wait ends (no hang) with nil or
+// flagged), a reader and the flusher. A wait ends (no hang) with nil or
 // ErrTruncated; a read returns a payload once written at that revision, or
 // ErrNotFound, or ErrCompacted below the first revision; and at the end,
 // read back and reopened, the log holds the last payload written at each
 // revision.
-func TestTruncateBackConcurrent(t *testing.T) {
+func TestTruncateConcurrent(t *testing.T) {
 	seed := testSeed(t)
 	dir := t.TempDir()
 	h := &versions{m: make(map[uint64][][]byte)}
@@ -758,7 +759,8 @@ func TestTruncateBackConcurrent(t *testing.T) {
 		done          atomic.Bool
 		cut           = make(chan struct{}, 1)
 		truncated     atomic.Int64
-		began, cuts   atomic.Int64 // TruncateBack calls begun, ended
+		began, cuts   atomic.Int64 // TruncateBack and Reset calls begun, ended
+		resets        atomic.Int64
 	)
 	for a := range appenders {
 		appending.Add(1)
@@ -790,10 +792,7 @@ func TestTruncateBackConcurrent(t *testing.T) {
 					return
 				}
 				if a == 0 && i%25 == 24 {
-					select {
-					case cut <- struct{}{}:
-					default:
-					}
+					cut <- struct{}{}
 				}
 			}
 		}()
@@ -804,18 +803,19 @@ func TestTruncateBackConcurrent(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, appenders))
 		for range cut {
 			w, first := l.WrittenIndex(), l.FirstIndex()
-			n := w - min(w+1-first, rng.Uint64N(40))
-			began.Add(1)
-			if err := l.TruncateBack(n); err != nil {
-				t.Error(err)
-				return
+			var err error
+			if began.Add(1)%10 == 5 {
+				err = l.Reset(max(1, w+20-rng.Uint64N(40)))
+				resets.Add(1)
+			} else {
+				err = l.TruncateBack(w - min(w+1-first, rng.Uint64N(40)))
 			}
 			cuts.Add(1)
-			if rng.IntN(4) == 0 && w > 300 {
-				if err := l.TruncateFront(w - 300); err != nil {
-					t.Error(err)
-					return
-				}
+			if err == nil && rng.IntN(4) == 0 && w > 300 {
+				err = l.TruncateFront(w - 300)
+			}
+			if err != nil {
+				t.Error(err) // and go on: the appender's sends must not block
 			}
 		}
 	}()
@@ -834,7 +834,7 @@ func TestTruncateBackConcurrent(t *testing.T) {
 			switch {
 			case err == nil && h.has(rev, got):
 			case errors.Is(err, wal.ErrNotFound) && began.Load() > ended:
-				// A TruncateBack ran meanwhile.
+				// A TruncateBack or Reset ran meanwhile.
 			case errors.Is(err, wal.ErrCompacted) && rev < l.FirstIndex():
 			default:
 				t.Errorf("Read(%d) with first %d, written %d: %x, %v", rev, first, written, got, err)
@@ -846,15 +846,18 @@ func TestTruncateBackConcurrent(t *testing.T) {
 	close(cut)
 	done.Store(true)
 	wg.Wait()
-	if err := l.Sync(); err != nil {
-		t.Fatal(err)
-	}
 	if t.Failed() {
 		return
 	}
+	for i := range 50 { // the last cut may have emptied the log
+		write(t, l, []byte{byte(i)}, false)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	first, written := l.FirstIndex(), l.WrittenIndex()
-	t.Logf("%d truncations, %d waits ended by one; log %d..%d", cuts.Load(), truncated.Load(), first, written)
-	if cuts.Load() < 10 || written < 300 {
+	t.Logf("%d truncations (%d resets), %d waits ended by one; log %d..%d", cuts.Load(), resets.Load(), truncated.Load(), first, written)
+	if cuts.Load() < 10 || resets.Load() == 0 || written < first+49 {
 		t.Fatalf("setup: %d truncations, log ends at %d", cuts.Load(), written)
 	}
 	for rev := first; rev <= written; rev++ {
@@ -865,4 +868,111 @@ func TestTruncateBackConcurrent(t *testing.T) {
 	}
 	got, _ := replay(t, dir, first, wal.Options{SegmentSize: 4 << 10})
 	checkLog(t, got, first, written, h.latest)
+}
+
+// TestReset empties a log of several segments, with queued records and a
+// read index held, at a revision above its last one and then below:
+// FirstIndex, WrittenIndex, DurableIndex and the next Enqueue follow,
+// nothing old is read or held open, waits for the dropped records end as
+// the doc says, and appends after it survive a crash image and a reopen at
+// the new start.
+func TestReset(t *testing.T) {
+	dir := t.TempDir()
+	opts := wal.Options{SegmentSize: 2000}
+	l, err := wal.Open(dir, 1, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Reset(0); err == nil {
+		t.Fatal("Reset(0) succeeded")
+	}
+	for rev := uint64(1); rev <= 300; rev++ {
+		write(t, l, payload(rev), false)
+	}
+	checkRead(t, l, 290, payload(290))
+	checkRead(t, l, 10, payload(10))
+	for range 5 { // 301..305, queued
+		if _, err := l.Enqueue(payload(0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	check := func(start uint64) {
+		t.Helper()
+		if f, w, d, e := l.FirstIndex(), l.WrittenIndex(), l.DurableIndex(), l.LastEnqueued(); f != start || w != start-1 || d != start-1 || e != start-1 {
+			t.Fatalf("after Reset(%d): first %d, written %d, durable %d, last enqueued %d", start, f, w, d, e)
+		}
+		checkReadErr(t, l, start-1, wal.ErrCompacted)
+		checkReadErr(t, l, start, wal.ErrNotFound)
+		if held := deletedSegmentsHeld(t, dir); len(held) > 0 {
+			t.Fatalf("deleted segments still open after Reset: %v", held)
+		}
+		if segs := segments(t, dir); len(segs) != 1 || segs[0] != fmt.Sprintf("%020d", start) {
+			t.Fatalf("segments after Reset(%d): %v", start, segs)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "trash")); !os.IsNotExist(err) {
+			t.Fatalf("trash left after Reset: %v", err)
+		}
+	}
+	appendFrom := func(start, n uint64) {
+		t.Helper()
+		for rev := start; rev < start+n; rev++ {
+			if got := write(t, l, payload2(rev), rev%7 == 0); got != rev {
+				t.Fatalf("Enqueue returned %d, want %d", got, rev)
+			}
+		}
+		for rev := start; rev < start+n; rev++ {
+			checkRead(t, l, rev, payload2(rev))
+		}
+	}
+
+	if err := l.Reset(1000); err != nil {
+		t.Fatal(err)
+	}
+	check(1000)
+	// Revisions below start count as written and durable.
+	if err := l.WaitDurable(303); err != nil {
+		t.Fatalf("WaitDurable(303) after Reset(1000): %v", err)
+	}
+	img := t.TempDir()
+	copyWAL(t, dir, img)
+	got, _ := replay(t, img, 1000, opts)
+	checkLog(t, got, 1000, 999, payload2)
+	appendFrom(1000, 100)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reset(1); !errors.Is(err, wal.ErrClosed) {
+		t.Fatalf("Reset after Close: %v, want ErrClosed", err)
+	}
+	got, l = replay(t, dir, 1000, opts)
+	checkLog(t, got, 1000, 1099, payload2)
+
+	// Below: the revisions from start on are enqueued again.
+	checkRead(t, l, 1050, payload2(1050))
+	for range 3 { // 1100..1102, queued
+		if _, err := l.Enqueue(payload(0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Reset(5); err != nil {
+		t.Fatal(err)
+	}
+	check(5)
+	for _, rev := range []uint64{5, 1050, 1101} {
+		if err := l.WaitWritten(rev); !errors.Is(err, wal.ErrTruncated) {
+			t.Fatalf("WaitWritten(%d) after Reset(5): %v, want ErrTruncated", rev, err)
+		}
+	}
+	appendFrom(5, 50)
+	img = t.TempDir()
+	copyWAL(t, dir, img)
+	got, _ = replay(t, img, 5, opts)
+	checkLog(t, got, 5, 54, payload2)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = replay(t, dir, 5, opts)
+	checkLog(t, got, 5, 54, payload2)
 }

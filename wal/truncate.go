@@ -184,6 +184,7 @@ func (l *Log) TruncateBack(n uint64) error {
 	l.durable = n
 	l.durableMark.Store(n)
 	l.cuts.Add(1)
+	l.swait.drop(n)
 	l.smu.Unlock()
 	return nil
 }
