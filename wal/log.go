@@ -57,9 +57,11 @@ type Options struct {
 	// Logger receives repair and failure messages. Nil discards them.
 	Logger *slog.Logger
 	// OnWritten, if set, is called by the goroutine that wrote records
-	// first..first+len(vs)-1, in revision order, after they are written and
-	// before any of their waiters returns. vs holds the values passed to
-	// Enqueue. Calls never overlap.
+	// first..first+len(vs)-1, in revision order, after they are written
+	// (and fsynced, if one of them asked for it: EnqueueSync) and before
+	// any of their waiters returns. vs holds the values passed to Enqueue.
+	// Calls never overlap. It must not call Read, TruncateFront,
+	// TruncateBack or Reset, which can wait for the write it is part of.
 	OnWritten func(first uint64, vs []any)
 	// OnSync, if set, is called after every fsync of the log with its
 	// duration and the number of records it made durable.
