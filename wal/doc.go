@@ -61,7 +61,8 @@
 // appended, and caches the segments it seals. The Log drops the cache each
 // time a segment is sealed, so it holds about one segment's worth of memory
 // (Options.SegmentSize; bench/RESULTS.md measures the choice of default).
-// The Log reads its segments itself, once, at Open.
+// The Log reads its segments itself: all of them at Open, and one record
+// at a time for Log.Read (see Raft log); it never calls tidwall/wal's Read.
 //
 // # Truncation
 //
@@ -77,6 +78,40 @@
 // lock removes a name only; the blocks are freed when the trash is emptied,
 // with no lock held. Open empties a trash that a crash left behind.
 // BenchmarkWriteStalls measures a writer's waits meanwhile.
+//
+// # Raft log
+//
+// What a Raft log store needs (hashicorp/raft's LogStore) is built on the
+// same pipeline:
+//   - [Log.Read] returns the payload of a written record, checked (CRC,
+//     revision), while records are appended, fsynced and flushed. Reads are
+//     serialized with each other and with the calls that change the
+//     segment files (TruncateFront, TruncateBack, Reset, Close). Read reads
+//     the files itself, because tidwall/wal's Read changes its segment
+//     cache under a shared lock, and keeps the record offsets of the last
+//     four segments it read, never their records. It returns ErrCompacted
+//     below [Log.FirstIndex] and ErrNotFound above [Log.WrittenIndex]: a
+//     record enqueued but not yet written is not read.
+//   - [Log.EnqueueSync] queues a record that asks for an fsync: the batch
+//     holding it (one write(2)) is fsynced before any of its records counts
+//     as written, and that fsync covers every earlier record. A batch with
+//     no such record is written without one, as [Log.Enqueue]'s are.
+//   - [Log.TruncateBack] drops the records above a revision, written or
+//     queued, and [Log.Reset] empties the log at any revision (after a
+//     snapshot is installed). Both are durable when they return; a crash
+//     during one leaves the log as it was before or after it, since Open
+//     finishes tidwall/wal's .END protocol and a Reset whose RESET file is
+//     written (for TruncateBack, on a file system that keeps directory
+//     changes in order, as ext4 and xfs do: tidwall/wal fsyncs no directory
+//     between its steps). Waiters for the records they drop get
+//     ErrTruncated. Each
+//     waits for the write and the fsync in progress, and writes, fsyncs and
+//     reads wait for it. The log does not know what its caller applied:
+//     they drop what they are told to.
+//   - [Log.WrittenIndex] and [Log.DurableIndex] are the last revision
+//     written and the last durable one; Read finds the records from
+//     FirstIndex to WrittenIndex. Open's from must lie between FirstIndex
+//     and WrittenIndex+1, so a log that Reset emptied opens from its start.
 //
 // # Preallocation
 //

@@ -20,6 +20,20 @@ var (
 	// ErrFailed wraps the first write or fsync error of a Log. It is sticky:
 	// once returned, every later write and sync returns it too.
 	ErrFailed = errors.New("wal: log failed")
+
+	// ErrNotFound is returned by Read for a revision that is not written
+	// yet (enqueued or not, or dropped by TruncateBack or Reset), and for
+	// revision 0, which no record has.
+	ErrNotFound = errors.New("wal: revision not found")
+
+	// ErrCompacted is returned by Read for a revision below the first one
+	// the log holds (FirstIndex): TruncateFront or Reset dropped it.
+	ErrCompacted = errors.New("wal: revision compacted")
+
+	// ErrTruncated is returned by WaitWritten and WaitDurable to a caller
+	// waiting for a record that TruncateBack or Reset dropped before it was
+	// written (WaitWritten) or made durable (WaitDurable).
+	ErrTruncated = errors.New("wal: record dropped by a truncation")
 )
 
 // CorruptError reports a bad record: the segment file and the byte offset of

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,9 +55,11 @@ type Options struct {
 	// Logger receives repair and failure messages. Nil discards them.
 	Logger *slog.Logger
 	// OnWritten, if set, is called by the goroutine that wrote records
-	// first..first+len(vs)-1, in revision order, after they are written and
-	// before any of their waiters returns. vs holds the values passed to
-	// Enqueue. Calls never overlap.
+	// first..first+len(vs)-1, in revision order, after they are written
+	// (and fsynced, if one of them asked for it: EnqueueSync) and before
+	// any of their waiters returns. vs holds the values passed to Enqueue.
+	// Calls never overlap. It must not call Read, TruncateFront,
+	// TruncateBack or Reset, which can wait for the write it is part of.
 	OnWritten func(first uint64, vs []any)
 	// OnSync, if set, is called after every fsync of the log with its
 	// duration and the number of records it made durable.
@@ -104,16 +107,25 @@ type Log struct {
 
 	fatal atomic.Pointer[error] // sticky failure
 
+	// segMu serializes what reads segment files (Read) with what removes,
+	// renames or replaces them (TruncateFront, TruncateBack, Reset, Close),
+	// and guards reads and readBuf. It is taken before mu and smu.
+	segMu   sync.Mutex
+	reads   []*segIndex // Read's indexes, most recently used first
+	readBuf []byte
+
 	// Write side: guarded by mu.
 	mu        sync.Mutex
 	wwait     waitList // waiting for a revision to be written
 	closed    bool
 	next      uint64 // revision the next Enqueue gets
+	dropped   uint64 // highest revision TruncateBack or Reset dropped
 	written   uint64 // last revision written
 	writing   bool   // a goroutine is writing queued records
 	queue     []byte // framed records waiting to be written
 	queueRecs []int  // end offset of each queued record in queue
 	queueVals []any
+	queueSync bool       // a queued record asked for an fsync (EnqueueSync)
 	syncF     *os.File   // tail segment, for fdatasync
 	retired   []*os.File // old tail segments, closed by the next sync leader
 	unsynced  int        // bytes written since the last fsync claimed the written records
@@ -140,7 +152,12 @@ type Log struct {
 	durable uint64
 	// durableMark mirrors durable for Enqueue, which stamps it on each
 	// record as its watermark without taking smu.
-	durableMark  atomic.Uint64
+	durableMark atomic.Uint64
+	// cuts counts the TruncateBack calls that dropped written records, and
+	// the Resets; each sets durable to the revision it kept up to, under
+	// smu. A WaitDurable(rev) that sees it change while durable < rev knows
+	// the record it waited for was dropped.
+	cuts         atomic.Uint64
 	recovery     Recovery // what Open cut
 	fsyncs       uint64
 	recordsSyncd uint64
@@ -228,15 +245,9 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		return nil, fmt.Errorf("wal: log holds revisions %d..%d, state needs %d onwards: %w",
 			res.first, res.last, from, ErrCorrupt)
 	}
-	tw, err := twal.Open(dir, &twal.Options{
-		NoSync:      true,
-		SegmentSize: opts.SegmentSize,
-		AllowEmpty:  true,
-		DirPerms:    0o750,
-		FilePerms:   0o640,
-	})
+	tw, err := openTidwall(dir, opts.SegmentSize)
 	if err != nil {
-		return nil, fmt.Errorf("wal: open: %w", err)
+		return nil, err
 	}
 	if len(segs) == 0 {
 		// tidwall/wal created segment 1.
@@ -281,12 +292,32 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	return l, nil
 }
 
-// listSegments finishes an interrupted truncation and lists the segments,
-// fsyncing each: whatever an earlier process wrote is made durable before
-// it is replayed, since the caller may checkpoint replayed records at once.
+// openTidwall opens tidwall/wal on a directory that Open (or Reset) has
+// made ready for it.
+func openTidwall(dir string, segmentSize int) (*twal.Log, error) {
+	tw, err := twal.Open(dir, &twal.Options{
+		NoSync:      true,
+		SegmentSize: segmentSize,
+		AllowEmpty:  true,
+		DirPerms:    0o750,
+		FilePerms:   0o640,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wal: open: %w", err)
+	}
+	return tw, nil
+}
+
+// listSegments finishes an interrupted Reset or truncation and lists the
+// segments, fsyncing each: whatever an earlier process wrote is made
+// durable before it is replayed, since the caller may checkpoint replayed
+// records at once.
 // An empty directory opened at a later revision gets an empty segment
 // starting there, as tidwall/wal would leave after truncating everything.
 func listSegments(dir string, from uint64) ([]segmentFile, error) {
+	if err := finishReset(dir); err != nil {
+		return nil, err
+	}
 	segs, err := finishTruncation(dir)
 	if err != nil {
 		return nil, err
@@ -398,6 +429,16 @@ func (l *Log) Recovery() Recovery { return l.recovery }
 // Durable returns the last durable revision.
 func (l *Log) Durable() uint64 { return l.durableRev() }
 
+// WrittenIndex returns the last revision written (Written): the highest
+// revision Read finds.
+func (l *Log) WrittenIndex() uint64 { return l.Written() }
+
+// DurableIndex returns the last durable revision (Durable): every record up
+// to it is on stable storage. While the writer of a batch holding a record
+// that asked for an fsync (EnqueueSync) finishes, it can be ahead of
+// WrittenIndex, by that batch.
+func (l *Log) DurableIndex() uint64 { return l.Durable() }
+
 // Size returns the bytes held by the log's segment files on disk, the zero
 // fill ahead of the tail (Options.Preallocate) included.
 func (l *Log) Size() int64 {
@@ -417,6 +458,10 @@ func (l *Log) Size() int64 {
 // the log. It is idempotent; calls after it return ErrClosed.
 func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
+		// No truncation, Reset or Read is under way while the log closes.
+		l.segMu.Lock()
+		defer l.segMu.Unlock()
+		l.dropReads(math.MaxUint64)
 		l.mu.Lock()
 		l.closed = true
 		last := l.next - 1

@@ -34,6 +34,11 @@ func (l *Log) fail(err error) error {
 // The caller may reuse payload when Enqueue returns. The record is not
 // written until some caller of WaitWritten writes it.
 func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
+	return l.enqueue(payload, v, false)
+}
+
+// enqueue is Enqueue, or EnqueueSync if sync is set.
+func (l *Log) enqueue(payload []byte, v any, sync bool) (uint64, error) {
 	if len(payload) > MaxPayload-HeaderSize {
 		return 0, fmt.Errorf("wal: payload of %d bytes is too large", len(payload))
 	}
@@ -51,6 +56,7 @@ func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
 	l.queue = AppendRecord(l.queue, rev, l.durableMark.Load(), payload)
 	l.queueRecs = append(l.queueRecs, len(l.queue))
 	l.queueVals = append(l.queueVals, v)
+	l.queueSync = l.queueSync || sync
 	l.mu.Unlock()
 	return rev, nil
 }
@@ -66,11 +72,18 @@ func (l *Log) WaitWritten(rev uint64) error {
 			return err
 		}
 		if rev >= l.next {
+			dropped := rev <= l.dropped
 			l.mu.Unlock()
+			if dropped {
+				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
+			}
 			return fmt.Errorf("wal: wait for revision %d, which was never enqueued", rev)
 		}
 		if l.writing {
-			l.wwait.wait(rev, &l.mu)
+			if l.wwait.wait(rev, &l.mu) {
+				l.mu.Unlock()
+				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
+			}
 			continue
 		}
 		l.writeQueued(rev)
@@ -86,14 +99,18 @@ func (l *Log) WaitWritten(rev uint64) error {
 func (l *Log) writeQueued(rev uint64) {
 	l.writing = true
 	for l.written < rev && len(l.queueRecs) > 0 && l.failure() == nil {
-		buf, ends, vals := l.queue, l.queueRecs, l.queueVals
-		l.queue, l.queueRecs, l.queueVals = l.spare[:0], l.spareR[:0], l.spareV[:0]
+		buf, ends, vals, synced := l.queue, l.queueRecs, l.queueVals, l.queueSync
+		l.queue, l.queueRecs, l.queueVals, l.queueSync = l.spare[:0], l.spareR[:0], l.spareV[:0], false
 		first := l.written + 1
 		l.mu.Unlock()
 
 		newSegs, err := l.writeBatch(first, buf, ends)
 		if err == nil && len(newSegs) > 0 {
 			err = l.sealedSegments(newSegs)
+		}
+		if err == nil && synced {
+			// A record asked for an fsync before it counts as written.
+			err = l.syncBatch(first + uint64(len(ends)) - 1)
 		}
 		if err == nil && l.opts.OnWritten != nil {
 			l.opts.OnWritten(first, vals)
@@ -107,19 +124,22 @@ func (l *Log) writeQueued(rev uint64) {
 		l.mu.Lock()
 		l.written = first + uint64(len(ends)) - 1
 		l.bytes += int64(len(buf))
-		l.unsynced += len(buf)
-		if l.unclaimedAt.IsZero() {
-			// The oldest record no fsync has claimed: the flusher's
-			// schedule and the exposure figures start from it.
-			l.unclaimedAt = time.Now()
-		}
-		if l.flushParked {
-			// Parked, the flusher saw no unclaimed record: unclaimedAt
-			// was just set.
-			l.flushParked = false
-			select {
-			case l.flushWake <- l.unclaimedAt:
-			default:
+		if !synced {
+			l.unsynced += len(buf)
+			if l.unclaimedAt.IsZero() {
+				// The oldest record no fsync has claimed: the flusher's
+				// schedule and the exposure figures start from it.
+				l.unclaimedAt = time.Now()
+			}
+			if l.flushParked {
+				// Parked, the flusher saw no unclaimed record: unclaimedAt
+				// was just set. (A batch its writer fsynced leaves nothing
+				// for the flusher: it stays parked.)
+				l.flushParked = false
+				select {
+				case l.flushWake <- l.unclaimedAt:
+				default:
+				}
 			}
 		}
 		if l.unsynced >= l.opts.FlushBytes {
@@ -240,6 +260,7 @@ func uvarintLen(x uint64) int {
 // fsynced. Concurrent callers share fsyncs: one of them fsyncs everything
 // written so far while the others wait for it.
 func (l *Log) WaitDurable(rev uint64) error {
+	cuts := l.cuts.Load()
 	if err := l.WaitWritten(rev); err != nil {
 		return err
 	}
@@ -249,8 +270,15 @@ func (l *Log) WaitDurable(rev uint64) error {
 		if err := l.failure(); err != nil {
 			return err
 		}
+		if l.cuts.Load() != cuts {
+			// A cut left durable below rev: the record written at rev was
+			// dropped (see Log.cuts).
+			return fmt.Errorf("wal: wait for revision %d to be durable: %w", rev, ErrTruncated)
+		}
 		if l.syncing {
-			l.swait.wait(rev, &l.smu)
+			if l.swait.wait(rev, &l.smu) {
+				return fmt.Errorf("wal: wait for revision %d to be durable: %w", rev, ErrTruncated)
+			}
 			continue
 		}
 		l.syncing = true

@@ -282,7 +282,10 @@ func scanAfter(buf []byte, off int, rev uint64) afterScan {
 // and then suffers a bit flip would be taken for torn.
 func tornRecord(buf []byte, off int) bool {
 	end := len(buf)
-	if size, un := binary.Uvarint(buf[off:]); un > 0 {
+	switch size, un := binary.Uvarint(buf[off:]); {
+	case un == 0:
+		return true // the file ends inside the entry's length
+	case un > 0:
 		if size > uint64(len(buf)-off-un) {
 			return true
 		}
@@ -308,7 +311,7 @@ func allZero(b []byte) bool { return len(bytes.TrimLeft(b, "\x00")) == 0 }
 // when the log ends before from, it restarts empty at from.
 func cutBelowCheckpoint(dir string, segs []segmentFile, i int, buf []byte, off int, rev, from uint64, reason string) (Cut, error) {
 	c := Cut{Segment: segs[i].name, Offset: int64(off), Reason: fmt.Sprintf(
-		"%s at revision %d, below the checkpointed revision %d: the log now starts later", reason, rev, from-1)}
+		"%s at revision %d, at or below the checkpointed revision %d: the log now starts later", reason, rev, from-1)}
 	k := i // the segment that holds from
 	for k+1 < len(segs) && segs[k+1].first <= from {
 		k++

@@ -207,6 +207,8 @@ func TestLastRecordBitFlipIsRefused(t *testing.T) {
 		{"a sector never written", func(b []byte) []byte { clear(b[firstSector : firstSector+sectorSize]); return b }, true},
 		{"the last sector never written", func(b []byte) []byte { clear(b[(end-1)/sectorSize*sectorSize : end]); return b }, true},
 		{"cut short", func(b []byte) []byte { return b[:end-700] }, true},
+		// The record's length takes two bytes: the file ends after the first.
+		{"cut inside its length", func(b []byte) []byte { return b[:start+1] }, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

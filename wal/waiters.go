@@ -10,21 +10,41 @@ type waitList struct {
 }
 
 type waiter struct {
-	rev uint64
-	ch  chan struct{}
+	rev     uint64
+	ch      chan struct{}
+	dropped bool // woken by drop
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
-// wait parks the caller until it is woken. mu is held on entry and on return.
-func (l *waitList) wait(rev uint64, mu *sync.Mutex) {
+// wait parks the caller until it is woken, and reports whether drop woke
+// it. mu is held on entry and on return.
+func (l *waitList) wait(rev uint64, mu *sync.Mutex) (dropped bool) {
 	w := waiterPool.Get().(*waiter)
-	w.rev = rev
+	w.rev, w.dropped = rev, false
 	l.ws = append(l.ws, w)
 	mu.Unlock()
 	<-w.ch
+	dropped = w.dropped
 	waiterPool.Put(w)
 	mu.Lock()
+	return dropped
+}
+
+// drop wakes every waiter whose revision is above rev, telling it that its
+// record is gone (TruncateBack, Reset).
+func (l *waitList) drop(rev uint64) {
+	kept := l.ws[:0]
+	for _, w := range l.ws {
+		if w.rev > rev {
+			w.dropped = true
+			w.ch <- struct{}{}
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(l.ws[len(kept):])
+	l.ws = kept
 }
 
 // wakeUpTo wakes every waiter whose revision is at most rev.
