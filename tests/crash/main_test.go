@@ -7,12 +7,18 @@
 //   - kill -9 at a random moment under load (TestKill9): nothing
 //     acknowledged may be lost, in either commit mode.
 //   - power loss (TestPowerLoss): the data dir lives on internal/powerfs,
-//     which drops (or tears) everything not fsynced; sync mode loses no
-//     acknowledged write, async mode only those acknowledged within the
+//     which drops everything not fsynced, or keeps part of it (in order up
+//     to a sector boundary, or a random subset of pages); kvd must start
+//     by itself every time, cutting what the crash left; sync mode loses
+//     no acknowledged write, async mode only those acknowledged within the
 //     last flush interval plus one fsync, and both recover a prefix.
 //   - torn and corrupt files on a stopped store (TestTornTail,
-//     TestCorruptSegment, TestTruncatedState): a torn tail is repaired,
-//     other corruption refuses to start naming segment and offset.
+//     TestLogHole, TestDamageBelowCheckpoint, TestCorruptSegment,
+//     TestTruncatedState): what only a crash can leave (a torn last
+//     record, a hole that no fsync covered) and damage below the
+//     checkpoint are cut and logged; damage to fsynced data (a last record
+//     written whole, a hole a later watermark covers, a sealed segment)
+//     refuses to start naming segment and offset, leaving the files alone.
 //   - I/O errors (TestFsyncEIO, TestDiskFull): failing writes get an error,
 //     nothing after is acknowledged, reads keep working, the server says
 //     why, and a restart on a healthy disk has every acknowledged write.
@@ -21,7 +27,8 @@
 // suite. KVD_CRASH_SEED=N repeats the random schedule of a run whose seed
 // was N. Faults that need root, /dev/fuse, strace or mount skip when those
 // are missing, unless CI=true, where they fail instead. TestMain prints a
-// table of what every fault did when the run ends.
+// table of what every fault did when the run ends, with the starts after
+// which kvd logged a recovery cut.
 package crash_test
 
 import (
