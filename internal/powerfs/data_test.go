@@ -259,91 +259,154 @@ func TestODSyncWritesAreDurable(t *testing.T) {
 	wantContent(t, r.path("f"), "written with O_DSYNC")
 }
 
-// TestTornTail checks torn mode on several files: each keeps its synced
-// content followed by a prefix of its unsynced tail and at most a few bytes
-// of zeros or garbage, never more than it had; a seed reproduces the result
-// and another seed gives another.
-func TestTornTail(t *testing.T) {
-	const files = 8
-	synced := pattern(3000, 1)
-	tail := pattern(5000, 2)
-
-	run := func(seed uint64) ([]string, powerfs.Stats) {
+// TestTornWrites checks torn mode on files that grew, files overwritten
+// in place and files both overwritten and grown: each keeps its synced
+// content, then its unsynced changes in file order up to a 512-byte
+// sector boundary (or all of them), and after that only what was durable
+// there, or zeros where the file grew: never a byte that was not written
+// there. The stats agree with the files; a seed reproduces the result and
+// the seeds between them cut at every kind of place.
+func TestTornWrites(t *testing.T) {
+	const sector = 512
+	// Each file is durable content, then one unsynced write at an offset.
+	type file struct {
+		name    string
+		durable string
+		off     int
+		write   string
+	}
+	var files []file
+	for i := range 4 {
+		files = append(files,
+			file{fmt.Sprintf("append%d", i), pattern(3000, 1), 3000, pattern(5000, 2)},
+			file{fmt.Sprintf("over%d", i), pattern(3*4096, 1), 1000, pattern(8000, 3)},
+			file{fmt.Sprintf("mixed%d", i), pattern(3000, 1), 1000, pattern(7000, 4)})
+	}
+	type outcome struct {
+		cut, zeros int
+	}
+	run := func(seed uint64) ([]string, []outcome) {
 		t.Helper()
 		r := newRig(t, nil)
-		for i := range files {
-			name := r.path(string(rune('a' + i)))
-			writeFile(t, name, synced, true)
-			appendFile(t, name, tail, false)
+		for _, f := range files {
+			writeFile(t, r.path(f.name), f.durable, true)
 		}
 		syncDir(t, r.mnt)
-		st := r.crash(powerfs.CrashOptions{Torn: rand.New(rand.NewPCG(seed, 0))})
-		t.Logf("seed %d: %+v", seed, st)
-		var got []string
-		var kept int64
-		for i := range files {
-			b, err := os.ReadFile(r.path(string(rune('a' + i))))
+		var pending int64
+		for _, f := range files {
+			h, err := os.OpenFile(r.path(f.name), os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(b) < len(synced) || string(b[:len(synced)]) != synced {
-				t.Fatalf("seed %d: file %d lost synced bytes: %q", seed, i, short(b))
+			if _, err := h.WriteAt([]byte(f.write), int64(f.off)); err != nil {
+				t.Fatal(err)
 			}
-			rest := b[len(synced):]
-			if len(rest) > len(tail) {
-				t.Fatalf("seed %d: file %d has %d bytes after the synced part, more than the %d written", seed, i, len(rest), len(tail))
+			h.Close()
+			pending += int64(len(f.write)) // every written byte differs from what was there
+		}
+		st := r.crash(powerfs.CrashOptions{Torn: rand.New(rand.NewPCG(seed, 0))})
+		var got []string
+		var outs []outcome
+		var kept, written int64
+		for _, f := range files {
+			b, err := os.ReadFile(r.path(f.name))
+			if err != nil {
+				t.Fatal(err)
 			}
-			k := commonPrefix(rest, []byte(tail))
-			if len(rest)-k > 16 {
-				t.Fatalf("seed %d: file %d: after %d kept bytes come %d bytes that were never written there", seed, i, k, len(rest)-k)
+			cur := []byte(f.durable)
+			if end := f.off + len(f.write); end > len(cur) {
+				cur = append(cur, make([]byte, end-len(cur))...)
 			}
-			kept += int64(len(rest))
+			copy(cur[f.off:], f.write)
+			hi := f.off + len(f.write) // the end of the changes
+			old := func(i int) byte {
+				if i < len(f.durable) {
+					return f.durable[i]
+				}
+				return 0
+			}
+			if len(b) < len(f.durable) || len(b) > len(cur) {
+				t.Fatalf("seed %d: %s has %d bytes, want %d to %d", seed, f.name, len(b), len(f.durable), len(cur))
+			}
+			if string(b[:f.off]) != f.durable[:f.off] {
+				t.Fatalf("seed %d: %s lost synced bytes", seed, f.name)
+			}
+			cut := f.off
+			for cut < min(len(b), hi) && b[cut] == cur[cut] {
+				cut++
+			}
+			for i := cut; i < len(b); i++ {
+				if b[i] != old(i) {
+					t.Fatalf("seed %d: %s: after the kept changes (to offset %d), byte %d is %q: neither written there nor durable",
+						seed, f.name, cut, i, b[i])
+				}
+			}
+			if cut > f.off && cut%sector != 0 && cut != hi {
+				t.Fatalf("seed %d: %s kept its changes up to offset %d: not a sector boundary, nor their end %d", seed, f.name, cut, hi)
+			}
+			end := max(cut, len(f.durable))
+			zeros := len(b) - end
+			if zeros > 0 && (cut < len(f.durable) || len(b)%sector != 0 && len(b) != len(cur)) {
+				t.Fatalf("seed %d: %s: kept changes to offset %d and then %d zeros to %d: zeros only follow a cut past the durable size (%d), up to a sector boundary or the size (%d)",
+					seed, f.name, cut, zeros, len(b), len(f.durable), len(cur))
+			}
+			if cut < len(f.durable) && len(b) != len(f.durable) {
+				t.Fatalf("seed %d: %s: cut at %d, below its durable size %d, yet it has %d bytes", seed, f.name, cut, len(f.durable), len(b))
+			}
+			kept += int64(cut - f.off)
+			if from := f.off / sector * sector; cut > f.off {
+				written += int64(cut - from)
+			}
+			written += int64(zeros)
 			got = append(got, string(b))
+			outs = append(outs, outcome{cut, zeros})
 		}
-		if st.TornBytes != kept {
-			t.Fatalf("seed %d: stats count %d torn bytes, the files hold %d", seed, st.TornBytes, kept)
+		if st.TornBytes != written {
+			t.Fatalf("seed %d: stats count %d torn bytes, the files show %d written", seed, st.TornBytes, written)
 		}
-		return got, st
+		if st.DroppedBytes != pending-kept {
+			t.Fatalf("seed %d: stats count %d bytes dropped, want %d unsynced less %d kept", seed, st.DroppedBytes, pending, kept)
+		}
+		return got, outs
 	}
 
-	var garbage int64
-	check := func(seed uint64) []string {
-		t.Helper()
-		got, st := run(seed)
-		// DroppedBytes + kept prefixes == unsynced bytes; TornBytes == kept prefixes + garbage.
-		g := st.TornBytes - (files*int64(len(tail)) - st.DroppedBytes)
-		if g < 0 || g > files*16 {
-			t.Fatalf("seed %d: stats %+v imply %d bytes of garbage", seed, st, g)
-		}
-		garbage += g
-		return got
-	}
-	first := check(1)
-	if again := check(1); !slices.Equal(first, again) {
+	first, _ := run(1)
+	if again, _ := run(1); !slices.Equal(first, again) {
 		t.Fatal("seed 1 gave different files on a second run")
 	}
-	other := check(2)
-	if slices.Equal(first, other) {
-		t.Fatal("seeds 1 and 2 gave the same files")
+	// Over a few seeds, every kind of cut happens to every kind of file.
+	seen := map[string]bool{}
+	for seed := range uint64(6) {
+		got, outs := run(seed + 2)
+		if seed == 0 && slices.Equal(first, got) {
+			t.Fatal("seeds 1 and 2 gave the same files")
+		}
+		for i, o := range outs {
+			f := files[i]
+			kind := strings.TrimRight(f.name, "0123456789")
+			hi := f.off + len(f.write)
+			switch {
+			case o.cut == f.off:
+				seen[kind+": nothing kept"] = true
+			case o.cut == hi:
+				seen[kind+": all kept"] = true
+			default:
+				seen[kind+": cut inside"] = true
+			}
+			if o.zeros > 0 {
+				seen[kind+": zeros after"] = true
+			}
+		}
 	}
-	if garbage == 0 {
-		t.Fatal("no torn file got garbage or zeros after its kept prefix")
+	for _, want := range []string{
+		"append: nothing kept", "append: all kept", "append: cut inside", "append: zeros after",
+		"over: nothing kept", "over: all kept", "over: cut inside",
+		"mixed: nothing kept", "mixed: all kept", "mixed: cut inside", "mixed: zeros after",
+	} {
+		if !seen[want] {
+			t.Errorf("no seed gave %q", want)
+		}
 	}
-	lengths := make(map[int]bool)
-	for _, s := range append(first, other...) {
-		lengths[len(s)] = true
-	}
-	if len(lengths) < 4 {
-		t.Fatalf("only %d distinct file lengths over 16 torn files", len(lengths))
-	}
-}
-
-func commonPrefix(a, b []byte) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
 }
 
 // TestConcurrentWritersAndSyncs runs writers, each appending to its own

@@ -41,10 +41,20 @@
 //
 // Everything found in the backing directory at Mount is durable.
 //
-// Torn writes: CrashOptions.Torn keeps, instead of nothing, a random prefix
-// of each file's unsynced appended bytes, optionally followed by a few
-// bytes of zeros or garbage, as a power loss in the middle of appending
-// can. The same seed gives the same result for the same operations.
+// Torn writes: CrashOptions.Torn keeps, instead of nothing, part of each
+// file's unsynced content, as a disk that writes its queue in order and
+// loses power midway does: the changes in file order up to a random
+// 512-byte sector boundary (file offsets), none after. A sector is
+// persisted whole or not at all, as disks do (a disk with 4 KiB sectors
+// tears at 4 KiB boundaries only, which are 512-byte boundaries too). A file that grew ends at the
+// cut, or is followed by zeros up to a later sector boundary or its size
+// before the crash: its size reached the disk, the data of those sectors
+// did not, and an unwritten sector reads as zeros. Appends and overwrites
+// of durable bytes (a log writing into space it zero-filled and fsynced
+// earlier) are torn alike. File order is write order for a file written
+// front to back, as a log is; for other files the result is one that a
+// disk persisting any subset of its cached sectors could leave. The same
+// seed gives the same result for the same operations.
 //
 // Reordered writes: CrashOptions.Reorder keeps, instead of nothing, a random
 // subset of each file's unsynced 4 KiB pages, each whole and in place, as a
@@ -62,7 +72,14 @@
 //
 //   - Reordering below a page: reorder mode keeps or drops whole 4 KiB
 //     pages; a disk may also persist part of a page (its 512-byte
-//     sectors). Torn mode tears only appended tails, at any byte.
+//     sectors). Torn mode cuts at any sector, but keeps what lies before
+//     the cut.
+//   - Garbage: a sector is persisted with its new content or keeps its
+//     old one (zeros past the old end of the file). A disk that writes
+//     garbage into a sector when the power fails, or a sector that
+//     holds part old and part new bytes, is not simulated: to a program
+//     that checksums its records (kvd) that is damage, not a crash, and
+//     kvd refuses to start on it by design.
 //   - Writeback: a real kernel writes dirty pages back on its own, so
 //     unsynced data may survive a real power loss, in part and in any
 //     order; powerfs keeps unsynced data only at the crash, as torn or

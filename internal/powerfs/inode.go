@@ -14,9 +14,9 @@ import (
 // pageSize is the granularity at which unsynced file data is kept in memory.
 const pageSize = 4096
 
-// maxTornGarbage bounds the garbage or zeros that torn mode writes after the
-// kept prefix of a file's unsynced tail.
-const maxTornGarbage = 16
+// sectorSize is the unit in which torn mode persists a file's unsynced
+// content: a disk writes a sector whole or not at all.
+const sectorSize = 512
 
 // page is one dirty page of a file. Bytes at or beyond the file's current
 // size are always zero.
@@ -258,49 +258,101 @@ func (in *inode) pendingBytes() (int64, error) {
 	return n, nil
 }
 
-// tear persists a random prefix of the unsynced tail [durableSize, size),
-// optionally followed by a few bytes of zeros or garbage that never extend
-// the file past its current size, as a power loss in the middle of
-// appending can. Files with an unsynced truncation below the durable size
-// are left alone. It returns the number of tail bytes kept and the number
-// of bytes written. The caller holds in.mu.
+// tear persists the unsynced content of the file in file order up to a
+// random sector boundary, as a disk that writes its queue in order and
+// loses power midway does: every changed byte below the cut reaches the
+// storage, none at or above it. The cut is a multiple of sectorSize (file
+// offsets), or the end of the changes; when it lies past the durable size,
+// the file ends at the cut, or half the time is followed by zeros up to a
+// later sector boundary or the file's size before the crash (the size was
+// persisted, the data of those sectors not), never by anything else. Files
+// with an unsynced truncation below the durable size are left alone. It
+// returns the number of unsynced bytes saved from being dropped, and the
+// number of bytes written (kept content and zeros). The caller holds in.mu.
 func (in *inode) tear(rng *rand.Rand) (kept, written int64, err error) {
-	if in.validSize < in.durableSize || in.size <= in.durableSize {
+	if in.validSize < in.durableSize {
 		return 0, 0, nil
 	}
-	n := in.size - in.durableSize
-	kept = rng.Int64N(n + 1)
-	var garbage int64
-	kind := 0
-	if rest := n - kept; rest > 0 {
-		kind = rng.IntN(3) // 0: nothing, 1: zeros, 2: random bytes
-		if kind != 0 {
-			garbage = 1 + rng.Int64N(min(rest, maxTornGarbage))
-		}
-	}
-	buf := make([]byte, kept+garbage)
-	if _, err := in.read(buf[:kept], in.durableSize); err != nil {
+	lo, hi, err := in.changed()
+	if err != nil || lo >= hi {
 		return 0, 0, err
 	}
-	if kind == 2 {
-		for i := kept; i < kept+garbage; i++ {
-			buf[i] = byte(rng.Uint32())
-		}
+	// The cut: a sector boundary above the sector holding the first
+	// change, or the end of the changes; the lowest choice keeps nothing.
+	from := lo / sectorSize * sectorSize
+	cuts := (hi-from+sectorSize-1)/sectorSize + 1 // from, from+512, ..., and hi
+	cut := min(from+rng.Int64N(cuts)*sectorSize, hi)
+	end := max(in.durableSize, cut)
+	zeros := int64(0)
+	if rest := in.size - end; cut >= in.durableSize && rest > 0 && rng.IntN(2) == 0 {
+		// Up to a sector boundary past end, or the size.
+		z := (end/sectorSize + 1 + rng.Int64N((rest+sectorSize-1)/sectorSize)) * sectorSize
+		zeros = min(z, in.size) - end
 	}
-	if len(buf) == 0 {
+	if cut == from && zeros == 0 {
 		return 0, 0, nil
+	}
+	before, err := in.pendingBytes()
+	if err != nil {
+		return 0, 0, err
+	}
+	buf := make([]byte, cut-from+zeros)
+	if _, err := in.read(buf[:cut-from], from); err != nil {
+		return 0, 0, err
 	}
 	if err := in.openStorage(); err != nil {
 		return 0, 0, err
 	}
-	if _, err := in.storage.WriteAt(buf, in.durableSize); err != nil {
-		return 0, 0, err
+	if cut > from {
+		if _, err := in.storage.WriteAt(buf[:cut-from], from); err != nil {
+			return 0, 0, err
+		}
+	}
+	if zeros > 0 {
+		if _, err := in.storage.WriteAt(buf[cut-from:], end); err != nil {
+			return 0, 0, err
+		}
 	}
 	if err := in.storage.Sync(); err != nil {
 		return 0, 0, err
 	}
-	in.durableSize += int64(len(buf))
-	return kept, int64(len(buf)), nil
+	in.durableSize = end + zeros
+	in.validSize = in.durableSize
+	after, err := in.pendingBytes()
+	if err != nil {
+		return 0, 0, err
+	}
+	return before - after, int64(len(buf)), nil
+}
+
+// changed returns the span [lo, hi) of the file's unsynced changes: from
+// the first byte that differs from the durable content (or the durable
+// size, if the file grew) to the last one that differs, or the size if
+// the file grew. lo == hi when nothing changed. The caller holds in.mu,
+// and validSize equals durableSize.
+func (in *inode) changed() (lo, hi int64, err error) {
+	lo, hi = in.size, 0
+	if in.size > in.durableSize {
+		lo, hi = in.durableSize, in.size
+	}
+	var base page
+	for idx, pg := range in.pages {
+		start := idx * pageSize
+		end := min(start+pageSize, in.durableSize)
+		if end <= start {
+			continue
+		}
+		if err := in.readBase(base[:end-start], start); err != nil {
+			return 0, 0, err
+		}
+		for i := range end - start {
+			if pg[i] != base[i] {
+				lo = min(lo, start+i)
+				hi = max(hi, start+i+1)
+			}
+		}
+	}
+	return min(lo, hi), hi, nil
 }
 
 // scatter persists a random subset of the dirty pages, each whole and in

@@ -43,15 +43,17 @@ func (o Options) withDefaults() (Options, error) {
 
 // CrashOptions configure Crash. The zero value drops every unsynced change.
 type CrashOptions struct {
-	// Torn, if not nil, tears the tail of files instead of dropping all of
-	// their unsynced data: for every file that is in the durable namespace
-	// and has unsynced bytes past its durable size (and no unsynced
-	// truncation below it), a random prefix of those bytes is kept (from
-	// none to all), optionally followed by up to 16 bytes of zeros or
-	// garbage that never extend the file past its size before the crash.
-	// Unsynced overwrites of durable bytes are still dropped. Files are
-	// visited in the lexical order of their durable paths, so the same
-	// seed and the same operations give the same result.
+	// Torn, if not nil, keeps part of each file's unsynced content instead
+	// of none, as a disk that writes in order and loses power midway
+	// does: for every file that is in the durable namespace and has
+	// unsynced changes (and no unsynced truncation below its durable
+	// size), the changes are kept in file order up to a random 512-byte
+	// sector boundary (file offsets) or all of them, and none after; a
+	// file that grows ends at the cut, or is followed by zeros up to a
+	// later sector boundary or its size before the crash. Appends and
+	// overwrites of durable bytes are torn alike. Files are visited in
+	// the lexical order of their durable paths, so the same seed and the
+	// same operations give the same result.
 	Torn *rand.Rand
 	// Reorder, if not nil, keeps a random subset of each file's unsynced
 	// 4 KiB pages instead of none, as a disk that lost power with some of

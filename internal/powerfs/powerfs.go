@@ -69,8 +69,8 @@ type Stats struct {
 	// DroppedEntries counts the directory entries whose unsynced creation,
 	// removal or replacement the crash undid.
 	DroppedEntries int64
-	// TornBytes counts the bytes torn mode kept past durable sizes,
-	// garbage included, or the bytes of the pages reorder mode kept.
+	// TornBytes counts the bytes torn mode wrote (kept content and the
+	// zeros after it), or the bytes of the pages reorder mode kept.
 	TornBytes int64
 	// SkippedDirs counts durable entries that named a directory already
 	// materialized under another path, which a real file system cannot

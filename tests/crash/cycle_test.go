@@ -66,9 +66,20 @@ func randomPlan(rng *rand.Rand, dir, mode string) plan {
 	return p
 }
 
-// restart starts kvd after a fault. A kvd that does not start is a
-// violation: a crash must leave a store it can recover.
+// restart starts kvd after a fault, and counts on row whether kvd logged
+// a recovery cut.
 func restart(t testing.TB, row *resultRow, cfg kvdConfig) *kvd {
+	t.Helper()
+	k := startAfterFault(t, row, cfg)
+	row.recovered(len(cuts(k.log.String())) > 0)
+	return k
+}
+
+// startAfterFault starts kvd after a fault. A kvd that does not start is a
+// violation: a crash must leave a store that kvd recovers by itself
+// (DESIGN.md §1); refusals are for damage to data that was on stable
+// storage.
+func startAfterFault(t testing.TB, row *resultRow, cfg kvdConfig) *kvd {
 	t.Helper()
 	k, exit := launch(t, cfg)
 	if exit != nil {

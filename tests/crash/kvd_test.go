@@ -187,17 +187,71 @@ func kvdEnv() []string {
 }
 
 // startAndKill starts kvd and kills it after d, whether or not it got
-// ready: a crash during recovery.
-func startAndKill(t testing.TB, cfg kvdConfig, d time.Duration) {
+// ready: a crash during recovery. It returns what kvd logged.
+func startAndKill(t testing.TB, cfg kvdConfig, d time.Duration) string {
 	t.Helper()
+	var out procLog
+	out.ready = make(chan struct{})
 	cmd := exec.Command(kvdBin, cfg.args()...)
 	cmd.Env = kvdEnv()
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kvd: %v", err)
 	}
 	time.Sleep(d)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
+	return out.String()
+}
+
+// cutMsg is the message of the Warn line kvd's log writes for each cut
+// it makes at startup to recover the log (wal.Open; DESIGN.md §1).
+const cutMsg = "wal: cut the log to recover from a crash or damage"
+
+// logCut is one recovery cut that kvd logged.
+type logCut struct {
+	Level    string `json:"level"`
+	Segment  string `json:"segment"`
+	Offset   int64  `json:"offset"`
+	Bytes    int64  `json:"bytes"`
+	Records  int    `json:"records"`
+	FirstRev uint64 `json:"first_rev"`
+	LastRev  uint64 `json:"last_rev"`
+	Reason   string `json:"reason"`
+}
+
+// kind names the reason of a cut in a word: "torn" (a last record whose
+// write did not complete), "hole" (a bad record with valid records after
+// it that no fsync covered), "checkpointed" (damage below the state
+// file's revision) or "other".
+func (c logCut) kind() string {
+	switch {
+	case strings.HasPrefix(c.Reason, "torn write"):
+		return "torn"
+	case strings.HasPrefix(c.Reason, "a hole at revision"):
+		return "hole"
+	case strings.Contains(c.Reason, "below the checkpointed revision"):
+		return "checkpointed"
+	}
+	return "other"
+}
+
+// cuts returns the recovery cuts in a JSON log of kvd.
+func cuts(log string) []logCut {
+	var cs []logCut
+	for line := range strings.SplitSeq(log, "\n") {
+		if !strings.Contains(line, cutMsg) {
+			continue
+		}
+		var c struct {
+			Msg string `json:"msg"`
+			logCut
+		}
+		if json.Unmarshal([]byte(line), &c) == nil && c.Msg == cutMsg {
+			cs = append(cs, c.logCut)
+		}
+	}
+	return cs
 }
 
 // startKVD starts kvd and fails the test if it does not get ready.

@@ -7,15 +7,21 @@
 //   - kill -9 at a random moment under load (TestKill9): nothing
 //     acknowledged may be lost, in either commit mode.
 //   - power loss (TestPowerLoss): the data dir lives on internal/powerfs,
-//     which drops (or tears) everything not fsynced; sync mode loses no
-//     acknowledged write, async mode only those acknowledged within the
+//     which drops everything not fsynced, or keeps part of it (in order up
+//     to a sector boundary, or a random subset of pages); kvd must start
+//     by itself every time, cutting what the crash left; sync mode loses
+//     no acknowledged write, async mode only those acknowledged within the
 //     last flush interval plus one fsync, and both recover a prefix.
 //   - power loss under a CPU quota (TestPowerLossCPUQuota): async mode in a
 //     cgroup limited to 30% of one CPU; every lost acknowledged write is
 //     within the unsynced age kvd reported before the crash.
 //   - torn and corrupt files on a stopped store (TestTornTail,
-//     TestCorruptSegment, TestTruncatedState): a torn tail is repaired,
-//     other corruption refuses to start naming segment and offset.
+//     TestLogHole, TestDamageBelowCheckpoint, TestCorruptSegment,
+//     TestTruncatedState): what only a crash can leave (a torn last
+//     record, a hole that no fsync covered) and damage below the
+//     checkpoint are cut and logged; damage to fsynced data (a last record
+//     written whole, a hole a later watermark covers, a sealed segment)
+//     refuses to start naming segment and offset, leaving the files alone.
 //   - I/O errors (TestFsyncEIO, TestDiskFull): failing writes get an error,
 //     nothing after is acknowledged, reads keep working, the server says
 //     why, and a restart on a healthy disk has every acknowledged write.
@@ -25,7 +31,7 @@
 // was N. Faults that need root, /dev/fuse, strace, mount or a cgroup with
 // the cpu controller skip when those are missing, unless CI=true, where
 // they fail instead. TestMain prints a table of what every fault did when
-// the run ends.
+// the run ends, with the starts after which kvd logged a recovery cut.
 package crash_test
 
 import (

@@ -2,12 +2,14 @@ package crash_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +17,15 @@ import (
 )
 
 // TestPowerLoss runs kvd on a powerfs mount and, at random moments under
-// load, kills it and drops everything it did not fsync (sometimes keeping a
-// torn part of the unsynced tails, sometimes a random subset of the
-// unsynced pages, out of order), then restarts it on what a machine would
-// find after the power came back. sync mode may lose no acknowledged
-// write; async mode only writes acknowledged within the last flush
-// interval plus one fsync before the crash; both recover a prefix.
+// load, kills it and drops everything it did not fsync (a third of the
+// time keeping the unsynced changes in order up to a sector boundary, a
+// third of the time a random subset of the unsynced pages, out of order),
+// then restarts it on what a machine would find after the power came back.
+// kvd must start by itself every time, cutting what the crash left (the
+// row counts the power losses after which it logged a cut); sync mode may
+// lose no acknowledged write, async mode only writes acknowledged within
+// the last flush interval plus one fsync before the crash; both recover a
+// prefix.
 func TestPowerLoss(t *testing.T) {
 	requireFUSE(t)
 	for _, mode := range []string{"sync", "async"} {
@@ -39,7 +44,12 @@ func TestPowerLoss(t *testing.T) {
 			k := startKVD(t, next.cfg)
 			st.lastRev = hasLastRev(k)
 			var dropped, torn int64
-			recoveries, reordered, cuts := 0, 0, 0
+			recoveries := 0
+			// Per kind of power loss: how many, and after how many kvd
+			// logged a recovery cut; and the cuts by reason.
+			kinds := []string{"plain", "torn", "reordered"}
+			losses, cutAfter := map[string]int{}, map[string]int{}
+			reasons := map[string]int{}
 			for range pick(8, 20) {
 				interval := flushInterval(t, k)
 				l := startLoad(t, k, st, rng, next.load)
@@ -52,32 +62,37 @@ func TestPowerLoss(t *testing.T) {
 				bound := interval + fsync
 
 				var opts powerfs.CrashOptions
-				switch rng.IntN(3) {
-				case 1:
+				kind := kinds[rng.IntN(3)]
+				switch kind {
+				case "torn":
 					opts.Torn = rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
-				case 2:
+				case "reordered":
 					opts.Reorder = rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
-					reordered++
 				}
+				losses[kind]++
 				cs := m.crash(opts)
 				dropped += cs.DroppedBytes
 				torn += cs.TornBytes
+				var logged []logCut
 				if rng.IntN(4) == 0 {
-					// The power fails again while kvd recovers.
-					startAndKill(t, randomConfig(rng, dir, mode), time.Duration(rng.Int64N(int64(30*time.Millisecond))))
+					// The power fails again while kvd recovers; what
+					// that kvd cut before it died counts too.
+					out := startAndKill(t, randomConfig(rng, dir, mode), time.Duration(rng.Int64N(int64(30*time.Millisecond))))
+					logged = cuts(out)
 					m.crash(powerfs.CrashOptions{})
 					recoveries++
 				}
 
 				next = randomPlan(rng, dir, mode)
-				if opts.Reorder != nil {
-					var was bool
-					k, was = restartCuttingHole(t, row, next.cfg)
-					if was {
-						cuts++
+				k = startAfterFault(t, row, next.cfg)
+				logged = append(logged, cuts(k.log.String())...)
+				row.recovered(len(logged) > 0)
+				if len(logged) > 0 {
+					cutAfter[kind]++
+					for _, c := range logged {
+						reasons[c.kind()]++
 					}
-				} else {
-					k = restart(t, row, next.cfg)
+					t.Logf("%s power loss: kvd cut the log: %+v", kind, logged)
 				}
 				v := recoverAndCheck(t, k, st, ops, l.readViolations(), checkSpec{
 					mode:       mode,
@@ -97,8 +112,19 @@ func TestPowerLoss(t *testing.T) {
 			if err := k.stop(); err != nil {
 				t.Errorf("kvd stop: %v", err)
 			}
-			row.setNote("unsynced bytes dropped %d, torn or reordered bytes kept %d, crashes during recovery %d, reordered crashes %d (log cut at a hole after %d)",
-				dropped, torn, recoveries, reordered, cuts)
+			var after, by []string
+			for _, kind := range kinds {
+				after = append(after, fmt.Sprintf("%d of %d %s", cutAfter[kind], losses[kind], kind))
+			}
+			for _, r := range slices.Sorted(maps.Keys(reasons)) {
+				by = append(by, fmt.Sprintf("%s %d", r, reasons[r]))
+			}
+			note := fmt.Sprintf("unsynced bytes dropped %d, torn or reordered bytes kept %d, crashes during recovery %d; cut after %s",
+				dropped, torn, recoveries, strings.Join(after, ", "))
+			if len(by) > 0 {
+				note += " (cuts: " + strings.Join(by, ", ") + ")"
+			}
+			row.setNote("%s", note)
 			if mode == "async" && dropped == 0 {
 				t.Errorf("no power loss dropped any unsynced data: the async cycles tested nothing")
 			}
@@ -153,46 +179,4 @@ func (m *powerMount) crash(opts powerfs.CrashOptions) powerfs.Stats {
 	}
 	m.mount()
 	return st
-}
-
-// corruptRE matches kvd's refusal to start on a bad record that valid
-// records follow.
-var corruptRE = regexp.MustCompile(`corrupt record in segment (\d{20}) at offset (\d+)`)
-
-// restartCuttingHole restarts kvd after a power loss that kept unsynced
-// pages out of order. Such a loss can leave a hole (a page never written)
-// in the log's unsynced tail with valid records after it, which kvd
-// refuses as corruption. Then it follows the README ("When kvd refuses to
-// start"): cut the segment at the offset kvd names, and start again. The
-// hole must be in the last segment, and the check that follows must find
-// every write the contract promises: a hole in never-fsynced data is the
-// only corruption this crash can make. It reports whether it cut.
-func restartCuttingHole(t testing.TB, row *resultRow, cfg kvdConfig) (*kvd, bool) {
-	t.Helper()
-	k, exit := launch(t, cfg)
-	if exit == nil {
-		return k, false
-	}
-	m := corruptRE.FindStringSubmatch(exit.stderr)
-	if m == nil {
-		row.fail("kvd did not start after the fault")
-		t.Fatalf("kvd did not start after a reordered power loss (%v):\n%s", exit.err, excerpt(exit.stderr, 4000))
-	}
-	segs := segments(t, cfg.dataDir)
-	if len(segs) == 0 {
-		t.Fatalf("no log segment in %s", cfg.dataDir)
-	}
-	if last := segs[len(segs)-1]; m[1] != last {
-		row.fail("corruption in a sealed segment")
-		t.Fatalf("a reordered power loss corrupted sealed segment %s (the last is %s):\n%s", m[1], last, excerpt(exit.stderr, 4000))
-	}
-	off, err := strconv.ParseInt(m[2], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(filepath.Join(cfg.dataDir, "wal", m[1]), off); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("kvd refused a log with a hole at %s:%d; cut there", m[1], off)
-	return restart(t, row, cfg), true
 }

@@ -9,7 +9,10 @@ import (
 )
 
 // resultTable collects, per fault and mode, what the suite did; TestMain
-// prints it when the run ends.
+// prints it when the run ends. "recovered by cutting" counts the starts
+// after a fault at which kvd logged that it cut its log to recover
+// (DESIGN.md §1: a crash's leftovers are cut at startup, never left to an
+// operator); "-" where the row started kvd on nothing it could cut.
 type resultTable struct {
 	mu   sync.Mutex
 	rows []*resultRow
@@ -26,7 +29,10 @@ type resultRow struct {
 	maxLoss    time.Duration // largest async loss seen
 	lossBound  time.Duration // the bound that applied to it
 	violations int
-	note       string
+	// starts counts the starts of kvd after a fault whose log the row
+	// looked at for a recovery cut, cuts those where kvd logged one.
+	starts, cuts int
+	note         string
 }
 
 func newResultTable() *resultTable { return &resultTable{} }
@@ -72,6 +78,17 @@ func (r *resultRow) count(acked, violations int) {
 	r.violations += violations
 }
 
+// recovered counts one start of kvd after a fault, and whether kvd logged
+// that it cut the log to recover.
+func (r *resultRow) recovered(cut bool) {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	r.starts++
+	if cut {
+		r.cuts++
+	}
+}
+
 // fail counts a violation that ended the test before a check, and says why.
 func (r *resultRow) fail(format string, args ...any) {
 	r.t.mu.Lock()
@@ -91,11 +108,15 @@ func (t *resultTable) print(w io.Writer) {
 	defer t.mu.Unlock()
 	fmt.Fprintf(w, "\ncrash suite results (seed %d, %s pass)\n", suiteSeed, passName())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\tmode\tcycles\tacked writes checked\twrites lost\tlargest async loss / bound\tviolations\tnote")
+	fmt.Fprintln(tw, "fault\tmode\tcycles\tacked writes checked\twrites lost\tlargest async loss / bound\trecovered by cutting\tviolations\tnote")
 	for _, r := range t.rows {
 		loss := "-"
 		if r.lossBound > 0 {
 			loss = fmt.Sprintf("%v / %v", r.maxLoss.Round(10*time.Microsecond), r.lossBound.Round(10*time.Microsecond))
+		}
+		cuts := "-"
+		if r.starts > 0 {
+			cuts = fmt.Sprint(r.cuts)
 		}
 		note := r.note
 		if r.revKnown > 0 {
@@ -104,7 +125,7 @@ func (t *resultTable) print(w io.Writer) {
 			}
 			note += fmt.Sprintf("revision known for %d%% of acked writes", 100*r.revKnown/r.acked)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", r.fault, r.mode, r.cycles, r.acked, r.lost, loss, r.violations, note)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", r.fault, r.mode, r.cycles, r.acked, r.lost, loss, cuts, r.violations, note)
 	}
 	tw.Flush()
 }

@@ -8,24 +8,33 @@ import (
 	"testing"
 )
 
-// The write-ahead log on disk (DESIGN.md §3): DATA_DIR/wal holds segment
-// files named by the revision of their first record in 20 digits. Each
-// record is a tidwall/wal entry, a uvarint length and then our frame:
+// The write-ahead log on disk (DESIGN.md §3, go doc wal): DATA_DIR/wal
+// holds segment files named by the revision of their first record in 20
+// digits. Each record is a tidwall/wal entry, a uvarint length and then our
+// frame, of format 2 (type 2, with the log's durable watermark when the
+// record was queued) or format 1 (type 1, no watermark, read only):
 //
-//	+--------+------+----------+--------+---------+
-//	| CRC32C | type | revision | length | payload |
-//	|   4    |  1   |  8 (LE)  | 4 (LE) |         |
-//	+--------+------+----------+--------+---------+
+//	+--------+------+----------+-----------+--------+---------+
+//	| CRC32C | type | revision | watermark | length | payload |
+//	|   4    |  1   |  8 (LE)  |  8 (LE)   | 4 (LE) |         |
+//	+--------+------+----------+-----------+--------+---------+
 //
-// The suite reads it only to know where records start, so that it can
-// corrupt them precisely and name the offsets kvd must report.
+// The suite reads it only to know where records start and what they
+// claim, so that it can corrupt them precisely and name the offsets kvd
+// must report.
 
-const frameHeader = 4 + 1 + 8 + 4
+// frameHeader is the size of a format-2 frame header; frameHeaderV1 that
+// of format 1.
+const (
+	frameHeader   = 4 + 1 + 8 + 8 + 4
+	frameHeaderV1 = 4 + 1 + 8 + 4
+)
 
 // walRecord is where one record lies in its segment.
 type walRecord struct {
-	off, end int64 // the entry, length prefix included
-	rev      uint64
+	off, end  int64 // the entry, length prefix included
+	rev       uint64
+	watermark uint64 // 0 in format 1
 }
 
 // segments returns the segment files of dataDir's log, in order.
@@ -57,15 +66,28 @@ func readRecords(t testing.TB, path string) []walRecord {
 	off := 0
 	for off < len(b) {
 		size, n := binary.Uvarint(b[off:])
-		if n <= 0 || size < frameHeader || size > uint64(len(b)-off-n) {
+		if n <= 0 || size < frameHeaderV1 || size > uint64(len(b)-off-n) {
 			break
 		}
 		frame := b[off+n : off+n+int(size)]
-		if uint64(binary.LittleEndian.Uint32(frame[13:17])) != size-frameHeader {
+		var r walRecord
+		hdr := frameHeaderV1
+		switch frame[4] {
+		case 2:
+			hdr = frameHeader
+			if len(frame) >= hdr {
+				r.watermark = binary.LittleEndian.Uint64(frame[13:21])
+			}
+		case 1:
+		default:
+			hdr = 0
+		}
+		if hdr == 0 || len(frame) < hdr || uint64(binary.LittleEndian.Uint32(frame[hdr-4:hdr])) != size-uint64(hdr) {
 			break
 		}
 		end := off + n + int(size)
-		recs = append(recs, walRecord{off: int64(off), end: int64(end), rev: binary.LittleEndian.Uint64(frame[5:13])})
+		r.off, r.end, r.rev = int64(off), int64(end), binary.LittleEndian.Uint64(frame[5:13])
+		recs = append(recs, r)
 		off = end
 	}
 	return recs
