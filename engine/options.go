@@ -111,8 +111,8 @@ type Options struct {
 	// checkpointed: past it, writers wait for the checkpoint. Default
 	// 256 MiB; must be at least CheckpointBytes.
 	MaxMemtableBytes int64
-	// SegmentSize is the size of a log segment file. Default 64 MiB. The
-	// log holds no segment in memory.
+	// SegmentSize is the size of a log segment file. Default 8 MiB. The
+	// log keeps about one segment in memory (wal.Options.SegmentSize).
 	SegmentSize int
 	// Preallocate is how far ahead of its last record the log's tail
 	// segment is kept zero-filled, so that a sync commit's fdatasync has no
@@ -167,7 +167,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	flushBytes, segSize := int64(o.FlushBytes), int64(o.SegmentSize)
 	defInt("FlushBytes", &flushBytes, 1<<20)
-	defInt("SegmentSize", &segSize, 64<<20)
+	defInt("SegmentSize", &segSize, 8<<20)
 	defInt("CheckpointBytes", &o.CheckpointBytes, 64<<20)
 	defInt("CheckpointLogBytes", &o.CheckpointLogBytes, 128<<20)
 	defInt("MaxMemtableBytes", &o.MaxMemtableBytes, max(256<<20, o.CheckpointBytes))

@@ -26,7 +26,7 @@ const (
 	// truncation drops (see TruncateFront). Whatever is in it is garbage.
 	trashDir = "trash"
 
-	defaultSegmentSize   = 64 << 20
+	defaultSegmentSize   = 8 << 20
 	defaultFlushInterval = 10 * time.Millisecond
 	defaultFlushBytes    = 1 << 20
 	defaultPreallocate   = 1 << 20
@@ -35,8 +35,11 @@ const (
 // Options configure a Log. The zero value is valid.
 type Options struct {
 	// SegmentSize is the size at which a segment file is sealed and a new one
-	// started. Default 64 MiB. tidwall/wal keeps the tail segment's entries
-	// in memory, so it bounds the log's memory too (see the package doc).
+	// started. Default 8 MiB. tidwall/wal keeps the tail segment's entries
+	// in memory, growing its buffer as records come, so this bounds the
+	// log's memory too; and tidwall/wal fsyncs a segment as it seals it,
+	// under the lock that writes take (see the package doc; bench/RESULTS.md
+	// has the measurements behind the default).
 	SegmentSize int
 	// GroupCommitDelay makes the sync leader wait this long before it fsyncs,
 	// so that more records share the fsync. Default 0: no artificial delay.

@@ -58,10 +58,10 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second,
 		"how often committed writes are checkpointed into the state file (sooner under load: --checkpoint-bytes, --checkpoint-log-bytes)")
 	fs.Uint64Var(&c.walRetain, "wal-retain", 0, "revisions of log history kept after a checkpoint")
-	c.segmentSize = 64 << 20
+	c.segmentSize = 8 << 20
 	c.checkpointBytes = 64 << 20
 	c.checkpointLogBytes = 128 << 20
-	fs.Var(&c.segmentSize, "segment-size", "size of a write-ahead log segment file (small values are for tests)")
+	fs.Var(&c.segmentSize, "segment-size", "size of a write-ahead log segment file; the log keeps about one in memory")
 	c.walPreallocate = 1 << 20
 	fs.Var(&c.walPreallocate, "wal-preallocate",
 		"keep this much of the log's tail segment zero-filled ahead of its records, so fsyncs commit no file size; 0 disables")
