@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,35 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // The tests of this file make write(2) fail for real: a file size limit
 // (RLIMIT_FSIZE) turns a write that crosses it into a short write followed
 // by EFBIG, as a full disk gives a short write followed by ENOSPC. The limit
 // is the process's; no test of this package runs in parallel.
-
-// fileLimit sets the process's file size limit to n bytes (0: none) for
-// the rest of the test.
-func fileLimit(t testing.TB, n uint64) {
-	t.Helper()
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
-	signal.Ignore(syscall.SIGXFSZ)
-	lim := unix.Rlimit{Cur: n, Max: old.Max}
-	if n == 0 {
-		lim.Cur = old.Max
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatalf("setrlimit: %v", err)
-	}
-	t.Cleanup(func() {
-		lim := unix.Rlimit{Cur: old.Max, Max: old.Max}
-		unix.Setrlimit(unix.RLIMIT_FSIZE, &lim)
-	})
-}
 
 // openFDs counts the process's open file descriptors.
 func openFDs(t testing.TB) int {
@@ -157,7 +134,7 @@ func TestWriteErrorRefusesAndRecovers(t *testing.T) {
 	tail := filepath.Join(dir, segmentName(1))
 
 	// The limit falls inside the next record: part of it reaches the file.
-	fileLimit(t, uint64(l.tailBytes+500))
+	kvtest.FileLimit(t, uint64(l.tailBytes+500))
 	var revs []uint64
 	for i := range 3 {
 		rev, err := l.Enqueue(recPayload(fmt.Sprintf("refused-%d", i), 1000), nil)
@@ -207,7 +184,7 @@ func TestWriteErrorRefusesAndRecovers(t *testing.T) {
 	}
 
 	// Space comes back.
-	fileLimit(t, 0)
+	kvtest.FileLimit(t, 0)
 	rev, err := write("after", true)
 	if err != nil || rev != 11 {
 		t.Fatalf("write once the limit is lifted: revision %d, %v; want 11, nil", rev, err)
@@ -256,7 +233,7 @@ func TestWriteErrorAcrossSegments(t *testing.T) {
 	}
 	pre := l.tailBytes
 	// a fills the segment, b (bigger than the limit) goes to the next one.
-	fileLimit(t, 48<<10)
+	kvtest.FileLimit(t, 48<<10)
 	a, _ := l.Enqueue(recPayload("a", 1100), nil)
 	b, _ := l.Enqueue(recPayload("b", 64<<10), nil)
 	if err := l.WaitWritten(b); !errors.Is(err, ErrWriteRefused) || !errors.Is(err, syscall.EFBIG) {
@@ -271,7 +248,7 @@ func TestWriteErrorAcrossSegments(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, segmentName(1))); err != nil || fi.Size() != int64(pre) {
 		t.Errorf("tail after the cut: %d bytes (%v), want %d", fi.Size(), err, pre)
 	}
-	fileLimit(t, 0)
+	kvtest.FileLimit(t, 0)
 	for _, tag := range []string{"c", "d", "e"} {
 		p := recPayload(tag, 1000)
 		rev, err := l.Enqueue(p, nil)
@@ -411,9 +388,9 @@ func TestWriteErrorConcurrentWriters(t *testing.T) {
 	for phase := 0; phase < 12 && !t.Failed(); phase++ {
 		full := phase%2 == 0
 		if full {
-			fileLimit(t, uint64(1+rng.IntN(segSize)))
+			kvtest.FileLimit(t, uint64(1+rng.IntN(segSize)))
 		} else {
-			fileLimit(t, 0)
+			kvtest.FileLimit(t, 0)
 		}
 		counter := &ok
 		if full {
@@ -429,7 +406,7 @@ func TestWriteErrorConcurrentWriters(t *testing.T) {
 			time.Sleep(time.Millisecond) // poll
 		}
 	}
-	fileLimit(t, 0)
+	kvtest.FileLimit(t, 0)
 	stop.Store(true)
 	wg.Wait()
 	if t.Failed() {
@@ -507,7 +484,7 @@ func TestWriteErrorRecoveryFails(t *testing.T) {
 		failSync.Store(true)
 	}
 	defer func() { testHookWrite = nil }()
-	fileLimit(t, uint64(l.tailBytes+100))
+	kvtest.FileLimit(t, uint64(l.tailBytes+100))
 	rev, _ := l.Enqueue(recPayload("doomed", 500), nil)
 	err = l.WaitWritten(rev)
 	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
@@ -540,7 +517,7 @@ func TestZeroFillFailureThenRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fileLimit(t, 64<<10)
+	kvtest.FileLimit(t, 64<<10)
 	want := map[uint64]string{}
 	for i := 0; ; i++ {
 		if i > 1000 {
@@ -568,7 +545,7 @@ func TestZeroFillFailureThenRefusal(t *testing.T) {
 	if st := l.Stats(); st.Err != nil || st.Written != uint64(len(want)) {
 		t.Fatalf("stats after the refusal: %+v", st)
 	}
-	fileLimit(t, 0)
+	kvtest.FileLimit(t, 0)
 	p := recPayload("after", 1000)
 	rev, err := l.Enqueue(p, nil)
 	if err == nil {
