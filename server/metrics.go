@@ -115,6 +115,14 @@ func (m *Metrics) register(s *Server) {
 			func(st engine.Stats) float64 { return float64(st.AppliedRevision) }),
 		stat("kvd_wal_bytes", "Bytes in write-ahead log segments.",
 			func(st engine.Stats) float64 { return float64(st.WALBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_log_write_failures_total",
+			Help: "Write-ahead log writes that failed (a full disk, say) and whose writes were refused, without failing the log.",
+		}, func() float64 { return float64(s.store.Stats().LogWriteFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_checkpoint_failures_total",
+			Help: "Checkpoints that failed (a full disk, say) and were tried again later.",
+		}, func() float64 { return float64(s.store.Stats().CheckpointFailures) }),
 		stat("kvd_log_failed", "1 once the write-ahead log failed (writes refused until restart).",
 			func(st engine.Stats) float64 {
 				if st.Err != nil {

@@ -353,6 +353,15 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("wal_segments", st.WALSegments)
 		field("memtable_bytes", st.MemtableBytes)
 		field("checkpoints", st.Checkpoints)
+		field("checkpoint_failures", st.CheckpointFailures)
+		if st.CheckpointErr != nil {
+			field("checkpoint_last_error", oneLine(st.CheckpointErr.Error()))
+		}
+		field("log_write_failures", st.LogWriteFailures)
+		field("log_records_refused", st.LogRecordsRefused)
+		if st.LogWriteErr != nil {
+			field("log_last_write_error", oneLine(st.LogWriteErr.Error()))
+		}
 		field("aof_enabled", 1)
 		if st.Err != nil {
 			field("log_status", "failed")
