@@ -310,8 +310,8 @@ func (db *DB) enqueue(b *Batch) (uint64, error) {
 // tells its own outcome at once.
 func (db *DB) WaitWritten(b *Batch) error {
 	rev := b.rev
-	if rev == 0 {
-		return nil // empty: nothing was queued
+	if rev == 0 || atomic.LoadUint64(&b.wrote) == rev {
+		return nil // empty (nothing was queued), or written
 	}
 	err := db.wal.WaitWritten(rev)
 	if atomic.LoadUint64(&b.wrote) == rev {
