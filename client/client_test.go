@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kvdstore/kvd/client"
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -110,6 +113,40 @@ func TestErrorsMapBack(t *testing.T) {
 	}
 	if v, err := c.Get(ctx, "b"); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("half of a refused PutMany was stored: %q, %v", v, err)
+	}
+}
+
+// TestLogErrorsMapBack checks that the server's replies for a refused
+// write, a write of unknown outcome and a failed log map to distinct
+// client errors.
+func TestLogErrorsMapBack(t *testing.T) {
+	var failSync atomic.Bool
+	e := startServer(t, engine.Options{Preallocate: -1, SyncFile: func(f *os.File) error {
+		if failSync.Load() {
+			return errors.New("injected fsync failure")
+		}
+		return f.Sync()
+	}})
+	ctx := t.Context()
+	c := dial(t, e.addr, client.Options{})
+	if err := c.Put(ctx, "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	// The log's one segment file cannot take the next record.
+	kvtest.FileLimit(t, uint64(e.db.Stats().WALBytes)+100)
+	err := c.Put(ctx, "b", make([]byte, 900))
+	if !errors.Is(err, client.ErrWriteRefused) || errors.Is(err, client.ErrLogFailed) || errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("Put refused by the log: %v, want ErrWriteRefused alone", err)
+	}
+	kvtest.FileLimit(t, 0)
+	failSync.Store(true)
+	err = c.Put(ctx, "c", []byte("3"))
+	if !errors.Is(err, client.ErrOutcomeUnknown) || errors.Is(err, client.ErrLogFailed) || errors.Is(err, client.ErrWriteRefused) {
+		t.Fatalf("Put whose fsync failed: %v, want ErrOutcomeUnknown alone", err)
+	}
+	err = c.Put(ctx, "d", []byte("4"))
+	if !errors.Is(err, client.ErrLogFailed) || errors.Is(err, client.ErrOutcomeUnknown) || errors.Is(err, client.ErrWriteRefused) {
+		t.Fatalf("Put after the log failed: %v, want ErrLogFailed alone", err)
 	}
 }
 

@@ -20,8 +20,16 @@ var (
 	// ErrEmptyKey: kvd keys must not be empty.
 	ErrEmptyKey = errors.New("kvd: empty key")
 	// ErrLogFailed: the server's write-ahead log failed; it refuses writes
-	// (and serves reads) until it restarts.
+	// (and serves reads) until it restarts. The write was not executed.
 	ErrLogFailed = errors.New("kvd: server write-ahead log failed")
+	// ErrWriteRefused: the server's write-ahead log could not write this
+	// write (a full disk, say): it was not executed, and retrying it is
+	// safe. The server takes writes again once its log can write.
+	ErrWriteRefused = errors.New("kvd: write refused, not executed")
+	// ErrOutcomeUnknown: the write may or may not have been executed (the
+	// server's log failed after the write may have reached it). Read before
+	// retrying a write that is not idempotent, such as INCR.
+	ErrOutcomeUnknown = errors.New("kvd: write outcome unknown")
 	// ErrNotDurable is returned by Sync when the server could not confirm
 	// durability in time.
 	ErrNotDurable = errors.New("kvd: not durable")
@@ -32,7 +40,8 @@ var (
 // ServerError is an error reply from the server, such as
 // "ERR wrong number of arguments for 'get' command".
 type ServerError struct {
-	// Msg is the reply's text, starting with its code ("ERR", "MISCONF").
+	// Msg is the reply's text, starting with its code ("ERR", "MISCONF",
+	// "UNKNOWN").
 	Msg  string
 	kind error
 }
@@ -50,7 +59,9 @@ var replyKinds = []struct {
 	{"ERR value too large", ErrValueTooLarge},
 	{"ERR key too large", ErrKeyTooLarge},
 	{"ERR empty key", ErrEmptyKey},
+	{"MISCONF write refused", ErrWriteRefused},
 	{"MISCONF", ErrLogFailed},
+	{"UNKNOWN ", ErrOutcomeUnknown},
 }
 
 // mapError translates an error from go-redis into the client's errors,

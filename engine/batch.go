@@ -17,8 +17,14 @@ import (
 //	op*    kind byte (0 put, 1 delete) | uvarint key length | key
 //	       | put only: uvarint value length | value
 type Batch struct {
-	data []byte
-	ops  []batchOp
+	// wrote is the revision at which the log wrote the batch, set (with
+	// atomic stores) by the log's OnWritten, 0 until then; rev is the
+	// revision Submit gave it. They differ when the log refused the batch
+	// and gave its revision to a later write.
+	wrote uint64
+	rev   uint64
+	data  []byte
+	ops   []batchOp
 	// owned marks a batch made inside the engine: the memtable may keep
 	// slices of its data instead of copying them.
 	owned bool

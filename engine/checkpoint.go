@@ -2,10 +2,14 @@ package engine
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/kvdstore/kvd/wal"
 )
 
 func (db *DB) kickCheckpoint() {
@@ -17,22 +21,30 @@ func (db *DB) kickCheckpoint() {
 
 // checkpointer moves committed writes into the state file every
 // CheckpointInterval, or sooner when the memtable or the log written since
-// the last checkpoint is large.
+// the last checkpoint is large. After a checkpoint that failed for want of
+// space it waits for the next interval: a kick per write would retry a
+// large commit on a full disk as fast as writes come.
 func (db *DB) checkpointer() {
 	defer db.wg.Done()
 	t := time.NewTicker(db.opts.CheckpointInterval)
 	defer t.Stop()
+	backoff := false
 	for {
 		select {
 		case <-db.stop:
 			return
 		case <-t.C:
 		case <-db.kick:
+			if backoff {
+				continue
+			}
 		}
 		if db.failure() != nil {
 			continue
 		}
-		if err := db.checkpoint(); err != nil {
+		err := db.checkpoint()
+		backoff = err != nil
+		if err != nil && db.failure() != nil {
 			db.log.Error("engine: checkpoint failed; writes refused until restart", "err", err)
 		}
 	}
@@ -44,6 +56,14 @@ func (db *DB) checkpointer() {
 // log. The state file therefore always holds a durable prefix of the log.
 // Only the checkpointer goroutine (or Open and Close, when it is not
 // running) calls it.
+//
+// A commit that fails in a write of the state file (for want of space,
+// say), which bbolt rolls back, is not fatal: the frozen memtable goes back
+// into the active one, the failure is counted and logged, and a later
+// checkpoint tries again. Writes go on meanwhile, until the memtables reach
+// MaxMemtableBytes. A failed fsync of the state file, or anything else, is
+// fatal. A log truncation that could not be written is retried by the next
+// checkpoint.
 func (db *DB) checkpoint() error {
 	db.smu.Lock()
 	if db.frozen != nil {
@@ -85,7 +105,12 @@ func (db *DB) checkpoint() error {
 		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))
 	})
 	if err != nil {
-		return db.setFatal(fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err))
+		err = fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err)
+		if !retryableCommitError(err) {
+			return db.setFatal(err)
+		}
+		db.unfreeze(frozen)
+		return db.checkpointFailed(err)
 	}
 	view, verr := newReadView(db.bdb)
 	db.smu.Lock()
@@ -98,6 +123,7 @@ func (db *DB) checkpoint() error {
 	db.memBytes.Add(-frozen.bytes)
 	db.applied.Store(rev)
 	db.checkpoints.Add(1)
+	db.checkpointErr.Store(nil)
 	db.bpMu.Lock()
 	db.bpCond.Broadcast()
 	db.bpMu.Unlock()
@@ -109,10 +135,58 @@ func (db *DB) checkpoint() error {
 			keep = rev + 1 - db.opts.WALRetain
 		}
 		if err := db.wal.TruncateFront(keep); err != nil {
-			return db.setFatal(fmt.Errorf("engine: truncate log: %w", err))
+			err = fmt.Errorf("engine: truncate log: %w", err)
+			if errors.Is(err, wal.ErrFailed) {
+				return db.setFatal(err)
+			}
+			return db.checkpointFailed(err)
 		}
 	}
 	return nil
+}
+
+// retryableCommitError reports whether err, from a failed commit of the
+// state file, is a failed pwrite of its pages or meta page, which bbolt
+// rolls back, leaving the file as it was (the meta page it may have torn is
+// the older of two, and checksummed). A failed fdatasync (which bbolt
+// returns as a bare errno) or fsync is not, nor is anything this cannot
+// classify, such as a failed ftruncate growing the file (bbolt formats
+// that one with %s: its cause is lost).
+func retryableCommitError(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe) && pe.Op == "write"
+}
+
+// unfreeze puts the memtable of a failed checkpoint back: the writes
+// applied since it was frozen are newer and win.
+func (db *DB) unfreeze(frozen *memtable) {
+	view, verr := newReadView(db.bdb)
+	db.smu.Lock()
+	active := db.active
+	before := frozen.bytes + active.bytes
+	for k, e := range active.byKey {
+		frozen.set([]byte(k), *e)
+	}
+	frozen.logBytes += active.logBytes
+	db.active, db.frozen, db.view = frozen, nil, view
+	after := frozen.bytes
+	db.smu.Unlock()
+	db.memBytes.Add(after - before)
+	db.bpMu.Lock()
+	db.bpCond.Broadcast()
+	db.bpMu.Unlock()
+	if verr != nil {
+		db.setFatal(fmt.Errorf("engine: begin read view: %w", verr))
+	}
+}
+
+// checkpointFailed counts and logs a checkpoint that failed without making
+// the DB fail, and returns err.
+func (db *DB) checkpointFailed(err error) error {
+	n := db.checkpointFailures.Add(1)
+	db.checkpointErr.Store(&err)
+	db.log.Warn("engine: checkpoint failed; writes go on, trying again later", "failures", n, "err", err)
+	return err
 }
 
 func (db *DB) setFatal(err error) error {

@@ -48,6 +48,10 @@ type DB struct {
 	applied     atomic.Uint64
 	checkpoints atomic.Uint64
 	fatal       atomic.Pointer[error]
+	// checkpointFailures counts checkpoints that failed without failing
+	// the DB; checkpointErr is the last one's error, nil once one succeeds.
+	checkpointFailures atomic.Uint64
+	checkpointErr      atomic.Pointer[error]
 
 	bpMu   sync.Mutex // backpressure: writers wait on bpCond for a checkpoint
 	bpCond *sync.Cond
@@ -238,13 +242,13 @@ func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return rev, db.finish(rev, wo)
+	return rev, db.finish(b, wo)
 }
 
 // Submit queues b for commit without waiting and returns its revision. The
 // write is not yet visible, acknowledged or durable: it is visible and
-// acknowledged (async) once WaitWritten(rev) returns nil, and durable once
-// WaitDurable(rev) does. b must not be changed until WaitWritten returns.
+// acknowledged (async) once WaitWritten(b) returns nil, and durable once
+// WaitDurable(b) does. b must not be changed until WaitWritten returns.
 // Submit lets one goroutine, such as a server's event loop, commit the
 // writes of many clients and wait for them together. It blocks only while
 // the memtables are over their bound (see TrySubmit).
@@ -280,35 +284,72 @@ func (db *DB) submit(b *Batch, wait bool) (uint64, error) {
 		db.wmu.RUnlock()
 		return 0, err
 	}
-	rev, err := db.wal.Enqueue(b.data, b)
+	rev, err := db.enqueue(b)
 	db.wmu.RUnlock()
+	return rev, err
+}
+
+// enqueue hands b to the log. Called with wmu held.
+func (db *DB) enqueue(b *Batch) (uint64, error) {
+	atomic.StoreUint64(&b.wrote, 0)
+	b.rev = 0
+	rev, err := db.wal.Enqueue(b.data, b)
 	if err != nil {
 		return 0, db.walErr(err)
 	}
+	b.rev = rev
 	return rev, nil
 }
 
-// WaitWritten returns once the write of revision rev (from Submit) is in the
-// log file and visible to reads: acknowledged in async mode.
-func (db *DB) WaitWritten(rev uint64) error {
-	return db.walErr(db.wal.WaitWritten(rev))
+// WaitWritten returns once b, queued by Submit or TrySubmit, is in the log
+// file and visible to reads: acknowledged in async mode. Otherwise it says
+// why b will never be: ErrWriteRefused (not executed; the log could not
+// write it), ErrLogFailed (not executed; the log failed before b reached
+// it), ErrOutcomeUnknown with ErrLogFailed (perhaps executed), ErrClosed.
+// Waiting for the newest of several batches writes all of them; each then
+// tells its own outcome at once.
+func (db *DB) WaitWritten(b *Batch) error {
+	rev := b.rev
+	if rev == 0 || atomic.LoadUint64(&b.wrote) == rev {
+		return nil // empty (nothing was queued), or written
+	}
+	err := db.wal.WaitWritten(rev)
+	if atomic.LoadUint64(&b.wrote) == rev {
+		return nil
+	}
+	if err == nil || errors.Is(err, wal.ErrWriteRefused) {
+		// Refused after a failed write; its revision may already have
+		// gone to a later write, which the log then waited for.
+		return db.refused()
+	}
+	return db.walErr(err)
 }
 
-// WaitDurable returns once every write up to revision rev is fsynced:
-// acknowledged in sync mode. Concurrent callers share fsyncs.
-func (db *DB) WaitDurable(rev uint64) error {
-	return db.walErr(db.wal.WaitDurable(rev))
-}
-
-// finish waits until the record of rev is acknowledged in the mode wo asks for.
-func (db *DB) finish(rev uint64, wo WriteOptions) error {
-	if err := db.WaitWritten(rev); err != nil {
+// WaitDurable returns once b, queued by Submit or TrySubmit, and every
+// write before it are fsynced: acknowledged in sync mode. Concurrent
+// callers share fsyncs. Its errors are WaitWritten's; once b is written,
+// a failed fsync gives ErrOutcomeUnknown.
+func (db *DB) WaitDurable(b *Batch) error {
+	if err := db.WaitWritten(b); err != nil || b.rev == 0 {
 		return err
 	}
-	if db.syncWanted(wo) {
-		return db.WaitDurable(rev)
+	return db.walErr(db.wal.WaitDurable(b.rev))
+}
+
+// refused is the error of a write the log refused.
+func (db *DB) refused() error {
+	if cause := db.wal.Stats().LastWriteErr; cause != nil {
+		return fmt.Errorf("%w: %w", ErrWriteRefused, cause)
 	}
-	return nil
+	return ErrWriteRefused
+}
+
+// finish waits until b is acknowledged in the mode wo asks for.
+func (db *DB) finish(b *Batch, wo WriteOptions) error {
+	if db.syncWanted(wo) {
+		return db.WaitDurable(b)
+	}
+	return db.WaitWritten(b)
 }
 
 func (db *DB) syncWanted(wo WriteOptions) bool {
@@ -325,6 +366,10 @@ func (db *DB) walErr(err error) error {
 	switch {
 	case errors.Is(err, wal.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, wal.ErrWriteRefused):
+		return fmt.Errorf("%w: %w", ErrWriteRefused, err)
+	case errors.Is(err, wal.ErrOutcomeUnknown):
+		return fmt.Errorf("%w: %w: %w", ErrOutcomeUnknown, ErrLogFailed, err)
 	case errors.Is(err, wal.ErrFailed):
 		return fmt.Errorf("%w: %w", ErrLogFailed, err)
 	}
@@ -338,6 +383,7 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	before := db.active.bytes
 	for i, v := range vs {
 		b := v.(*Batch)
+		atomic.StoreUint64(&b.wrote, first+uint64(i))
 		db.applyBatch(b)
 		db.active.logBytes += int64(len(b.data))
 		db.memRev = first + uint64(i)
@@ -448,10 +494,10 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 		db.wmu.Unlock()
 		return 0, err
 	}
-	// Let every enqueued record reach the memtable.
-	if err := db.wal.WaitWritten(db.wal.LastEnqueued()); err != nil {
+	// Let every enqueued record reach the memtable, or be refused.
+	if err := db.settle(); err != nil {
 		db.wmu.Unlock()
-		return 0, db.walErr(err)
+		return 0, err
 	}
 	t := &Txn{db: db}
 	if err := fn(t); err != nil {
@@ -467,12 +513,23 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 		return 0, err
 	}
 	t.b.owned = true
-	rev, err := db.wal.Enqueue(t.b.data, &t.b)
+	rev, err := db.enqueue(&t.b)
 	db.wmu.Unlock()
 	if err != nil {
-		return 0, db.walErr(err)
+		return 0, err
 	}
-	return rev, db.finish(rev, wo)
+	return rev, db.finish(&t.b, wo)
+}
+
+// settle returns once every record enqueued is written or refused. Called
+// with wmu held exclusively, so that nothing is enqueued meanwhile.
+func (db *DB) settle() error {
+	for {
+		err := db.wal.WaitWritten(db.wal.LastEnqueued())
+		if !errors.Is(err, wal.ErrWriteRefused) {
+			return db.walErr(err)
+		}
+	}
 }
 
 // Sync is a durability barrier: it returns once every write acknowledged
@@ -528,6 +585,17 @@ type Stats struct {
 	WALSegments       int
 	MemtableBytes     int64
 	Checkpoints       uint64
+	// CheckpointFailures counts checkpoints that failed for want of space
+	// (or another failed write of the state file) and will be tried again;
+	// CheckpointErr is the last one's error, nil once a checkpoint succeeds.
+	CheckpointFailures uint64
+	CheckpointErr      error
+	// LogWriteFailures counts the log writes that failed and were refused
+	// (ErrWriteRefused) without failing the log, LogRecordsRefused the
+	// writes refused with them; LogWriteErr is the latest such error.
+	LogWriteFailures  uint64
+	LogRecordsRefused uint64
+	LogWriteErr       error
 	Err               error // why writes are refused, once they are
 	// Recovery is what opening the store cut from the log to recover from a
 	// crash or from damage the state no longer needed (wal.Recovery).
@@ -564,22 +632,29 @@ func (db *DB) DurableRevision() uint64 { return db.wal.Durable() }
 func (db *DB) Stats() Stats {
 	ws := db.wal.Stats()
 	s := Stats{
-		CommitMode:        db.CommitMode(),
-		CommittedRevision: ws.Written,
-		DurableRevision:   ws.Durable,
-		AppliedRevision:   db.applied.Load(),
-		Fsyncs:            ws.Fsyncs,
-		RecordsSynced:     ws.RecordsSynced,
-		MaxFsync:          ws.MaxFsync,
-		WALBytes:          db.wal.Size(),
-		WALSegments:       ws.Segments,
-		MemtableBytes:     db.memBytes.Load(),
-		Checkpoints:       db.checkpoints.Load(),
-		Err:               db.failure(),
+		CommitMode:         db.CommitMode(),
+		CommittedRevision:  ws.Written,
+		DurableRevision:    ws.Durable,
+		AppliedRevision:    db.applied.Load(),
+		Fsyncs:             ws.Fsyncs,
+		RecordsSynced:      ws.RecordsSynced,
+		MaxFsync:           ws.MaxFsync,
+		WALBytes:           db.wal.Size(),
+		WALSegments:        ws.Segments,
+		MemtableBytes:      db.memBytes.Load(),
+		Checkpoints:        db.checkpoints.Load(),
+		CheckpointFailures: db.checkpointFailures.Load(),
+		LogWriteFailures:   ws.WriteFailures,
+		LogRecordsRefused:  ws.RecordsRefused,
+		LogWriteErr:        ws.LastWriteErr,
+		Err:                db.failure(),
 
 		OldestUnsynced:        ws.OldestUnsynced,
 		MaxUnsyncedLastMinute: ws.MaxUnsyncedLastMinute,
 		MaxUnsyncedSinceOpen:  ws.MaxUnsyncedSinceOpen,
+	}
+	if p := db.checkpointErr.Load(); p != nil {
+		s.CheckpointErr = *p
 	}
 	if r := db.wal.Recovery(); len(r.Cuts) > 0 {
 		s.Recovery = RecoveryStats{Cuts: len(r.Cuts), Bytes: r.Bytes(), Records: r.Records(), Reason: r.Cuts[0].Reason}
@@ -609,7 +684,7 @@ func (db *DB) close(checkpoint bool) error {
 	close(db.stop)
 	db.wg.Wait()
 	var errs []error
-	if err := db.wal.WaitDurable(db.wal.LastEnqueued()); err != nil {
+	if err := db.wal.Drain(); err != nil {
 		errs = append(errs, db.walErr(err))
 	}
 	if checkpoint && db.failure() == nil && len(errs) == 0 {

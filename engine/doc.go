@@ -40,10 +40,23 @@
 //
 // # Failures
 //
-// A failed write or fsync of the log, or a failed checkpoint, is fatal to
-// writing: the writes waiting for it fail, later writes fail with
-// ErrLogFailed (wrapping the cause), fsyncs are never retried, and reads keep
-// working. Reopening the directory recovers what is on disk.
+// A failed fsync of the log or of the state file is fatal to writing: the
+// writes waiting for it fail, later writes fail with ErrLogFailed (wrapping
+// the cause), fsyncs are never retried, and reads keep working. Reopening
+// the directory recovers what is on disk.
+//
+// A failed write of the log, such as ENOSPC on a full disk, is not: the log
+// cuts the batch it was writing back out of its file, fsyncs the cut, and
+// the writes of that batch (and those queued behind it) fail with
+// ErrWriteRefused: not executed, safe to retry. Writes succeed again as soon
+// as the log can write, with no restart. A checkpoint whose commit fails in
+// a write of the state file is rolled back and tried again later; writes go
+// on meanwhile, held back only by MaxMemtableBytes. Stats counts both.
+//
+// A write that may or may not have been executed, because the log failed
+// after the write may have reached its file, fails with ErrOutcomeUnknown
+// (and ErrLogFailed): read before retrying it. Every other error of a write
+// means it was not executed.
 //
 // # Caveats
 //

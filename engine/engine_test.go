@@ -272,7 +272,10 @@ func TestSubmitThenWait(t *testing.T) {
 	if db.CommittedRevision() >= r1 {
 		t.Fatalf("committed revision %d before any wait", db.CommittedRevision())
 	}
-	if err := db.WaitWritten(r2); err != nil {
+	if err := db.WaitWritten(&b2); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.WaitWritten(&b1); err != nil {
 		t.Fatal(err)
 	}
 	wantGet(t, db, "a", "1")
@@ -281,7 +284,7 @@ func TestSubmitThenWait(t *testing.T) {
 		t.Fatalf("durable revision %d without an fsync", db.DurableRevision())
 	}
 	fsyncs := db.Stats().Fsyncs
-	if err := db.WaitDurable(r2); err != nil {
+	if err := db.WaitDurable(&b2); err != nil {
 		t.Fatal(err)
 	}
 	if st := db.Stats(); st.DurableRevision < r2 || st.Fsyncs != fsyncs+1 {

@@ -19,10 +19,27 @@ var (
 	// Options.MaxValueSize.
 	ErrValueTooLarge = errors.New("engine: value too large")
 
-	// ErrLogFailed is returned, wrapping the cause, by every write after a
-	// write or fsync of the log (or a checkpoint) failed. The DB keeps serving
-	// reads; reopening it recovers what is on disk.
+	// ErrLogFailed is returned, wrapping the cause, by every write after an
+	// fsync of the log failed, or a write of the log that could not be
+	// recovered from, or a checkpoint in a way that is not a want of space.
+	// The write was not executed, unless ErrOutcomeUnknown is returned with
+	// it. The DB keeps serving reads; reopening it recovers what is on disk.
 	ErrLogFailed = errors.New("engine: log failed, writes refused until restart")
+
+	// ErrWriteRefused is returned, wrapping the cause, for a write that the
+	// log could not write (for example for want of space) and cut from its
+	// file before answering: the write was not executed and is not in the
+	// log, so retrying it is safe. The DB stays open for writes; they
+	// succeed again once the log can write.
+	ErrWriteRefused = errors.New("engine: write refused, not executed")
+
+	// ErrOutcomeUnknown is returned, together with ErrLogFailed, for a write
+	// that may or may not have been executed: the log failed after the
+	// write may have reached its file (an fsync failed after it was
+	// written, or it was being written when a write failed and the log
+	// could not cut it durably). It may or may not be there after a
+	// restart: read before retrying a write that is not idempotent.
+	ErrOutcomeUnknown = errors.New("engine: outcome unknown, the write may or may not have been executed")
 
 	// ErrThrottled is returned by TrySubmit while the memtables are over
 	// Options.MaxMemtableBytes: the write would have to wait for a

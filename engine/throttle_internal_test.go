@@ -41,9 +41,9 @@ func TestTrySubmitThrottled(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		rev, err := db.Submit(&b)
+		_, err := db.Submit(&b)
 		if err == nil {
-			err = db.WaitWritten(rev)
+			err = db.WaitWritten(&b)
 		}
 		done <- err
 	}()
@@ -61,11 +61,10 @@ func TestTrySubmitThrottled(t *testing.T) {
 	}
 	var c Batch
 	c.Put([]byte("c"), []byte("3"))
-	rev, err := db.TrySubmit(&c)
-	if err != nil {
+	if _, err := db.TrySubmit(&c); err != nil {
 		t.Fatalf("TrySubmit under the bound: %v", err)
 	}
-	if err := db.WaitWritten(rev); err != nil {
+	if err := db.WaitWritten(&c); err != nil {
 		t.Fatal(err)
 	}
 	for k, want := range map[string]string{"a": "1", "b": "2", "c": "3"} {

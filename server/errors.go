@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/kvdstore/kvd/engine"
 )
@@ -28,8 +29,16 @@ const (
 	respErrNotInteger    = "ERR value is not an integer or out of range"
 	respErrSyntax        = "ERR syntax error"
 	respErrLogFailed     = "MISCONF write-ahead log failed; writes are refused until kvd restarts"
-	respErrClosed        = "ERR store is closed"
-	respErrMaxClients    = "ERR max number of clients reached"
+	// respErrWriteRefused: the write was not executed (the log could not
+	// write it and cut it back out); retrying is safe. The cause follows.
+	respErrWriteRefused = "MISCONF write refused, not executed: the write-ahead log could not write it"
+	// respErrOutcomeUnknown: the write may or may not have been executed.
+	// Its code is kvd's own: MISCONF would say it was not executed, and
+	// codes that go-redis retries by itself (TRYAGAIN, LOADING, ...) would
+	// apply a write twice. The cause follows.
+	respErrOutcomeUnknown = "UNKNOWN outcome unknown: the write may or may not have been executed (the write-ahead log failed); read before retrying"
+	respErrClosed         = "ERR store is closed"
+	respErrMaxClients     = "ERR max number of clients reached"
 )
 
 // respError translates an error from the store into the text of a RESP
@@ -44,6 +53,10 @@ func respError(err error) string {
 		return respErrEmptyKey
 	case errors.Is(err, errNotInteger):
 		return respErrNotInteger
+	case errors.Is(err, engine.ErrOutcomeUnknown):
+		return respErrOutcomeUnknown + ": " + rootCause(err)
+	case errors.Is(err, engine.ErrWriteRefused):
+		return respErrWriteRefused + ": " + rootCause(err)
 	case errors.Is(err, engine.ErrLogFailed):
 		return respErrLogFailed
 	case errors.Is(err, engine.ErrClosed):
@@ -61,6 +74,8 @@ const (
 	codeValueTooLarge    = "value_too_large"
 	codeEmptyKey         = "empty_key"
 	codeLogFailed        = "log_failed"
+	codeWriteRefused     = "log_write_failed"
+	codeOutcomeUnknown   = "outcome_unknown"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeInternal         = "internal"
@@ -93,6 +108,12 @@ func httpErrorFor(err error) *httpError {
 		return &httpError{http.StatusRequestEntityTooLarge, codeValueTooLarge, "value too large"}
 	case errors.Is(err, engine.ErrEmptyKey):
 		return &httpError{http.StatusBadRequest, codeEmptyKey, "empty key"}
+	case errors.Is(err, engine.ErrOutcomeUnknown):
+		return &httpError{http.StatusServiceUnavailable, codeOutcomeUnknown,
+			"the write may or may not have been executed (the write-ahead log failed); read before retrying: " + rootCause(err)}
+	case errors.Is(err, engine.ErrWriteRefused):
+		return &httpError{http.StatusServiceUnavailable, codeWriteRefused,
+			"write refused, not executed: the write-ahead log could not write it: " + rootCause(err)}
 	case errors.Is(err, engine.ErrLogFailed):
 		return &httpError{http.StatusServiceUnavailable, codeLogFailed,
 			"write-ahead log failed; writes are refused until kvd restarts"}
@@ -102,3 +123,29 @@ func httpErrorFor(err error) *httpError {
 		return &httpError{http.StatusInternalServerError, codeInternal, err.Error()}
 	}
 }
+
+// rootCause returns the text of the innermost error err wraps (the last one,
+// where an error wraps several), such as "no space left on device", on one
+// line.
+func rootCause(err error) string {
+	for {
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			next := u.Unwrap()
+			if next == nil {
+				return oneLine(err.Error())
+			}
+			err = next
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			if len(errs) == 0 {
+				return oneLine(err.Error())
+			}
+			err = errs[len(errs)-1]
+		default:
+			return oneLine(err.Error())
+		}
+	}
+}
+
+func oneLine(s string) string { return strings.NewReplacer("\r", " ", "\n", " ").Replace(s) }

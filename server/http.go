@@ -367,6 +367,16 @@ type Status struct {
 	ConnectedClients int      `json:"connected_clients"`
 	// LogError is set once the write-ahead log failed.
 	LogError string `json:"log_error,omitempty"`
+	// LogWriteFailures counts the log writes that failed and were refused
+	// without failing the log (a full disk, say), LogRecordsRefused the
+	// writes refused with them; LogLastWriteError is the latest such error.
+	LogWriteFailures  uint64 `json:"log_write_failures"`
+	LogRecordsRefused uint64 `json:"log_records_refused"`
+	LogLastWriteError string `json:"log_last_write_error,omitempty"`
+	// CheckpointFailures counts checkpoints that failed and will be tried
+	// again; CheckpointError is set while the last one failed.
+	CheckpointFailures uint64 `json:"checkpoint_failures"`
+	CheckpointError    string `json:"checkpoint_error,omitempty"`
 }
 
 // Revisions are the store's revision counters: committed (visible to
@@ -437,9 +447,19 @@ func (s *Server) Status() Status {
 			Reason: st.Recovery.Reason},
 		UptimeSeconds:    time.Since(s.started).Seconds(),
 		ConnectedClients: s.Clients(),
+
+		LogWriteFailures:   st.LogWriteFailures,
+		LogRecordsRefused:  st.LogRecordsRefused,
+		CheckpointFailures: st.CheckpointFailures,
 	}
 	if st.Err != nil {
 		out.LogError = st.Err.Error()
+	}
+	if st.LogWriteErr != nil {
+		out.LogLastWriteError = st.LogWriteErr.Error()
+	}
+	if st.CheckpointErr != nil {
+		out.CheckpointError = st.CheckpointErr.Error()
 	}
 	return out
 }

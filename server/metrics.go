@@ -125,6 +125,14 @@ func (m *Metrics) register(s *Server) {
 			func(st engine.Stats) float64 { return float64(st.Recovery.Bytes) }),
 		stat("kvd_wal_recovery_cut_records", "Valid records the last start-up cut from the log (found after a hole that no fsync covered).",
 			func(st engine.Stats) float64 { return float64(st.Recovery.Records) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_log_write_failures_total",
+			Help: "Write-ahead log writes that failed (a full disk, say) and whose writes were refused, without failing the log.",
+		}, func() float64 { return float64(s.store.Stats().LogWriteFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_checkpoint_failures_total",
+			Help: "Checkpoints that failed (a full disk, say) and were tried again later.",
+		}, func() float64 { return float64(s.store.Stats().CheckpointFailures) }),
 		stat("kvd_log_failed", "1 once the write-ahead log failed (writes refused until restart).",
 			func(st engine.Stats) float64 {
 				if st.Err != nil {

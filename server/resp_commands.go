@@ -362,7 +362,16 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("recovery_cut_bytes", st.Recovery.Bytes)
 		field("recovery_cut_records", st.Recovery.Records)
 		if st.Recovery.Cuts > 0 {
-			field("recovery_cut_reason", strings.NewReplacer("\r", " ", "\n", " ").Replace(st.Recovery.Reason))
+			field("recovery_cut_reason", oneLine(st.Recovery.Reason))
+		}
+		field("checkpoint_failures", st.CheckpointFailures)
+		if st.CheckpointErr != nil {
+			field("checkpoint_last_error", oneLine(st.CheckpointErr.Error()))
+		}
+		field("log_write_failures", st.LogWriteFailures)
+		field("log_records_refused", st.LogRecordsRefused)
+		if st.LogWriteErr != nil {
+			field("log_last_write_error", oneLine(st.LogWriteErr.Error()))
 		}
 		field("aof_enabled", 1)
 		if st.Err != nil {

@@ -41,8 +41,9 @@ const (
 //     - any other command runs on a worker goroutine while the connection
 //       is parked, so that a slow command (SCAN, WAITAOF, a read-modify-
 //       write that waits for its fsync) never stalls the loop.
-//  3. One Store.WaitWritten for the newest submitted revision writes the
-//     records of every client in one write(2) (the async acknowledgement).
+//  3. One Store.WaitWritten for the newest submitted batch writes the
+//     records of every client in one write(2) (the async acknowledgement);
+//     each client's batch then tells its own outcome, at once.
 //  4. If sync writes are parked, replies that need no fsync are written,
 //     then one fsync covers every parked sync write (group commit: all the
 //     clients whose requests arrived since the last fsync share it), and
@@ -436,11 +437,14 @@ func (l *eventLoop) settle() {
 			break
 		}
 		w := l.written
-		err := l.s.store.WaitWritten(w[len(w)-1].lp.rev)
+		l.s.store.WaitWritten(&w[len(w)-1].batch) // writes them all
 		for _, c := range w {
 			if c.lp.closed {
 				continue
 			}
+			// A failed log write may have refused some of them and not
+			// others: each batch says.
+			err := l.s.store.WaitWritten(&c.batch)
 			if err == nil && c.lp.sync {
 				c.lp.park = parkDurable
 				l.durable = append(l.durable, c)
@@ -470,9 +474,9 @@ func (l *eventLoop) syncParked() bool {
 		return false
 	}
 	l.writeReplies()
-	err := l.s.store.WaitDurable(l.durable[len(l.durable)-1].lp.rev)
+	l.s.store.WaitDurable(&l.durable[len(l.durable)-1].batch) // one fsync for all
 	for i, c := range l.durable {
-		l.complete(c, err)
+		l.complete(c, l.s.store.WaitDurable(&c.batch))
 		l.durable[i] = nil
 	}
 	l.durable = l.durable[:0]

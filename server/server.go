@@ -42,14 +42,16 @@ type Store interface {
 	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
 	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
 	// TrySubmit queues a batch without waiting and returns its revision;
-	// WaitWritten and WaitDurable wait for it to be acknowledged in async
-	// and sync mode. The event loop commits many clients' writes this way.
-	// Over its memory bound the store returns engine.ErrThrottled instead
-	// of blocking: the loop then commits the batch with Write on a worker
-	// goroutine and goes on serving reads.
+	// WaitWritten and WaitDurable wait for that batch to be acknowledged in
+	// async and sync mode, or tell why it was not (a revision refused after
+	// a failed log write goes to a later write: the batch, not its
+	// revision, says whose write it was). The event loop commits many
+	// clients' writes this way. Over its memory bound the store returns
+	// engine.ErrThrottled instead of blocking: the loop then commits the
+	// batch with Write on a worker goroutine and goes on serving reads.
 	TrySubmit(b *engine.Batch) (uint64, error)
-	WaitWritten(rev uint64) error
-	WaitDurable(rev uint64) error
+	WaitWritten(b *engine.Batch) error
+	WaitDurable(b *engine.Batch) error
 	// Update runs fn under the writer lock and commits what fn wrote as one
 	// atomic batch (read-modify-write commands: SET NX/XX/GET, INCR, DEL).
 	Update(wo engine.WriteOptions, fn func(tx *engine.Txn) error) (uint64, error)

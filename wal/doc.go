@@ -128,10 +128,31 @@
 //
 // # Failures
 //
-// A failed write or fsync is fatal to the Log (the lesson of PostgreSQL's
-// fsync failures): the error is sticky, every waiter gets it, nothing is
-// reported written or durable after it, and later calls fail with it. An fsync
-// is never retried. Reopening the directory recovers what is on disk.
+// A failed fsync is fatal to the Log (the lesson of PostgreSQL's fsync
+// failures): the error (ErrFailed) is sticky, every waiter gets it, nothing
+// is reported written or durable after it, and later calls fail with it. An
+// fsync is never retried. Reopening the directory recovers what is on disk.
+//
+// A failed write(2), such as ENOSPC on a full disk, is not fatal: nothing
+// acknowledged depends on it. The Log cuts the batch it was writing out of
+// the segment files, back to its last record written before the batch,
+// fsyncs what is left (which makes durable the records async writers were
+// told of), reopens tidwall/wal, and refuses the batch and every record
+// queued behind it with ErrWriteRefused: those records are not on disk and
+// their revisions go to the next records, so revisions stay gapless. The
+// next write tries the disk again, so writes resume by themselves once
+// space is freed. writeerr.go details the steps. If the recovery itself
+// fails, the Log fails, and the records of the batch get ErrOutcomeUnknown
+// unless the cut was already durable.
+//
+// Which error a waiter gets says what became of its record: nil, written
+// (or durable); ErrWriteRefused, not in the log; ErrFailed alone, not in
+// the log either (still queued when the log failed); ErrOutcomeUnknown (with
+// ErrFailed), perhaps in the log: a record written whose fsync failed, or of
+// a batch whose failed write could not be cut durably. A revision refused
+// is given to a later record, so a caller that waits only after its record
+// was refused waits for that other record: Options.OnWritten, which gets
+// the values given to Enqueue, tells whose record was written.
 //
 // # Platforms
 //

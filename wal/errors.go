@@ -17,8 +17,11 @@ var (
 	// unknown format version.
 	ErrFormat = errors.New("wal: unsupported format")
 
-	// ErrFailed wraps the first write or fsync error of a Log. It is sticky:
-	// once returned, every later write and sync returns it too.
+	// ErrFailed wraps the error that made a Log fail: a failed fsync, or a
+	// write error the Log could not recover from (see ErrWriteRefused). It
+	// is sticky: once returned, every later write and sync returns it too.
+	// A record that gets ErrFailed alone never reached the log: it was still
+	// queued when the log failed, and will not be found on reopening.
 	ErrFailed = errors.New("wal: log failed")
 
 	// ErrNotFound is returned by Read for a revision that is not written
@@ -34,6 +37,24 @@ var (
 	// waiting for a record that TruncateBack or Reset dropped before it was
 	// written (WaitWritten) or made durable (WaitDurable).
 	ErrTruncated = errors.New("wal: record dropped by a truncation")
+
+	// ErrWriteRefused is returned, wrapping the cause, by WaitWritten and
+	// WaitDurable for a record that was not written and never will be: a
+	// write to a segment file failed (for example with ENOSPC) while the
+	// record was in the batch being written, or queued behind it, and the
+	// Log cut the segment back to its last record written before the batch
+	// and fsynced the cut before answering. The record is not on disk and
+	// its revision is given to a later record; the log takes new records at
+	// once, so the write can be retried. The Log is not failed.
+	ErrWriteRefused = errors.New("wal: write refused, not written")
+
+	// ErrOutcomeUnknown is returned, together with ErrFailed (both match),
+	// for a record that may or may not be in the log: the Log failed after
+	// the record may have reached its segment file and before it was known
+	// durable. That is a record written whose fsync failed (WaitDurable), or
+	// a record of a batch whose write failed and whose cut could not be made
+	// durable. Reopening the log may or may not find it.
+	ErrOutcomeUnknown = errors.New("wal: outcome unknown")
 )
 
 // CorruptError reports a bad record: the segment file and the byte offset of

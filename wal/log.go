@@ -62,7 +62,10 @@ type Options struct {
 	// (and fsynced, if one of them asked for it: EnqueueSync) and before
 	// any of their waiters returns. vs holds the values passed to Enqueue.
 	// Calls never overlap. It must not call Read, TruncateFront,
-	// TruncateBack or Reset, which can wait for the write it is part of.
+	// TruncateBack or Reset, which can wait for the write it is part of. A
+	// record refused after a failed write (ErrWriteRefused) is never passed
+	// to it: it tells whose record holds a revision that was refused and
+	// given again.
 	OnWritten func(first uint64, vs []any)
 	// OnSync, if set, is called after every fsync of the log with its
 	// duration and the number of records it made durable.
@@ -99,6 +102,13 @@ type Stats struct {
 	MaxUnsyncedLastMinute time.Duration
 	// MaxUnsyncedSinceOpen is the same maximum since Open.
 	MaxUnsyncedSinceOpen time.Duration
+	// WriteFailures counts the batches whose write failed and that the log
+	// cut and refused (ErrWriteRefused) without failing; RecordsRefused
+	// the records refused with them. LastWriteErr is the latest such write
+	// error, kept after writes succeed again.
+	WriteFailures  uint64
+	RecordsRefused uint64
+	LastWriteErr   error
 }
 
 // Log is an open write-ahead log. Its methods are safe for concurrent use.
@@ -106,7 +116,12 @@ type Log struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
-	tw   *twal.Log
+	// tw is replaced when a failed write is recovered (writeerr.go): twMu
+	// keeps TruncateFront and Close off it meanwhile. twBroken is set, under
+	// twMu, from a failed write until that recovery is done.
+	twMu     sync.Mutex
+	tw       *twal.Log
+	twBroken bool
 
 	fatal atomic.Pointer[error] // sticky failure
 
@@ -147,6 +162,16 @@ type Log struct {
 	tailBytes   int      // size of the tail segment (mirrors tidwall/wal)
 	first       uint64
 	bytes       int64
+	// After a failed write (writeerr.go): refusals counts the recoveries, so
+	// that a waiter can tell its record was refused; maxRefused is the
+	// highest revision refused; unknownLo..unknownHi are the revisions
+	// whose outcome is unknown once the log failed (ErrOutcomeUnknown).
+	refusals             uint64
+	maxRefused           uint64
+	unknownLo, unknownHi uint64
+	writeFailures        uint64
+	recordsRefused       uint64
+	lastWriteErr         error
 
 	// Sync side: guarded by smu.
 	smu     sync.Mutex
@@ -183,6 +208,13 @@ type Log struct {
 	// reads them once the last write is done.
 	zeroed     int  // the tail segment file's size: tailBytes plus zero fill
 	noPrealloc bool // zero fill failed in this tail segment
+	// lastRec is the offset in the tail segment of its last record, or 0
+	// when it is not known (scan the tail from its start). pre is this
+	// bookkeeping as it was before the batch being written, and failStreak
+	// counts the batches refused since the last write that succeeded.
+	lastRec    int
+	pre        tailState
+	failStreak int
 
 	// Scratch of the writing goroutine.
 	batch  twal.Batch
@@ -415,7 +447,8 @@ func (l *Log) Written() uint64 {
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
-	s := Stats{First: l.first, Written: l.written, BytesWritten: l.bytes, Segments: len(l.segFirst)}
+	s := Stats{First: l.first, Written: l.written, BytesWritten: l.bytes, Segments: len(l.segFirst),
+		WriteFailures: l.writeFailures, RecordsRefused: l.recordsRefused, LastWriteErr: l.lastWriteErr}
 	unclaimed, claimed, claimedRev := l.unclaimedAt, l.claimedAt, l.claimedRev
 	l.mu.Unlock()
 	l.smu.Lock()
@@ -458,7 +491,8 @@ func (l *Log) Size() int64 {
 }
 
 // Close writes and fsyncs every queued record, stops the flusher and closes
-// the log. It is idempotent; calls after it return ErrClosed.
+// the log. Records refused meanwhile (ErrWriteRefused) are not an error of
+// Close. It is idempotent; calls after it return ErrClosed.
 func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
 		// No truncation, Reset or Read is under way while the log closes.
@@ -467,14 +501,15 @@ func (l *Log) Close() error {
 		l.dropReads(math.MaxUint64)
 		l.mu.Lock()
 		l.closed = true
-		last := l.next - 1
 		l.mu.Unlock()
-		err := l.WaitDurable(last)
+		err := l.Drain()
 		close(l.stop)
 		l.wg.Wait()
+		l.twMu.Lock()
 		if cerr := l.tw.Close(); cerr != nil && err == nil && !errors.Is(cerr, twal.ErrClosed) {
 			err = fmt.Errorf("wal: close: %w", cerr)
 		}
+		l.twMu.Unlock()
 		l.mu.Lock()
 		closeAll(l.retired)
 		l.retired = nil

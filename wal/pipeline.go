@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,7 +33,9 @@ func (l *Log) fail(err error) error {
 // Enqueue assigns the next revision to a record carrying payload and queues
 // it for writing. v is handed to Options.OnWritten once the record is written.
 // The caller may reuse payload when Enqueue returns. The record is not
-// written until some caller of WaitWritten writes it.
+// written until some caller of WaitWritten writes it. After a failed write
+// the record may be refused (ErrWriteRefused) and its revision given to a
+// later record.
 func (l *Log) Enqueue(payload []byte, v any) (uint64, error) {
 	return l.enqueue(payload, v, false)
 }
@@ -63,32 +66,45 @@ func (l *Log) enqueue(payload []byte, v any, sync bool) (uint64, error) {
 
 // WaitWritten returns once the record of revision rev is written to its
 // segment file, writing every queued record itself when no other goroutine
-// is doing so.
+// is doing so. It returns ErrWriteRefused if the record was refused after a
+// failed write, and after a failure of the log ErrFailed, or
+// ErrOutcomeUnknown for a record that may have reached the file.
+//
+// A refused revision goes to the next record enqueued. A caller that waits
+// for its revision only after a failed write may have been refused, and
+// then waits for that other record: OnWritten, which receives the value
+// given to Enqueue, tells whose record was written.
 func (l *Log) WaitWritten(rev uint64) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	refusals := l.refusals
 	for l.written < rev {
-		if err := l.failure(); err != nil {
-			l.mu.Unlock()
-			return err
+		if l.refusals != refusals {
+			// Every record after the last one written was refused.
+			return l.refusedErr()
 		}
 		if rev >= l.next {
-			dropped := rev <= l.dropped
-			l.mu.Unlock()
-			if dropped {
+			if rev <= l.maxRefused {
+				return l.refusedErr()
+			}
+			if rev <= l.dropped {
 				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
 			}
 			return fmt.Errorf("wal: wait for revision %d, which was never enqueued", rev)
 		}
 		if l.writing {
+			// Even after a failure: the batch being written decides
+			// whether rev is written, refused or unknown.
 			if l.wwait.wait(rev, &l.mu) {
-				l.mu.Unlock()
 				return fmt.Errorf("wal: wait for revision %d: %w", rev, ErrTruncated)
 			}
 			continue
 		}
+		if err := l.failure(); err != nil {
+			return l.unwrittenErr(rev, err)
+		}
 		l.writeQueued(rev)
 	}
-	l.mu.Unlock()
 	return nil
 }
 
@@ -117,8 +133,10 @@ func (l *Log) writeQueued(rev uint64) {
 		}
 		clear(vals)
 		if err != nil {
-			l.fail(err) // takes mu itself
+			// Refuses the batch, or fails the log; takes mu itself.
+			l.batchFailed(first, first+uint64(len(ends))-1, err)
 			l.mu.Lock()
+			l.spare, l.spareR, l.spareV = buf, ends, vals
 			break
 		}
 		l.mu.Lock()
@@ -164,31 +182,34 @@ func (l *Log) writeQueued(rev uint64) {
 // revisions of the segments tidwall/wal created while doing so.
 func (l *Log) writeBatch(first uint64, buf []byte, ends []int) ([]uint64, error) {
 	var newSegs []uint64
+	l.pre = tailState{tailBytes: l.tailBytes, zeroed: l.zeroed, noPrealloc: l.noPrealloc, lastRec: l.lastRec}
 	// Mirror tidwall/wal's segment cycling (Log.writeBatch in wal.go): a
 	// full tail is cycled before the batch, and after any entry that fills it.
 	if l.tailBytes > l.opts.SegmentSize {
 		newSegs = append(newSegs, first)
 		l.tailBytes = 0
 	}
-	start := 0
+	start, lastRec := 0, l.lastRec
 	for i, end := range ends {
 		rec := buf[start:end]
 		l.batch.Write(first+uint64(i), rec)
+		lastRec = l.tailBytes
 		l.tailBytes += uvarintLen(uint64(len(rec))) + len(rec)
 		if l.tailBytes >= l.opts.SegmentSize {
 			newSegs = append(newSegs, first+uint64(i)+1)
-			l.tailBytes = 0
+			l.tailBytes, lastRec = 0, 0
 		}
 		start = end
 	}
 	if len(newSegs) == 0 {
 		l.preallocate()
 	}
-	if err := l.tw.WriteBatch(&l.batch); err != nil {
-		l.batch.Clear()
-		return nil, fmt.Errorf("wal: write: %w", err)
+	if err := l.writeTW(); err != nil {
+		return nil, err
 	}
 	l.zeroed = max(l.zeroed, l.tailBytes)
+	l.lastRec = lastRec
+	l.wroteAgain()
 	return newSegs, nil
 }
 
@@ -258,7 +279,9 @@ func uvarintLen(x uint64) int {
 
 // WaitDurable returns once every record up to revision rev is written and
 // fsynced. Concurrent callers share fsyncs: one of them fsyncs everything
-// written so far while the others wait for it.
+// written so far while the others wait for it. Its errors are
+// WaitWritten's, and ErrOutcomeUnknown when the log fails after rev was
+// written and before it was known durable.
 func (l *Log) WaitDurable(rev uint64) error {
 	cuts := l.cuts.Load()
 	if err := l.WaitWritten(rev); err != nil {
@@ -268,7 +291,7 @@ func (l *Log) WaitDurable(rev uint64) error {
 	defer l.smu.Unlock()
 	for l.durable < rev {
 		if err := l.failure(); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		if l.cuts.Load() != cuts {
 			// A cut left durable below rev: the record written at rev was
@@ -291,7 +314,7 @@ func (l *Log) WaitDurable(rev uint64) error {
 		// one of their waiters.
 		l.swait.wakeOne()
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 	}
 	return nil
@@ -350,10 +373,25 @@ func closeAll(fs []*os.File) {
 }
 
 // Sync is a durability barrier: it returns once every record written before
-// the call is durable.
+// the call is durable. Records still queued are not waited for: none of
+// them has been acknowledged.
 func (l *Log) Sync() error {
 	l.mu.Lock()
-	rev := l.next - 1
+	rev := l.written
 	l.mu.Unlock()
 	return l.WaitDurable(rev)
+}
+
+// Drain returns once every record enqueued before the call is written and
+// durable, or refused (ErrWriteRefused is not an error of Drain).
+func (l *Log) Drain() error {
+	for {
+		l.mu.Lock()
+		last := l.next - 1
+		l.mu.Unlock()
+		err := l.WaitDurable(last)
+		if !errors.Is(err, ErrWriteRefused) {
+			return err
+		}
+	}
 }

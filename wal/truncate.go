@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	twal "github.com/tidwall/wal"
 )
 
 // TruncateFront drops records below keep, by whole segments: when segments
@@ -21,6 +24,12 @@ import (
 // the caller allows). It is a no-op when no whole segment is below keep.
 // Reads wait while it changes the files; Read then returns ErrCompacted
 // below the new FirstIndex.
+//
+// When tidwall/wal cannot write that copy (for want of space, say), it
+// leaves the log as it was: TruncateFront then returns the error, not
+// wrapped in ErrFailed, and the Log goes on; a later call tries again. Any
+// other failure fails the Log. While the writer recovers from a failed
+// write, TruncateFront does nothing.
 func (l *Log) TruncateFront(keep uint64) error {
 	trash, err := l.truncateFront(keep)
 	if err != nil || trash == "" {
@@ -79,8 +88,26 @@ func (l *Log) truncateFront(keep uint64) (string, error) {
 			}
 		}
 	}
-	if err := l.tw.TruncateFront(idx); err != nil {
-		return "", l.fail(fmt.Errorf("wal: truncate front to %d: %w", idx, err))
+	l.twMu.Lock()
+	if l.twBroken {
+		// The writer is recovering from a failed write: try again later.
+		l.twMu.Unlock()
+		os.RemoveAll(trash)
+		return "", nil
+	}
+	err := l.tw.TruncateFront(idx)
+	if err != nil {
+		err = fmt.Errorf("wal: truncate front to %d: %w", idx, err)
+		if untouched(l.tw, err) {
+			l.twMu.Unlock()
+			l.log.Warn("wal: cannot truncate the front of the log; trying again at the next checkpoint", "err", err)
+			os.RemoveAll(trash)
+			return "", err
+		}
+	}
+	l.twMu.Unlock()
+	if err != nil {
+		return "", l.fail(err)
 	}
 	if err := SyncDir(l.dir); err != nil {
 		return "", l.fail(err)
@@ -91,6 +118,21 @@ func (l *Log) truncateFront(keep uint64) (string, error) {
 	l.mu.Unlock()
 	l.dropReads(idx + 1) // segment idx is a new file too
 	return trash, nil
+}
+
+// untouched reports whether tidwall/wal's TruncateFront failed with err
+// before it changed anything. tidwall/wal first writes the copy of the
+// records it keeps to a temporary file and renames it into place; from then
+// on it marks itself corrupt on any error, so FirstIndex fails. Before,
+// the temporary file is removed and nothing else changed. A failed fsync of
+// that copy still counts as a failure.
+func untouched(tw *twal.Log, err error) bool {
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Op == "sync" {
+		return false
+	}
+	_, ferr := tw.FirstIndex()
+	return ferr == nil
 }
 
 // testHookTruncated, if set, is called by TruncateFront between the

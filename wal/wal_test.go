@@ -462,8 +462,9 @@ func TestFsyncErrorIsSticky(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.WaitDurable(rev); !errors.Is(err, wal.ErrFailed) || !errors.Is(err, syscall.EIO) {
-		t.Fatalf("WaitDurable with a failing fsync: %v, want ErrFailed wrapping EIO", err)
+	err = l.WaitDurable(rev)
+	if !errors.Is(err, wal.ErrFailed) || !errors.Is(err, syscall.EIO) || !errors.Is(err, wal.ErrOutcomeUnknown) {
+		t.Fatalf("WaitDurable with a failing fsync: %v, want ErrFailed wrapping EIO, outcome unknown (the record is written)", err)
 	}
 	mu.Lock()
 	fail = false // a later fsync would succeed: the log must not retry and pretend

@@ -2,6 +2,7 @@ package crash_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -21,9 +22,11 @@ const failTimeout = 10 * time.Second
 
 // TestFsyncEIO makes fdatasync (and sometimes fsync) fail with EIO in a kvd
 // under load, by attaching strace to it at a random moment. The log must
-// fail for good: the writes waiting on the failed fsync and every later
-// one get an error, reads keep working, status and logs say why. After a
-// restart on a healthy disk every acknowledged write is there.
+// fail for good: the writes waiting on the failed fsync get an error that
+// says their outcome is unknown, every later one an error that says it was
+// not executed, reads keep working, status and logs say why. After a
+// restart on a healthy disk every acknowledged write is there, and no
+// write answered not executed.
 func TestFsyncEIO(t *testing.T) {
 	requireRoot(t)
 	strace := requireTool(t, "strace")
@@ -53,6 +56,7 @@ func TestFsyncEIO(t *testing.T) {
 			k := startKVD(t, config(rng, dir))
 			st.lastRev = hasLastRev(k)
 			targets := map[string]int{}
+			var counts replyCounts
 			for cycle := range pick(4, 12) {
 				target := targetOf(cycle)
 				next = targetOf(cycle + 1)
@@ -89,14 +93,14 @@ func TestFsyncEIO(t *testing.T) {
 						return attachStrace(t, strace, k.pid(), calls, when, paths...)
 					},
 					heal: func() {},
-				})
+				}, &counts)
 				if t.Failed() {
 					t.Logf("EIO injected into %s of %s from call %s on", calls, target, when)
 					return
 				}
 			}
-			row.setNote("fsyncs failed of: every file %d, state file %d, log tail %d",
-				targets["every file"], targets["state file"], targets["log tail"])
+			row.setNote("fsyncs failed of: every file %d, state file %d, log tail %d; answered not executed %d, outcome unknown %d",
+				targets["every file"], targets["state file"], targets["log tail"], counts.notExecuted, counts.unknown)
 			if err := k.stop(); err != nil {
 				t.Errorf("kvd stop: %v", err)
 			}
@@ -104,10 +108,13 @@ func TestFsyncEIO(t *testing.T) {
 	}
 }
 
-// TestDiskFull runs kvd on a small tmpfs that fills up under load. The
-// write that finds the disk full and every later one get an error, reads
-// keep working, status and logs say why; after a restart with space every
-// acknowledged write is there.
+// TestDiskFull runs kvd on a tmpfs that a filler file leaves almost full,
+// under load. Writes the log cannot write are refused (not executed: they
+// must never come back), the log does not fail, reads keep working, the
+// async writes acknowledged before are made durable, and the server says
+// why. Then the test deletes the filler, with kvd still running: writes
+// must resume by themselves. Finally kvd is killed and restarted: every
+// acknowledged write is there, and no refused one.
 func TestDiskFull(t *testing.T) {
 	requireRoot(t)
 	mount := requireTool(t, "mount")
@@ -116,13 +123,9 @@ func TestDiskFull(t *testing.T) {
 			rng := seeded(t)
 			row := results.row("disk full", mode)
 			mnt := t.TempDir()
-			run := func(args ...string) {
-				t.Helper()
-				if out, err := exec.Command(mount, args...).CombinedOutput(); err != nil {
-					t.Fatalf("mount %s: %v: %s", strings.Join(args, " "), err, out)
-				}
+			if out, err := exec.Command(mount, "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
+				t.Fatalf("mount tmpfs: %v: %s", err, out)
 			}
-			run("-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt)
 			t.Cleanup(func() {
 				if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 					t.Errorf("unmount tmpfs: %v", err)
@@ -132,24 +135,15 @@ func TestDiskFull(t *testing.T) {
 			st := newStore()
 			k := startKVD(t, randomConfig(rng, dir, mode))
 			st.lastRev = hasLastRev(k)
-			for cycle := range pick(2, 5) {
-				k = ioFaultCycle(t, k, st, rng, row, ioFault{
-					mode:      mode,
-					reason:    "no space left on device",
-					config:    func(rng *rand.Rand, dir string) kvdConfig { return randomConfig(rng, dir, mode) },
-					valueSize: [2]int{512, 16 << 10},
-					inject: func(*kvd) func() {
-						if cycle > 0 {
-							shrink(t, mnt, 1<<20+rng.Int64N(2<<20))
-						}
-						return func() {}
-					},
-					heal: func() { run("-o", "remount,size=256m", mnt) },
-				})
+			var sum diskFullSum
+			for range pick(2, 5) {
+				k = diskFullCycle(t, k, st, rng, row, mnt, mode, &sum)
 				if t.Failed() {
 					return
 				}
 			}
+			row.setNote("answered refused (not executed) %d, outcome unknown %d; log write failures %d, checkpoint failures %d; writes resumed %v at most after space was freed",
+				sum.refused, sum.unknown, sum.writeFailures, sum.checkpointFailures, sum.maxResume.Round(time.Millisecond))
 			if err := k.stop(); err != nil {
 				t.Errorf("kvd stop: %v", err)
 			}
@@ -157,35 +151,258 @@ func TestDiskFull(t *testing.T) {
 	}
 }
 
-// shrink remounts the tmpfs at mnt to leave about free bytes unused. kvd
-// writes while it runs, and tmpfs refuses (EINVAL) a size below what is in
-// use at the moment of the remount; so each refusal measures the use again
-// and retries.
-func shrink(t *testing.T, mnt string, free int64) {
+// diskFullSum adds up what the cycles of a disk-full row saw.
+type diskFullSum struct {
+	refused, unknown                  int
+	writeFailures, checkpointFailures uint64
+	maxResume                         time.Duration
+}
+
+// diskStatus is the part of GET /v1/status about failed writes.
+type diskStatus struct {
+	Revisions struct {
+		Committed uint64 `json:"committed"`
+		Durable   uint64 `json:"durable"`
+	} `json:"revisions"`
+	LogError           string `json:"log_error"`
+	LogWriteFailures   uint64 `json:"log_write_failures"`
+	LogLastWriteError  string `json:"log_last_write_error"`
+	CheckpointFailures uint64 `json:"checkpoint_failures"`
+}
+
+func getDiskStatus(t testing.TB, k *kvd) diskStatus {
 	t.Helper()
-	var err error
-	for try := range 20 {
-		var fs unix.Statfs_t
-		if err := unix.Statfs(mnt, &fs); err != nil {
-			t.Fatal(err)
+	var st diskStatus
+	resp, err := k.hc.Get(k.url("/v1/status"))
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	return st
+}
+
+// fillDisk writes a file at path that leaves about room bytes free on its
+// file system.
+func fillDisk(t testing.TB, path string, room int64) {
+	t.Helper()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(path), &fs); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(fs.Bavail)*fs.Bsize - room
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for size > 0 {
+		n, err := f.Write(buf[:min(int64(len(buf)), size)])
+		if err != nil {
+			t.Fatalf("fill the disk: %v", err)
 		}
-		used := int64(fs.Blocks-fs.Bfree) * fs.Bsize
-		err = unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, fmt.Sprintf("size=%d", used+free))
-		if err != unix.EINVAL {
+		size -= int64(n)
+	}
+}
+
+// replyCounts counts the writes answered with an error, by what the error
+// says of them.
+type replyCounts struct {
+	notExecuted, unknown int
+}
+
+// What an error reply says of a write.
+const (
+	replyRefused = "refused" // not executed: the log could not write it
+	replyFailed  = "failed"  // not executed: the log had failed
+	replyUnknown = "unknown" // perhaps executed
+	replyOther   = "other"
+)
+
+// replyKind classifies the error of a write answered with an error.
+func replyKind(err string) string {
+	switch {
+	case strings.Contains(err, "UNKNOWN outcome unknown") || strings.Contains(err, "outcome_unknown"):
+		return replyUnknown
+	case strings.Contains(err, "MISCONF write refused") || strings.Contains(err, "log_write_failed"):
+		return replyRefused
+	case strings.Contains(err, "MISCONF write-ahead log failed") || strings.Contains(err, "log_failed"):
+		return replyFailed
+	}
+	return replyOther
+}
+
+// notExecutedBack returns, for the creates answered "not executed", the
+// keys the state got holds: each is a write that came back.
+func notExecutedBack(ops []*op, got map[string]string) []string {
+	var bad []string
+	for _, o := range ops {
+		if o.out != outFailed || (o.kind != opSet && o.kind != opMSet) {
+			continue
+		}
+		if k := replyKind(o.err); k != replyRefused && k != replyFailed {
+			continue
+		}
+		for _, key := range o.keys {
+			if _, ok := got[key]; ok {
+				bad = append(bad, fmt.Sprintf("%v was answered not executed, but its key %s is there", o, key))
+				break
+			}
+		}
+	}
+	return bad
+}
+
+// probeWrite sets a fresh key over RESP, for the checker like any write of
+// the load.
+func probeWrite(k *kvd, st *store) *op {
+	o := &op{id: int(st.nextID.Add(1)), client: -1, kind: opSet, via: "resp", delCount: -1}
+	o.keys = []string{fmt.Sprintf("probe/%d", o.id)}
+	o.vals = []string{fmt.Sprintf("%d.0.probe", o.id)}
+	rdb := k.redis()
+	defer rdb.Close()
+	o.call = time.Now()
+	o.out, o.err = classify(rdb.Set(context.Background(), o.keys[0], o.vals[0], 0).Err())
+	o.ret = time.Now()
+	return o
+}
+
+// diskFullCycle fills the disk under load, checks how kvd refuses writes,
+// frees the space with kvd running, checks that writes resume, kills and
+// restarts kvd and checks what it recovered. It returns the restarted kvd.
+func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRow, mnt, mode string, sum *diskFullSum) *kvd {
+	t.Helper()
+	filler := filepath.Join(mnt, "filler")
+	fillDisk(t, filler, 128<<10+rng.Int64N(1<<20))
+	opts := randomLoad(rng, mode)
+	opts.valueMin, opts.valueMax = 512, 16<<10
+	base, baseRev := st.base, st.baseRev
+	before := getDiskStatus(t, k)
+	l := startLoad(t, k, st, rng, opts)
+
+	// The disk fills; writes are refused, again and again.
+	deadline := time.Now().Add(failTimeout)
+	for l.failed.Load() < 4*clients && time.Now().Before(deadline) && !k.exited() {
+		time.Sleep(2 * time.Millisecond) // poll
+	}
+	if k.exited() {
+		l.stop()
+		row.fail("kvd exited on a full disk")
+		t.Fatalf("kvd exited on a full disk (%v):\n%s", k.err, excerpt(k.log.String(), 4000))
+	}
+	if l.failed.Load() == 0 {
+		stacks := goroutineDump(k)
+		l.stop()
+		row.fail("no write was refused on a full disk")
+		t.Fatalf("no write got an error within %v of filling the disk; kvd's goroutines in kvd code:\n%s", failTimeout, stacks)
+	}
+	var bad []string
+	full := getDiskStatus(t, k)
+	if full.LogError != "" {
+		bad = append(bad, fmt.Sprintf("the log failed on a full disk: %s", full.LogError))
+	}
+	if full.LogWriteFailures == before.LogWriteFailures || !strings.Contains(full.LogLastWriteError, "no space left on device") {
+		bad = append(bad, fmt.Sprintf("status: %d log write failures (%d before), last %q; want more, for want of space",
+			full.LogWriteFailures, before.LogWriteFailures, full.LogLastWriteError))
+	}
+	if info := k.info("persistence"); info["log_status"] != "ok" || !strings.Contains(info["log_last_write_error"], "no space left on device") {
+		bad = append(bad, fmt.Sprintf("INFO persistence: log_status %q, log_last_write_error %q; want ok and why writes fail",
+			info["log_status"], info["log_last_write_error"]))
+	}
+	// What was acknowledged becomes durable while the disk stays full.
+	var durable diskStatus
+	for end := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		durable = getDiskStatus(t, k)
+		if durable.Revisions.Durable >= full.Revisions.Committed || time.Now().After(end) {
 			break
 		}
-		t.Logf("remount to %d bytes, %d free: %v (try %d; kvd wrote meanwhile)", used+free, free, err, try+1)
 	}
-	if err != nil {
-		t.Fatalf("remount %s to leave %d bytes free: %v", mnt, free, err)
+	if durable.Revisions.Durable < full.Revisions.Committed {
+		bad = append(bad, fmt.Sprintf("revision %d was acknowledged on the full disk and is still not durable 2s later (durable %d)",
+			full.Revisions.Committed, durable.Revisions.Durable))
 	}
+
+	// Free the space, kvd still running: writes resume by themselves.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	var probes []*op
+	for {
+		o := probeWrite(k, st)
+		probes = append(probes, o)
+		if o.out == outOK {
+			break
+		}
+		if time.Since(freed) > failTimeout {
+			l.stop()
+			row.fail("writes did not resume once space was freed")
+			t.Fatalf("no write succeeded within %v of freeing the disk; the last: %v", failTimeout, o)
+		}
+		time.Sleep(5 * time.Millisecond) // poll
+	}
+	resumed := probes[len(probes)-1].ret.Sub(freed)
+	// Writes go on succeeding, the load's among them.
+	for range 10 {
+		o := probeWrite(k, st)
+		probes = append(probes, o)
+		if o.out != outOK {
+			bad = append(bad, fmt.Sprintf("%v failed after the disk was freed and a write had succeeded", o))
+		}
+	}
+	ops := append(l.stop(), probes...)
+	bad = append(bad, l.readViolations()...)
+
+	var refused, unknown int
+	for _, o := range ops {
+		if o.out != outFailed {
+			continue
+		}
+		switch replyKind(o.err) {
+		case replyRefused:
+			refused++
+		case replyUnknown:
+			unknown++
+		default:
+			bad = append(bad, fmt.Sprintf("%v failed with an error that is neither a refusal nor an unknown outcome", o))
+		}
+	}
+	if refused == 0 {
+		bad = append(bad, "no write was answered refused (not executed) on the full disk")
+	}
+
+	// Reads see every acknowledged write, and no refused one.
+	live := k.scanAll()
+	lv := check(base, baseRev, ops, live, k.status().Revisions.Committed, checkSpec{mode: mode, required: all})
+	for _, v := range lv.violations {
+		bad = append(bad, "served after the disk was freed: "+v)
+	}
+	bad = append(bad, notExecutedBack(ops, live)...)
+	bad = append(bad, respReads(k, live)...)
+	after := getDiskStatus(t, k)
+
+	// Kill and restart: nothing acknowledged is lost, nothing refused is
+	// back.
+	k.kill()
+	k = restart(t, row, randomConfig(rng, k.cfg.dataDir, mode))
+	bad = append(bad, notExecutedBack(ops, k.scanAll())...)
+	v := recoverAndCheck(t, k, st, ops, bad, checkSpec{mode: mode, required: all})
+	row.add(v, 0)
+	sum.refused += refused
+	sum.unknown += unknown
+	sum.writeFailures += after.LogWriteFailures - before.LogWriteFailures
+	sum.checkpointFailures += after.CheckpointFailures - before.CheckpointFailures
+	sum.maxResume = max(sum.maxResume, resumed)
+	return k
 }
 
 // ioFault is an I/O error to inject into a running kvd.
 type ioFault struct {
-	mode      string
-	reason    string // the error text status and logs must show
-	valueSize [2]int // value size range of the load; zero: the default mix
+	mode   string
+	reason string // the error text status and logs must show
 	// config returns the command line of the restarted kvd.
 	config func(rng *rand.Rand, dir string) kvdConfig
 	// inject starts the fault in k and returns how to end it once k is
@@ -197,11 +414,13 @@ type ioFault struct {
 
 // ioFaultCycle runs load on k, injects the fault, checks how kvd fails and
 // what it serves, stops it, heals the disk and checks what a restart
-// recovers. It returns the restarted kvd.
-func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRow, f ioFault) *kvd {
+// recovers: every acknowledged write, and no write answered "not
+// executed" (a write answered "outcome unknown" may be there or not). It
+// adds the writes answered either way to counts, and returns the restarted
+// kvd.
+func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRow, f ioFault, counts *replyCounts) *kvd {
 	t.Helper()
 	opts := randomLoad(rng, f.mode)
-	opts.valueMin, opts.valueMax = f.valueSize[0], f.valueSize[1]
 	base, baseRev := st.base, st.baseRev
 	l := startLoad(t, k, st, rng, opts)
 	time.Sleep(time.Duration(rng.Int64N(int64(150 * time.Millisecond))))
@@ -276,7 +495,15 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 		if o.out == outFailed && (failedAt.IsZero() || o.ret.Before(failedAt)) {
 			failedAt, why = o.ret, fmt.Sprintf("%v failed", o)
 		}
-		if o.out == outFailed && !strings.Contains(o.err, "MISCONF") && !strings.Contains(o.err, "log_failed") {
+		if o.out != outFailed {
+			continue
+		}
+		switch replyKind(o.err) {
+		case replyFailed:
+			counts.notExecuted++
+		case replyUnknown:
+			counts.unknown++
+		default:
 			bad = append(bad, fmt.Sprintf("%v failed with an error that does not say the log failed", o))
 		}
 	}
@@ -312,6 +539,8 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 	undo()
 	f.heal()
 	k = restart(t, row, f.config(rng, k.cfg.dataDir))
+	// A write answered "not executed" never reached the log.
+	bad = append(bad, notExecutedBack(ops, k.scanAll())...)
 	v := recoverAndCheck(t, k, st, ops, bad, checkSpec{mode: f.mode, required: all})
 	row.add(v, 0)
 	if t.Failed() {
