@@ -120,6 +120,9 @@ func TestErrorsMapBack(t *testing.T) {
 // write, a write of unknown outcome and a failed log map to distinct
 // client errors.
 func TestLogErrorsMapBack(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	var failSync atomic.Bool
 	e := startServer(t, engine.Options{Preallocate: -1, SyncFile: func(f *os.File) error {
 		if failSync.Load() {

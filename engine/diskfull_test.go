@@ -36,6 +36,9 @@ func poll(t testing.TB, what string, cond func() bool) {
 // memtables reach their bound; once there is room again a checkpoint
 // succeeds by itself and every write is there after a reopen.
 func TestCheckpointOutOfSpace(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	dir := t.TempDir()
 	opts := engine.Options{
 		CheckpointInterval: 20 * time.Millisecond,
@@ -120,6 +123,9 @@ func TestCheckpointOutOfSpace(t *testing.T) {
 // on, and a write whose revision was refused and given to a later write is
 // told it was refused, not that the later write's revision is its own.
 func TestLogWriteRefused(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	dir := t.TempDir()
 	opts := engine.Options{Preallocate: -1}
 	db := open(t, dir, opts)

@@ -73,6 +73,9 @@ func TestLogFailed(t *testing.T) {
 // was not executed; the log does not fail, INFO and /v1/status count the
 // failures, and writes succeed again once they fit.
 func TestLogWriteRefused(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	ts := startServer(t, serverOpts{engine: engine.Options{Preallocate: -1}})
 	c := dialRaw(t, ts.respAddr)
 	if got := c.do("SET", "before", "1"); got != ok {

@@ -88,6 +88,9 @@ func closeAndReplay(t *testing.T, l *Log, dir string) map[uint64]string {
 // neither leaks descriptors nor damages the log, and once the limit is
 // lifted the next write succeeds at the next revision without a reopen.
 func TestWriteErrorRefusesAndRecovers(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	dir := t.TempDir()
 	var logged syncBuffer
 	l, err := Open(dir, 1, Options{
@@ -213,6 +216,9 @@ func TestWriteErrorRefusesAndRecovers(t *testing.T) {
 // record is cut from the sealed segment, the new segment file is removed,
 // and the log goes on in the old tail.
 func TestWriteErrorAcrossSegments(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	const segSize = 32 << 10
 	dir := t.TempDir()
 	l, err := Open(dir, 1, Options{SegmentSize: segSize, Preallocate: -1}, nil)
@@ -306,6 +312,9 @@ func segmentNames(t testing.TB, dir string) []string {
 // that was refused and given again). The seed is printed and taken back
 // from KVD_WAL_SEED.
 func TestWriteErrorConcurrentWriters(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("KVD_WAL_SEED"); s != "" {
 		fmt.Sscan(s, &seed)
@@ -446,6 +455,9 @@ func TestWriteErrorConcurrentWriters(t *testing.T) {
 // behind the batch was refused (it never reached the file), and a record
 // written but not yet durable has an unknown outcome too.
 func TestWriteErrorRecoveryFails(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	dir := t.TempDir()
 	var failSync atomic.Bool
 	l, err := Open(dir, 1, Options{
@@ -510,6 +522,9 @@ func TestWriteErrorRecoveryFails(t *testing.T) {
 // before the limit are acknowledged; the first write past the limit is
 // refused, not fatal, and once the limit is lifted the log appends again.
 func TestZeroFillFailureThenRefusal(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
 	dir := t.TempDir()
 	var logged syncBuffer
 	l, err := Open(dir, 1, Options{Preallocate: 1 << 20,

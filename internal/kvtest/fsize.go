@@ -15,8 +15,14 @@ import (
 // a write short and then fails with ENOSPC: tests use it to make write(2)
 // fail for real. The limit is the whole process's, so a test that sets it
 // must not run in parallel with others.
+//
+// Only a test running alone in its own process may set it: see
+// InSubprocess.
 func FileLimit(t testing.TB, n uint64) {
 	t.Helper()
+	if !inSubprocess() {
+		t.Fatal("kvtest.FileLimit: the test must run in its own process (start it with kvtest.InSubprocess)")
+	}
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
 		t.Fatal(err)
