@@ -262,6 +262,12 @@ func (c *respConn) maybeShrink() {
 		}
 		g.big = false
 	}
+}
+
+// outWritten empties c's reply buffer once it is written, dropping it if a
+// large reply grew it.
+func (c *respConn) outWritten() {
+	c.out = c.out[:0]
 	if cap(c.out) > maxKeepOut {
 		c.out = nil
 	}
@@ -272,7 +278,7 @@ func (c *respConn) flush() error {
 		return nil
 	}
 	_, err := c.nc.Write(c.out)
-	c.out = c.out[:0]
+	c.outWritten()
 	return err
 }
 

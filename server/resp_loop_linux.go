@@ -656,7 +656,7 @@ func (l *eventLoop) flush(c *respConn) bool {
 			return false
 		}
 		if n == len(c.out) {
-			c.out = c.out[:0]
+			c.outWritten()
 			break
 		}
 		c.out = c.out[:copy(c.out, c.out[n:])]

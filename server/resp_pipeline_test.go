@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
 )
 
 // TestMixedPipelines sends pipelines of interleaved GETs and SETs (sync and
@@ -50,6 +51,27 @@ func TestMixedPipelines(t *testing.T) {
 			if got := c.reply(); got != want[i] {
 				t.Fatalf("round %d, command %d of %d: got %q, want %q", round, i, n, got, want[i])
 			}
+		}
+	}
+}
+
+// TestSmallReplyAfterLargeOne: a reply over 1 MiB makes the connection
+// drop its grown reply buffer once it is written; the small replies after
+// it, in the same pipeline, must still be sent.
+func TestSmallReplyAfterLargeOne(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: server.Config{MaxValueSize: 4 << 20}})
+	c := dialRaw(t, ts.respAddr)
+	big := strings.Repeat("b", 2<<20)
+	if got := c.do("SET", "big", big); got != ok {
+		t.Fatalf("SET = %q", got)
+	}
+	for i := range 3 {
+		c.sendRaw(encode("GET", "big") + encode("PING"))
+		if got := c.reply(); got != bulk(big) {
+			t.Fatalf("round %d: GET big = %d bytes", i, len(got))
+		}
+		if got := c.reply(); got != "+PONG\r\n" {
+			t.Fatalf("round %d: PING after the large reply = %q", i, got)
 		}
 	}
 }
