@@ -21,11 +21,11 @@ import (
 // the server's event loop (Config.RESPIO "loop", see eventLoop) or each by
 // its own goroutine ("goroutines").
 //
-// kvd runs its own accept loop and connection handling around redcon's RESP
-// reader and reply encoding, because it needs what redcon's server loop
-// lacks: a graceful drain of in-flight pipelines on shutdown, a bound on
-// connections, and limits on frame sizes enforced from declared lengths
-// (see frameGuard).
+// kvd runs its own accept loop, connection handling and RESP parser around
+// redcon's reply encoding, because it needs what redcon's server loop and
+// reader lack: a graceful drain of in-flight pipelines on shutdown, a bound
+// on connections, and limits on frame sizes enforced from declared lengths
+// (see respParser).
 func (s *Server) ServeRESP(ln net.Listener) error {
 	if !s.trackListener(&ln, true) {
 		ln.Close()
@@ -110,14 +110,12 @@ const (
 // respConn is one RESP connection. Only its own goroutine touches its
 // fields, except busy and shut (under mu) which Shutdown reads.
 type respConn struct {
-	s     *Server
-	id    int64
-	nc    net.Conn
-	addr  string
-	guard *frameGuard
-	rd    *cmdReader // reads commands from guard
-	out   []byte
-	seq   uint64 // sequence number of the next command from rd
+	s      *Server
+	id     int64
+	nc     net.Conn
+	addr   string
+	parser *respParser
+	out    []byte
 	// writeValue writes a value GetEach found, or null: made once, so that
 	// GET and MGET pass it to the store without allocating.
 	writeValue func(i int, value []byte, found bool)
@@ -141,15 +139,13 @@ type respConn struct {
 }
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
-	g := newFrameGuard(nc, int64(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize)), int64(s.cfg.MaxRequestSize))
 	c := &respConn{
-		s:     s,
-		id:    s.nextID.Add(1),
-		nc:    nc,
-		addr:  nc.RemoteAddr().String(),
-		laddr: nc.LocalAddr().String(),
-		guard: g,
-		rd:    newCmdReader(g),
+		s:      s,
+		id:     s.nextID.Add(1),
+		nc:     nc,
+		addr:   nc.RemoteAddr().String(),
+		laddr:  nc.LocalAddr().String(),
+		parser: newRESPParser(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize), s.cfg.MaxRequestSize),
 	}
 	c.writeValue = func(_ int, v []byte, found bool) { c.writeBulkOrNull(v, found) }
 	return c
@@ -194,7 +190,7 @@ func (c *respConn) serve() {
 	}()
 	log.Debug("resp connection open")
 	for {
-		cmds, err := c.rd.ReadCommands()
+		reqs, err := c.parser.ReadRequests(c.nc)
 		if err != nil {
 			c.readError(log, err)
 			return
@@ -202,7 +198,7 @@ func (c *respConn) serve() {
 		if !c.setBusy(true) {
 			return
 		}
-		c.handlePipeline(cmds)
+		c.handlePipeline(reqs)
 		err = c.flush()
 		c.setBusy(false)
 		if err != nil || c.quit || c.s.closing.Load() {
@@ -231,11 +227,10 @@ func (c *respConn) readError(log interface {
 	}
 }
 
-// isProtocolError reports whether err is a malformed frame, found by the
-// frame guard or by redcon's parser (whose errors are not exported types).
+// isProtocolError reports whether err is a malformed frame.
 func isProtocolError(err error) bool {
 	var pe *protocolError
-	return errors.As(err, &pe) || strings.HasPrefix(err.Error(), "Protocol error")
+	return errors.As(err, &pe)
 }
 
 // lingeringClose sends FIN and drains what the client still sends for a
@@ -252,17 +247,8 @@ func (c *respConn) lingeringClose() {
 	io.CopyN(io.Discard, tc, 1<<20)
 }
 
-// maybeShrink replaces the reader after a large command so that its grown
-// buffer is released: possible only when nothing is buffered anywhere.
-func (c *respConn) maybeShrink() {
-	g := c.guard
-	if g.big && g.idle() && g.completed == c.seq && !c.rd.buffered() {
-		if c.rd.big() {
-			c.rd = newCmdReader(g)
-		}
-		g.big = false
-	}
-}
+// maybeShrink releases the parser's buffer grown by a large command.
+func (c *respConn) maybeShrink() { c.parser.shrink() }
 
 // outWritten empties c's reply buffer once it is written, dropping it if a
 // large reply grew it.
@@ -285,22 +271,20 @@ func (c *respConn) flush() error {
 // handlePipeline runs the commands of one pipeline in order. Runs of plain
 // SETs with the same durability are committed as one engine batch; each
 // still gets its own reply.
-func (c *respConn) handlePipeline(cmds []redcon.Command) {
-	for i := 0; i < len(cmds) && !c.quit; {
-		args := cmds[i].Args
-		if p, ok := c.guard.takePoison(c.seq); ok {
-			c.seq++
+func (c *respConn) handlePipeline(reqs []request) {
+	for i := 0; i < len(reqs) && !c.quit; {
+		req := &reqs[i]
+		if req.refused != nil {
 			i++
 			c.s.totalCommands.Add(1)
-			c.replyPoison(args, p)
+			c.replyRefused(req)
 			continue
 		}
-		if d, ok := c.plainSet(args); ok {
-			i = c.setRun(cmds, i, d)
+		if d, ok := c.plainSet(req.args); ok {
+			i = c.setRun(reqs, i, d)
 		} else {
-			c.seq++
 			i++
-			c.dispatch(args)
+			c.dispatch(req.args)
 		}
 		if len(c.out) > flushThreshold {
 			if err := c.flush(); err != nil {
@@ -334,42 +318,40 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 }
 
 // batchSets puts the run of plain SETs with durability d starting at
-// cmds[i] into c.batch, counts them as taken, and returns the index of the
-// first command after the run.
-func (c *respConn) batchSets(cmds []redcon.Command, i int, d engine.Durability) int {
+// reqs[i] into c.batch, counts them as taken, and returns the index of the
+// first request after the run.
+func (c *respConn) batchSets(reqs []request, i int, d engine.Durability) int {
 	c.batch.Reset()
 	j, size := i, 0
-	for j < len(cmds) && c.batch.Len() < maxBatchOps && size < maxBatchBytes {
-		seq := c.seq + uint64(j-i)
-		if len(c.guard.poisons) > 0 && c.guard.poisons[0].seq == seq {
+	for j < len(reqs) && c.batch.Len() < maxBatchOps && size < maxBatchBytes {
+		if reqs[j].refused != nil {
 			break
 		}
-		d2, ok := c.plainSet(cmds[j].Args)
+		d2, ok := c.plainSet(reqs[j].args)
 		if !ok || d2 != d {
 			break
 		}
-		args := cmds[j].Args
+		args := reqs[j].args
 		c.batch.Put(args[1], args[2])
 		size += len(args[1]) + len(args[2])
 		j++
 	}
 	n := j - i
-	c.seq += uint64(n)
 	c.s.totalCommands.Add(int64(n))
 	c.s.setCmd.requests.Add(float64(n))
 	return j
 }
 
-// setRun commits the run of plain SETs starting at cmds[i] as one batch and
-// replies to each. It returns the index of the first command after the run.
-func (c *respConn) setRun(cmds []redcon.Command, i int, d engine.Durability) int {
-	j := c.batchSets(cmds, i, d)
+// setRun commits the run of plain SETs starting at reqs[i] as one batch and
+// replies to each. It returns the index of the first request after the run.
+func (c *respConn) setRun(reqs []request, i int, d engine.Durability) int {
+	j := c.batchSets(reqs, i, d)
 	n := j - i
 	start := time.Now()
 	var rev uint64
 	var err error
 	if n == 1 {
-		rev, err = c.s.store.Put(cmds[i].Args[1], cmds[i].Args[2], writeOptions(d))
+		rev, err = c.s.store.Put(reqs[i].args[1], reqs[i].args[2], writeOptions(d))
 	} else {
 		rev, err = c.s.store.Write(&c.batch, writeOptions(d))
 	}
@@ -467,21 +449,25 @@ func printable(b []byte, limit int) string {
 	return sb.String()
 }
 
-// replyPoison answers a command whose oversized arguments were dropped
+// replyRefused answers a request whose oversized arguments were dropped
 // unread.
-func (c *respConn) replyPoison(args [][]byte, p poison) {
-	var buf [32]byte
-	cmd := c.s.cmds[string(lower(buf[:0], args[0]))]
+func (c *respConn) replyRefused(req *request) {
+	r := req.refused
+	var cmd *respCommand
+	if len(req.args) > 0 {
+		var buf [32]byte
+		cmd = c.s.cmds[string(lower(buf[:0], req.args[0]))]
+	}
 	var msg string
 	switch {
-	case !p.tooLarge:
+	case !r.tooLarge:
 		msg = respErrRequestLarge + " (max " + strconv.Itoa(c.s.cfg.MaxRequestSize) + " bytes per command)"
-	case cmd != nil && cmd.valueArg != nil && cmd.valueArg(p.arg):
+	case cmd != nil && cmd.valueArg != nil && cmd.valueArg(r.arg):
 		msg = respErrValueTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxValueSize) + " bytes)"
-	case cmd != nil && cmd.keyArgs && p.arg > 0:
+	case cmd != nil && cmd.keyArgs && r.arg > 0:
 		msg = respErrKeyTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxKeySize) + " bytes)"
 	default:
-		msg = respErrArgTooLarge + " (" + strconv.FormatInt(p.size, 10) + " bytes)"
+		msg = respErrArgTooLarge + " (" + strconv.Itoa(r.size) + " bytes)"
 	}
 	c.writeError(msg)
 }

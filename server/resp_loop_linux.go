@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tidwall/redcon"
 	"golang.org/x/sys/unix"
 
 	"github.com/kvdstore/kvd/engine"
@@ -65,8 +64,8 @@ const (
 type loopState struct {
 	fd       int
 	src      *fdReader
-	cmds     []redcon.Command // commands read and not yet all run
-	ci       int              // next command in cmds
+	cmds     []request // requests read and not yet all run
+	ci       int       // next request in cmds
 	park     parkState
 	rev      uint64 // parked SET run: its revision ...
 	n        int    // ... number of SETs ...
@@ -197,7 +196,6 @@ func (l *eventLoop) adopt(c *respConn) error {
 	c.nc = nil
 	c.lp.fd = fd
 	c.lp.src = &fdReader{fd: fd}
-	c.guard.src = c.lp.src
 	l.post(loopMsg{kind: msgConn, c: c})
 	return nil
 }
@@ -543,7 +541,7 @@ func (l *eventLoop) serve(c *respConn) {
 		}
 		c.lp.cmds, c.lp.ci = nil, 0
 		c.lp.src.drained = false // set again only by a read in this call
-		cmds, err := c.rd.ReadCommands()
+		cmds, err := c.parser.ReadRequests(c.lp.src)
 		switch {
 		case err == errWouldBlock:
 			c.lp.readable = false
@@ -552,7 +550,7 @@ func (l *eventLoop) serve(c *respConn) {
 			return
 		default:
 			c.lp.cmds = cmds
-			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() {
+			if c.lp.src.drained && !c.lp.hup && !c.parser.pending() {
 				c.lp.readable = false
 			}
 		}
@@ -562,18 +560,17 @@ func (l *eventLoop) serve(c *respConn) {
 // step runs the next command of c, or the run of plain SETs starting there,
 // and returns how many commands it took.
 func (l *eventLoop) step(c *respConn) int {
-	args := c.lp.cmds[c.lp.ci].Args
-	if p, ok := c.guard.takePoison(c.seq); ok {
-		c.seq++
+	req := &c.lp.cmds[c.lp.ci]
+	if req.refused != nil {
 		c.lp.ci++
 		c.s.totalCommands.Add(1)
-		c.replyPoison(args, p)
+		c.replyRefused(req)
 		return 1
 	}
+	args := req.args
 	if d, ok := c.plainSet(args); ok {
 		return l.submitSets(c, d)
 	}
-	c.seq++
 	c.lp.ci++
 	var buf [32]byte
 	cmd := c.s.cmds[string(lower(buf[:0], args[0]))]
