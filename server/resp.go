@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tidwall/redcon"
-
 	"github.com/kvdstore/kvd/engine"
 )
 
@@ -21,11 +19,10 @@ import (
 // the server's event loop (Config.RESPIO "loop", see eventLoop) or each by
 // its own goroutine ("goroutines").
 //
-// kvd runs its own accept loop, connection handling and RESP parser around
-// redcon's reply encoding, because it needs what redcon's server loop and
-// reader lack: a graceful drain of in-flight pipelines on shutdown, a bound
-// on connections, and limits on frame sizes enforced from declared lengths
-// (see respParser).
+// kvd runs its own accept loop, connection handling and RESP parser,
+// because it needs what a generic RESP server lacks: a graceful drain of
+// in-flight pipelines on shutdown, a bound on connections, and limits on
+// frame sizes enforced from declared lengths (see respParser).
 func (s *Server) ServeRESP(ln net.Listener) error {
 	if !s.trackListener(&ln, true) {
 		ln.Close()
@@ -57,7 +54,7 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 			s.rejected.Add(1)
 			s.metrics.rejected.Inc()
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			nc.Write(redcon.AppendError(nil, reason))
+			nc.Write(appendLine(nil, '-', reason))
 			nc.Close()
 			continue
 		}
@@ -216,7 +213,7 @@ func (c *respConn) readError(log interface {
 	if isProtocolError(err) {
 		c.s.metrics.protocolErrors.Inc()
 		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		c.out = redcon.AppendError(c.out, "ERR "+err.Error())
+		c.writeError("ERR " + err.Error())
 		c.flush()
 		log.Debug("resp protocol error", "err", err)
 		c.lingeringClose()
@@ -494,15 +491,24 @@ func (c *respConn) checkValue(v []byte) string {
 // Reply encoding. RESP2 unless the connection switched to RESP3 with
 // HELLO 3; only nulls and maps differ for the replies kvd sends.
 
-func (c *respConn) writeOK()              { c.out = redcon.AppendOK(c.out) }
-func (c *respConn) writeStatus(s string)  { c.out = redcon.AppendString(c.out, s) }
-func (c *respConn) writeError(msg string) { c.out = redcon.AppendError(c.out, msg) }
-func (c *respConn) writeBulk(b []byte)    { c.out = redcon.AppendBulk(c.out, b) }
-func (c *respConn) writeBulkString(s string) {
-	c.out = redcon.AppendBulkString(c.out, s)
+func (c *respConn) writeOK()              { c.out = append(c.out, "+OK\r\n"...) }
+func (c *respConn) writeStatus(s string)  { c.out = appendLine(c.out, '+', s) }
+func (c *respConn) writeError(msg string) { c.out = appendLine(c.out, '-', msg) }
+func (c *respConn) writeInt(n int64)      { c.out = appendPrefix(c.out, ':', n) }
+func (c *respConn) writeArray(n int)      { c.out = appendPrefix(c.out, '*', int64(n)) }
+
+func (c *respConn) writeBulk(b []byte) {
+	c.out = appendPrefix(c.out, '$', int64(len(b)))
+	c.out = append(c.out, b...)
+	c.out = append(c.out, '\r', '\n')
 }
-func (c *respConn) writeInt(n int64) { c.out = redcon.AppendInt(c.out, n) }
-func (c *respConn) writeArray(n int) { c.out = redcon.AppendArray(c.out, n) }
+
+func (c *respConn) writeBulkString(s string) {
+	c.out = appendPrefix(c.out, '$', int64(len(s)))
+	c.out = append(c.out, s...)
+	c.out = append(c.out, '\r', '\n')
+}
+
 func (c *respConn) writeBulkOrNull(b []byte, ok bool) {
 	if ok {
 		c.writeBulk(b)
@@ -515,7 +521,7 @@ func (c *respConn) writeNull() {
 	if c.resp3 {
 		c.out = append(c.out, "_\r\n"...)
 	} else {
-		c.out = redcon.AppendNull(c.out)
+		c.out = append(c.out, "$-1\r\n"...)
 	}
 }
 
@@ -523,10 +529,29 @@ func (c *respConn) writeNull() {
 // array of 2n elements in RESP2.
 func (c *respConn) writeMap(n int) {
 	if c.resp3 {
-		c.out = append(c.out, '%')
-		c.out = strconv.AppendInt(c.out, int64(n), 10)
-		c.out = append(c.out, '\r', '\n')
+		c.out = appendPrefix(c.out, '%', int64(n))
 	} else {
 		c.writeArray(2 * n)
 	}
+}
+
+// appendPrefix appends a line of kind and n: ":n", "*n", "$n" or "%n".
+func appendPrefix(b []byte, kind byte, n int64) []byte {
+	b = append(b, kind)
+	b = strconv.AppendInt(b, n, 10)
+	return append(b, '\r', '\n')
+}
+
+// appendLine appends a simple string ('+') or error ('-') reply, with any
+// CR or LF in s, which would end the line early, replaced by a space.
+func appendLine(b []byte, kind byte, s string) []byte {
+	b = append(b, kind)
+	i := len(b)
+	b = append(b, s...)
+	for ; i < len(b); i++ {
+		if b[i] == '\r' || b[i] == '\n' {
+			b[i] = ' '
+		}
+	}
+	return append(b, '\r', '\n')
 }
