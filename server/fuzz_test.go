@@ -9,8 +9,8 @@ import (
 	"github.com/kvdstore/kvd/server"
 )
 
-// FuzzRESP sends arbitrary bytes to a live server: it must never panic or
-// hang, and must keep serving other connections.
+// FuzzRESP sends arbitrary bytes to a live server of each RESP I/O model:
+// it must never panic or hang, and must keep serving other connections.
 func FuzzRESP(f *testing.F) {
 	for _, seed := range []string{
 		encode("SET", "k", "v") + encode("GET", "k"),
@@ -30,23 +30,28 @@ func FuzzRESP(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	ts := startServer(f, serverOpts{cfg: server.Config{MaxKeySize: 64, MaxValueSize: 1024}})
+	var servers []*testServer
+	for _, model := range respIOs {
+		servers = append(servers, startServer(f, serverOpts{io: model, cfg: server.Config{MaxKeySize: 64, MaxValueSize: 1024}}))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		nc, err := net.Dial("tcp", ts.respAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(10 * time.Second))
-		go func() {
-			nc.Write(data)
-			nc.(*net.TCPConn).CloseWrite()
-		}()
-		if _, err := io.Copy(io.Discard, nc); err != nil {
-			t.Fatalf("server did not finish the connection: %v", err)
-		}
-		if got := dialRaw(t, ts.respAddr).do("PING"); got != "+PONG\r\n" {
-			t.Fatalf("PING after input = %q", got)
+		for i, ts := range servers {
+			nc, err := net.Dial("tcp", ts.respAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() {
+				nc.Write(data)
+				nc.(*net.TCPConn).CloseWrite()
+			}()
+			if _, err := io.Copy(io.Discard, nc); err != nil {
+				t.Fatalf("%s: server did not finish the connection: %v", respIOs[i], err)
+			}
+			if got := dialRaw(t, ts.respAddr).do("PING"); got != "+PONG\r\n" {
+				t.Fatalf("%s: PING after input = %q", respIOs[i], got)
+			}
 		}
 	})
 }

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,16 +35,27 @@ type serverOpts struct {
 	logFails bool
 	// dir, if set, is the data directory to open instead of a new one.
 	dir string
+	// io is the RESP I/O model (Config.RESPIO); "" means the default.
+	io string
 }
 
-// testRESPIO is the RESP I/O model the tests run on: the default, or the one
-// KVD_TEST_RESP_IO names (.ci/run runs the package under both).
-var testRESPIO = os.Getenv("KVD_TEST_RESP_IO")
+// respIOs are the RESP I/O models this platform has.
+var respIOs = map[bool][]string{true: {"loop", "goroutines"}, false: {"goroutines"}}[runtime.GOOS == "linux"]
+
+// forEachIO runs f as one subtest per RESP I/O model, named after it, so
+// that one go test run tests the protocol path under both ("go test -run
+// /goroutines" picks one).
+func forEachIO(t *testing.T, f func(t *testing.T, model string)) {
+	t.Helper()
+	for _, model := range respIOs {
+		t.Run(model, func(t *testing.T) { f(t, model) })
+	}
+}
 
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
-	if o.cfg.RESPIO == "" {
-		o.cfg.RESPIO = testRESPIO
+	if o.io != "" {
+		o.cfg.RESPIO = o.io
 	}
 	if o.dir == "" {
 		o.dir = t.TempDir()

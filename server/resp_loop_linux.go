@@ -10,10 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tidwall/redcon"
 	"golang.org/x/sys/unix"
-
-	"github.com/kvdstore/kvd/engine"
 )
 
 const (
@@ -66,14 +63,7 @@ const (
 type loopState struct {
 	fd       int
 	src      *fdReader
-	cmds     []redcon.Command // commands read and not yet all run
-	ci       int              // next command in cmds
 	park     parkState
-	rev      uint64 // parked SET run: its revision ...
-	n        int    // ... number of SETs ...
-	d        engine.Durability
-	sync     bool // ... whether it waits for an fsync ...
-	start    time.Time
 	readable bool // input may be waiting: read until EAGAIN
 	hup      bool // the peer closed or the socket failed: read until EOF
 	ready    bool // in the ready or later list
@@ -84,11 +74,9 @@ type loopState struct {
 	drained  int
 }
 
-// Limits of the loop's fairness and draining.
+// Limits of the loop's fairness.
 const (
-	maxCmdsPerTurn = 512 // commands a connection runs before others get a turn
-	lingerTime     = 500 * time.Millisecond
-	lingerBytes    = 1 << 20
+	maxCmdsPerTurn = 512                  // commands a connection runs before others get a turn
 	yieldEvery     = 2 * time.Millisecond // see eventLoop.run
 )
 
@@ -198,7 +186,7 @@ func (l *eventLoop) adopt(c *respConn) error {
 	c.nc = nil
 	c.lp.fd = fd
 	c.lp.src = &fdReader{fd: fd}
-	c.guard.src = c.lp.src
+	c.io = l
 	l.post(loopMsg{kind: msgConn, c: c})
 	return nil
 }
@@ -404,7 +392,7 @@ func (l *eventLoop) handle(m loopMsg) {
 // idle reports whether c has nothing in progress: no command read and not
 // yet answered, no reply unsent.
 func (l *eventLoop) idle(c *respConn) bool {
-	return c.lp.park == parkNone && c.lp.ci == len(c.lp.cmds) && len(c.out) == 0
+	return c.lp.park == parkNone && c.next == len(c.reqs) && len(c.out) == 0
 }
 
 func (l *eventLoop) markReady(c *respConn) {
@@ -445,7 +433,7 @@ func (l *eventLoop) settle() {
 			// A failed log write may have refused some of them and not
 			// others: each batch says.
 			err := l.s.store.WaitWritten(&c.batch)
-			if err == nil && c.lp.sync {
+			if err == nil && c.sets.sync {
 				c.lp.park = parkDurable
 				l.durable = append(l.durable, c)
 				continue
@@ -489,15 +477,13 @@ func (l *eventLoop) complete(c *respConn, err error) {
 	if c.lp.closed {
 		return
 	}
-	c.s.observeCommit(c.lp.d, c.lp.start)
-	c.noteWrite(c.lp.rev, err, true)
-	c.replySets(c.lp.n, err)
+	c.finishSets(c.sets.rev, err)
 	c.lp.park = parkNone
 	l.markReady(c)
 }
 
-// serve runs c's buffered commands, reading more as they run out, until c
-// parks, runs out of input or of its turn.
+// serve runs c's requests, reading more as they run out, until c parks,
+// runs out of input or of its turn.
 func (l *eventLoop) serve(c *respConn) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -516,38 +502,31 @@ func (l *eventLoop) serve(c *respConn) {
 	}
 	l.markDirty(c)
 	turn := maxCmdsPerTurn
-	for c.lp.park == parkNone && !c.lp.closed {
-		if len(c.out) > flushThreshold {
-			if !l.flush(c) {
-				c.lp.stalled = true
-				return
-			}
+	for !c.lp.closed {
+		switch c.runRequests(&turn) {
+		case runParked:
+			return
+		case runStalled:
+			c.lp.stalled = true
+			return
+		case runTurnOver:
+			c.lp.stalled = false
+			c.lp.ready = true
+			l.later = append(l.later, c)
+			return
 		}
 		c.lp.stalled = false
-		if c.lp.ci < len(c.lp.cmds) {
-			if c.quit {
-				c.lp.ci = len(c.lp.cmds)
-				continue
-			}
-			if turn <= 0 {
-				c.lp.ready = true
-				l.later = append(l.later, c)
-				return
-			}
-			turn -= l.step(c)
-			continue
-		}
 		if c.quit || l.closing {
 			l.closeAfterReplies(c)
 			return
 		}
 		if !c.lp.readable {
-			c.maybeShrink()
+			c.parser.shrink()
 			return
 		}
-		c.lp.cmds, c.lp.ci = nil, 0
+		c.setRequests(nil)
 		c.lp.src.drained = false // set again only by a read in this call
-		cmds, err := c.rd.ReadCommands()
+		reqs, err := c.parser.ReadRequests(c.lp.src)
 		switch {
 		case err == errWouldBlock:
 			c.lp.readable = false
@@ -555,49 +534,34 @@ func (l *eventLoop) serve(c *respConn) {
 			l.readError(c, err)
 			return
 		default:
-			c.lp.cmds = cmds
-			if c.lp.src.drained && !c.lp.hup && !c.guard.pending() {
+			c.setRequests(reqs)
+			if c.lp.src.drained && !c.lp.hup && !c.parser.pending() {
 				c.lp.readable = false
 			}
 		}
 	}
 }
 
-// step runs the next command of c, or the run of plain SETs starting there,
-// and returns how many commands it took.
-func (l *eventLoop) step(c *respConn) int {
-	args := c.lp.cmds[c.lp.ci].Args
-	if p, ok := c.guard.takePoison(c.seq); ok {
-		c.seq++
-		c.lp.ci++
-		c.s.totalCommands.Add(1)
-		c.replyPoison(args, p)
-		return 1
-	}
-	if d, ok := c.plainSet(args); ok {
-		return l.submitSets(c, d)
-	}
-	c.seq++
-	c.lp.ci++
-	var buf [32]byte
-	cmd := c.s.cmds[string(lower(buf[:0], args[0]))]
-	if cmd == nil || cmd.inline {
-		c.dispatch(args)
-		return 1
-	}
-	l.onWorker(c, func() { c.dispatch(args) })
-	return 1
+// awaitSets parks c until its SET run is written (and fsynced): settle and
+// syncParked wait for the runs of every connection at once.
+func (l *eventLoop) awaitSets(c *respConn) bool {
+	c.lp.park = parkWritten
+	l.written = append(l.written, c)
+	return true
 }
 
-// onWorker parks c and runs fn, one of its commands, on a goroutine of its
-// own; c returns to the loop when fn is done.
-func (l *eventLoop) onWorker(c *respConn, fn func()) {
+// runSlow parks c and runs one of its commands on a goroutine of its own, so
+// that a command that may block (SCAN, WAITAOF, a read-modify-write that
+// waits for its fsync, a write that waits for memory) never stalls the
+// loop; c returns to the loop when it is done.
+func (l *eventLoop) runSlow(c *respConn, run func(*respConn, [][]byte), args [][]byte) bool {
 	c.lp.park = parkWorker
 	l.workers++
-	go l.work(c, fn)
+	go l.work(c, run, args)
+	return true
 }
 
-func (l *eventLoop) work(c *respConn, fn func()) {
+func (l *eventLoop) work(c *respConn, run func(*respConn, [][]byte), args [][]byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
@@ -606,44 +570,7 @@ func (l *eventLoop) work(c *respConn, fn func()) {
 		}
 		l.post(loopMsg{kind: msgWorker, c: c})
 	}()
-	fn()
-}
-
-// submitSets submits the run of plain SETs at c's next command as one batch
-// and parks c until it is written (and fsynced, for sync durability).
-func (l *eventLoop) submitSets(c *respConn, d engine.Durability) int {
-	i := c.lp.ci
-	c.lp.ci = c.batchSets(c.lp.cmds, i, d)
-	n := c.lp.ci - i
-
-	c.lp.start = time.Now()
-	c.lp.d = d
-	c.lp.n = n
-	rev, err := c.s.store.TrySubmit(&c.batch)
-	if errors.Is(err, engine.ErrThrottled) {
-		// The store waits for a checkpoint to free memory: wait for it on
-		// a worker, so that the loop keeps serving reads and other clients
-		// meanwhile.
-		start := c.lp.start
-		l.onWorker(c, func() {
-			rev, err := c.s.store.Write(&c.batch, writeOptions(d))
-			c.s.observeCommit(d, start)
-			c.noteWrite(rev, err, true)
-			c.replySets(n, err)
-		})
-		return n
-	}
-	if err != nil {
-		c.lp.rev = 0
-		c.s.observeCommit(d, c.lp.start)
-		c.replySets(n, err)
-		return n
-	}
-	c.lp.rev = rev
-	c.lp.sync = c.s.effectiveMode(d) == engine.CommitSync
-	c.lp.park = parkWritten
-	l.written = append(l.written, c)
-	return n
+	run(c, args)
 }
 
 // flush writes c's pending replies. It returns true if they are all
@@ -660,7 +587,7 @@ func (l *eventLoop) flush(c *respConn) bool {
 			return false
 		}
 		if n == len(c.out) {
-			c.out = c.out[:0]
+			c.outWritten()
 			break
 		}
 		c.out = c.out[:copy(c.out, c.out[n:])]
@@ -694,25 +621,20 @@ func (l *eventLoop) closeAfterReplies(c *respConn) {
 // readError answers a malformed frame with a protocol error, as Redis does,
 // then lingers before closing; other errors (EOF, reset) close c.
 func (l *eventLoop) readError(c *respConn, err error) {
-	if isProtocolError(err) {
-		c.s.metrics.protocolErrors.Inc()
-		c.writeError("ERR " + err.Error())
-		l.flush(c)
-		if c.lp.closed {
-			return
-		}
-		// As lingeringClose: send FIN, drain what the client still sends
-		// for a moment, so that the reply is not destroyed by a reset.
-		unix.Shutdown(c.lp.fd, unix.SHUT_WR)
-		c.lp.linger = time.Now().Add(lingerTime)
-		l.lingering = append(l.lingering, c)
-		l.drain(c)
+	if !c.readFailed(err) {
+		l.closeConn(c)
 		return
 	}
-	if !errors.Is(err, io.EOF) {
-		c.s.log.Debug("resp read", "conn", c.id, "err", err)
+	l.flush(c)
+	if c.lp.closed {
+		return
 	}
-	l.closeConn(c)
+	// As lingeringClose: send FIN, drain what the client still sends for a
+	// moment, so that the reply is not destroyed by a reset.
+	unix.Shutdown(c.lp.fd, unix.SHUT_WR)
+	c.lp.linger = time.Now().Add(lingerTime)
+	l.lingering = append(l.lingering, c)
+	l.drain(c)
 }
 
 // drain reads and discards the input of a lingering connection, closing it

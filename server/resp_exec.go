@@ -1,0 +1,339 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+)
+
+// The command executor: one path from a parsed request to its reply, for
+// both I/O models. A connection's requests run in order; runs of plain SETs
+// with the same durability are submitted to the store as one batch, each
+// SET still getting its own reply; replies are flushed mid-pipeline past
+// flushThreshold. The I/O models differ only in how bytes get in and out
+// and in how a connection waits, which is what respIO abstracts.
+
+// respIO is an I/O model: the event loop (resp_loop_linux.go) or a
+// goroutine per connection (resp_goroutines.go).
+type respIO interface {
+	// flush writes c's pending replies. It returns false if c must wait
+	// for its socket to drain (or was closed) before it runs on.
+	flush(c *respConn) bool
+	// awaitSets waits for c.sets, submitted to the store, to be written,
+	// and fsynced if c.sets.sync, then calls c.finishSets. It returns
+	// true if c is parked meanwhile and the call comes later.
+	awaitSets(c *respConn) bool
+	// runSlow runs run(c, args), a command that may block. It returns
+	// true if c is parked until it is done.
+	runSlow(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
+}
+
+// setRun is a run of plain SETs committed as one batch (respConn.batch).
+type setRun struct {
+	n     int // number of SETs
+	d     engine.Durability
+	rev   uint64 // revision of the batch, once submitted
+	sync  bool   // waits for an fsync
+	start time.Time
+}
+
+type runResult uint8
+
+const (
+	runDone     runResult = iota // every request ran
+	runParked                    // c waits for a commit or a slow command
+	runStalled                   // c waits for its replies to drain
+	runTurnOver                  // c ran its turn of requests
+)
+
+// setRequests hands c the requests of one read.
+func (c *respConn) setRequests(reqs []request) { c.reqs, c.next = reqs, 0 }
+
+// runRequests runs c's requests in order until every one ran, c must wait,
+// or *turn requests ran (*turn is decreased by those that did).
+func (c *respConn) runRequests(turn *int) runResult {
+	for {
+		if len(c.out) > flushThreshold && !c.io.flush(c) {
+			return runStalled
+		}
+		if c.next == len(c.reqs) {
+			return runDone
+		}
+		if c.quit {
+			c.next = len(c.reqs)
+			return runDone
+		}
+		if *turn <= 0 {
+			return runTurnOver
+		}
+		n, parked := c.step()
+		*turn -= n
+		if parked {
+			return runParked
+		}
+	}
+}
+
+// step runs c's next request, or the run of plain SETs starting there. It
+// returns how many requests it took and whether c is parked.
+func (c *respConn) step() (int, bool) {
+	req := &c.reqs[c.next]
+	if req.refused != nil {
+		c.next++
+		c.s.totalCommands.Add(1)
+		c.replyRefused(req)
+		return 1, false
+	}
+	if d, ok := c.plainSet(req.args); ok {
+		return c.submitSets(d)
+	}
+	c.next++
+	args := req.args
+	cmd := c.command(args)
+	switch {
+	case cmd == nil:
+		return 1, false
+	case cmd.inline:
+		cmd.run(c, args)
+		return 1, false
+	}
+	return 1, c.io.runSlow(c, cmd.run, args)
+}
+
+// plainSet reports whether args is "SET key value [SYNC|ASYNC]" with a valid
+// key and value, and its durability.
+func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
+	if (len(args) != 3 && len(args) != 4) || !equalFold(args[0], "set") {
+		return 0, false
+	}
+	d := c.durability
+	if len(args) == 4 {
+		switch {
+		case equalFold(args[3], "sync"):
+			d = engine.DurabilitySync
+		case equalFold(args[3], "async"):
+			d = engine.DurabilityAsync
+		default:
+			return 0, false
+		}
+	}
+	if c.checkKey(args[1]) != "" || len(args[2]) > c.s.cfg.MaxValueSize {
+		return 0, false
+	}
+	return d, true
+}
+
+// submitSets submits the run of plain SETs with durability d at c's next
+// request to the store as one batch, without waiting, and has c's I/O model
+// wait for it. It returns the number of SETs and whether c is parked.
+func (c *respConn) submitSets(d engine.Durability) (int, bool) {
+	n := c.batchSets(d)
+	c.sets = setRun{n: n, d: d, start: time.Now()}
+	rev, err := c.s.store.TrySubmit(&c.batch)
+	switch {
+	case errors.Is(err, engine.ErrThrottled):
+		// The store waits for a checkpoint to free memory: wait in
+		// Write, which the event loop runs on a worker so that it keeps
+		// serving reads and other clients meanwhile.
+		return n, c.io.runSlow(c, writeSets, nil)
+	case err != nil:
+		c.finishSets(0, err)
+		return n, false
+	}
+	c.sets.rev = rev
+	c.sets.sync = c.s.effectiveMode(d) == engine.CommitSync
+	return n, c.io.awaitSets(c)
+}
+
+// batchSets puts the run of plain SETs with durability d at c's next request
+// into c.batch, takes and counts them, and returns how many there are.
+func (c *respConn) batchSets(d engine.Durability) int {
+	c.batch.Reset()
+	i, size := c.next, 0
+	for ; i < len(c.reqs) && c.batch.Len() < maxBatchOps && size < maxBatchBytes; i++ {
+		req := &c.reqs[i]
+		if req.refused != nil {
+			break
+		}
+		if d2, ok := c.plainSet(req.args); !ok || d2 != d {
+			break
+		}
+		c.batch.Put(req.args[1], req.args[2])
+		size += len(req.args[1]) + len(req.args[2])
+	}
+	n := i - c.next
+	c.next = i
+	c.s.totalCommands.Add(int64(n))
+	c.s.setCmd.requests.Add(float64(n))
+	return n
+}
+
+// writeSets commits c.sets with Write, waiting for the store to have room.
+func writeSets(c *respConn, _ [][]byte) {
+	c.finishSets(c.s.store.Write(&c.batch, writeOptions(c.sets.d)))
+}
+
+// finishSets answers the SETs of c.sets, committed at rev with result err.
+func (c *respConn) finishSets(rev uint64, err error) {
+	c.s.observeCommit(c.sets.d, c.sets.start)
+	c.noteWrite(rev, err, true)
+	for range c.sets.n {
+		if err != nil {
+			c.writeError(respError(err))
+		} else {
+			c.writeOK()
+		}
+	}
+}
+
+// noteWrite records the revision of a successful write for CLIENT LASTREV
+// and WAITAOF. A command that wrote nothing (SET NX on an existing key, DEL
+// of missing keys) leaves it unchanged.
+func (c *respConn) noteWrite(rev uint64, err error, wrote bool) {
+	if err == nil && wrote && rev > c.lastRev {
+		c.lastRev = rev
+	}
+}
+
+// command counts the command args names and returns it, or replies with an
+// error and returns nil if it is unknown or has the wrong number of
+// arguments.
+func (c *respConn) command(args [][]byte) *respCommand {
+	c.s.totalCommands.Add(1)
+	var buf [32]byte
+	cmd, ok := c.s.cmds[string(lower(buf[:0], args[0]))]
+	if !ok {
+		c.s.metrics.unknownCommands.Inc()
+		c.writeError(unknownCommand(args))
+		return nil
+	}
+	cmd.requests.Inc()
+	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
+		c.writeError("ERR wrong number of arguments for '" + cmd.name + "' command")
+		return nil
+	}
+	return cmd
+}
+
+// lower appends the ASCII lower case of b to dst; names longer than dst's
+// capacity are cut short (no command is that long).
+func lower(dst, b []byte) []byte {
+	if len(b) > cap(dst) {
+		b = b[:cap(dst)]
+	}
+	for _, ch := range b {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		dst = append(dst, ch)
+	}
+	return dst
+}
+
+// unknownCommand formats Redis's reply to an unknown command.
+func unknownCommand(args [][]byte) string {
+	var b strings.Builder
+	b.WriteString("ERR unknown command '")
+	b.WriteString(printable(args[0], 128))
+	b.WriteString("', with args beginning with: ")
+	for _, a := range args[1:min(len(args), 4)] {
+		b.WriteString("'")
+		b.WriteString(printable(a, 64))
+		b.WriteString("' ")
+	}
+	return b.String()
+}
+
+// printable returns b cut to limit bytes with control and non-ASCII bytes
+// escaped, safe inside a one-line error reply.
+func printable(b []byte, limit int) string {
+	var sb strings.Builder
+	for i, ch := range b {
+		if i == limit {
+			sb.WriteString("...")
+			break
+		}
+		if ch < 0x20 || ch >= 0x7f || ch == '\'' || ch == '\\' {
+			sb.WriteString(`\x`)
+			sb.WriteString(strconv.FormatUint(uint64(ch)>>4, 16))
+			sb.WriteString(strconv.FormatUint(uint64(ch)&15, 16))
+			continue
+		}
+		sb.WriteByte(ch)
+	}
+	return sb.String()
+}
+
+// replyRefused answers a request whose oversized arguments were dropped
+// unread.
+func (c *respConn) replyRefused(req *request) {
+	r := req.refused
+	var cmd *respCommand
+	if len(req.args) > 0 {
+		var buf [32]byte
+		cmd = c.s.cmds[string(lower(buf[:0], req.args[0]))]
+	}
+	var msg string
+	switch {
+	case !r.tooLarge:
+		msg = respErrRequestLarge + " (max " + strconv.Itoa(c.s.cfg.MaxRequestSize) + " bytes per command)"
+	case cmd != nil && cmd.valueArg != nil && cmd.valueArg(r.arg):
+		msg = respErrValueTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxValueSize) + " bytes)"
+	case cmd != nil && cmd.keyArgs && r.arg > 0:
+		msg = respErrKeyTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxKeySize) + " bytes)"
+	default:
+		msg = respErrArgTooLarge + " (" + strconv.Itoa(r.size) + " bytes)"
+	}
+	c.writeError(msg)
+}
+
+// checkKey returns the error reply for an invalid key, or "".
+func (c *respConn) checkKey(key []byte) string {
+	switch {
+	case len(key) == 0:
+		return respErrEmptyKey
+	case len(key) > c.s.cfg.MaxKeySize:
+		return respErrKeyTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxKeySize) + " bytes)"
+	}
+	return ""
+}
+
+// checkValue returns the error reply for a value over the limit, or "".
+func (c *respConn) checkValue(v []byte) string {
+	if len(v) > c.s.cfg.MaxValueSize {
+		return respErrValueTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxValueSize) + " bytes)"
+	}
+	return ""
+}
+
+// readFailed handles an error from reading c's requests. A malformed frame
+// gets a protocol error reply, as Redis sends, and readFailed returns true:
+// the I/O model then writes it and closes c after a lingering close (see
+// lingeringClose). Other errors (EOF, reset) just close c.
+func (c *respConn) readFailed(err error) bool {
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		c.s.metrics.protocolErrors.Inc()
+		c.writeError("ERR " + err.Error())
+		c.s.log.Debug("resp protocol error", "conn", c.id, "remote", c.addr, "err", err)
+		return true
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.s.log.Debug("resp read", "conn", c.id, "remote", c.addr, "err", err)
+	}
+	return false
+}
+
+// outWritten empties c's reply buffer once it is written, dropping it if a
+// large reply grew it.
+func (c *respConn) outWritten() {
+	c.out = c.out[:0]
+	if cap(c.out) > maxKeepOut {
+		c.out = nil
+	}
+}
