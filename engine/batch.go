@@ -2,25 +2,46 @@ package engine
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
-// A Batch is a list of writes committed atomically by DB.Write: after a
+// A Batch is a list of operations committed atomically by DB.Write: after a
 // crash, either all of them survive or none does. A Batch is not safe for
-// concurrent use; it may be reused after Write returns.
+// concurrent use; it may be reused after Write returns (or, after Submit,
+// once WaitWritten returns).
 //
-// A Batch is kept in its encoded form, which is also the payload of its log
-// record:
+// A Batch is plain data: its encoded form (Bytes) is the payload of its log
+// record, and DB.Apply applies an encoded batch on any node. Conditional
+// operations (PutIf, IncrBy, and the result of Delete) are evaluated when
+// the batch is applied, in revision order, against the state left by every
+// earlier revision and by the batch's own earlier operations; each operation
+// then has a Result (see Results). Applying the same encoded batches in the
+// same order therefore gives the same state and the same results.
 //
-//	count  uint32 LE
-//	op*    kind byte (0 put, 1 delete) | uvarint key length | key
-//	       | put only: uvarint value length | value
+// # Encoding
+//
+// The encoding starts with four zero bytes and a version byte. The four
+// zero bytes are what tells it from the format that earlier builds wrote,
+// which logs may still hold and which is still decoded (never written):
+// that one starts with its operation count, a uint32 that is never zero.
+//
+//	version 1:
+//	  0x00 0x00 0x00 0x00 | version 0x01 | op+
+//	  op:  kind byte | uvarint key length | key (not empty) | by kind:
+//	       0 put      uvarint value length | value
+//	       1 delete   (nothing)
+//	       2 put-if   cond byte (PutCond bits: 1 NX, 2 XX, 4 GET) | uvarint value length | value
+//	       3 incr-by  varint (zigzag) delta
+//	       4          reserved: compare-and-set on a key's revision
+//
+//	legacy (version 0, read only):
+//	  count uint32 LE (≥ 1) | op*count
+//	  op:  kind byte (0 put, 1 delete) | uvarint key length | key | put only: uvarint value length | value
 type Batch struct {
 	// wrote is the revision at which the log wrote the batch, set (with
-	// atomic stores) by the log's OnWritten, 0 until then; rev is the
-	// revision Submit gave it. They differ when the log refused the batch
-	// and gave its revision to a later write.
+	// atomic stores) by the log's OnWritten once the batch is applied, 0
+	// until then; rev is the revision Submit gave it. They differ when the
+	// log refused the batch and gave its revision to a later write.
 	wrote uint64
 	rev   uint64
 	data  []byte
@@ -28,73 +49,173 @@ type Batch struct {
 	// owned marks a batch made inside the engine: the memtable may keep
 	// slices of its data instead of copying them.
 	owned bool
+
+	// results holds one Result per op once the batch is applied; arena
+	// holds the old values that results[i].Old point into.
+	results []Result
+	arena   []byte
 }
 
 type batchOp struct {
-	del    bool
-	k0, k1 int // key = data[k0:k1]
-	v0, v1 int // value = data[v0:v1]
+	kind   byte
+	cond   PutCond // put-if only
+	delta  int64   // incr-by only
+	k0, k1 int     // key = data[k0:k1]
+	v0, v1 int     // value = data[v0:v1]
 }
 
+// Operation kinds, as encoded.
 const (
 	opPut    byte = 0
 	opDelete byte = 1
+	opPutIf  byte = 2
+	opIncrBy byte = 3
+	// 4 is kept for compare-and-set on a key's revision.
 )
+
+const (
+	batchVersion = 1
+	headerLen    = 5 // four zero bytes and the version
+)
+
+// PutCond is the condition and options of a PutIf: Redis's SET NX, XX and
+// GET. IfAbsent and IfPresent exclude each other.
+type PutCond uint8
+
+const (
+	// IfAbsent writes only if the key holds no value (SET NX).
+	IfAbsent PutCond = 1 << iota
+	// IfPresent writes only if the key holds a value (SET XX).
+	IfPresent
+	// ReturnOld reports the key's previous value in Result.Old (SET GET).
+	ReturnOld
+
+	putCondMask = IfAbsent | IfPresent | ReturnOld
+)
+
+func (c PutCond) valid() bool {
+	return c&^putCondMask == 0 && c&(IfAbsent|IfPresent) != IfAbsent|IfPresent
+}
+
+// Result is the outcome of one operation of an applied batch.
+type Result struct {
+	// Applied reports whether the operation changed the key: always for a
+	// put; for a delete, whether the key held a value (a DEL's count is the
+	// number of applied deletes); for a put-if, whether its condition held;
+	// for an incr-by, whether it succeeded.
+	Applied bool
+	// Old is the previous value for a put-if with ReturnOld: nil if the key
+	// held none, otherwise non-nil (perhaps empty).
+	Old []byte
+	// Int is the new value after an incr-by.
+	Int int64
+	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
+	// Such an error is the operation's result, not the batch's: the other
+	// operations of the batch still apply.
+	Err error
+}
 
 // Put adds a write of value under key. The Batch copies both.
 func (b *Batch) Put(key, value []byte) {
-	b.init()
-	b.data = append(b.data, opPut)
-	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
-	k0 := len(b.data)
-	b.data = append(b.data, key...)
-	k1 := len(b.data)
-	b.data = binary.AppendUvarint(b.data, uint64(len(value)))
-	v0 := len(b.data)
-	b.data = append(b.data, value...)
-	b.ops = append(b.ops, batchOp{k0: k0, k1: k1, v0: v0, v1: len(b.data)})
-	b.setCount()
+	b.add(batchOp{kind: opPut}, key, value)
 }
 
-// Delete adds a deletion of key. The Batch copies it.
+// Delete adds a deletion of key. Its Result.Applied reports whether the key
+// held a value. The Batch copies key.
 func (b *Batch) Delete(key []byte) {
-	b.init()
-	b.data = append(b.data, opDelete)
-	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
-	k0 := len(b.data)
-	b.data = append(b.data, key...)
-	b.ops = append(b.ops, batchOp{del: true, k0: k0, k1: len(b.data)})
-	b.setCount()
+	b.add(batchOp{kind: opDelete}, key, nil)
 }
 
-// Len returns the number of writes in the batch.
+// PutIf adds a write of value under key that is applied only if cond holds
+// when the batch is applied (SET with NX, XX and GET). A cond with both
+// IfAbsent and IfPresent, or unknown bits, makes the batch fail its write
+// with ErrBadBatch. The Batch copies key and value.
+func (b *Batch) PutIf(key, value []byte, cond PutCond) {
+	b.add(batchOp{kind: opPutIf, cond: cond}, key, value)
+}
+
+// IncrBy adds delta to the integer held by key (a missing key counts as 0)
+// and stores the result in decimal (INCRBY, DECRBY). The value must be a
+// 64-bit signed integer in canonical decimal form, as Redis requires;
+// otherwise, or if the sum overflows, the operation's Result.Err is
+// ErrNotInteger or ErrOverflow and the key is left unchanged. The Batch
+// copies key.
+func (b *Batch) IncrBy(key []byte, delta int64) {
+	b.add(batchOp{kind: opIncrBy, delta: delta}, key, nil)
+}
+
+func (b *Batch) add(op batchOp, key, value []byte) {
+	if len(b.data) == 0 {
+		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
+	}
+	b.data = append(b.data, op.kind)
+	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
+	op.k0 = len(b.data)
+	b.data = append(b.data, key...)
+	op.k1 = len(b.data)
+	switch op.kind {
+	case opPutIf:
+		b.data = append(b.data, byte(op.cond))
+		fallthrough
+	case opPut:
+		b.data = binary.AppendUvarint(b.data, uint64(len(value)))
+		op.v0 = len(b.data)
+		b.data = append(b.data, value...)
+		op.v1 = len(b.data)
+	case opIncrBy:
+		b.data = binary.AppendVarint(b.data, op.delta)
+	}
+	b.ops = append(b.ops, op)
+}
+
+// Len returns the number of operations in the batch.
 func (b *Batch) Len() int { return len(b.ops) }
 
-// Reset empties the batch for reuse.
+// Reset empties the batch for reuse, results included.
 func (b *Batch) Reset() {
 	b.data = b.data[:0]
 	b.ops = b.ops[:0]
+	b.clearResults()
 }
 
-func (b *Batch) init() {
-	if len(b.data) == 0 {
-		b.data = append(b.data, 0, 0, 0, 0)
+// Bytes returns the encoded batch: what DB.Apply and DecodeBatch take. It
+// aliases the batch and is valid until the batch is changed. An empty
+// batch encodes to nil.
+func (b *Batch) Bytes() []byte {
+	if len(b.ops) == 0 {
+		return nil
 	}
+	return b.data
 }
 
-func (b *Batch) setCount() { binary.LittleEndian.PutUint32(b.data, uint32(len(b.ops))) }
+// Results returns the result of each operation, in order, once the batch
+// is applied: after Write or Apply returns, or WaitWritten returns nil. It
+// is nil before, and after a write that failed. The results, and the Old
+// values in them, belong to the batch: they stay valid until the batch is
+// reset or written again, so a caller such as an event loop can read them
+// without copying.
+func (b *Batch) Results() []Result { return b.results }
+
+func (b *Batch) clearResults() {
+	clear(b.results) // let go of errors
+	b.results = b.results[:0]
+	b.arena = b.arena[:0]
+}
 
 func (b *Batch) key(op batchOp) []byte   { return b.data[op.k0:op.k1] }
 func (b *Batch) value(op batchOp) []byte { return b.data[op.v0:op.v1] }
 
-// check validates every key and value against the limits.
+// check validates every key, value and condition.
 func (b *Batch) check(o *Options) error {
 	for _, op := range b.ops {
 		if err := checkKey(b.key(op), o); err != nil {
 			return err
 		}
-		if !op.del && op.v1-op.v0 > o.MaxValueSize {
+		if op.v1-op.v0 > o.MaxValueSize {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, op.v1-op.v0, o.MaxValueSize)
+		}
+		if op.kind == opPutIf && !op.cond.valid() {
+			return fmt.Errorf("%w: put-if condition %#x", ErrBadBatch, op.cond)
 		}
 	}
 	return nil
@@ -110,53 +231,128 @@ func checkKey(key []byte, o *Options) error {
 	return nil
 }
 
-var errBadBatch = errors.New("engine: malformed batch record")
+// DecodeBatch parses an encoded batch (Batch.Bytes, or a log record's
+// payload written by any kvd build) into a Batch that aliases data. It
+// returns ErrBadBatch for anything malformed, an empty batch included.
+func DecodeBatch(data []byte) (*Batch, error) {
+	b, err := decodeBatch(data[:len(data):len(data)])
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
 
 // decodeBatch parses a log payload into a Batch that aliases payload.
 func decodeBatch(payload []byte) (*Batch, error) {
 	if len(payload) < 4 {
-		return nil, errBadBatch
+		return nil, ErrBadBatch
 	}
-	n := binary.LittleEndian.Uint32(payload)
-	if n == 0 || uint64(n) > uint64(len(payload)) {
-		return nil, errBadBatch
+	if binary.LittleEndian.Uint32(payload) != 0 {
+		return decodeLegacy(payload)
 	}
-	b := &Batch{data: payload, ops: make([]batchOp, 0, n)}
-	p := 4
-	field := func() (int, int, bool) {
-		l, un := binary.Uvarint(payload[p:])
-		if un <= 0 || l > uint64(len(payload)-p-un) {
-			return 0, 0, false
-		}
-		s := p + un
-		p = s + int(l)
-		return s, p, true
+	if len(payload) <= headerLen || payload[4] != batchVersion {
+		return nil, ErrBadBatch
 	}
-	for range n {
-		if p >= len(payload) {
-			return nil, errBadBatch
-		}
-		kind := payload[p]
-		p++
-		var op batchOp
-		var ok bool
-		if op.k0, op.k1, ok = field(); !ok || op.k0 == op.k1 {
-			return nil, errBadBatch
-		}
+	d := decoder{p: payload, i: headerLen}
+	b := &Batch{data: payload}
+	for d.i < len(payload) {
+		kind := d.byte()
+		op := batchOp{kind: kind}
+		op.k0, op.k1 = d.field()
 		switch kind {
 		case opPut:
-			if op.v0, op.v1, ok = field(); !ok {
-				return nil, errBadBatch
-			}
+			op.v0, op.v1 = d.field()
 		case opDelete:
-			op.del = true
+		case opPutIf:
+			op.cond = PutCond(d.byte())
+			op.v0, op.v1 = d.field()
+			if !op.cond.valid() {
+				d.bad = true
+			}
+		case opIncrBy:
+			op.delta = d.varint()
 		default:
-			return nil, errBadBatch
+			d.bad = true
+		}
+		if d.bad || op.k0 == op.k1 {
+			return nil, ErrBadBatch
 		}
 		b.ops = append(b.ops, op)
 	}
-	if p != len(payload) {
-		return nil, errBadBatch
+	return b, nil
+}
+
+// decodeLegacy parses the format earlier builds wrote.
+func decodeLegacy(payload []byte) (*Batch, error) {
+	n := binary.LittleEndian.Uint32(payload)
+	if uint64(n) > uint64(len(payload)) {
+		return nil, ErrBadBatch
+	}
+	d := decoder{p: payload, i: 4}
+	b := &Batch{data: payload, ops: make([]batchOp, 0, n)}
+	for range n {
+		op := batchOp{kind: d.byte()}
+		op.k0, op.k1 = d.field()
+		switch op.kind {
+		case opPut:
+			op.v0, op.v1 = d.field()
+		case opDelete:
+		default:
+			d.bad = true
+		}
+		if d.bad || op.k0 == op.k1 {
+			return nil, ErrBadBatch
+		}
+		b.ops = append(b.ops, op)
+	}
+	if d.i != len(payload) {
+		return nil, ErrBadBatch
 	}
 	return b, nil
+}
+
+// decoder reads fields from p at i; after a malformed one, bad is set and
+// every later read returns zeros.
+type decoder struct {
+	p   []byte
+	i   int
+	bad bool
+}
+
+func (d *decoder) byte() byte {
+	if d.bad || d.i >= len(d.p) {
+		d.bad = true
+		return 0
+	}
+	d.i++
+	return d.p[d.i-1]
+}
+
+// field reads a uvarint length and skips that many bytes, returning their
+// bounds.
+func (d *decoder) field() (int, int) {
+	if d.bad {
+		return 0, 0
+	}
+	l, n := binary.Uvarint(d.p[d.i:])
+	if n <= 0 || l > uint64(len(d.p)-d.i-n) {
+		d.bad = true
+		return 0, 0
+	}
+	s := d.i + n
+	d.i = s + int(l)
+	return s, d.i
+}
+
+func (d *decoder) varint() int64 {
+	if d.bad {
+		return 0
+	}
+	v, n := binary.Varint(d.p[d.i:])
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.i += n
+	return v
 }

@@ -2,40 +2,137 @@ package engine
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"path/filepath"
 	"testing"
+
+	"github.com/kvdstore/kvd/wal"
 )
 
+// legacyBatch encodes ops in the format that builds before the versioned
+// encoding wrote (count uint32 LE, then kind 0 put / 1 delete, uvarint key
+// length, key, put only: uvarint value length, value): the encoder of
+// those builds, kept to make the records that old logs hold.
+func legacyBatch(ops ...[2]string) []byte {
+	data := []byte{0, 0, 0, 0}
+	for _, op := range ops {
+		k, v := op[0], op[1]
+		if v == "<del>" {
+			data = append(data, 1)
+			data = binary.AppendUvarint(data, uint64(len(k)))
+			data = append(data, k...)
+			continue
+		}
+		data = append(data, 0)
+		data = binary.AppendUvarint(data, uint64(len(k)))
+		data = append(data, k...)
+		data = binary.AppendUvarint(data, uint64(len(v)))
+		data = append(data, v...)
+	}
+	binary.LittleEndian.PutUint32(data, uint32(len(ops)))
+	return data
+}
+
+// sameOps reports whether a and b hold the same operations.
+func sameOps(a, b *Batch) bool {
+	if len(a.ops) != len(b.ops) {
+		return false
+	}
+	for i, x := range a.ops {
+		y := b.ops[i]
+		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta ||
+			!bytes.Equal(a.key(x), b.key(y)) || !bytes.Equal(a.value(x), b.value(y)) {
+			return false
+		}
+	}
+	return true
+}
+
+// reencode builds a batch of the same operations as b through the public
+// methods.
+func reencode(b *Batch) *Batch {
+	var again Batch
+	for _, op := range b.ops {
+		switch op.kind {
+		case opPut:
+			again.Put(b.key(op), b.value(op))
+		case opDelete:
+			again.Delete(b.key(op))
+		case opPutIf:
+			again.PutIf(b.key(op), b.value(op), op.cond)
+		case opIncrBy:
+			again.IncrBy(b.key(op), op.delta)
+		}
+	}
+	return &again
+}
+
+// FuzzDecodeBatch: arbitrary bytes never panic the decoder, and whatever
+// decodes (either format) re-encodes to a batch that decodes to the same
+// operations.
 func FuzzDecodeBatch(f *testing.F) {
 	var b Batch
 	b.Put([]byte("k"), []byte("v"))
 	b.Delete([]byte("gone"))
-	f.Add(b.data)
+	b.PutIf([]byte("nx"), []byte("1"), IfAbsent|ReturnOld)
+	b.IncrBy([]byte("n"), -7)
+	f.Add(b.Bytes())
+	f.Add(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
 	f.Add([]byte{1, 0, 0, 0, 0, 1, 'k', 0})
+	f.Add([]byte{0, 0, 0, 0, 1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		got, err := decodeBatch(payload)
+		got, err := DecodeBatch(payload)
 		if err != nil {
+			if !errors.Is(err, ErrBadBatch) {
+				t.Fatalf("decode %x: %v, not ErrBadBatch", payload, err)
+			}
 			return
 		}
-		// Whatever decodes re-encodes to the same bytes.
-		var again Batch
-		for _, op := range got.ops {
-			if op.del {
-				again.Delete(got.key(op))
-			} else {
-				again.Put(got.key(op), got.value(op))
+		if got.Len() == 0 {
+			t.Fatalf("%x decoded to an empty batch", payload)
+		}
+		again := reencode(got)
+		back, err := DecodeBatch(again.Bytes())
+		if err != nil || !sameOps(got, back) {
+			t.Fatalf("batch decoded from %x changed in a round trip (%v)", payload, err)
+		}
+	})
+}
+
+// FuzzBatchRoundTrip: decode(encode(x)) == x for batches built from
+// arbitrary operations.
+func FuzzBatchRoundTrip(f *testing.F) {
+	f.Add([]byte("\x00ab\x01c\x02d\x03e"), int64(-1))
+	f.Add([]byte{3, 0xff, 2, 0}, int64(1<<62))
+	f.Fuzz(func(t *testing.T, prog []byte, delta int64) {
+		var b Batch
+		for i := 0; i+1 < len(prog); i += 2 {
+			key := []byte{prog[i+1], byte(i)}
+			value := prog[i:] // any length, sometimes empty
+			switch prog[i] % 5 {
+			case 0:
+				b.Put(key, value)
+			case 1:
+				b.Delete(key)
+			case 2:
+				b.PutIf(key, value, PutCond(prog[i]>>3)&(IfAbsent|ReturnOld))
+			case 3:
+				b.PutIf(key, nil, IfPresent)
+			case 4:
+				b.IncrBy(key, delta^int64(i))
 			}
 		}
-		// decode(encode(x)) == x for what was decoded.
-		back, err := decodeBatch(again.data)
-		if err != nil || len(back.ops) != len(got.ops) {
-			t.Fatalf("re-encoded batch of %x does not decode: %v", payload, err)
-		}
-		for i, op := range got.ops {
-			bop := back.ops[i]
-			if op.del != bop.del || !bytes.Equal(got.key(op), back.key(bop)) || !bytes.Equal(got.value(op), back.value(bop)) {
-				t.Fatalf("op %d of %x changed in a round trip", i, payload)
+		if b.Len() == 0 {
+			if b.Bytes() != nil {
+				t.Fatalf("empty batch encodes to %x", b.Bytes())
 			}
+			return
+		}
+		back, err := DecodeBatch(b.Bytes())
+		if err != nil || !sameOps(&b, back) {
+			t.Fatalf("batch of %x changed in a round trip (%v)", prog, err)
 		}
 	})
 }
@@ -45,12 +142,106 @@ func TestBatchRoundTrip(t *testing.T) {
 	b.Put([]byte("a"), []byte("1"))
 	b.Put([]byte("b"), nil)
 	b.Delete([]byte("c"))
-	got, err := decodeBatch(b.data)
+	b.PutIf([]byte("d"), []byte("2"), IfPresent|ReturnOld)
+	b.IncrBy([]byte("e"), -3)
+	got, err := DecodeBatch(b.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.ops) != 3 || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
-		len(got.value(got.ops[1])) != 0 || !got.ops[2].del || string(got.key(got.ops[2])) != "c" {
+	if got.Len() != 5 || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
+		len(got.value(got.ops[1])) != 0 || got.ops[2].kind != opDelete || string(got.key(got.ops[2])) != "c" ||
+		got.ops[3].cond != IfPresent|ReturnOld || string(got.value(got.ops[3])) != "2" ||
+		got.ops[4].kind != opIncrBy || got.ops[4].delta != -3 {
 		t.Fatalf("decoded %+v", got.ops)
+	}
+	if !bytes.Equal(b.Bytes()[:headerLen], []byte{0, 0, 0, 0, batchVersion}) {
+		t.Fatalf("header %x", b.Bytes()[:headerLen])
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	var nxxx Batch
+	nxxx.PutIf([]byte("k"), nil, IfAbsent|IfPresent)
+	for name, p := range map[string][]byte{
+		"header only":     {0, 0, 0, 0, batchVersion},
+		"unknown version": {0, 0, 0, 0, 2, opDelete, 1, 'k'},
+		"reserved kind":   {0, 0, 0, 0, batchVersion, 4, 1, 'k'},
+		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
+		"truncated":       {0, 0, 0, 0, batchVersion, opPut, 1, 'k', 2, 'v'},
+		"NX and XX":       nxxx.Bytes(),
+		"legacy extra":    append(legacyBatch([2]string{"k", "v"}), 0),
+		"legacy kind":     {1, 0, 0, 0, opPutIf, 1, 'k', 0, 0},
+	} {
+		if _, err := DecodeBatch(p); !errors.Is(err, ErrBadBatch) {
+			t.Errorf("%s: %x decoded (%v)", name, p, err)
+		}
+	}
+}
+
+func TestLegacyBatchDecodes(t *testing.T) {
+	got, err := DecodeBatch(legacyBatch([2]string{"a", "1"}, [2]string{"b", ""}, [2]string{"c", "<del>"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want Batch
+	want.Put([]byte("a"), []byte("1"))
+	want.Put([]byte("b"), nil)
+	want.Delete([]byte("c"))
+	if !sameOps(got, &want) {
+		t.Fatalf("decoded %+v", got.ops)
+	}
+}
+
+// TestReplayLegacyLog opens a store whose log holds records in the format
+// earlier builds wrote, and a new one after them, none checkpointed.
+func TestReplayLegacyLog(t *testing.T) {
+	dir := t.TempDir()
+	l, err := wal.Open(filepath.Join(dir, "wal"), 1, wal.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur Batch
+	cur.IncrBy([]byte("n"), 5)
+	cur.PutIf([]byte("a"), []byte("no"), IfAbsent)
+	for _, p := range [][]byte{
+		legacyBatch([2]string{"a", "1"}, [2]string{"b", "2"}, [2]string{"n", "10"}),
+		legacyBatch([2]string{"b", "<del>"}, [2]string{"c", "3"}),
+		cur.Bytes(),
+	} {
+		rev, err := l.Enqueue(p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitDurable(rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if r := db.CommittedRevision(); r != 3 {
+		t.Fatalf("committed revision %d after replay, want 3", r)
+	}
+	kvs, err := db.Scan(ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, kv := range kvs {
+		got = append(got, string(kv.Key)+"="+string(kv.Value))
+	}
+	want := []string{"a=1", "c=3", "n=15"}
+	if len(got) != len(want) {
+		t.Fatalf("state %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("state %q, want %q", got, want)
+		}
 	}
 }

@@ -38,12 +38,15 @@ type DB struct {
 
 	// smu guards the memtables. Writers take it exclusively to apply
 	// written records; readers share it.
-	smu      sync.RWMutex
-	active   *memtable
-	frozen   *memtable // being checkpointed, nil otherwise
-	memRev   uint64    // last revision applied to the memtables
-	view     *readView // shared read transaction; nil during a checkpoint commit
-	memBytes atomic.Int64
+	smu    sync.RWMutex
+	active *memtable
+	frozen *memtable // being checkpointed, nil otherwise
+	memRev uint64    // last revision applied to the memtables
+	// applyFailed is set once a written batch could not be applied: the
+	// memtables no longer follow the log.
+	applyFailed bool
+	view        *readView // shared read transaction; nil during a checkpoint commit
+	memBytes    atomic.Int64
 
 	applied     atomic.Uint64
 	checkpoints atomic.Uint64
@@ -215,7 +218,7 @@ func (db *DB) lookupLocked(key []byte, tx **bolt.Tx) ([]byte, bool, error) {
 // Put sets key to value and returns the write's revision.
 func (db *DB) Put(key, value []byte, wo WriteOptions) (uint64, error) {
 	b := &Batch{owned: true}
-	b.data = make([]byte, 0, 4+1+2*binaryLen+len(key)+len(value))
+	b.data = make([]byte, 0, headerLen+1+2*binaryLen+len(key)+len(value))
 	b.ops = make([]batchOp, 0, 1)
 	b.Put(key, value)
 	return db.write(b, wo)
@@ -293,6 +296,7 @@ func (db *DB) submit(b *Batch, wait bool) (uint64, error) {
 func (db *DB) enqueue(b *Batch) (uint64, error) {
 	atomic.StoreUint64(&b.wrote, 0)
 	b.rev = 0
+	b.clearResults()
 	rev, err := db.wal.Enqueue(b.data, b)
 	if err != nil {
 		return 0, db.walErr(err)
@@ -316,6 +320,12 @@ func (db *DB) WaitWritten(b *Batch) error {
 	err := db.wal.WaitWritten(rev)
 	if atomic.LoadUint64(&b.wrote) == rev {
 		return nil
+	}
+	if err == nil {
+		if f := db.failure(); f != nil {
+			// Written, but the DB failed before it could apply it.
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, f)
+		}
 	}
 	if err == nil || errors.Is(err, wal.ErrWriteRefused) {
 		// Refused after a failed write; its revision may already have
@@ -376,45 +386,6 @@ func (db *DB) walErr(err error) error {
 	return err
 }
 
-// applyWritten is the log's OnWritten hook: it makes written records visible
-// to reads, in revision order, before their writers are acknowledged.
-func (db *DB) applyWritten(first uint64, vs []any) {
-	db.smu.Lock()
-	before := db.active.bytes
-	for i, v := range vs {
-		b := v.(*Batch)
-		atomic.StoreUint64(&b.wrote, first+uint64(i))
-		db.applyBatch(b)
-		db.active.logBytes += int64(len(b.data))
-		db.memRev = first + uint64(i)
-	}
-	grown := db.active.bytes - before
-	size, logged := db.active.bytes, db.active.logBytes
-	db.smu.Unlock()
-	db.memBytes.Add(grown)
-	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
-		db.kickCheckpoint()
-	}
-}
-
-// applyBatch applies b to the active memtable. Called with smu held.
-func (db *DB) applyBatch(b *Batch) {
-	for _, op := range b.ops {
-		e := memEntry{del: op.del}
-		if !op.del {
-			if b.owned {
-				e.value = b.value(op)
-			} else {
-				e.value = bytes.Clone(b.value(op))
-			}
-			if e.value == nil {
-				e.value = []byte{}
-			}
-		}
-		db.active.set(b.key(op), e)
-	}
-}
-
 // waitForRoom makes a writer wait while the memtables are over their bound,
 // after starting a checkpoint to free them. Without wait it returns
 // ErrThrottled instead of waiting.
@@ -459,7 +430,7 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 	for i := len(t.b.ops) - 1; i >= 0; i-- {
 		op := t.b.ops[i]
 		if bytes.Equal(t.b.key(op), key) {
-			if op.del {
+			if op.kind == opDelete {
 				return nil, ErrNotFound
 			}
 			return bytes.Clone(t.b.value(op)), nil

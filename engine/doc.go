@@ -19,6 +19,26 @@
 // barrier that returns once every write acknowledged before it is durable.
 // Reads see every acknowledged write, durable or not.
 //
+// # Batches are data
+//
+// A Batch encodes to bytes (Batch.Bytes, DecodeBatch; the format is drawn
+// in Batch's documentation) and is its log record's payload. Besides Put
+// and Delete it holds conditional operations, evaluated when the batch is
+// applied in revision order against the state left by every earlier
+// revision: PutIf (SET NX, XX, GET) and IncrBy (INCR, DECR and their BY
+// forms); a Delete reports whether the key held a value. Each operation
+// has a Result, read with Batch.Results once the write returns (or
+// WaitWritten does, after Submit). An IncrBy on a value that is not an
+// integer, or that would overflow, fails alone: its Result.Err says why,
+// and the rest of the batch applies. Replay after a restart evaluates the
+// same operations against the same state, so it rebuilds the same state.
+//
+// DB.Apply applies an encoded batch at a given revision, the next one,
+// through the same log, memtable and checkpoints as a local write: what a
+// replica's state machine calls. A revision the DB already has is skipped
+// with ErrAlreadyApplied. Applying the same batches in the same order gives
+// the same state and the same results on any node.
+//
 // # Recovery
 //
 // After any crash the store recovers exactly the batches 1..k for some k at
@@ -62,6 +82,8 @@
 //
 //   - Keys are limited to 32 KiB (bbolt's limit) and values to 16 MiB by
 //     default (Options.MaxValueSize).
+//   - Applying a batch with conditional operations or deletes reads the
+//     keys they name while new writes wait: keep such batches small.
 //   - Scans and Update hold back the application of new writes while they
 //     run: keep scans bounded with ScanOptions.Limit and Update functions
 //     short.

@@ -46,6 +46,27 @@ var (
 	// checkpoint to free memory. Nothing was written.
 	ErrThrottled = errors.New("engine: writes wait for a checkpoint to free memory")
 
+	// ErrBadBatch is returned by DecodeBatch and Apply for a malformed
+	// encoded batch, and by a write whose PutIf condition is invalid.
+	ErrBadBatch = errors.New("engine: malformed batch")
+
+	// ErrNotInteger is the Result.Err of an IncrBy whose key holds a value
+	// that is not a 64-bit integer in canonical decimal form.
+	ErrNotInteger = errors.New("engine: value is not an integer or out of range")
+
+	// ErrOverflow is the Result.Err of an IncrBy whose sum would overflow
+	// a 64-bit signed integer.
+	ErrOverflow = errors.New("engine: increment or decrement would overflow")
+
+	// ErrAlreadyApplied is returned by Apply for a revision the DB already
+	// has: the batch was skipped. Its results are not kept; the state is
+	// that of the batch having been applied once.
+	ErrAlreadyApplied = errors.New("engine: revision already applied")
+
+	// ErrRevisionGap is returned by Apply for a revision beyond the next
+	// one: the batches before it must be applied first.
+	ErrRevisionGap = errors.New("engine: revision is not the next one")
+
 	// ErrLocked is returned by Open when another process holds the data
 	// directory.
 	ErrLocked = errors.New("engine: data directory is in use by another process")

@@ -106,7 +106,9 @@ func (db *DB) replay(applied uint64) error {
 		if err != nil {
 			return err
 		}
-		db.applyBatch(b)
+		if err := db.applyBatch(b); err != nil {
+			return fmt.Errorf("engine: replay revision %d: %w", rev, err)
+		}
 		db.active.logBytes += int64(len(payload))
 		db.memRev = rev
 		replayed++

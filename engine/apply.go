@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Apply applies payload, an encoded batch (Batch.Bytes), at revision rev
+// and returns the result of each of its operations: what a replica's state
+// machine calls with batches already ordered elsewhere. The batch goes
+// through the same log, memtable and checkpoints as a local write, and
+// returns when wo asks (as Write does).
+//
+// rev must be the next revision: Apply returns ErrRevisionGap for a later
+// one, and ErrAlreadyApplied, without applying anything, for one the DB
+// already has (in its log or state file), so that a state machine that
+// restarts may apply again batches it had applied. Results are not kept:
+// a skipped batch has none. Apply also returns Write's errors, and
+// ErrBadBatch for a malformed payload; after ErrWriteRefused the same
+// revision may be applied again. The caller may reuse payload once Apply
+// returns; the results belong to the caller.
+//
+// Apply must not be mixed with local writes (Put, Write, Submit, Update)
+// that assign revisions of their own, except to build a history that Apply
+// then continues.
+func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, error) {
+	b, err := decodeBatch(payload)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.check(&db.opts); err != nil {
+		return nil, err
+	}
+	if err := db.waitForRoom(true); err != nil {
+		return nil, err
+	}
+	db.wmu.Lock()
+	if db.closed {
+		db.wmu.Unlock()
+		return nil, ErrClosed
+	}
+	if err := db.failure(); err != nil {
+		db.wmu.Unlock()
+		return nil, err
+	}
+	// Let every enqueued record reach the memtable, or be refused, so
+	// that the log's next revision is known.
+	if err := db.settle(); err != nil {
+		db.wmu.Unlock()
+		return nil, err
+	}
+	switch last := db.committed(); {
+	case rev <= last:
+		db.wmu.Unlock()
+		return nil, fmt.Errorf("%w: revision %d, the DB has %d", ErrAlreadyApplied, rev, last)
+	case rev != last+1:
+		db.wmu.Unlock()
+		return nil, fmt.Errorf("%w: revision %d after %d", ErrRevisionGap, rev, last)
+	}
+	got, err := db.enqueue(b)
+	db.wmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if got != rev {
+		// wmu held exclusively after settle: nothing else can enqueue.
+		panic(fmt.Sprintf("engine: apply of revision %d was given revision %d", rev, got))
+	}
+	if err := db.finish(b, wo); err != nil {
+		return nil, err
+	}
+	return b.results, nil
+}
+
+// applyWritten is the log's OnWritten hook: it applies written records to
+// the memtable, in revision order, before their writers are acknowledged.
+// A batch that cannot be applied (its reads of the state file failed) makes
+// the DB fail; its writer gets ErrOutcomeUnknown and reopening the DB
+// replays it from the log.
+func (db *DB) applyWritten(first uint64, vs []any) {
+	db.smu.Lock()
+	before := db.active.bytes
+	for i, v := range vs {
+		b := v.(*Batch)
+		if !db.applyFailed {
+			if err := db.applyBatch(b); err != nil {
+				// Later batches would be evaluated against a state
+				// without this one: none is applied any more.
+				db.applyFailed = true
+				db.setFatal(fmt.Errorf("engine: apply revision %d: %w", first+uint64(i), err))
+			} else {
+				// After the results: WaitWritten reads them once it
+				// sees wrote.
+				atomic.StoreUint64(&b.wrote, first+uint64(i))
+			}
+		}
+		db.active.logBytes += int64(len(b.data))
+		db.memRev = first + uint64(i)
+	}
+	grown := db.active.bytes - before
+	size, logged := db.active.bytes, db.active.logBytes
+	db.smu.Unlock()
+	db.memBytes.Add(grown)
+	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
+		db.kickCheckpoint()
+	}
+}
+
+// applyBatch evaluates b's operations in order against the current state
+// (the memtables over the state file, which already hold every earlier
+// revision and b's earlier operations), applies them to the active
+// memtable and records their results in b. It reads nothing else, so the
+// same batches applied in the same order give the same state and results
+// on every node and in every replay. Called with smu held exclusively.
+//
+// It fails only if it cannot begin a read of the state file, which it
+// does, before changing anything, when b has an operation that reads and
+// no read view is open (during a checkpoint commit, and at Open).
+func (db *DB) applyBatch(b *Batch) error {
+	var tx *bolt.Tx
+	if db.view == nil && b.reads() {
+		t, err := db.bdb.Begin(false)
+		if err != nil {
+			return fmt.Errorf("engine: read state: %w", err)
+		}
+		tx = t
+		defer tx.Rollback()
+	}
+	lookup := func(key []byte) ([]byte, bool) {
+		v, found, err := db.lookupLocked(key, &tx)
+		if err != nil {
+			panic("engine: lookup failed with a read open: " + err.Error())
+		}
+		return v, found
+	}
+	b.clearResults()
+	for _, op := range b.ops {
+		key := b.key(op)
+		var r Result
+		switch op.kind {
+		case opPut:
+			db.active.set(key, memEntry{value: b.keep(op)})
+			r.Applied = true
+		case opDelete:
+			if _, found := lookup(key); found {
+				db.active.set(key, memEntry{del: true})
+				r.Applied = true
+			}
+		case opPutIf:
+			old, found := lookup(key)
+			if op.cond&ReturnOld != 0 && found {
+				r.Old = b.keepOld(old)
+			}
+			if (op.cond&IfAbsent == 0 || !found) && (op.cond&IfPresent == 0 || found) {
+				db.active.set(key, memEntry{value: b.keep(op)})
+				r.Applied = true
+			}
+		case opIncrBy:
+			var n int64
+			if old, found := lookup(key); found {
+				var ok bool
+				if n, ok = parseInt(old); !ok {
+					r.Err = ErrNotInteger
+					break
+				}
+			}
+			sum := n + op.delta
+			if (op.delta > 0 && sum < n) || (op.delta < 0 && sum > n) {
+				r.Err = ErrOverflow
+				break
+			}
+			db.active.set(key, memEntry{value: strconv.AppendInt(nil, sum, 10)})
+			r.Applied, r.Int = true, sum
+		}
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// reads reports whether applying b reads the state.
+func (b *Batch) reads() bool {
+	for _, op := range b.ops {
+		if op.kind != opPut {
+			return true
+		}
+	}
+	return false
+}
+
+// keep returns the value of op as the memtable may keep it.
+func (b *Batch) keep(op batchOp) []byte {
+	v := b.value(op)
+	if !b.owned {
+		v = bytes.Clone(v)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v
+}
+
+// keepOld copies an old value into the batch's arena for its Result. An
+// arena that grows leaves the values copied before it in its old array,
+// where they stay valid.
+func (b *Batch) keepOld(v []byte) []byte {
+	if len(v) == 0 {
+		return []byte{}
+	}
+	a0 := len(b.arena)
+	b.arena = append(b.arena, v...)
+	return b.arena[a0:len(b.arena):len(b.arena)]
+}
+
+// parseInt parses v as Redis does an integer: canonical decimal ("0", or
+// an optional '-' and digits without a leading zero) within int64.
+func parseInt(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 20 {
+		return 0, false
+	}
+	if len(v) == 1 && v[0] == '0' {
+		return 0, true
+	}
+	d := v
+	if d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) == 0 || d[0] < '1' || d[0] > '9' {
+		return 0, false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
+}

@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// randomBatches returns n encoded batches of conditional and plain
+// operations on a few keys, so that their outcomes depend on each other.
+func randomBatches(rng *rand.Rand, n int) [][]byte {
+	values := []string{"0", "1", "-5", "41", "9223372036854775807", "-9223372036854775808", "x", "", "01"}
+	deltas := []int64{1, -1, 100, -100, math.MaxInt64, math.MinInt64}
+	conds := []PutCond{0, IfAbsent, IfPresent, ReturnOld, IfAbsent | ReturnOld, IfPresent | ReturnOld}
+	out := make([][]byte, n)
+	for i := range out {
+		var b Batch
+		for range 1 + rng.IntN(5) {
+			key := []byte("k" + strconv.Itoa(rng.IntN(6)))
+			v := []byte(values[rng.IntN(len(values))])
+			switch rng.IntN(4) {
+			case 0:
+				b.Put(key, v)
+			case 1:
+				b.Delete(key)
+			case 2:
+				b.PutIf(key, v, conds[rng.IntN(len(conds))])
+			case 3:
+				b.IncrBy(key, deltas[rng.IntN(len(deltas))])
+			}
+		}
+		out[i] = bytes.Clone(b.Bytes())
+	}
+	return out
+}
+
+// stateHash hashes a full scan of db.
+func stateHash(t testing.TB, db *DB) [32]byte {
+	t.Helper()
+	kvs, err := db.Scan(ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for _, kv := range kvs {
+		h.Write(binary.AppendUvarint(nil, uint64(len(kv.Key))))
+		h.Write(kv.Key)
+		h.Write(binary.AppendUvarint(nil, uint64(len(kv.Value))))
+		h.Write(kv.Value)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+// resultString renders a result for comparison: errors by identity, Old
+// with its nil-ness.
+func resultString(r Result) string {
+	old := "nil"
+	if r.Old != nil {
+		old = strconv.Quote(string(r.Old))
+	}
+	return fmt.Sprintf("applied=%v old=%s int=%d notint=%v overflow=%v other=%v", r.Applied, old, r.Int,
+		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow),
+		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow))
+}
+
+// TestApplyIsDeterministic applies the same encoded batches to two fresh
+// engines: one commits them as local writes, the other applies them with
+// Apply and is restarted halfway without a final checkpoint, so that it
+// replays (and re-evaluates) the conditional operations of its log. Both
+// checkpoint often, so evaluation also reads the state file. Per-op results
+// and state hashes must be equal.
+func TestApplyIsDeterministic(t *testing.T) {
+	seed := rand.Uint64()
+	if s := os.Getenv("KVD_APPLY_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (set KVD_APPLY_SEED to repeat)", seed)
+	const n = 400
+	batches := randomBatches(rand.New(rand.NewPCG(seed, 0)), n)
+	opts := Options{CheckpointLogBytes: 2 << 10, CommitMode: CommitAsync}
+	wo := WriteOptions{}
+
+	local, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	dirB := t.TempDir()
+	applied, err := Open(dirB, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { applied.Close() }()
+
+	// restart closes the applied engine without its final checkpoint, as
+	// a crash after the log is written would, and opens it with o.
+	quiet := opts
+	quiet.CheckpointLogBytes, quiet.CheckpointInterval = 1<<30, time.Hour
+	restart := func(o Options) {
+		t.Helper()
+		if err := applied.close(false); err != nil {
+			t.Fatal(err)
+		}
+		if applied, err = Open(dirB, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var differ int
+	for i, p := range batches {
+		rev := uint64(i + 1)
+		b, err := DecodeBatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := local.Write(b, wo)
+		if err != nil || got != rev {
+			t.Fatalf("write %d: revision %d, %v", rev, got, err)
+		}
+		rs, err := applied.Apply(rev, p, wo)
+		if err != nil {
+			t.Fatalf("apply %d: %v", rev, err)
+		}
+		if len(rs) != b.Len() || len(b.Results()) != b.Len() {
+			t.Fatalf("revision %d: %d and %d results for %d ops", rev, len(b.Results()), len(rs), b.Len())
+		}
+		for j, r := range rs {
+			if w, a := resultString(b.Results()[j]), resultString(r); w != a {
+				t.Fatalf("revision %d op %d: local write gave %s, Apply %s", rev, j, w, a)
+			}
+			if !r.Applied {
+				differ++
+			}
+		}
+
+		if i == n/4 {
+			// Checkpoints run in the background: let both engines
+			// have one, so that later batches read the state file.
+			deadline := time.Now().Add(10 * time.Second)
+			for local.checkpoints.Load() == 0 || applied.checkpoints.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no checkpoint: evaluation would never read the state file")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			// No checkpoint from here to the restart at n/2, whose
+			// replay then evaluates these batches again.
+			restart(quiet)
+		}
+		if i == n/2 {
+			restart(opts)
+			if applied.memRev <= applied.applied.Load() {
+				t.Fatalf("nothing replayed at the restart (state file at %d)", applied.applied.Load())
+			}
+			if stateHash(t, applied) != stateHash(t, local) {
+				t.Fatalf("state after the restart at revision %d differs", rev)
+			}
+			// A state machine that restarts applies its tail again.
+			for _, again := range []uint64{1, rev - 1, rev} {
+				if _, err := applied.Apply(again, batches[again-1], wo); !errors.Is(err, ErrAlreadyApplied) {
+					t.Fatalf("apply of revision %d again: %v, want ErrAlreadyApplied", again, err)
+				}
+			}
+			if _, err := applied.Apply(rev+2, batches[rev+1], wo); !errors.Is(err, ErrRevisionGap) {
+				t.Fatalf("apply of revision %d after %d: %v, want ErrRevisionGap", rev+2, rev, err)
+			}
+		}
+	}
+	if differ == 0 {
+		t.Fatal("every operation applied: the batches test no condition")
+	}
+	if stateHash(t, applied) != stateHash(t, local) {
+		t.Fatal("final states differ")
+	}
+	if r := applied.CommittedRevision(); r != n {
+		t.Fatalf("applied engine at revision %d, want %d", r, n)
+	}
+}

@@ -1,0 +1,192 @@
+package engine_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/kvdstore/kvd/engine"
+)
+
+// write commits the batch that build makes and returns its results.
+func write(t testing.TB, db *engine.DB, build func(b *engine.Batch)) []engine.Result {
+	t.Helper()
+	var b engine.Batch
+	build(&b)
+	if _, err := db.Write(&b, engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Results()) != b.Len() {
+		t.Fatalf("%d results for %d ops", len(b.Results()), b.Len())
+	}
+	return b.Results()
+}
+
+func TestIncrBy(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	k := []byte("n")
+	for _, c := range []struct {
+		set   string // "" leaves the key as it is
+		delta int64
+		int   int64
+		err   error
+		after string
+	}{
+		{"", 5, 5, nil, "5"}, // a missing key counts as 0
+		{"", -7, -2, nil, "-2"},
+		{"9223372036854775807", 1, 0, engine.ErrOverflow, "9223372036854775807"},
+		{"-9223372036854775808", -1, 0, engine.ErrOverflow, "-9223372036854775808"},
+		{"-9223372036854775808", 1, -9223372036854775807, nil, "-9223372036854775807"},
+		{"abc", 1, 0, engine.ErrNotInteger, "abc"},
+		{"01", 1, 0, engine.ErrNotInteger, "01"},
+		{"-0", 1, 0, engine.ErrNotInteger, "-0"},
+		{" 1", 1, 0, engine.ErrNotInteger, " 1"},
+		{"+1", 1, 0, engine.ErrNotInteger, "+1"},
+		{"<empty>", 1, 0, engine.ErrNotInteger, ""},
+		{"0", 0, 0, nil, "0"},
+		{"-10", 3, -7, nil, "-7"},
+	} {
+		switch c.set {
+		case "":
+		case "<empty>":
+			mustPut(t, db, "n", "")
+		default:
+			mustPut(t, db, "n", c.set)
+		}
+		r := write(t, db, func(b *engine.Batch) { b.IncrBy(k, c.delta) })[0]
+		if !errors.Is(r.Err, c.err) || (c.err == nil) != r.Applied || r.Int != c.int {
+			t.Errorf("%q incr by %d: %+v, want int %d err %v", c.set, c.delta, r, c.int, c.err)
+		}
+		wantGet(t, db, "n", c.after)
+	}
+}
+
+// TestOpErrorDoesNotAbortBatch: an op's error is its result; the other ops
+// of its batch still apply, and see the state without it.
+func TestOpErrorDoesNotAbortBatch(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	mustPut(t, db, "s", "text")
+	rs := write(t, db, func(b *engine.Batch) {
+		b.Put([]byte("a"), []byte("1"))
+		b.IncrBy([]byte("s"), 1)
+		b.IncrBy([]byte("a"), 1)
+	})
+	if !rs[0].Applied || !errors.Is(rs[1].Err, engine.ErrNotInteger) || rs[1].Applied || rs[2].Int != 2 {
+		t.Fatalf("results %+v", rs)
+	}
+	wantGet(t, db, "s", "text")
+	wantGet(t, db, "a", "2")
+}
+
+func TestPutIf(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	k := []byte("k")
+	for _, c := range []struct {
+		name    string
+		before  string // "<missing>" or a value
+		cond    engine.PutCond
+		applied bool
+		old     string // "<nil>" when Old must be nil
+		after   string
+	}{
+		{"NX absent", "<missing>", engine.IfAbsent, true, "<nil>", "new"},
+		{"NX present", "v", engine.IfAbsent, false, "<nil>", "v"},
+		{"XX absent", "<missing>", engine.IfPresent, false, "<nil>", "<missing>"},
+		{"XX present", "v", engine.IfPresent, true, "<nil>", "new"},
+		{"GET absent", "<missing>", engine.ReturnOld, true, "<nil>", "new"},
+		{"GET present", "v", engine.ReturnOld, true, "v", "new"},
+		{"GET empty", "", engine.ReturnOld, true, "", "new"},
+		{"NX GET present", "v", engine.IfAbsent | engine.ReturnOld, false, "v", "v"},
+		{"XX GET absent", "<missing>", engine.IfPresent | engine.ReturnOld, false, "<nil>", "<missing>"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.before == "<missing>" {
+				if _, err := db.Delete(k, engine.WriteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				mustPut(t, db, "k", c.before)
+			}
+			r := write(t, db, func(b *engine.Batch) { b.PutIf(k, []byte("new"), c.cond) })[0]
+			if r.Applied != c.applied {
+				t.Errorf("applied %v, want %v", r.Applied, c.applied)
+			}
+			if c.old == "<nil>" && r.Old != nil || c.old != "<nil>" && (r.Old == nil || string(r.Old) != c.old) {
+				t.Errorf("old %q (nil %v), want %q", r.Old, r.Old == nil, c.old)
+			}
+			wantGet(t, db, "k", c.after)
+		})
+	}
+	var bad engine.Batch
+	bad.PutIf(k, nil, engine.IfAbsent|engine.IfPresent)
+	if _, err := db.Write(&bad, engine.WriteOptions{}); !errors.Is(err, engine.ErrBadBatch) {
+		t.Fatalf("NX and XX together: %v, want ErrBadBatch", err)
+	}
+}
+
+// TestDeleteCount: a delete's result says whether the key held a value, in
+// the state left by earlier ops of its batch (DEL a a b counts 1).
+func TestDeleteCount(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	mustPut(t, db, "a", "1")
+	mustPut(t, db, "e", "")
+	rs := write(t, db, func(b *engine.Batch) {
+		b.Delete([]byte("a"))
+		b.Delete([]byte("a"))
+		b.Delete([]byte("b"))
+		b.Delete([]byte("e"))
+		b.Put([]byte("c"), []byte("3"))
+		b.Delete([]byte("c"))
+	})
+	want := []bool{true, false, false, true, true, true}
+	for i, r := range rs {
+		if r.Applied != want[i] {
+			t.Fatalf("op %d applied %v, want %v (%+v)", i, r.Applied, want[i], rs)
+		}
+	}
+	wantGet(t, db, "a", "<missing>")
+	wantGet(t, db, "c", "<missing>")
+}
+
+// TestConditionsReadTheStateFile evaluates ops on keys that a checkpoint
+// (here, Close) moved out of memory, and reads results after Submit.
+func TestConditionsReadTheStateFile(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, db, "n", "41")
+	mustPut(t, db, "v", "old")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	var b engine.Batch
+	b.IncrBy([]byte("n"), 1)
+	b.PutIf([]byte("v"), []byte("x"), engine.IfAbsent|engine.ReturnOld)
+	b.Delete([]byte("v"))
+	if _, err := db.Submit(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.WaitWritten(&b); err != nil {
+		t.Fatal(err)
+	}
+	rs := b.Results()
+	if len(rs) != 3 || rs[0].Int != 42 || rs[1].Applied || string(rs[1].Old) != "old" || !rs[2].Applied {
+		t.Fatalf("results %+v", rs)
+	}
+	b.Reset()
+	if b.Results() != nil && len(b.Results()) != 0 {
+		t.Fatalf("results after Reset: %+v", b.Results())
+	}
+}
+
+func TestApplyRefusesBadPayload(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{})
+	if _, err := db.Apply(1, []byte{0, 0, 0, 0, 1, 9}, engine.WriteOptions{}); !errors.Is(err, engine.ErrBadBatch) {
+		t.Fatalf("apply of a malformed batch: %v, want ErrBadBatch", err)
+	}
+	if r := db.CommittedRevision(); r != 0 {
+		t.Fatalf("revision %d after a refused apply", r)
+	}
+}
