@@ -28,7 +28,10 @@ func openFDs(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skipf("cannot count descriptors: %v", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: cannot count descriptors: %v", err)
+		}
+		t.Skipf("needs /proc/self/fd to count descriptors: %v", err)
 	}
 	return len(ents)
 }
