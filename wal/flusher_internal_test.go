@@ -277,3 +277,32 @@ func testFlusherSchedule(t *testing.T, interval, fsync time.Duration, seed uint6
 		t.Logf("%d records, %d fsyncs, longest wait %v (bound %v)", len(written), len(spans), worst, bound)
 	})
 }
+
+// TestFlusherParksAfterFlaggedBatch: a flagged batch (EnqueueSync) fsyncs
+// the records written before it too, which the flusher was due to fsync; it
+// must then find nothing due and park, not make pass after empty pass.
+func TestFlusherParksAfterFlaggedBatch(t *testing.T) {
+	l, err := Open(t.TempDir(), 1, Options{FlushInterval: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for range 3 {
+		rev, err := l.Enqueue([]byte("async"), nil)
+		if err != nil || l.WaitWritten(rev) != nil {
+			t.Fatal(err)
+		}
+		rev, err = l.EnqueueSync([]byte("sync"), nil)
+		if err != nil || l.WaitWritten(rev) != nil {
+			t.Fatal(err)
+		}
+		if d := l.Durable(); d < rev {
+			t.Fatalf("a flagged record counts as written before it is durable: durable %d, record %d", d, rev)
+		}
+		runs := l.flusherRuns.Load()
+		time.Sleep(50 * time.Millisecond) // 50 periods
+		if n := l.flusherRuns.Load() - runs; n > 2 {
+			t.Fatalf("%d flusher passes in 50 periods with nothing to fsync", n)
+		}
+	}
+}

@@ -327,14 +327,8 @@ func (l *Log) syncWritten() error {
 		time.Sleep(d)
 	}
 	l.mu.Lock()
-	target, f := l.written, l.syncF
-	retired := l.retired
-	l.retired = nil
-	l.unsynced = 0
-	// Claim the unclaimed records (exposure.go): their oldest is the
-	// oldest unsynced record until this fsync completes.
-	oldest := l.unclaimedAt
-	l.claimedAt, l.claimedRev, l.unclaimedAt = oldest, target, time.Time{}
+	target := l.written
+	f, retired, oldest := l.claimUnsynced(target)
 	l.mu.Unlock()
 
 	l.smu.Lock()
@@ -344,6 +338,28 @@ func (l *Log) syncWritten() error {
 		closeAll(retired)
 		return nil
 	}
+	return l.fsyncClaimed(f, retired, target, durable, oldest)
+}
+
+// claimUnsynced takes for an fsync every record written so far, through revision
+// target (the writer of a flagged batch claims its own batch too, before it
+// counts as written): the tail's descriptor, the retired tails to close
+// afterwards, and the write time of the oldest record that no fsync had
+// claimed yet (exposure.go), which is the oldest unsynced record until this
+// fsync completes. Called by the sync leader with mu held.
+func (l *Log) claimUnsynced(target uint64) (f *os.File, retired []*os.File, oldest time.Time) {
+	f, retired, l.retired = l.syncF, l.retired, nil
+	l.unsynced = 0
+	oldest = l.unclaimedAt
+	l.claimedAt, l.claimedRev, l.unclaimedAt = oldest, target, time.Time{}
+	return f, retired, oldest
+}
+
+// fsyncClaimed fsyncs f for the records up to target that claimUnsynced took, the
+// log being durable up to durable, and keeps the books: durable, the
+// fsync counters, the exposure figures and Options.OnSync. A failure is the
+// log's. Called by the sync leader with no lock held.
+func (l *Log) fsyncClaimed(f *os.File, retired []*os.File, target, durable uint64, oldest time.Time) error {
 	start := time.Now()
 	err := l.opts.SyncFile(f)
 	end := time.Now()

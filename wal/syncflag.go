@@ -1,10 +1,5 @@
 package wal
 
-import (
-	"fmt"
-	"time"
-)
-
 // EnqueueSync is Enqueue for a record that must be durable before it counts
 // as written. The goroutine that writes the batch holding it (the records
 // queued when it started, in one write(2) through tidwall/wal) fsyncs the
@@ -22,8 +17,8 @@ func (l *Log) EnqueueSync(payload []byte, v any) (uint64, error) {
 // written, whose last revision is last, before the batch counts as written.
 // tidwall/wal fsynced the segments it sealed, so the fsync makes every
 // record up to last durable. It takes the sync lead as WaitDurable's leaders
-// do, waiting for an fsync in progress, and keeps the same books as
-// syncWritten. Only the writing goroutine calls it.
+// do, waiting for an fsync in progress, and claims and fsyncs as
+// syncWritten does. Only the writing goroutine calls it.
 func (l *Log) syncBatch(last uint64) error {
 	l.smu.Lock()
 	for l.syncing {
@@ -45,27 +40,10 @@ func (l *Log) syncBatch(last uint64) error {
 	}()
 
 	l.mu.Lock()
-	f, retired := l.syncF, l.retired
-	l.retired = nil
-	l.unsynced = 0 // every record written so far: the batch adds none
+	// The batch adds nothing unsynced; the records written before it go
+	// with it.
+	f, retired, oldest := l.claimUnsynced(last)
 	l.mu.Unlock()
-	start := time.Now()
-	err := l.opts.SyncFile(f)
-	took := time.Since(start)
-	closeAll(retired)
-	if err != nil {
-		// Failed before the lead is given up: nobody fsyncs again.
-		return l.fail(fmt.Errorf("wal: fsync %s: %w", f.Name(), err))
-	}
-	l.smu.Lock()
-	l.durable = last
-	l.durableMark.Store(last)
-	l.fsyncs++
-	l.recordsSyncd += last - durable
-	l.maxFsync = max(l.maxFsync, took)
-	l.smu.Unlock()
-	if l.opts.OnSync != nil {
-		l.opts.OnSync(took, int(last-durable))
-	}
-	return nil
+	// Failed before the lead is given up: nobody fsyncs again.
+	return l.fsyncClaimed(f, retired, last, durable, oldest)
 }
