@@ -2,99 +2,259 @@ package archtest_test
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"io"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-type pkg struct {
-	ImportPath string
-	Deps       []string
+const module = "github.com/kvdstore/kvd"
+
+// allowed is the import rule of DESIGN.md §2 as an allow-list: for each
+// package of the module (its import path relative to the module; a key
+// ending in "/..." covers every package under that directory), the packages
+// of the module its files may import directly. imports binds the package's
+// own files; its _test.go files may import those and testImports too. A
+// package may always import itself (an external test package does).
+//
+// A package of the module that is not in this table fails the test: a new
+// package is given its rules here, and the layering decides them:
+// cmd → server/client → engine → wal, with internal/ helpers beside them.
+// Imports of packages outside the module are not restricted here, except
+// networking in engine and wal (see noNetworking).
+var allowed = map[string]struct{ imports, testImports []string }{
+	"wal":    {nil, []string{"internal/kvtest"}},
+	"engine": {[]string{"wal"}, []string{"internal/kvtest"}},
+	"server": {[]string{"engine"}, []string{"internal/kvtest"}},
+	// client's tests start a server over an engine in the test process.
+	"client":    {nil, []string{"engine", "server", "internal/kvtest"}},
+	"cmd/kvd":   {[]string{"engine", "server", "wal"}, nil},
+	"cmd/kvctl": {[]string{"client", "internal/histogram"}, []string{"engine", "server"}},
+
+	"internal/archtest":  {nil, nil},
+	"internal/histogram": {nil, nil},
+	"internal/kvtest":    {nil, nil},
+	"internal/powerfs":   {nil, nil},
+
+	"bench/...": {[]string{"internal/histogram"}, nil},
+	// Black-box suites: they start real kvd processes.
+	"tests/...": {nil, []string{"client", "internal/powerfs"}},
 }
 
-// TestImportsFlowOneWay checks the layering of DESIGN.md: engine and wal use
-// no networking and nothing above them; server and client never import
-// each other or cmd; nothing imports cmd.
+// noNetworking lists the packages (with everything under them) whose
+// dependencies, direct or transitive, must not include these.
+var noNetworking = map[string][]string{
+	"wal":    {"net", "net/http"},
+	"engine": {"net", "net/http"},
+}
+
+// TestAllowListStatesTheLayering checks the table itself against the rules
+// DESIGN.md names, so that an edit of the table cannot quietly undo them.
+func TestAllowListStatesTheLayering(t *testing.T) {
+	for key, r := range allowed {
+		for _, imp := range append(slices.Clone(r.imports), r.testImports...) {
+			if under(imp, "cmd") {
+				t.Errorf("allowed[%q] lists %s: nothing imports cmd", key, imp)
+			}
+		}
+	}
+	if r := allowed["wal"]; len(r.imports) > 0 {
+		t.Errorf("wal may import %v: wal imports nothing of kvd's", r.imports)
+	}
+	if slices.Contains(allowed["server"].imports, "wal") {
+		t.Error("server may import wal: server reaches the log only through engine")
+	}
+	for _, imp := range allowed["client"].imports {
+		for _, f := range []string{"engine", "wal", "server"} {
+			if under(imp, f) {
+				t.Errorf("client may import %s: client speaks to a server only over the network", imp)
+			}
+		}
+	}
+}
+
+// TestImportsFlowOneWay checks every package of the module against the
+// allow-list, reading the import declarations of all its Go files whatever
+// their build constraints, and checks that engine and wal use no networking.
 func TestImportsFlowOneWay(t *testing.T) {
-	touchSources(t)
-	out, err := exec.Command("go", "list", "-deps=false", "-json", "github.com/kvdstore/kvd/...").Output()
+	pkgs := moduleImports(t)
+	if len(pkgs) < 5 {
+		t.Fatalf("found only %d packages in the module", len(pkgs))
+	}
+	used := map[string]bool{}
+	for _, rel := range sortedKeys(pkgs) {
+		key, ok := ruleFor(rel)
+		if !ok {
+			t.Errorf("package %s is not in the allow-list: give it its rules in allowed", rel)
+			continue
+		}
+		used[key] = true
+		r := allowed[key]
+		for _, imp := range pkgs[rel] {
+			if imp.path == rel {
+				continue
+			}
+			if slices.Contains(r.imports, imp.path) || imp.test && slices.Contains(r.testImports, imp.path) {
+				continue
+			}
+			t.Errorf("%s imports %s, which allowed[%q] does not list", imp.file, module+"/"+imp.path, key)
+		}
+	}
+	for key := range allowed {
+		if !used[key] {
+			t.Errorf("allowed[%q] matches no package of the module", key)
+		}
+	}
+	checkNoNetworking(t)
+}
+
+type importOf struct {
+	path string // relative to the module
+	file string // relative to the module root
+	test bool   // imported by a _test.go file
+}
+
+// moduleImports reads the import declarations of every Go file of the
+// module and returns, for each package directory (relative to the module
+// root), its imports of packages of the module. Reading every file also
+// lets go test's result cache notice a change of imports.
+func moduleImports(t *testing.T) map[string][]importOf {
+	t.Helper()
+	root := filepath.Join("..", "..")
+	pkgs := map[string][]importOf{}
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (name == "testdata" || name == "vendor" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		dir := pathDir(rel)
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		if _, ok := pkgs[dir]; !ok {
+			pkgs[dir] = nil
+		}
+		for _, spec := range f.Imports {
+			p, err := strconv.Unquote(spec.Path.Value)
+			if err != nil {
+				return err
+			}
+			if p == module {
+				p = module + "/."
+			}
+			if !strings.HasPrefix(p, module+"/") {
+				continue
+			}
+			pkgs[dir] = append(pkgs[dir], importOf{
+				path: strings.TrimPrefix(p, module+"/"),
+				file: rel,
+				test: strings.HasSuffix(name, "_test.go"),
+			})
+		}
+		return nil
+	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	return pkgs
+}
+
+// checkNoNetworking asks go list for the transitive dependencies of the
+// packages in noNetworking (for this platform and its default build tags).
+func checkNoNetworking(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps=false", "-json", module+"/...").Output()
+	if err != nil {
+		if e, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list: %v\n%s", err, e.Stderr)
+		}
 		t.Fatalf("go list: %v", err)
 	}
-	var pkgs []pkg
 	dec := json.NewDecoder(strings.NewReader(string(out)))
+	checked := 0
 	for {
-		var p pkg
+		var p struct {
+			ImportPath string
+			Deps       []string
+		}
 		if err := dec.Decode(&p); err == io.EOF {
 			break
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		pkgs = append(pkgs, p)
-	}
-	if len(pkgs) < 3 {
-		t.Fatalf("go list found only %d packages", len(pkgs))
-	}
-	under := func(path, prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") }
-	rules := []struct {
-		layer     string
-		forbidden []string
-	}{
-		{"github.com/kvdstore/kvd/wal", []string{"net", "net/http", "github.com/kvdstore/kvd/engine", "github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
-		{"github.com/kvdstore/kvd/engine", []string{"net", "net/http", "github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
-		{"github.com/kvdstore/kvd/server", []string{"github.com/kvdstore/kvd/client", "github.com/kvdstore/kvd/cmd"}},
-		{"github.com/kvdstore/kvd/client", []string{"github.com/kvdstore/kvd/server", "github.com/kvdstore/kvd/engine", "github.com/kvdstore/kvd/wal", "github.com/kvdstore/kvd/cmd"}},
-	}
-	checked := 0
-	for _, p := range pkgs {
-		for _, r := range rules {
-			if !under(p.ImportPath, r.layer) {
+		for layer, forbidden := range noNetworking {
+			if !under(p.ImportPath, module+"/"+layer) {
 				continue
 			}
 			checked++
 			for _, d := range p.Deps {
-				for _, f := range r.forbidden {
+				for _, f := range forbidden {
 					if under(d, f) {
-						t.Errorf("%s depends on %s", p.ImportPath, d)
+						t.Errorf("%s depends on %s: %s imports no networking", p.ImportPath, d, layer)
+						break
 					}
 				}
 			}
 		}
-		if !strings.HasPrefix(p.ImportPath, "github.com/kvdstore/kvd/cmd/") {
-			for _, d := range p.Deps {
-				if under(d, "github.com/kvdstore/kvd/cmd") {
-					t.Errorf("%s depends on %s: nothing imports cmd", p.ImportPath, d)
-				}
-			}
-		}
 	}
-	if checked < 2 {
-		t.Fatalf("only %d packages matched a layer rule", checked)
+	if checked < len(noNetworking) {
+		t.Fatalf("go list matched only %d packages of %v", checked, sortedKeys(noNetworking))
 	}
 }
 
-// touchSources opens every directory and stats every Go file of the module,
-// so that go test's result cache notices a change of imports (it does not
-// see what the go list subprocess reads).
-func touchSources(t *testing.T) {
-	t.Helper()
-	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != "../.." {
-			return filepath.SkipDir
-		}
-		if strings.HasSuffix(path, ".go") {
-			_, err = os.Stat(path)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+// ruleFor returns the key of allowed that covers the package rel: rel
+// itself, or the nearest "dir/..." above it.
+func ruleFor(rel string) (string, bool) {
+	if _, ok := allowed[rel]; ok {
+		return rel, true
 	}
+	for d := rel; d != "."; d = pathDir(d) {
+		if _, ok := allowed[d+"/..."]; ok {
+			return d + "/...", true
+		}
+	}
+	return "", false
+}
+
+func pathDir(p string) string {
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		return p[:i]
+	}
+	return "."
+}
+
+func under(path, prefix string) bool {
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
