@@ -37,12 +37,11 @@ type Store interface {
 	// GetEach looks keys up in one consistent state, without copying
 	// their values (GET, MGET, EXISTS).
 	GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error
-	// Put, Delete and Write commit one atomic batch and return its revision.
+	// Put and Write commit one atomic batch and return its revision.
 	// After Write, the batch's Results hold the outcome of each of its
 	// operations (a conditional put, an increment, whether a delete found
 	// its key), evaluated when the store applied the batch.
 	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
-	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
 	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
 	// TrySubmit queues a batch without waiting and returns its revision;
 	// WaitWritten and WaitDurable wait for that batch to be acknowledged in
