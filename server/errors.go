@@ -13,10 +13,6 @@ import (
 // after [Server.Shutdown] or [Server.Close] was called.
 var ErrServerClosed = errors.New("server: server closed")
 
-// errNotInteger is returned by INCR and friends when the stored value or the
-// increment is not a base-10 64-bit integer, or when the result overflows.
-var errNotInteger = errors.New("value is not an integer or out of range")
-
 // RESP error replies that clients (kvd's own client among them) recognise by
 // their text. They are part of the protocol: change them only together with
 // client/errors.go.
@@ -27,6 +23,7 @@ const (
 	respErrRequestLarge  = "ERR request too large"
 	respErrEmptyKey      = "ERR empty key"
 	respErrNotInteger    = "ERR value is not an integer or out of range"
+	respErrOverflow      = "ERR increment or decrement would overflow"
 	respErrSyntax        = "ERR syntax error"
 	respErrLogFailed     = "MISCONF write-ahead log failed; writes are refused until kvd restarts"
 	// respErrWriteRefused: the write was not executed (the log could not
@@ -51,8 +48,10 @@ func respError(err error) string {
 		return respErrValueTooLarge
 	case errors.Is(err, engine.ErrEmptyKey):
 		return respErrEmptyKey
-	case errors.Is(err, errNotInteger):
+	case errors.Is(err, engine.ErrNotInteger):
 		return respErrNotInteger
+	case errors.Is(err, engine.ErrOverflow):
+		return respErrOverflow
 	case errors.Is(err, engine.ErrOutcomeUnknown):
 		return respErrOutcomeUnknown + ": " + rootCause(err)
 	case errors.Is(err, engine.ErrWriteRefused):

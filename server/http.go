@@ -245,25 +245,30 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	deleted := false
 	start := time.Now()
-	rev, err := s.store.Update(writeOptions(d), func(tx *engine.Txn) error {
-		_, err := tx.Get(key)
-		switch {
-		case errors.Is(err, engine.ErrNotFound):
-			return nil
-		case err != nil:
-			return err
-		}
-		tx.Delete(key)
-		deleted = true
-		return nil
-	})
+	// A missing key needs no write: the answer is the revision whose state
+	// the lookup saw, at the latest.
+	found := false
+	if err := s.store.GetEach([][]byte{key}, func(_ int, _ []byte, f bool) { found = f }); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !found {
+		s.observeCommit(d, start)
+		deleted := false
+		s.writeWritten(w, s.store.CommittedRevision(), &deleted)
+		return
+	}
+	// The key may be gone by the time the delete applies: its result says.
+	var b engine.Batch
+	b.Delete(key)
+	rev, err := s.store.Write(&b, writeOptions(d))
 	s.observeCommit(d, start)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	deleted := b.Results()[0].Applied
 	s.writeWritten(w, rev, &deleted)
 }
 

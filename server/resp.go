@@ -114,18 +114,18 @@ const (
 // its fields (see the I/O models), except busy and shut (under mu), which
 // Shutdown reads.
 type respConn struct {
-	s      *Server
-	id     int64
-	nc     net.Conn // nil once the event loop has adopted the connection
-	io     respIO
-	addr   string
-	laddr  string // local address, for INFO
-	parser *respParser
-	reqs   []request // read, and run up to next
-	next   int
-	out    []byte
-	sets   setRun // the run of plain SETs being committed
-	batch  engine.Batch
+	s       *Server
+	id      int64
+	nc      net.Conn // nil once the event loop has adopted the connection
+	io      respIO
+	addr    string
+	laddr   string // local address, for INFO
+	parser  *respParser
+	reqs    []request // read, and run up to next
+	next    int
+	out     []byte
+	pending pendingWrite // the write being committed (see submit)
+	batch   engine.Batch
 	// writeValue writes a value GetEach found, or null: made once, so that
 	// GET and MGET pass it to the store without allocating.
 	writeValue func(i int, value []byte, found bool)

@@ -28,6 +28,11 @@ type respCommand struct {
 	// argument, so the event loop runs it itself. Others run on a worker
 	// goroutine while their connection waits (see eventLoop).
 	inline bool
+	// write, instead of run, makes a write command: it fills the
+	// connection's batch (or replies with an error and returns false), and
+	// the executor submits the batch without blocking, as it does a run of
+	// plain SETs, and answers from its results once it is written.
+	write func(c *respConn, args [][]byte) (engine.Durability, writeReply, bool)
 }
 
 // commandTable builds the command table. It lives on the Server, not in a
@@ -47,16 +52,16 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "dbsize", arity: 1, flags: []string{"readonly"}, run: cmdDBSize},
 		{name: "get", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet},
 		{name: "set", arity: -3, flags: []string{"write"}, keyArgs: true,
-			valueArg: func(i int) bool { return i == 2 }, run: cmdSet},
-		{name: "del", arity: -2, flags: []string{"write"}, keyArgs: true, run: cmdDel},
+			valueArg: func(i int) bool { return i == 2 }, write: cmdSet},
+		{name: "del", arity: -2, flags: []string{"write"}, keyArgs: true, write: cmdDel},
 		{name: "exists", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
 		{name: "mget", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet},
 		{name: "mset", arity: -3, flags: []string{"write"}, keyArgs: true,
-			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, run: cmdMSet},
-		{name: "incr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
-		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
-		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
-		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, run: cmdIncr},
+			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, write: cmdMSet},
+		{name: "incr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
+		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
+		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
+		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
 		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
 	}

@@ -15,7 +15,10 @@ import (
 // both I/O models. A connection's requests run in order; runs of plain SETs
 // with the same durability are submitted to the store as one batch, each
 // SET still getting its own reply; replies are flushed mid-pipeline past
-// flushThreshold. The I/O models differ only in how bytes get in and out
+// flushThreshold. Every other write command (SET with options, DEL, MSET,
+// INCR and its kin) fills a batch of its own, submitted the same way; its
+// reply comes from the batch's results, which the store evaluates when it
+// applies the batch, in revision order. The I/O models differ only in how bytes get in and out
 // and in how a connection waits, which is what respIO abstracts.
 
 // respIO is an I/O model: the event loop (resp_loop_linux.go) or a
@@ -24,23 +27,36 @@ type respIO interface {
 	// flush writes c's pending replies. It returns false if c must wait
 	// for its socket to drain (or was closed) before it runs on.
 	flush(c *respConn) bool
-	// awaitSets waits for c.sets, submitted to the store, to be written,
-	// and fsynced if c.sets.sync, then calls c.finishSets. It returns
+	// awaitWrite waits for c.pending, submitted to the store, to be written,
+	// and fsynced if c.pending.sync, then calls c.finishWrite. It returns
 	// true if c is parked meanwhile and the call comes later.
-	awaitSets(c *respConn) bool
+	awaitWrite(c *respConn) bool
 	// runSlow runs run(c, args), a command that may block. It returns
 	// true if c is parked until it is done.
 	runSlow(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
 }
 
-// setRun is a run of plain SETs committed as one batch (respConn.batch).
-type setRun struct {
-	n     int // number of SETs
+// pendingWrite is a write being committed as one batch (respConn.batch):
+// a run of plain SETs, or one write command.
+type pendingWrite struct {
+	n     int        // number of requests answered: the SETs of a run, else 1
+	reply writeReply // how they are answered once the batch is written
 	d     engine.Durability
 	rev   uint64 // revision of the batch, once submitted
 	sync  bool   // waits for an fsync
 	start time.Time
 }
+
+// writeReply is how a written batch is answered, from its results.
+type writeReply uint8
+
+const (
+	replyOK    writeReply = iota // +OK per request: SET runs, MSET, SET without NX, XX or GET
+	replyPutIf                   // SET NX or XX: +OK if written, else null
+	replyOld                     // SET ... GET: the previous value, or null
+	replyIncr                    // INCR and its kin: the new value, or the op's error
+	replyCount                   // DEL: the number of keys deleted
+)
 
 type runResult uint8
 
@@ -98,6 +114,12 @@ func (c *respConn) step() (int, bool) {
 	switch {
 	case cmd == nil:
 		return 1, false
+	case cmd.write != nil:
+		d, reply, ok := cmd.write(c, args)
+		if !ok {
+			return 1, false
+		}
+		return 1, c.submit(pendingWrite{n: 1, reply: reply, d: d})
 	case cmd.inline:
 		cmd.run(c, args)
 		return 1, false
@@ -129,25 +151,34 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 }
 
 // submitSets submits the run of plain SETs with durability d at c's next
-// request to the store as one batch, without waiting, and has c's I/O model
-// wait for it. It returns the number of SETs and whether c is parked.
+// request to the store as one batch (see submit). It returns the number of
+// SETs and whether c is parked.
 func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 	n := c.batchSets(d)
-	c.sets = setRun{n: n, d: d, start: time.Now()}
+	return n, c.submit(pendingWrite{n: n, d: d})
+}
+
+// submit submits c.batch, filled for w, to the store without waiting, and
+// has c's I/O model wait for it to be written (and fsynced if w's
+// durability asks) before w's requests are answered from its results. It
+// reports whether c is parked meanwhile.
+func (c *respConn) submit(w pendingWrite) bool {
+	w.start = time.Now()
+	c.pending = w
 	rev, err := c.s.store.TrySubmit(&c.batch)
 	switch {
 	case errors.Is(err, engine.ErrThrottled):
 		// The store waits for a checkpoint to free memory: wait in
 		// Write, which the event loop runs on a worker so that it keeps
 		// serving reads and other clients meanwhile.
-		return n, c.io.runSlow(c, writeSets, nil)
+		return c.io.runSlow(c, writeBatch, nil)
 	case err != nil:
-		c.finishSets(0, err)
-		return n, false
+		c.finishWrite(0, err)
+		return false
 	}
-	c.sets.rev = rev
-	c.sets.sync = c.s.effectiveMode(d) == engine.CommitSync
-	return n, c.io.awaitSets(c)
+	c.pending.rev = rev
+	c.pending.sync = c.s.effectiveMode(w.d) == engine.CommitSync
+	return c.io.awaitWrite(c)
 }
 
 // batchSets puts the run of plain SETs with durability d at c's next request
@@ -173,27 +204,58 @@ func (c *respConn) batchSets(d engine.Durability) int {
 	return n
 }
 
-// writeSets commits c.sets with Write, waiting for the store to have room.
-func writeSets(c *respConn, _ [][]byte) {
-	c.finishSets(c.s.store.Write(&c.batch, writeOptions(c.sets.d)))
+// writeBatch commits c.pending with Write, waiting for the store to have room.
+func writeBatch(c *respConn, _ [][]byte) {
+	c.finishWrite(c.s.store.Write(&c.batch, writeOptions(c.pending.d)))
 }
 
-// finishSets answers the SETs of c.sets, committed at rev with result err.
-func (c *respConn) finishSets(rev uint64, err error) {
-	c.s.observeCommit(c.sets.d, c.sets.start)
-	c.noteWrite(rev, err, true)
-	for range c.sets.n {
-		if err != nil {
+// finishWrite answers the requests of c.pending, committed at rev with
+// result err, from c.batch's results.
+func (c *respConn) finishWrite(rev uint64, err error) {
+	w := &c.pending
+	c.s.observeCommit(w.d, w.start)
+	if err != nil {
+		for range w.n {
 			c.writeError(respError(err))
-		} else {
+		}
+		return
+	}
+	res := c.batch.Results()
+	var applied int64
+	for _, r := range res {
+		if r.Applied {
+			applied++
+		}
+	}
+	c.noteWrite(rev, nil, applied > 0)
+	switch w.reply {
+	case replyOK:
+		for range w.n {
 			c.writeOK()
 		}
+	case replyPutIf:
+		if res[0].Applied {
+			c.writeOK()
+		} else {
+			c.writeNull()
+		}
+	case replyOld:
+		c.writeBulkOrNull(res[0].Old, res[0].Old != nil)
+	case replyIncr:
+		if res[0].Err != nil {
+			c.writeError(respError(res[0].Err))
+		} else {
+			c.writeInt(res[0].Int)
+		}
+	case replyCount:
+		c.writeInt(applied)
 	}
 }
 
 // noteWrite records the revision of a successful write for CLIENT LASTREV
-// and WAITAOF. A command that wrote nothing (SET NX on an existing key, DEL
-// of missing keys) leaves it unchanged.
+// and WAITAOF. A command that changed nothing (SET NX on an existing key,
+// DEL of missing keys, a failed INCR) leaves it unchanged, though its batch
+// took a revision.
 func (c *respConn) noteWrite(rev uint64, err error, wrote bool) {
 	if err == nil && wrote && rev > c.lastRev {
 		c.lastRev = rev

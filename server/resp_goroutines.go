@@ -23,12 +23,12 @@ func (goroutineIO) flush(c *respConn) bool {
 	return true
 }
 
-func (goroutineIO) awaitSets(c *respConn) bool {
+func (goroutineIO) awaitWrite(c *respConn) bool {
 	err := c.s.store.WaitWritten(&c.batch)
-	if err == nil && c.sets.sync {
+	if err == nil && c.pending.sync {
 		err = c.s.store.WaitDurable(&c.batch)
 	}
-	c.finishSets(c.sets.rev, err)
+	c.finishWrite(c.pending.rev, err)
 	return false
 }
 

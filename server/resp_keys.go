@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"math"
 	"strconv"
 	"time"
@@ -29,33 +28,26 @@ func (c *respConn) trailingDurability(args [][]byte) ([][]byte, engine.Durabilit
 	return args, c.durability
 }
 
-// commit runs one store write, timing it and remembering its revision for
-// CLIENT LASTREV and WAITAOF. write reports whether it wrote anything.
-func (c *respConn) commit(d engine.Durability, write func(wo engine.WriteOptions) (uint64, bool, error)) error {
-	start := time.Now()
-	rev, wrote, err := write(writeOptions(d))
-	c.s.observeCommit(d, start)
-	c.noteWrite(rev, err, wrote)
-	return err
-}
-
-// always adapts a write that always writes to commit.
-func always(rev uint64, err error) (uint64, bool, error) { return rev, true, err }
+// The write commands below check their arguments and fill c.batch with
+// operations the store evaluates when it applies the batch; the executor
+// submits it as it does a run of plain SETs and answers from its results
+// (see respConn.submit and finishWrite). They return the batch's
+// durability and how to answer, or false after replying with an error.
 
 // cmdSet answers SET key value [NX|XX] [GET] [KEEPTTL] [SYNC|ASYNC]. kvd
 // has no expiry: EX, PX, EXAT and PXAT are refused.
-func cmdSet(c *respConn, args [][]byte) {
+func cmdSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	key, value := args[1], args[2]
-	var nx, xx, get bool
+	var cond engine.PutCond
 	d := c.durability
 	for _, opt := range args[3:] {
 		switch {
-		case equalFold(opt, "nx") && !xx:
-			nx = true
-		case equalFold(opt, "xx") && !nx:
-			xx = true
+		case equalFold(opt, "nx") && cond&engine.IfPresent == 0:
+			cond |= engine.IfAbsent
+		case equalFold(opt, "xx") && cond&engine.IfAbsent == 0:
+			cond |= engine.IfPresent
 		case equalFold(opt, "get"):
-			get = true
+			cond |= engine.ReturnOld
 		case equalFold(opt, "keepttl"):
 		case equalFold(opt, "sync"):
 			d = engine.DurabilitySync
@@ -63,97 +55,50 @@ func cmdSet(c *respConn, args [][]byte) {
 			d = engine.DurabilityAsync
 		case equalFold(opt, "ex"), equalFold(opt, "px"), equalFold(opt, "exat"), equalFold(opt, "pxat"):
 			c.writeError("ERR kvd does not support key expiry (EX, PX, EXAT, PXAT)")
-			return
+			return 0, 0, false
 		default:
 			c.writeError(respErrSyntax)
-			return
+			return 0, 0, false
 		}
 	}
 	if msg := c.checkKey(key); msg != "" {
 		c.writeError(msg)
-		return
+		return 0, 0, false
 	}
 	if msg := c.checkValue(value); msg != "" {
 		c.writeError(msg)
-		return
+		return 0, 0, false
 	}
-	if !nx && !xx && !get {
-		if err := c.commit(d, func(wo engine.WriteOptions) (uint64, bool, error) {
-			return always(c.s.store.Put(key, value, wo))
-		}); err != nil {
-			c.writeError(respError(err))
-			return
-		}
-		c.writeOK()
-		return
-	}
-	var old []byte
-	var existed, written bool
-	err := c.commit(d, func(wo engine.WriteOptions) (uint64, bool, error) {
-		rev, err := c.s.store.Update(wo, func(tx *engine.Txn) error {
-			v, err := tx.Get(key)
-			switch {
-			case errors.Is(err, engine.ErrNotFound):
-			case err != nil:
-				return err
-			default:
-				old, existed = v, true
-			}
-			if (nx && existed) || (xx && !existed) {
-				return nil
-			}
-			tx.Put(key, value)
-			written = true
-			return nil
-		})
-		return rev, written, err
-	})
+	c.batch.Reset()
 	switch {
-	case err != nil:
-		c.writeError(respError(err))
-	case get:
-		c.writeBulkOrNull(old, existed)
-	case written:
-		c.writeOK()
+	case cond == 0:
+		c.batch.Put(key, value)
+		return d, replyOK, true
+	case cond&engine.ReturnOld != 0:
+		c.batch.PutIf(key, value, cond)
+		return d, replyOld, true
 	default:
-		c.writeNull()
+		c.batch.PutIf(key, value, cond)
+		return d, replyPutIf, true
 	}
 }
 
 // cmdDel answers DEL key [key ...] [SYNC|ASYNC] with the number of keys
-// that existed, deleting them in one atomic batch.
-func cmdDel(c *respConn, args [][]byte) {
+// that existed, deleting them in one atomic batch. A key named twice counts
+// once, as in Redis: its second delete finds nothing.
+func cmdDel(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	keys, d := c.trailingDurability(args[1:])
 	for _, k := range keys {
 		if msg := c.checkKey(k); msg != "" {
 			c.writeError(msg)
-			return
+			return 0, 0, false
 		}
 	}
-	var n int64
-	err := c.commit(d, func(wo engine.WriteOptions) (uint64, bool, error) {
-		n = 0
-		rev, err := c.s.store.Update(wo, func(tx *engine.Txn) error {
-			for _, k := range keys {
-				_, err := tx.Get(k)
-				switch {
-				case errors.Is(err, engine.ErrNotFound):
-				case err != nil:
-					return err
-				default:
-					tx.Delete(k)
-					n++
-				}
-			}
-			return nil
-		})
-		return rev, n > 0, err
-	})
-	if err != nil {
-		c.writeError(respError(err))
-		return
+	c.batch.Reset()
+	for _, k := range keys {
+		c.batch.Delete(k)
 	}
-	c.writeInt(n)
+	return d, replyCount, true
 }
 
 // cmdExists answers EXISTS key [key ...]; a key named twice counts twice.
@@ -185,46 +130,44 @@ func cmdMGet(c *respConn, args [][]byte) {
 
 // cmdMSet answers MSET key value [key value ...] [SYNC|ASYNC], committing
 // every pair as one atomic batch.
-func cmdMSet(c *respConn, args [][]byte) {
+func cmdMSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	pairs := args[1:]
 	d := c.durability
 	if len(pairs)%2 == 1 {
 		pairs, d = c.trailingDurability(pairs)
 		if len(pairs)%2 == 1 {
 			c.writeError("ERR wrong number of arguments for 'mset' command")
-			return
+			return 0, 0, false
 		}
 	}
-	var b engine.Batch
 	for i := 0; i < len(pairs); i += 2 {
 		if msg := c.checkKey(pairs[i]); msg != "" {
 			c.writeError(msg)
-			return
+			return 0, 0, false
 		}
 		if msg := c.checkValue(pairs[i+1]); msg != "" {
 			c.writeError(msg)
-			return
+			return 0, 0, false
 		}
-		b.Put(pairs[i], pairs[i+1])
 	}
-	if err := c.commit(d, func(wo engine.WriteOptions) (uint64, bool, error) {
-		return always(c.s.store.Write(&b, wo))
-	}); err != nil {
-		c.writeError(respError(err))
-		return
+	c.batch.Reset()
+	for i := 0; i < len(pairs); i += 2 {
+		c.batch.Put(pairs[i], pairs[i+1])
 	}
-	c.writeOK()
+	return d, replyOK, true
 }
 
 // cmdIncr answers INCR, DECR, INCRBY and DECRBY: an atomic read-modify-write
-// of a base-10 64-bit integer, as in Redis.
-func cmdIncr(c *respConn, args [][]byte) {
+// of a base-10 64-bit integer, as in Redis. The store adds the increment
+// when it applies the batch; a value that is not an integer, or a sum that
+// overflows, is the operation's error and changes nothing.
+func cmdIncr(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	var delta int64 = 1
 	if len(args) == 3 {
 		n, ok := parseInt64(args[2])
 		if !ok {
 			c.writeError(respErrNotInteger)
-			return
+			return 0, 0, false
 		}
 		delta = n
 	}
@@ -233,44 +176,18 @@ func cmdIncr(c *respConn, args [][]byte) {
 	case "decr", "decrby":
 		if delta == math.MinInt64 {
 			c.writeError("ERR decrement would overflow")
-			return
+			return 0, 0, false
 		}
 		delta = -delta
 	}
 	key := args[1]
 	if msg := c.checkKey(key); msg != "" {
 		c.writeError(msg)
-		return
+		return 0, 0, false
 	}
-	var result int64
-	err := c.commit(c.durability, func(wo engine.WriteOptions) (uint64, bool, error) {
-		return always(c.s.store.Update(wo, func(tx *engine.Txn) error {
-			var cur int64
-			v, err := tx.Get(key)
-			switch {
-			case errors.Is(err, engine.ErrNotFound):
-			case err != nil:
-				return err
-			default:
-				n, ok := parseInt64(v)
-				if !ok {
-					return errNotInteger
-				}
-				cur = n
-			}
-			if (delta > 0 && cur > math.MaxInt64-delta) || (delta < 0 && cur < math.MinInt64-delta) {
-				return errors.New("increment or decrement would overflow")
-			}
-			result = cur + delta
-			tx.Put(key, strconv.AppendInt(nil, result, 10))
-			return nil
-		}))
-	})
-	if err != nil {
-		c.writeError(respError(err))
-		return
-	}
-	c.writeInt(result)
+	c.batch.Reset()
+	c.batch.IncrBy(key, delta)
+	return c.durability, replyIncr, true
 }
 
 // parseInt64 parses a Redis integer: base 10, optional '-', no '+', no

@@ -237,9 +237,10 @@ func TestDisconnectMidPipeline(t *testing.T) {
 	})
 }
 
-// blockingStore holds Update calls until released, to make a request stay
-// in flight: "SET k v NX" is a read-modify-write, which the event loop runs
-// on a worker goroutine and the goroutine model on the connection's own.
+// blockingStore makes a request stay in flight: it refuses TrySubmit as a
+// store over its memory bound does, so that "SET k v NX" is committed with
+// Write (on a worker goroutine in the event loop, on the connection's own
+// in the goroutine model), and holds Write calls until released.
 type blockingStore struct {
 	*engine.DB
 	entered chan struct{}
@@ -247,10 +248,12 @@ type blockingStore struct {
 	once    sync.Once
 }
 
-func (b *blockingStore) Update(wo engine.WriteOptions, fn func(*engine.Txn) error) (uint64, error) {
+func (b *blockingStore) TrySubmit(*engine.Batch) (uint64, error) { return 0, engine.ErrThrottled }
+
+func (b *blockingStore) Write(batch *engine.Batch, wo engine.WriteOptions) (uint64, error) {
 	b.once.Do(func() { close(b.entered) })
 	<-b.release
-	return b.DB.Update(wo, fn)
+	return b.DB.Write(batch, wo)
 }
 
 // newBlockingServer returns a server with I/O model model over a

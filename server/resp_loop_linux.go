@@ -31,13 +31,15 @@ const (
 //  2. Each ready connection runs its buffered commands in order until it has
 //     none left or must wait (it is then "parked"):
 //     - a run of plain SETs is submitted to the store as one batch without
-//       waiting (Store.TrySubmit), and the connection parks on its revision;
-//       when the store is over its memory bound, the run is committed on a
-//       worker goroutine instead, which waits for room;
+//       waiting (Store.TrySubmit), and the connection parks on it; so is
+//       the batch of any other write command (SET with options, DEL, MSET,
+//       INCR...), whose reply the batch's results give once it is written;
+//       when the store is over its memory bound, the batch is committed on
+//       a worker goroutine instead, which waits for room;
 //     - GET and other inline commands run on the loop;
 //     - any other command runs on a worker goroutine while the connection
-//       is parked, so that a slow command (SCAN, WAITAOF, a read-modify-
-//       write that waits for its fsync) never stalls the loop.
+//       is parked, so that a slow command (SCAN, WAITAOF) never stalls the
+//       loop.
 //  3. One Store.WaitWritten for the newest submitted batch writes the
 //     records of every client in one write(2) (the async acknowledgement);
 //     each client's batch then tells its own outcome, at once.
@@ -54,7 +56,7 @@ type parkState uint8
 
 const (
 	parkNone    parkState = iota
-	parkWritten           // a SET run waits for its record to be written
+	parkWritten           // a write waits for its record to be written
 	parkDurable           // ... and then fsynced
 	parkWorker            // a worker goroutine runs one of its commands
 )
@@ -433,7 +435,7 @@ func (l *eventLoop) settle() {
 			// A failed log write may have refused some of them and not
 			// others: each batch says.
 			err := l.s.store.WaitWritten(&c.batch)
-			if err == nil && c.sets.sync {
+			if err == nil && c.pending.sync {
 				c.lp.park = parkDurable
 				l.durable = append(l.durable, c)
 				continue
@@ -471,13 +473,13 @@ func (l *eventLoop) syncParked() bool {
 	return true
 }
 
-// complete ends the wait of a parked SET run: its replies are appended and
+// complete ends the wait of a parked write: its replies are appended and
 // the connection runs on.
 func (l *eventLoop) complete(c *respConn, err error) {
 	if c.lp.closed {
 		return
 	}
-	c.finishSets(c.sets.rev, err)
+	c.finishWrite(c.pending.rev, err)
 	c.lp.park = parkNone
 	l.markReady(c)
 }
@@ -542,18 +544,17 @@ func (l *eventLoop) serve(c *respConn) {
 	}
 }
 
-// awaitSets parks c until its SET run is written (and fsynced): settle and
-// syncParked wait for the runs of every connection at once.
-func (l *eventLoop) awaitSets(c *respConn) bool {
+// awaitWrite parks c until its write is written (and fsynced): settle and
+// syncParked wait for the writes of every connection at once.
+func (l *eventLoop) awaitWrite(c *respConn) bool {
 	c.lp.park = parkWritten
 	l.written = append(l.written, c)
 	return true
 }
 
 // runSlow parks c and runs one of its commands on a goroutine of its own, so
-// that a command that may block (SCAN, WAITAOF, a read-modify-write that
-// waits for its fsync, a write that waits for memory) never stalls the
-// loop; c returns to the loop when it is done.
+// that a command that may block (SCAN, WAITAOF, a write that waits for
+// memory) never stalls the loop; c returns to the loop when it is done.
 func (l *eventLoop) runSlow(c *respConn, run func(*respConn, [][]byte), args [][]byte) bool {
 	c.lp.park = parkWorker
 	l.workers++

@@ -37,9 +37,11 @@ type Store interface {
 	// GetEach looks keys up in one consistent state, without copying
 	// their values (GET, MGET, EXISTS).
 	GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error
-	// Put, Delete and Write commit one atomic batch and return its revision.
+	// Put and Write commit one atomic batch and return its revision.
+	// After Write, the batch's Results hold the outcome of each of its
+	// operations (a conditional put, an increment, whether a delete found
+	// its key), evaluated when the store applied the batch.
 	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
-	Delete(key []byte, wo engine.WriteOptions) (uint64, error)
 	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
 	// TrySubmit queues a batch without waiting and returns its revision;
 	// WaitWritten and WaitDurable wait for that batch to be acknowledged in
@@ -52,9 +54,6 @@ type Store interface {
 	TrySubmit(b *engine.Batch) (uint64, error)
 	WaitWritten(b *engine.Batch) error
 	WaitDurable(b *engine.Batch) error
-	// Update runs fn under the writer lock and commits what fn wrote as one
-	// atomic batch (read-modify-write commands: SET NX/XX/GET, INCR, DEL).
-	Update(wo engine.WriteOptions, fn func(tx *engine.Txn) error) (uint64, error)
 	// Scan returns pairs in ascending key order.
 	Scan(o engine.ScanOptions) ([]engine.KV, error)
 	// Count returns the number of live keys.
@@ -65,8 +64,10 @@ type Store interface {
 	CommitMode() engine.CommitMode
 	SetFlushInterval(d time.Duration) error
 	FlushInterval() time.Duration
-	// DurableRevision is the last revision known to be fsynced: cheap, for
-	// every write response.
+	// CommittedRevision is the last revision written: reads see its state
+	// or a later one. DurableRevision is the last revision known to be
+	// fsynced. Both are cheap, for every write response.
+	CommittedRevision() uint64
 	DurableRevision() uint64
 	Stats() engine.Stats
 }
