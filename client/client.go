@@ -293,9 +293,9 @@ type Status struct {
 	Version          string
 	CommitMode       string
 	FlushInterval    time.Duration
-	Committed        uint64 // last revision written to the log (visible to reads)
+	Written          uint64 // last revision written to the log (visible to reads)
 	Durable          uint64 // last revision fsynced
-	Applied          uint64 // last revision checkpointed
+	Checkpointed     uint64 // last revision checkpointed into the state file
 	Fsyncs           uint64
 	RecordsSynced    uint64
 	RecordsPerFsync  float64
@@ -315,9 +315,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	st := Status{
 		Version:       f["kvd_version"],
 		CommitMode:    f["commit_mode"],
-		Committed:     u("committed_revision"),
+		Written:       u("written_revision"),
 		Durable:       u("durable_revision"),
-		Applied:       u("applied_revision"),
+		Checkpointed:  u("checkpointed_revision"),
 		Fsyncs:        u("fsyncs"),
 		RecordsSynced: u("records_synced"),
 		Uptime:        time.Duration(u("uptime_in_seconds")) * time.Second,

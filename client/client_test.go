@@ -160,7 +160,7 @@ func TestDurability(t *testing.T) {
 	ctx := t.Context()
 	durable := func() bool {
 		st := e.db.Stats()
-		return st.DurableRevision == st.CommittedRevision
+		return st.DurableRevision == st.WrittenRevision
 	}
 	c := dial(t, e.addr, client.Options{})
 	if err := c.Put(ctx, "a", []byte("1")); err != nil || durable() {
@@ -190,7 +190,7 @@ func TestDurability(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if st.CommitMode != "async" || st.Committed == 0 || st.Durable >= st.Committed || st.Fsyncs == 0 ||
+	if st.CommitMode != "async" || st.Written == 0 || st.Durable >= st.Written || st.Fsyncs == 0 ||
 		st.ConnectedClients < 1 || st.LogFailed {
 		t.Errorf("Status = %+v", st)
 	}
@@ -251,7 +251,7 @@ func TestPipeline(t *testing.T) {
 	ctx := t.Context()
 	c := dial(t, e.addr, client.Options{})
 	p := c.Pipeline()
-	before := e.db.Stats().CommittedRevision
+	before := e.db.Stats().WrittenRevision
 	for i := range 50 {
 		p.Put(fmt.Sprint("p", i), []byte(fmt.Sprint(i)))
 	}
@@ -283,7 +283,7 @@ func TestPipeline(t *testing.T) {
 	if !res[53].Deleted || res[53].Err != nil {
 		t.Errorf("delete p1 = %+v", res[53])
 	}
-	if commits := e.db.Stats().CommittedRevision - before; commits > 10 {
+	if commits := e.db.Stats().WrittenRevision - before; commits > 10 {
 		t.Errorf("50 pipelined puts took %d commits, want them batched", commits)
 	}
 	if p.Len() != 0 {

@@ -179,7 +179,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 	if stateHash(t, applied) != stateHash(t, local) {
 		t.Fatal("final states differ")
 	}
-	if r := applied.CommittedRevision(); r != n {
+	if r := applied.WrittenRevision(); r != n {
 		t.Fatalf("applied engine at revision %d, want %d", r, n)
 	}
 }

@@ -186,7 +186,7 @@ func TestApplyRefusesBadPayload(t *testing.T) {
 	if _, err := db.Apply(1, []byte{0, 0, 0, 0, 1, 9}, engine.WriteOptions{}); !errors.Is(err, engine.ErrBadBatch) {
 		t.Fatalf("apply of a malformed batch: %v, want ErrBadBatch", err)
 	}
-	if r := db.CommittedRevision(); r != 0 {
+	if r := db.WrittenRevision(); r != 0 {
 		t.Fatalf("revision %d after a refused apply", r)
 	}
 }

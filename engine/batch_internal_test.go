@@ -224,7 +224,7 @@ func TestReplayLegacyLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if r := db.CommittedRevision(); r != 3 {
+	if r := db.WrittenRevision(); r != 3 {
 		t.Fatalf("committed revision %d after replay, want 3", r)
 	}
 	kvs, err := db.Scan(ScanOptions{})

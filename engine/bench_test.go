@@ -170,7 +170,7 @@ func benchPut(b *testing.B, mode engine.CommitMode, writers int) {
 	}
 	elapsed := time.Since(start)
 	after := db.Stats()
-	ops := float64(after.CommittedRevision - before.CommittedRevision)
+	ops := float64(after.WrittenRevision - before.WrittenRevision)
 	lat.report(b, elapsed)
 	b.ReportMetric(float64(after.Fsyncs-before.Fsyncs)/ops, "fsyncs/op")
 }
@@ -248,7 +248,7 @@ func BenchmarkRecovery(b *testing.B) {
 		took := time.Since(start)
 		b.StopTimer()
 		st := db.Stats()
-		if st.CommittedRevision != records || st.AppliedRevision != 0 {
+		if st.WrittenRevision != records || st.CheckpointedRevision != 0 {
 			b.Fatalf("recovered %+v", st)
 		}
 		b.ReportMetric(took.Seconds(), "open-s")

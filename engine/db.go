@@ -546,9 +546,9 @@ func (db *DB) failure() error {
 // Stats reports the DB's revisions and counters.
 type Stats struct {
 	CommitMode        CommitMode
-	CommittedRevision uint64        // last revision written to the log: visible to reads
+	WrittenRevision uint64        // last revision written to the log: visible to reads
 	DurableRevision   uint64        // last revision known to be fsynced
-	AppliedRevision   uint64        // last revision checkpointed into the state file
+	CheckpointedRevision   uint64        // last revision checkpointed into the state file
 	Fsyncs            uint64        // log fsyncs since Open
 	RecordsSynced     uint64        // records those fsyncs made durable
 	MaxFsync          time.Duration // slowest log fsync since Open
@@ -590,9 +590,9 @@ type RecoveryStats struct {
 	Reason  string // why the first cut was made; empty without a cut
 }
 
-// CommittedRevision returns the last revision written to the log: every
+// WrittenRevision returns the last revision written to the log: every
 // write up to it is visible to reads.
-func (db *DB) CommittedRevision() uint64 { return db.wal.Written() }
+func (db *DB) WrittenRevision() uint64 { return db.wal.Written() }
 
 // DurableRevision returns the last revision known to be fsynced. Cheaper
 // than Stats.
@@ -604,9 +604,9 @@ func (db *DB) Stats() Stats {
 	ws := db.wal.Stats()
 	s := Stats{
 		CommitMode:         db.CommitMode(),
-		CommittedRevision:  ws.Written,
+		WrittenRevision:  ws.Written,
 		DurableRevision:    ws.Durable,
-		AppliedRevision:    db.applied.Load(),
+		CheckpointedRevision:    db.applied.Load(),
 		Fsyncs:             ws.Fsyncs,
 		RecordsSynced:      ws.RecordsSynced,
 		MaxFsync:           ws.MaxFsync,

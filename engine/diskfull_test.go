@@ -68,8 +68,8 @@ func TestCheckpointOutOfSpace(t *testing.T) {
 	if st.CheckpointErr == nil || !strings.Contains(st.CheckpointErr.Error(), "file too large") {
 		t.Errorf("Stats.CheckpointErr = %v, want the cause (file too large)", st.CheckpointErr)
 	}
-	if st.AppliedRevision != 0 || st.Checkpoints != 0 {
-		t.Fatalf("applied %d after %d checkpoints; want nothing applied", st.AppliedRevision, st.Checkpoints)
+	if st.CheckpointedRevision != 0 || st.Checkpoints != 0 {
+		t.Fatalf("applied %d after %d checkpoints; want nothing applied", st.CheckpointedRevision, st.Checkpoints)
 	}
 
 	// Writes go on, up to the memtables' bound.
@@ -103,7 +103,7 @@ func TestCheckpointOutOfSpace(t *testing.T) {
 	}
 	poll(t, "a checkpoint of every write", func() bool {
 		st := db.Stats()
-		return st.AppliedRevision == st.CommittedRevision
+		return st.CheckpointedRevision == st.WrittenRevision
 	})
 	if st := db.Stats(); st.Err != nil || st.CheckpointErr != nil || st.Checkpoints == 0 {
 		t.Errorf("after a checkpoint succeeded: err %v, checkpoint err %v, %d checkpoints", st.Err, st.CheckpointErr, st.Checkpoints)

@@ -43,7 +43,7 @@
 //
 // After any crash the store recovers exactly the batches 1..k for some k at
 // least the last durable revision: never a hole, never a half batch. Open
-// reads the applied revision from the state file and replays the newer log
+// reads the checkpointed revision from the state file and replays the newer log
 // records. A torn record at the tail of the last log segment is truncated
 // (and logged); any other bad record stops Open with an error naming the
 // segment and offset (see wal.CorruptError).

@@ -89,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 			db = open(t, dir, engine.Options{})
 			check(db)
 			st := db.Stats()
-			if st.CommittedRevision != 104 || st.AppliedRevision != 104 || st.DurableRevision != 104 {
+			if st.WrittenRevision != 104 || st.CheckpointedRevision != 104 || st.DurableRevision != 104 {
 				t.Fatalf("after reopen: %+v", st)
 			}
 		})
@@ -154,7 +154,7 @@ func TestAppendGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	db = open(t, dir, engine.Options{})
-	if st := db.Stats(); st.AppliedRevision != st.CommittedRevision {
+	if st := db.Stats(); st.CheckpointedRevision != st.WrittenRevision {
 		t.Fatalf("after reopen the writes are not all in the state file: %+v", st)
 	}
 	check("state file")
@@ -242,7 +242,7 @@ func TestPerWriteDurability(t *testing.T) {
 	if err := db.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if st := db.Stats(); st.DurableRevision < rev || db.DurableRevision() != st.DurableRevision || db.CommittedRevision() != rev {
+	if st := db.Stats(); st.DurableRevision < rev || db.DurableRevision() != st.DurableRevision || db.WrittenRevision() != rev {
 		t.Fatalf("Sync returned before revision %d was durable: %+v", rev, st)
 	}
 }
@@ -269,8 +269,8 @@ func TestSubmitThenWait(t *testing.T) {
 	if _, err := db.Get([]byte("a")); !errors.Is(err, engine.ErrNotFound) {
 		t.Fatalf("a submitted write is visible before it is written: %v", err)
 	}
-	if db.CommittedRevision() >= r1 {
-		t.Fatalf("committed revision %d before any wait", db.CommittedRevision())
+	if db.WrittenRevision() >= r1 {
+		t.Fatalf("committed revision %d before any wait", db.WrittenRevision())
 	}
 	if err := db.WaitWritten(&b2); err != nil {
 		t.Fatal(err)
@@ -406,7 +406,7 @@ func TestUpdateIsAtomic(t *testing.T) {
 	wg.Wait()
 	wantGet(t, db, "n", "800")
 	sentinel := errors.New("no")
-	rev0 := db.Stats().CommittedRevision
+	rev0 := db.Stats().WrittenRevision
 	rev, err := db.Update(engine.WriteOptions{}, func(tx *engine.Txn) error {
 		tx.Put([]byte("n"), []byte("0"))
 		return sentinel
@@ -415,7 +415,7 @@ func TestUpdateIsAtomic(t *testing.T) {
 		t.Fatalf("Update returning an error: %d, %v", rev, err)
 	}
 	wantGet(t, db, "n", "800")
-	if got := db.Stats().CommittedRevision; got != rev0 {
+	if got := db.Stats().WrittenRevision; got != rev0 {
 		t.Fatalf("a failed Update committed: revision %d, was %d", got, rev0)
 	}
 	// Read-your-writes inside a transaction.
@@ -451,8 +451,8 @@ func TestLimitsAndBadInput(t *testing.T) {
 		t.Errorf("batch with a long value: %v", err)
 	}
 	wantGet(t, db, "ok", "<missing>") // nothing of a refused batch is written
-	if st := db.Stats(); st.CommittedRevision != 0 {
-		t.Errorf("refused writes committed revision %d", st.CommittedRevision)
+	if st := db.Stats(); st.WrittenRevision != 0 {
+		t.Errorf("refused writes committed revision %d", st.WrittenRevision)
 	}
 }
 
@@ -571,11 +571,11 @@ func TestCheckpointLogBytes(t *testing.T) {
 	crashed := t.TempDir()
 	copyDir(t, src, crashed)
 	db3 := open(t, crashed, opts)
-	if st := db3.Stats(); st.AppliedRevision != 0 || st.CommittedRevision != n {
+	if st := db3.Stats(); st.CheckpointedRevision != 0 || st.WrittenRevision != n {
 		t.Fatalf("reopened crash image: %+v", st)
 	}
 	mustPut(t, db3, "after", "reopen") // the replayed records count towards the bound
-	waitFor(t, func() bool { return db3.Stats().AppliedRevision == n+1 })
+	waitFor(t, func() bool { return db3.Stats().CheckpointedRevision == n+1 })
 	wantGet(t, db3, "hot", string(val)+fmt.Sprint(n-1))
 }
 
@@ -611,11 +611,11 @@ func TestCheckpointsTruncateTheLog(t *testing.T) {
 	for i := n - 1000; i < n; i++ {
 		wantGet(t, db, fmt.Sprintf("key-%05d", i%1000), string(val)+fmt.Sprint(i))
 	}
-	if got := db.Stats().CommittedRevision; got != n {
+	if got := db.Stats().WrittenRevision; got != n {
 		t.Fatalf("revision after reopen %d, want %d", got, n)
 	}
 	mustPut(t, db, "after", "reopen")
-	if got := db.Stats().CommittedRevision; got != n+1 {
+	if got := db.Stats().WrittenRevision; got != n+1 {
 		t.Fatalf("revision of the next write %d, want %d", got, n+1)
 	}
 }

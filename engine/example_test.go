@@ -46,7 +46,7 @@ func Example() {
 	}
 	fmt.Println(string(v))
 	st := db.Stats()
-	fmt.Println("committed", st.CommittedRevision, "durable", st.DurableRevision)
+	fmt.Println("committed", st.WrittenRevision, "durable", st.DurableRevision)
 	// Output:
 	// put at revision 1
 	// hello

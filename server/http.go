@@ -256,7 +256,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if !found {
 		s.observeCommit(d, start)
 		deleted := false
-		s.writeWritten(w, s.store.CommittedRevision(), &deleted)
+		s.writeWritten(w, s.store.WrittenRevision(), &deleted)
 		return
 	}
 	// The key may be gone by the time the delete applies: its result says.
@@ -384,12 +384,12 @@ type Status struct {
 	CheckpointError    string `json:"checkpoint_error,omitempty"`
 }
 
-// Revisions are the store's revision counters: committed (visible to
-// reads) >= durable (fsynced) and committed >= applied (checkpointed).
+// Revisions are the store's revision counters: written (visible to
+// reads) >= durable (fsynced) >= checkpointed (in the state file).
 type Revisions struct {
-	Committed uint64 `json:"committed"`
-	Durable   uint64 `json:"durable"`
-	Applied   uint64 `json:"applied"`
+	Written      uint64 `json:"written"`
+	Durable      uint64 `json:"durable"`
+	Checkpointed uint64 `json:"checkpointed"`
 }
 
 // Recovery reports what the start-up cut from the log: torn or unsynced
@@ -433,9 +433,9 @@ func (s *Server) Status() Status {
 		CommitMode:    st.CommitMode.String(),
 		FlushInterval: s.store.FlushInterval().String(),
 		Revisions: Revisions{
-			Committed: st.CommittedRevision,
-			Durable:   st.DurableRevision,
-			Applied:   st.AppliedRevision,
+			Written:      st.WrittenRevision,
+			Durable:      st.DurableRevision,
+			Checkpointed: st.CheckpointedRevision,
 		},
 		Fsync: FsyncStat{Count: st.Fsyncs, Records: st.RecordsSynced, RecordsPerFsync: recordsPerFsync(st),
 			MaxSeconds: st.MaxFsync.Seconds()},

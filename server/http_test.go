@@ -248,7 +248,7 @@ func TestHTTPStatusAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &st); err != nil {
 		t.Fatalf("status: %v in %s", err, r.body)
 	}
-	if st.Version != "1.2.3" || st.CommitMode != "sync" || st.Revisions.Committed != 2 || st.Revisions.Durable != 2 ||
+	if st.Version != "1.2.3" || st.CommitMode != "sync" || st.Revisions.Written != 2 || st.Revisions.Durable != 2 ||
 		st.Fsync.Count == 0 || st.Fsync.RecordsPerFsync <= 0 || st.UptimeSeconds <= 0 || st.FlushInterval != "10ms" {
 		t.Errorf("status = %+v", st)
 	}
@@ -274,7 +274,7 @@ func TestHTTPStatusAndMetrics(t *testing.T) {
 		`kvd_commit_duration_seconds_count{mode="sync"} 2`,
 		`kvd_wal_fsync_duration_seconds_count`,
 		`kvd_wal_records_per_fsync_bucket`,
-		`kvd_committed_revision 2`,
+		`kvd_written_revision 2`,
 		`kvd_durable_revision 2`,
 		"kvd_wal_unsynced_oldest_age_seconds 0\n",
 		`kvd_wal_unsynced_max_age_last_minute_seconds `,

@@ -107,12 +107,12 @@ func (m *Metrics) register(s *Server) {
 			func() float64 { return f(s.store.Stats()) })
 	}
 	m.reg.MustRegister(
-		stat("kvd_committed_revision", "Last revision written to the write-ahead log (visible to reads).",
-			func(st engine.Stats) float64 { return float64(st.CommittedRevision) }),
+		stat("kvd_written_revision", "Last revision written to the write-ahead log (visible to reads).",
+			func(st engine.Stats) float64 { return float64(st.WrittenRevision) }),
 		stat("kvd_durable_revision", "Last revision known to be fsynced.",
 			func(st engine.Stats) float64 { return float64(st.DurableRevision) }),
-		stat("kvd_applied_revision", "Last revision checkpointed into the state file.",
-			func(st engine.Stats) float64 { return float64(st.AppliedRevision) }),
+		stat("kvd_checkpointed_revision", "Last revision checkpointed into the state file.",
+			func(st engine.Stats) float64 { return float64(st.CheckpointedRevision) }),
 		stat("kvd_wal_unsynced_oldest_age_seconds",
 			"Age of the oldest write-ahead log record written but not yet fsynced (0 if none): what a power loss would take in async mode.",
 			func(st engine.Stats) float64 { return st.OldestUnsynced.Seconds() }),

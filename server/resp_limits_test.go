@@ -23,7 +23,7 @@ func TestPipelineBatching(t *testing.T) {
 	forEachIO(t, func(t *testing.T, model string) {
 		ts := startServer(t, serverOpts{io: model})
 		c := dialRaw(t, ts.respAddr)
-		before := ts.db.Stats().CommittedRevision
+		before := ts.db.Stats().WrittenRevision
 
 		const n = 100
 		var req, want strings.Builder
@@ -37,7 +37,7 @@ func TestPipelineBatching(t *testing.T) {
 				t.Fatalf("reply %d = %q, want +OK", i, got)
 			}
 		}
-		commits := ts.db.Stats().CommittedRevision - before
+		commits := ts.db.Stats().WrittenRevision - before
 		if commits == 0 || commits > 10 {
 			t.Errorf("%d pipelined SETs took %d commits, want 1..10 (batched)", n, commits)
 		}

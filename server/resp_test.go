@@ -193,7 +193,7 @@ func TestINFOSections(t *testing.T) {
 		c.do("SET", "a", "1")
 		all := c.do("INFO")
 		for _, want := range []string{"# Server\r\n", "# Clients\r\n", "# Persistence\r\n", "# Stats\r\n",
-			"committed_revision:1\r\n", "durable_revision:1\r\n", "applied_revision:", "fsyncs:",
+			"written_revision:1\r\n", "durable_revision:1\r\n", "checkpointed_revision:", "fsyncs:",
 			"records_per_fsync:", "connected_clients:1\r\n", "commit_mode:sync\r\n"} {
 			if !strings.Contains(all, want) {
 				t.Errorf("INFO lacks %q:\n%s", want, all)
@@ -218,7 +218,7 @@ func TestDurabilityTokens(t *testing.T) {
 				t.Fatalf("%q: %q", args, got)
 			}
 			st := ts.db.Stats()
-			return st.DurableRevision == st.CommittedRevision
+			return st.DurableRevision == st.WrittenRevision
 		}
 		if durableAfter("SET", "a", "1") {
 			t.Errorf("async default: plain SET was durable with an hour-long flush interval")
@@ -248,8 +248,8 @@ func TestDurabilityTokens(t *testing.T) {
 		if got := c.do("WAITAOF", "1", "0", "0"); got != array(integer(1), integer(0)) {
 			t.Errorf("WAITAOF 1 0 0 = %q, want [1 0]", got)
 		}
-		if st := ts.db.Stats(); st.DurableRevision != st.CommittedRevision {
-			t.Errorf("after WAITAOF durable=%d committed=%d", st.DurableRevision, st.CommittedRevision)
+		if st := ts.db.Stats(); st.DurableRevision != st.WrittenRevision {
+			t.Errorf("after WAITAOF durable=%d committed=%d", st.DurableRevision, st.WrittenRevision)
 		}
 	})
 }
@@ -262,7 +262,7 @@ func TestClientLastRev(t *testing.T) {
 		ts := startServer(t, serverOpts{io: model})
 		c := dialRaw(t, ts.respAddr)
 		other := dialRaw(t, ts.respAddr)
-		rev := func() string { return integer(int64(ts.db.Stats().CommittedRevision)) }
+		rev := func() string { return integer(int64(ts.db.Stats().WrittenRevision)) }
 		c.do("MSET", "a", "1", "b", "2")
 		want := rev()
 		if got := c.do("CLIENT", "LASTREV"); got != want {

@@ -64,10 +64,10 @@ type Store interface {
 	CommitMode() engine.CommitMode
 	SetFlushInterval(d time.Duration) error
 	FlushInterval() time.Duration
-	// CommittedRevision is the last revision written: reads see its state
+	// WrittenRevision is the last revision written: reads see its state
 	// or a later one. DurableRevision is the last revision known to be
 	// fsynced. Both are cheap, for every write response.
-	CommittedRevision() uint64
+	WrittenRevision() uint64
 	DurableRevision() uint64
 	Stats() engine.Stats
 }

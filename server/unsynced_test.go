@@ -115,7 +115,7 @@ func TestUnsyncedExposure(t *testing.T) {
 		release()
 		waitFor(t, "the write to become durable", func() bool {
 			st := ts.db.Stats()
-			return st.DurableRevision == st.CommittedRevision
+			return st.DurableRevision == st.WrittenRevision
 		})
 		if age := infoMs("unsynced_oldest_age_ms"); age != 0 {
 			t.Errorf("unsynced_oldest_age_ms = %v once everything is durable", age)

@@ -96,7 +96,7 @@ func writeSeq(t testing.TB, k *kvd, ws []seqWrite, first uint64) {
 				t.Fatalf("DEL %v: %d, %v", w.keys, n, err)
 			}
 		}
-		if got := k.status().Revisions.Committed; got != want {
+		if got := k.status().Revisions.Written; got != want {
 			t.Fatalf("after write %d the committed revision is %d, want %d", i, got, want)
 		}
 	}
@@ -166,8 +166,8 @@ func expectState(t testing.TB, k *kvd, rev uint64, want map[string]string, what 
 	st := k.status()
 	got := k.scanAll()
 	ok := true
-	if st.Revisions.Committed != rev {
-		t.Errorf("%s: recovered revision %d, want %d", what, st.Revisions.Committed, rev)
+	if st.Revisions.Written != rev {
+		t.Errorf("%s: recovered revision %d, want %d", what, st.Revisions.Written, rev)
 		ok = false
 	}
 	if !maps.Equal(got, want) {
@@ -876,7 +876,7 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 		}
 	}
 	k = startKVD(t, cfg)
-	if got := k.status().Revisions.Applied; got != applied {
+	if got := k.status().Revisions.Checkpointed; got != applied {
 		t.Fatalf("after a clean stop the state file holds revision %d, want %d", got, applied)
 	}
 	writeSeq(t, k, more, applied+1)

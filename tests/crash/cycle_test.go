@@ -108,10 +108,10 @@ func recoverAndCheck(t testing.TB, k *kvd, st *store, ops []*op, readBad []strin
 	t.Helper()
 	s := k.status()
 	got := k.scanAll()
-	if s2 := k.status(); s2.Revisions.Committed != s.Revisions.Committed {
-		t.Fatalf("the revision moved from %d to %d while nothing wrote", s.Revisions.Committed, s2.Revisions.Committed)
+	if s2 := k.status(); s2.Revisions.Written != s.Revisions.Written {
+		t.Fatalf("the revision moved from %d to %d while nothing wrote", s.Revisions.Written, s2.Revisions.Written)
 	}
-	kRev := s.Revisions.Committed
+	kRev := s.Revisions.Written
 	v := check(st.base, st.baseRev, ops, got, kRev, spec)
 	v.violations = append(readBad, v.violations...)
 	if s.Revisions.Durable != kRev {

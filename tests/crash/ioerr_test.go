@@ -161,8 +161,8 @@ type diskFullSum struct {
 // diskStatus is the part of GET /v1/status about failed writes.
 type diskStatus struct {
 	Revisions struct {
-		Committed uint64 `json:"committed"`
-		Durable   uint64 `json:"durable"`
+		Written uint64 `json:"written"`
+		Durable uint64 `json:"durable"`
 	} `json:"revisions"`
 	LogError           string `json:"log_error"`
 	LogWriteFailures   uint64 `json:"log_write_failures"`
@@ -316,13 +316,13 @@ func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultR
 	var durable diskStatus
 	for end := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
 		durable = getDiskStatus(t, k)
-		if durable.Revisions.Durable >= full.Revisions.Committed || time.Now().After(end) {
+		if durable.Revisions.Durable >= full.Revisions.Written || time.Now().After(end) {
 			break
 		}
 	}
-	if durable.Revisions.Durable < full.Revisions.Committed {
+	if durable.Revisions.Durable < full.Revisions.Written {
 		bad = append(bad, fmt.Sprintf("revision %d was acknowledged on the full disk and is still not durable 2s later (durable %d)",
-			full.Revisions.Committed, durable.Revisions.Durable))
+			full.Revisions.Written, durable.Revisions.Durable))
 	}
 
 	// Free the space, kvd still running: writes resume by themselves.
@@ -376,7 +376,7 @@ func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultR
 
 	// Reads see every acknowledged write, and no refused one.
 	live := k.scanAll()
-	lv := check(base, baseRev, ops, live, k.status().Revisions.Committed, checkSpec{mode: mode, required: all})
+	lv := check(base, baseRev, ops, live, k.status().Revisions.Written, checkSpec{mode: mode, required: all})
 	for _, v := range lv.violations {
 		bad = append(bad, "served after the disk was freed: "+v)
 	}
@@ -526,7 +526,7 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 	// Reads keep working and see every acknowledged write: what the server
 	// serves now is itself a checked prefix.
 	live := k.scanAll()
-	lv := check(base, baseRev, ops, live, k.status().Revisions.Committed, checkSpec{mode: f.mode, required: all})
+	lv := check(base, baseRev, ops, live, k.status().Revisions.Written, checkSpec{mode: f.mode, required: all})
 	for _, v := range lv.violations {
 		bad = append(bad, "served after the failure: "+v)
 	}

@@ -333,9 +333,9 @@ type kvdStatus struct {
 	CommitMode    string `json:"commit_mode"`
 	FlushInterval string `json:"flush_interval"`
 	Revisions     struct {
-		Committed uint64 `json:"committed"`
-		Durable   uint64 `json:"durable"`
-		Applied   uint64 `json:"applied"`
+		Written      uint64 `json:"written"`
+		Durable      uint64 `json:"durable"`
+		Checkpointed uint64 `json:"checkpointed"`
 	} `json:"revisions"`
 	Fsync struct {
 		Count      uint64   `json:"count"`

@@ -154,8 +154,8 @@ func expectKeys(t *testing.T, p *kvdProc, kept, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Committed != uint64(kept) {
-		t.Fatalf("kvd holds revision %d, want %d", st.Committed, kept)
+	if st.Written != uint64(kept) {
+		t.Fatalf("kvd holds revision %d, want %d", st.Written, kept)
 	}
 	for i := range n {
 		v, err := c.Get(t.Context(), fmt.Sprintf("k%03d", i))
@@ -212,11 +212,11 @@ func waitApplied(t *testing.T, c *client.Client, rev uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Applied >= rev {
+		if st.Checkpointed >= rev {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("applied revision %d after 30s, want %d", st.Applied, rev)
+			t.Fatalf("applied revision %d after 30s, want %d", st.Checkpointed, rev)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

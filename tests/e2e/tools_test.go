@@ -151,8 +151,8 @@ func TestKvctl(t *testing.T) {
 		{name: "del missing", args: []string{"del", "fruit"}, wantOut: "not found\n"},
 		{name: "del json", args: []string{"-o", "json", "del", "veg"}, wantOut: `{"deleted":true}` + "\n"},
 		{name: "sync", args: []string{"sync"}, wantOut: "OK\n"},
-		{name: "status", args: []string{"status"}, wantOut: "version:            devel\ncommit mode:        sync\n..."},
-		{name: "status json", args: []string{"-o", "json", "status"}, wantOut: `{"applied":...`},
+		{name: "status", args: []string{"status"}, wantOut: "version:               devel\ncommit mode:           sync\n..."},
+		{name: "status json", args: []string{"-o", "json", "status"}, wantOut: `{"checkpointed":...`},
 		{name: "help", args: []string{"--help"}, wantOut: "kvctl: the command-line client of kvd.\n..."},
 		{name: "command help", args: []string{"put", "--help"}, wantOut: "kvctl put: store VALUE under KEY...", wantStatus: 0},
 		{name: "no command", args: nil, wantErr: "no command given", wantStatus: 2},
@@ -234,9 +234,9 @@ func TestHTTP(t *testing.T) {
 	res, body := do("GET", "/v1/status", "")
 	var st struct {
 		CommitMode string `json:"commit_mode"`
-		Revisions  struct{ Committed, Durable uint64 }
+		Revisions  struct{ Written, Durable uint64 }
 	}
-	if err := json.Unmarshal([]byte(body), &st); err != nil || st.CommitMode != "async" || st.Revisions.Committed != 2 || st.Revisions.Durable != 2 {
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.CommitMode != "async" || st.Revisions.Written != 2 || st.Revisions.Durable != 2 {
 		t.Errorf("status: %d %s", res.StatusCode, body)
 	}
 	if res, body := do("GET", "/metrics", ""); res.StatusCode != 200 || !strings.Contains(body, `kvd_requests_total{command="put",protocol="http"} 2`) ||

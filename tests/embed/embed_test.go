@@ -138,8 +138,8 @@ func run(dir, stepsFile string) error {
 	if err := db.Sync(); err != nil {
 		return err
 	}
-	if st := db.Stats(); st.DurableRevision != last || st.CommittedRevision != last {
-		return fmt.Errorf("after Sync: committed %d, durable %d, want %d", st.CommittedRevision, st.DurableRevision, last)
+	if st := db.Stats(); st.DurableRevision != last || st.WrittenRevision != last {
+		return fmt.Errorf("after Sync: committed %d, durable %d, want %d", st.WrittenRevision, st.DurableRevision, last)
 	}
 	if err := db.Close(); err != nil {
 		return err
@@ -161,7 +161,7 @@ func run(dir, stepsFile string) error {
 	out, err := json.Marshal(struct {
 		Revision, Reopened uint64
 		Pairs              []pair
-	}{last, db.Stats().CommittedRevision, pairs})
+	}{last, db.Stats().WrittenRevision, pairs})
 	if err != nil {
 		return err
 	}
