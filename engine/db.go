@@ -545,17 +545,17 @@ func (db *DB) failure() error {
 
 // Stats reports the DB's revisions and counters.
 type Stats struct {
-	CommitMode        CommitMode
-	WrittenRevision uint64        // last revision written to the log: visible to reads
-	DurableRevision   uint64        // last revision known to be fsynced
-	CheckpointedRevision   uint64        // last revision checkpointed into the state file
-	Fsyncs            uint64        // log fsyncs since Open
-	RecordsSynced     uint64        // records those fsyncs made durable
-	MaxFsync          time.Duration // slowest log fsync since Open
-	WALBytes          int64         // bytes in log segment files on disk, the tail's zero fill included
-	WALSegments       int
-	MemtableBytes     int64
-	Checkpoints       uint64
+	CommitMode           CommitMode
+	WrittenRevision      uint64        // last revision written to the log: visible to reads
+	DurableRevision      uint64        // last revision known to be fsynced
+	CheckpointedRevision uint64        // last revision checkpointed into the state file
+	Fsyncs               uint64        // log fsyncs since Open
+	RecordsSynced        uint64        // records those fsyncs made durable
+	MaxFsync             time.Duration // slowest log fsync since Open
+	WALBytes             int64         // bytes in log segment files on disk, the tail's zero fill included
+	WALSegments          int
+	MemtableBytes        int64
+	Checkpoints          uint64
 	// CheckpointFailures counts checkpoints that failed for want of space
 	// (or another failed write of the state file) and will be tried again;
 	// CheckpointErr is the last one's error, nil once a checkpoint succeeds.
@@ -603,22 +603,22 @@ func (db *DB) DurableRevision() uint64 { return db.wal.Durable() }
 func (db *DB) Stats() Stats {
 	ws := db.wal.Stats()
 	s := Stats{
-		CommitMode:         db.CommitMode(),
-		WrittenRevision:  ws.Written,
-		DurableRevision:    ws.Durable,
-		CheckpointedRevision:    db.applied.Load(),
-		Fsyncs:             ws.Fsyncs,
-		RecordsSynced:      ws.RecordsSynced,
-		MaxFsync:           ws.MaxFsync,
-		WALBytes:           db.wal.Size(),
-		WALSegments:        ws.Segments,
-		MemtableBytes:      db.memBytes.Load(),
-		Checkpoints:        db.checkpoints.Load(),
-		CheckpointFailures: db.checkpointFailures.Load(),
-		LogWriteFailures:   ws.WriteFailures,
-		LogRecordsRefused:  ws.RecordsRefused,
-		LogWriteErr:        ws.LastWriteErr,
-		Err:                db.failure(),
+		CommitMode:           db.CommitMode(),
+		WrittenRevision:      ws.Written,
+		DurableRevision:      ws.Durable,
+		CheckpointedRevision: db.applied.Load(),
+		Fsyncs:               ws.Fsyncs,
+		RecordsSynced:        ws.RecordsSynced,
+		MaxFsync:             ws.MaxFsync,
+		WALBytes:             db.wal.Size(),
+		WALSegments:          ws.Segments,
+		MemtableBytes:        db.memBytes.Load(),
+		Checkpoints:          db.checkpoints.Load(),
+		CheckpointFailures:   db.checkpointFailures.Load(),
+		LogWriteFailures:     ws.WriteFailures,
+		LogRecordsRefused:    ws.RecordsRefused,
+		LogWriteErr:          ws.LastWriteErr,
+		Err:                  db.failure(),
 
 		OldestUnsynced:        ws.OldestUnsynced,
 		MaxUnsyncedLastMinute: ws.MaxUnsyncedLastMinute,
