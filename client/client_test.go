@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvdstore/kvd/client"
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/faults"
 	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
@@ -25,8 +26,18 @@ type env struct {
 // startServer runs a kvd server over a real engine in a temporary directory.
 func startServer(t *testing.T, eo engine.Options) env {
 	t.Helper()
+	return startServerIn(t, t.TempDir(), eo, nil)
+}
+
+// startServerIn is startServer on the data directory dir, with syncFile (if
+// not nil) replacing the fsync of the log's segments.
+func startServerIn(t *testing.T, dir string, eo engine.Options, syncFile func(*os.File) error) env {
+	t.Helper()
+	if syncFile != nil {
+		t.Cleanup(faults.Set(dir, faults.Hooks{SyncFile: syncFile}))
+	}
 	eo.MaxValueSize = 1000
-	db, err := engine.Open(t.TempDir(), eo)
+	db, err := engine.Open(dir, eo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,12 +135,12 @@ func TestLogErrorsMapBack(t *testing.T) {
 		return
 	}
 	var failSync atomic.Bool
-	e := startServer(t, engine.Options{Preallocate: -1, SyncFile: func(f *os.File) error {
+	e := startServerIn(t, t.TempDir(), engine.Options{Preallocate: -1}, func(f *os.File) error {
 		if failSync.Load() {
 			return errors.New("injected fsync failure")
 		}
 		return f.Sync()
-	}})
+	})
 	ctx := t.Context()
 	c := dial(t, e.addr, client.Options{})
 	if err := c.Put(ctx, "a", []byte("1")); err != nil {

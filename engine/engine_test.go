@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/faults"
 )
 
 func open(t testing.TB, dir string, opts engine.Options) *engine.DB {
@@ -624,14 +625,15 @@ func TestFsyncFailureRefusesWritesKeepsReads(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
 	failing := false
-	opts := engine.Options{SyncFile: func(f *os.File) error {
+	t.Cleanup(faults.Set(dir, faults.Hooks{SyncFile: func(f *os.File) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if failing {
 			return syscall.EIO
 		}
 		return f.Sync()
-	}}
+	}}))
+	opts := engine.Options{}
 	db, err := engine.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -131,9 +130,6 @@ type Options struct {
 	// OnSync, if set, is called after every fsync of the log with its
 	// duration and the number of records it made durable.
 	OnSync func(d time.Duration, records int)
-	// SyncFile, if set, replaces the fdatasync of log segments. For tests
-	// that inject fsync failures.
-	SyncFile func(f *os.File) error
 }
 
 // withDefaults fills the defaults and checks every field, reporting all

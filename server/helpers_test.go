@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/faults"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -37,6 +39,9 @@ type serverOpts struct {
 	dir string
 	// io is the RESP I/O model (Config.RESPIO); "" means the default.
 	io string
+	// syncFile, if set, replaces the fsync of the log's segments (an
+	// internal/faults hook).
+	syncFile func(f *os.File) error
 }
 
 // respIOs are the RESP I/O models this platform has.
@@ -59,6 +64,9 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	if o.dir == "" {
 		o.dir = t.TempDir()
+	}
+	if o.syncFile != nil {
+		t.Cleanup(faults.Set(o.dir, faults.Hooks{SyncFile: o.syncFile}))
 	}
 	db, err := engine.Open(o.dir, o.engine)
 	if err != nil {

@@ -18,13 +18,11 @@ import (
 func TestLogFailed(t *testing.T) {
 	forEachIO(t, func(t *testing.T, model string) {
 		var fail atomic.Bool
-		ts := startServer(t, serverOpts{io: model, logFails: true, engine: engine.Options{
-			SyncFile: func(f *os.File) error {
-				if fail.Load() {
-					return errors.New("injected fsync failure")
-				}
-				return f.Sync()
-			},
+		ts := startServer(t, serverOpts{io: model, logFails: true, syncFile: func(f *os.File) error {
+			if fail.Load() {
+				return errors.New("injected fsync failure")
+			}
+			return f.Sync()
 		}})
 		c := dialRaw(t, ts.respAddr)
 		if got := c.do("SET", "before", "1"); got != ok {

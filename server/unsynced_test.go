@@ -32,18 +32,18 @@ func TestUnsyncedExposure(t *testing.T) {
 		)
 		metrics := server.NewMetrics()
 		ts := startServer(t, serverOpts{io: model,
+			syncFile: func(f *os.File) error {
+				mu.Lock()
+				c := held
+				mu.Unlock()
+				if c != nil {
+					<-c
+				}
+				return f.Sync()
+			},
 			cfg: server.Config{Metrics: metrics},
 			engine: engine.Options{
 				CommitMode: engine.CommitAsync,
-				SyncFile: func(f *os.File) error {
-					mu.Lock()
-					c := held
-					mu.Unlock()
-					if c != nil {
-						<-c
-					}
-					return f.Sync()
-				},
 			},
 		})
 		defer release() // before the server's cleanup closes the store

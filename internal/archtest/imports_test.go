@@ -31,16 +31,17 @@ const module = "github.com/kvdstore/kvd"
 // networking in engine and wal (see noNetworking).
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
-	"engine": {[]string{"wal"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine"}, []string{"internal/kvtest"}},
+	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
+	"server": {[]string{"engine"}, []string{"internal/kvtest", "internal/faults"}},
 	// client's tests start a server over an engine in the test process.
-	"client":    {nil, []string{"engine", "server", "internal/kvtest"}},
+	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
 	"cmd/kvd":   {[]string{"engine", "server", "wal"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram"}, []string{"engine", "server"}},
 
 	"internal/archtest":  {nil, nil},
 	"internal/histogram": {nil, nil},
 	"internal/kvtest":    {nil, nil},
+	"internal/faults":    {nil, nil},
 	"internal/powerfs":   {nil, nil},
 
 	"bench/...": {[]string{"internal/histogram"}, nil},
