@@ -58,6 +58,35 @@
 // that are wholly checkpointed. bbolt therefore always holds a durable prefix
 // of the log. Writers wait when the memtable reaches MaxMemtableBytes.
 //
+// # Revisions of keys
+//
+// Every key records the revision that created it and the one that last
+// wrote it (Entry, DB.GetEntry, and KV in Scan results). A key deleted and
+// set again is created anew. Keys replayed from the log get the revisions
+// of the records that wrote them.
+//
+// # On disk
+//
+// The state file (DIR/state.db) is a bbolt file with a bucket "meta"
+// (format, applied-revision) and a bucket "kv" mapping each live key to a
+// value record:
+//
+//	+-----------+----------------+----------------+-----------------+
+//	| crc32c    | create rev     | mod rev        | value           |
+//	| uint32 BE | uint64 BE      | uint64 BE      | (rest, 0+ bytes)|
+//	+-----------+----------------+----------------+-----------------+
+//	0           4                12               20
+//
+// The checksum is CRC-32C over the key followed by the record from offset
+// 4. This is state format 2. Format 1 stored bare values, without
+// revisions: Open migrates such a file in one transaction, and gives each
+// of its keys create = mod = the revision the file was checkpointed at
+// (logged at Info, "engine: migrated state file"). That is the newest
+// revision that can have written them: never older than their true
+// revisions, and older than every later write. Log records newer than the
+// file then replay with their own revisions. Other formats fail Open with
+// ErrFormat.
+//
 // # Failures
 //
 // A failed fsync of the log or of the state file is fatal to writing: the

@@ -8,9 +8,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// KV is one key and its value.
+// KV is one key, its value and revisions (see Entry).
 type KV struct {
-	Key, Value []byte
+	Key, Value     []byte
+	CreateRevision uint64
+	ModRevision    uint64
 }
 
 // ScanOptions select a key range.
@@ -59,11 +61,31 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 			if win < 0 || !inRange(key) {
 				return nil
 			}
-			val, del := srcs[win].value()
-			if !del {
-				kv := KV{Key: bytes.Clone(key)}
+			e, err := srcs[win].entry()
+			if err != nil {
+				return err
+			}
+			if !e.del {
+				// Resolve an inherited create revision from the
+				// sources below (see memEntry).
+				for _, s := range srcs[win+1:] {
+					if !e.inherit {
+						break
+					}
+					if k := s.key(); k != nil && bytes.Equal(k, key) {
+						below, err := s.entry()
+						if err != nil {
+							return err
+						}
+						if below.del {
+							break
+						}
+						e.create, e.inherit = below.create, below.inherit
+					}
+				}
+				kv := KV{Key: bytes.Clone(key), CreateRevision: e.create, ModRevision: e.mod}
 				if !o.KeysOnly {
-					kv.Value = bytes.Clone(val)
+					kv.Value = bytes.Clone(e.value)
 				}
 				out = append(out, kv)
 			}
@@ -102,7 +124,7 @@ func (db *DB) Count() (int, error) {
 // source is one sorted input of a scan.
 type source interface {
 	key() []byte // nil when exhausted
-	value() (v []byte, deleted bool)
+	entry() (memEntry, error)
 	next()
 }
 
@@ -126,12 +148,9 @@ func (s *memSource) load() {
 	}
 }
 
-func (s *memSource) key() []byte { return s.cur }
-func (s *memSource) value() ([]byte, bool) {
-	e := s.it.Value()
-	return e.value, e.del
-}
-func (s *memSource) next() { s.ok = s.it.Next(); s.load() }
+func (s *memSource) key() []byte              { return s.cur }
+func (s *memSource) entry() (memEntry, error) { return *s.it.Value(), nil }
+func (s *memSource) next()                    { s.ok = s.it.Next(); s.load() }
 
 type boltSource struct {
 	c    *bolt.Cursor
@@ -148,6 +167,6 @@ func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
 	return s
 }
 
-func (s *boltSource) key() []byte           { return s.k }
-func (s *boltSource) value() ([]byte, bool) { return s.v, false }
-func (s *boltSource) next()                 { s.k, s.v = s.c.Next() }
+func (s *boltSource) key() []byte              { return s.k }
+func (s *boltSource) entry() (memEntry, error) { return decodeRecord(s.k, s.v) }
+func (s *boltSource) next()                    { s.k, s.v = s.c.Next() }
