@@ -101,8 +101,9 @@ func (db *DB) checkpoint() error {
 			create := e.create
 			if e.inherit {
 				if old := kv.Get(key); old != nil {
-					var below memEntry
-					if below, err = decodeRecord(key, old); err != nil {
+					below, ok := decodeRecord(key, old)
+					if !ok {
+						err = db.corruptValue(key)
 						return false
 					}
 					create = below.create

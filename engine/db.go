@@ -299,9 +299,9 @@ func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (memEntry, bool, error) {
 		}
 		rec = v
 	}
-	e, err := decodeRecord(key, rec)
-	if err != nil {
-		return memEntry{}, false, err
+	e, ok := decodeRecord(key, rec)
+	if !ok {
+		return memEntry{}, false, db.corruptValue(key)
 	}
 	return e, true, nil
 }

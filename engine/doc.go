@@ -78,7 +78,10 @@
 //	0           4                12               20
 //
 // The checksum is CRC-32C over the key followed by the record from offset
-// 4. This is state format 2. Format 1 stored bare values, without
+// 4, checked on every read of the record: a read of a record that does not
+// check fails with ErrCorruptValue (and logs the key's length and first
+// bytes), never returns data; a write that needs the record fails the DB
+// (see ErrCorruptValue). This is state format 2. Format 1 stored bare values, without
 // revisions: Open migrates such a file in one transaction, and gives each
 // of its keys create = mod = the revision the file was checkpointed at
 // (logged at Info, "engine: migrated state file"). That is the newest

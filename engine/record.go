@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 )
@@ -17,7 +18,9 @@ import (
 //
 // The checksum is CRC-32C (Castagnoli) over the key followed by the record
 // from offset 4 (the revisions and the value): a record copied under
-// another key does not check. Format 1 stored the bare value; Open
+// another key does not check. Every read of a record checks it: a record
+// that does not check is an error (ErrCorruptValue), never a value.
+// Format 1 stored the bare value; Open
 // migrates such a file (see openState).
 const recordHeaderLen = 20
 
@@ -35,14 +38,29 @@ func appendRecord(dst, key []byte, create, mod uint64, value []byte) []byte {
 	return dst
 }
 
-// decodeRecord decodes the value record of key; the value aliases rec.
-func decodeRecord(key, rec []byte) (memEntry, error) {
+// decodeRecord decodes and checks the value record of key; the value
+// aliases rec. It reports false for a record that is too short or whose
+// checksum does not match.
+func decodeRecord(key, rec []byte) (memEntry, bool) {
 	if len(rec) < recordHeaderLen {
-		return memEntry{}, fmt.Errorf("engine: state file: value record of %d bytes", len(rec))
+		return memEntry{}, false
+	}
+	sum := crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, rec[4:])
+	if sum != binary.BigEndian.Uint32(rec) {
+		return memEntry{}, false
 	}
 	return memEntry{
 		value:  rec[recordHeaderLen:],
 		create: binary.BigEndian.Uint64(rec[4:]),
 		mod:    binary.BigEndian.Uint64(rec[12:]),
-	}, nil
+	}, true
+}
+
+// corruptValue logs and returns the error of key's value record that does
+// not check. Neither names the key, a user's data, in full: its length and
+// the hex of its first bytes.
+func (db *DB) corruptValue(key []byte) error {
+	prefix := hex.EncodeToString(key[:min(len(key), 8)])
+	db.log.Error("engine: corrupt value in the state file", "key_len", len(key), "key_prefix", prefix)
+	return fmt.Errorf("%w: key of %d bytes starting %s", ErrCorruptValue, len(key), prefix)
 }

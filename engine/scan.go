@@ -48,7 +48,7 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 		if db.frozen != nil {
 			srcs = append(srcs, newMemSource(db.frozen, start))
 		}
-		srcs = append(srcs, newBoltSource(tx.Bucket(bucketKV).Cursor(), start))
+		srcs = append(srcs, newBoltSource(db, tx.Bucket(bucketKV).Cursor(), start))
 		for o.Limit <= 0 || len(out) < o.Limit {
 			// The smallest key among the sources; the newest source wins.
 			var key []byte
@@ -153,12 +153,13 @@ func (s *memSource) entry() (memEntry, error) { return *s.it.Value(), nil }
 func (s *memSource) next()                    { s.ok = s.it.Next(); s.load() }
 
 type boltSource struct {
+	db   *DB
 	c    *bolt.Cursor
 	k, v []byte
 }
 
-func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
-	s := &boltSource{c: c}
+func newBoltSource(db *DB, c *bolt.Cursor, start []byte) *boltSource {
+	s := &boltSource{db: db, c: c}
 	if start == nil {
 		s.k, s.v = c.First()
 	} else {
@@ -167,6 +168,12 @@ func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
 	return s
 }
 
-func (s *boltSource) key() []byte              { return s.k }
-func (s *boltSource) entry() (memEntry, error) { return decodeRecord(s.k, s.v) }
-func (s *boltSource) next()                    { s.k, s.v = s.c.Next() }
+func (s *boltSource) key() []byte { return s.k }
+func (s *boltSource) entry() (memEntry, error) {
+	e, ok := decodeRecord(s.k, s.v)
+	if !ok {
+		return memEntry{}, s.db.corruptValue(s.k)
+	}
+	return e, nil
+}
+func (s *boltSource) next() { s.k, s.v = s.c.Next() }
