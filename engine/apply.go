@@ -142,11 +142,15 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			}
 		}
 	}
-	lookup := func(key []byte) ([]byte, bool) {
+	lookupEntry := func(key []byte) (memEntry, bool) {
 		e, found, err := db.lookupLocked(key, &tx, false)
 		if err != nil {
 			panic("engine: lookup failed after its check: " + err.Error())
 		}
+		return e, found
+	}
+	lookup := func(key []byte) ([]byte, bool) {
+		e, found := lookupEntry(key)
 		return e.value, found
 	}
 	put := func(key, value []byte) {
@@ -198,6 +202,23 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			}
 			put(key, strconv.AppendInt(nil, sum, 10))
 			r.Applied, r.Int = true, sum
+		case opCAS:
+			e, found := lookupEntry(key)
+			if found {
+				r.ModRevision = e.mod
+			}
+			if r.ModRevision != op.ifRev {
+				break
+			}
+			r.Applied = true
+			switch {
+			case op.casDel && found:
+				db.active.set(key, memEntry{del: true})
+				r.ModRevision = 0
+			case !op.casDel:
+				put(key, b.keep(op))
+				r.ModRevision = rev
+			}
 		}
 		b.results = append(b.results, r)
 	}

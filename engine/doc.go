@@ -25,8 +25,11 @@
 // in Batch's documentation) and is its log record's payload. Besides Put
 // and Delete it holds conditional operations, evaluated when the batch is
 // applied in revision order against the state left by every earlier
-// revision: PutIf (SET NX, XX, GET) and IncrBy (INCR, DECR and their BY
-// forms); a Delete reports whether the key held a value. Each operation
+// revision: PutIf (SET NX, XX, GET), IncrBy (INCR, DECR and their BY
+// forms), and CompareAndPut and CompareAndDelete, which write only if the
+// key's mod revision (see Revisions of keys) is the one given, 0 meaning
+// that the key holds no value; a Delete reports whether the key held a
+// value. Each operation
 // has a Result, read with Batch.Results once the write returns (or
 // WaitWritten does, after Submit). An IncrBy on a value that is not an
 // integer, or that would overflow, fails alone: its Result.Err says why,
