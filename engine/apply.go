@@ -87,7 +87,7 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	for i, v := range vs {
 		b := v.(*Batch)
 		if !db.applyFailed {
-			if err := db.applyBatch(b); err != nil {
+			if err := db.applyBatch(first+uint64(i), b); err != nil {
 				// Later batches would be evaluated against a state
 				// without this one: none is applied any more.
 				db.applyFailed = true
@@ -110,17 +110,19 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	}
 }
 
-// applyBatch evaluates b's operations in order against the current state
-// (the memtables over the state file, which already hold every earlier
-// revision and b's earlier operations), applies them to the active
-// memtable and records their results in b. It reads nothing else, so the
+// applyBatch evaluates b's operations, at revision rev, in order against
+// the current state (the memtables over the state file, which already hold
+// every earlier revision and b's earlier operations), applies them to the
+// active memtable and records their results in b. It reads nothing else, so the
 // same batches applied in the same order give the same state and results
 // on every node and in every replay. Called with smu held exclusively.
 //
-// It fails only if it cannot begin a read of the state file, which it
-// does, before changing anything, when b has an operation that reads and
-// no read view is open (during a checkpoint commit, and at Open).
-func (db *DB) applyBatch(b *Batch) error {
+// It fails, before changing anything, if it cannot read a value that b
+// reads from the state file: if it cannot begin a read (which it does when
+// b has an operation that reads and no read view is open: during a
+// checkpoint commit, and at Open), or a value record is damaged. It checks
+// them first, since a batch must apply whole or not at all.
+func (db *DB) applyBatch(rev uint64, b *Batch) error {
 	var tx *bolt.Tx
 	if db.view == nil && b.reads() {
 		t, err := db.bdb.Begin(false)
@@ -130,12 +132,37 @@ func (db *DB) applyBatch(b *Batch) error {
 		tx = t
 		defer tx.Rollback()
 	}
-	lookup := func(key []byte) ([]byte, bool) {
-		v, found, err := db.lookupLocked(key, &tx)
-		if err != nil {
-			panic("engine: lookup failed with a read open: " + err.Error())
+	for _, op := range b.ops {
+		if op.kind == opPut {
+			continue
 		}
-		return v, found
+		if _, ok := db.memGet(b.key(op)); !ok {
+			if _, _, err := db.stateLookup(b.key(op), &tx); err != nil {
+				return err
+			}
+		}
+	}
+	lookupEntry := func(key []byte) (memEntry, bool) {
+		e, found, err := db.lookupLocked(key, &tx, false)
+		if err != nil {
+			panic("engine: lookup failed after its check: " + err.Error())
+		}
+		return e, found
+	}
+	lookup := func(key []byte) ([]byte, bool) {
+		e, found := lookupEntry(key)
+		return e.value, found
+	}
+	put := func(key, value []byte) {
+		e := memEntry{value: value, create: rev, mod: rev, inherit: true}
+		if old, ok := db.memGet(key); ok {
+			if old.del {
+				e.inherit = false
+			} else {
+				e.create, e.inherit = old.create, old.inherit
+			}
+		}
+		db.active.set(key, e)
 	}
 	b.clearResults()
 	for _, op := range b.ops {
@@ -143,7 +170,7 @@ func (db *DB) applyBatch(b *Batch) error {
 		var r Result
 		switch op.kind {
 		case opPut:
-			db.active.set(key, memEntry{value: b.keep(op)})
+			put(key, b.keep(op))
 			r.Applied = true
 		case opDelete:
 			if _, found := lookup(key); found {
@@ -156,7 +183,7 @@ func (db *DB) applyBatch(b *Batch) error {
 				r.Old = b.keepOld(old)
 			}
 			if (op.cond&IfAbsent == 0 || !found) && (op.cond&IfPresent == 0 || found) {
-				db.active.set(key, memEntry{value: b.keep(op)})
+				put(key, b.keep(op))
 				r.Applied = true
 			}
 		case opIncrBy:
@@ -173,8 +200,25 @@ func (db *DB) applyBatch(b *Batch) error {
 				r.Err = ErrOverflow
 				break
 			}
-			db.active.set(key, memEntry{value: strconv.AppendInt(nil, sum, 10)})
+			put(key, strconv.AppendInt(nil, sum, 10))
 			r.Applied, r.Int = true, sum
+		case opCAS:
+			e, found := lookupEntry(key)
+			if found {
+				r.ModRevision = e.mod
+			}
+			if r.ModRevision != op.ifRev {
+				break
+			}
+			r.Applied = true
+			switch {
+			case op.casDel && found:
+				db.active.set(key, memEntry{del: true})
+				r.ModRevision = 0
+			case !op.casDel:
+				put(key, b.keep(op))
+				r.ModRevision = rev
+			}
 		}
 		b.results = append(b.results, r)
 	}

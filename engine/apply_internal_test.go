@@ -26,7 +26,10 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 		for range 1 + rng.IntN(5) {
 			key := []byte("k" + strconv.Itoa(rng.IntN(6)))
 			v := []byte(values[rng.IntN(len(values))])
-			switch rng.IntN(4) {
+			// A revision a compare-and-set may find: the batch's own
+			// (i+1, after its earlier ops), recent ones, or 0.
+			rev := uint64(max(0, i+1-rng.IntN(8)))
+			switch rng.IntN(6) {
 			case 0:
 				b.Put(key, v)
 			case 1:
@@ -35,6 +38,10 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 				b.PutIf(key, v, conds[rng.IntN(len(conds))])
 			case 3:
 				b.IncrBy(key, deltas[rng.IntN(len(deltas))])
+			case 4:
+				b.CompareAndPut(key, v, rev)
+			case 5:
+				b.CompareAndDelete(key, rev)
 			}
 		}
 		out[i] = bytes.Clone(b.Bytes())
@@ -55,6 +62,8 @@ func stateHash(t testing.TB, db *DB) [32]byte {
 		h.Write(kv.Key)
 		h.Write(binary.AppendUvarint(nil, uint64(len(kv.Value))))
 		h.Write(kv.Value)
+		h.Write(binary.AppendUvarint(nil, kv.CreateRevision))
+		h.Write(binary.AppendUvarint(nil, kv.ModRevision))
 	}
 	return [32]byte(h.Sum(nil))
 }
@@ -66,7 +75,7 @@ func resultString(r Result) string {
 	if r.Old != nil {
 		old = strconv.Quote(string(r.Old))
 	}
-	return fmt.Sprintf("applied=%v old=%s int=%d notint=%v overflow=%v other=%v", r.Applied, old, r.Int,
+	return fmt.Sprintf("applied=%v modrev=%d old=%s int=%d notint=%v overflow=%v other=%v", r.Applied, r.ModRevision, old, r.Int,
 		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow),
 		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow))
 }

@@ -190,3 +190,80 @@ func TestApplyRefusesBadPayload(t *testing.T) {
 		t.Fatalf("revision %d after a refused apply", r)
 	}
 }
+
+// TestCompareAndSet: a compare-and-set puts or deletes only if the key's
+// mod revision is the one given (0: only if it holds no value), evaluated
+// when its batch is applied, against the memtables, the state file and the
+// batch's own earlier ops; its Result reports whether it applied and the
+// key's mod revision after it.
+func TestCompareAndSet(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	cas := func(key, value string, rev uint64) engine.Result {
+		t.Helper()
+		return write(t, db, func(b *engine.Batch) { b.CompareAndPut([]byte(key), []byte(value), rev) })[0]
+	}
+	casDel := func(key string, rev uint64) engine.Result {
+		t.Helper()
+		return write(t, db, func(b *engine.Batch) { b.CompareAndDelete([]byte(key), rev) })[0]
+	}
+	want := func(what string, r engine.Result, applied bool, mod uint64) {
+		t.Helper()
+		if r.Applied != applied || r.ModRevision != mod {
+			t.Errorf("%s: applied %v, mod revision %d; want %v, %d", what, r.Applied, r.ModRevision, applied, mod)
+		}
+	}
+	r1 := db.CommittedRevision() + 1
+	want("create absent k with 0", cas("k", "1", 0), true, r1)
+	want("create present k with 0", cas("k", "2", 0), false, r1)
+	want("put k with a wrong revision", cas("k", "2", r1+1), false, r1)
+	wantGet(t, db, "k", "1")
+	want("put k with its revision", cas("k", "2", r1), true, r1+3)
+	if e, err := db.GetEntry([]byte("k")); err != nil || string(e.Value) != "2" || e.CreateRevision != r1 || e.ModRevision != r1+3 {
+		t.Errorf("GetEntry(k) = %+v, %v; want 2 created %d modified %d", e, err, r1, r1+3)
+	}
+	want("delete k with a wrong revision", casDel("k", r1), false, r1+3)
+	wantGet(t, db, "k", "2")
+	want("delete absent x with 0", casDel("x", 0), true, 0)
+	want("delete absent x with 1", casDel("x", 1), false, 0)
+	want("put absent x with 1", cas("x", "1", 1), false, 0)
+	wantGet(t, db, "x", "<missing>")
+
+	// Against the state file, after a checkpoint.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	want("delete k with its revision, from the state file", casDel("k", r1+3), true, 0)
+	wantGet(t, db, "k", "<missing>")
+
+	// Against the batch's own earlier op, and at apply time: of two
+	// batches queued before either is applied, only the first creates.
+	var b1, b2 engine.Batch
+	b1.Put([]byte("n"), []byte("a"))
+	b1.CompareAndPut([]byte("n"), []byte("b"), db.CommittedRevision()+1)
+	b2.CompareAndPut([]byte("m"), []byte("2"), 0)
+	b1.CompareAndPut([]byte("m"), []byte("1"), 0)
+	rev1, err := db.Submit(&b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev2, err := db.Submit(&b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.WaitWritten(&b2); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.WaitWritten(&b1); err != nil {
+		t.Fatal(err)
+	}
+	want("cas after the batch's own put", b1.Results()[1], true, rev1)
+	want("first cas of m", b1.Results()[2], true, rev1)
+	want("second cas of m", b2.Results()[0], false, rev1)
+	if rev2 != rev1+1 {
+		t.Fatalf("revisions %d, %d", rev1, rev2)
+	}
+	wantGet(t, db, "n", "b")
+	wantGet(t, db, "m", "1")
+}

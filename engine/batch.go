@@ -32,7 +32,8 @@ import (
 //	       1 delete   (nothing)
 //	       2 put-if   cond byte (PutCond bits: 1 NX, 2 XX, 4 GET) | uvarint value length | value
 //	       3 incr-by  varint (zigzag) delta
-//	       4          reserved: compare-and-set on a key's revision
+//	       4 cas      flags byte (1: delete, else 0: put) | uvarint mod revision |
+//	                  for a put: uvarint value length | value
 //
 //	legacy (version 0, read only):
 //	  count uint32 LE (≥ 1) | op*count
@@ -60,6 +61,8 @@ type batchOp struct {
 	kind   byte
 	cond   PutCond // put-if only
 	delta  int64   // incr-by only
+	ifRev  uint64  // cas only: the mod revision it requires
+	casDel bool    // cas only: delete instead of put
 	k0, k1 int     // key = data[k0:k1]
 	v0, v1 int     // value = data[v0:v1]
 }
@@ -70,8 +73,11 @@ const (
 	opDelete byte = 1
 	opPutIf  byte = 2
 	opIncrBy byte = 3
-	// 4 is kept for compare-and-set on a key's revision.
+	opCAS    byte = 4
 )
+
+// casDelete is the flag of a cas op that deletes.
+const casDelete = 1
 
 const (
 	batchVersion = 1
@@ -102,13 +108,18 @@ type Result struct {
 	// Applied reports whether the operation changed the key: always for a
 	// put; for a delete, whether the key held a value (a DEL's count is the
 	// number of applied deletes); for a put-if, whether its condition held;
-	// for an incr-by, whether it succeeded.
+	// for an incr-by, whether it succeeded; for a compare-and-set, whether
+	// the key's mod revision was the one given.
 	Applied bool
 	// Old is the previous value for a put-if with ReturnOld: nil if the key
 	// held none, otherwise non-nil (perhaps empty).
 	Old []byte
 	// Int is the new value after an incr-by.
 	Int int64
+	// ModRevision is, for a compare-and-set, the key's mod revision after
+	// it: the batch's revision if it put, the key's unchanged one if its
+	// condition failed, 0 if the key holds no value.
+	ModRevision uint64
 	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
 	// Such an error is the operation's result, not the batch's: the other
 	// operations of the batch still apply.
@@ -144,6 +155,23 @@ func (b *Batch) IncrBy(key []byte, delta int64) {
 	b.add(batchOp{kind: opIncrBy, delta: delta}, key, nil)
 }
 
+// CompareAndPut adds a write of value under key that is applied only if
+// the key's mod revision is modRev when the batch is applied; modRev 0
+// means only if the key holds no value. Its Result.Applied says whether it
+// was, and Result.ModRevision is the key's mod revision after it (see
+// Result). The Batch copies key and value.
+func (b *Batch) CompareAndPut(key, value []byte, modRev uint64) {
+	b.add(batchOp{kind: opCAS, ifRev: modRev}, key, value)
+}
+
+// CompareAndDelete adds a deletion of key that is applied only if the
+// key's mod revision is modRev when the batch is applied (modRev 0: only
+// if the key holds no value, which deletes nothing). Its Result is as
+// CompareAndPut's. The Batch copies key.
+func (b *Batch) CompareAndDelete(key []byte, modRev uint64) {
+	b.add(batchOp{kind: opCAS, ifRev: modRev, casDel: true}, key, nil)
+}
+
 func (b *Batch) add(op batchOp, key, value []byte) {
 	if len(b.data) == 0 {
 		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
@@ -164,6 +192,19 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 		op.v1 = len(b.data)
 	case opIncrBy:
 		b.data = binary.AppendVarint(b.data, op.delta)
+	case opCAS:
+		flags := byte(0)
+		if op.casDel {
+			flags = casDelete
+		}
+		b.data = append(b.data, flags)
+		b.data = binary.AppendUvarint(b.data, op.ifRev)
+		if !op.casDel {
+			b.data = binary.AppendUvarint(b.data, uint64(len(value)))
+			op.v0 = len(b.data)
+			b.data = append(b.data, value...)
+			op.v1 = len(b.data)
+		}
 	}
 	b.ops = append(b.ops, op)
 }
@@ -271,6 +312,17 @@ func decodeBatch(payload []byte) (*Batch, error) {
 			}
 		case opIncrBy:
 			op.delta = d.varint()
+		case opCAS:
+			switch d.byte() {
+			case 0:
+				op.ifRev = d.uvarint()
+				op.v0, op.v1 = d.field()
+			case casDelete:
+				op.casDel = true
+				op.ifRev = d.uvarint()
+			default:
+				d.bad = true
+			}
 		default:
 			d.bad = true
 		}
@@ -342,6 +394,19 @@ func (d *decoder) field() (int, int) {
 	s := d.i + n
 	d.i = s + int(l)
 	return s, d.i
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.bad {
+		return 0
+	}
+	v, n := binary.Uvarint(d.p[d.i:])
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.i += n
+	return v
 }
 
 func (d *decoder) varint() int64 {

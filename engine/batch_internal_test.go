@@ -41,7 +41,7 @@ func sameOps(a, b *Batch) bool {
 	}
 	for i, x := range a.ops {
 		y := b.ops[i]
-		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta ||
+		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta || x.ifRev != y.ifRev || x.casDel != y.casDel ||
 			!bytes.Equal(a.key(x), b.key(y)) || !bytes.Equal(a.value(x), b.value(y)) {
 			return false
 		}
@@ -63,6 +63,12 @@ func reencode(b *Batch) *Batch {
 			again.PutIf(b.key(op), b.value(op), op.cond)
 		case opIncrBy:
 			again.IncrBy(b.key(op), op.delta)
+		case opCAS:
+			if op.casDel {
+				again.CompareAndDelete(b.key(op), op.ifRev)
+			} else {
+				again.CompareAndPut(b.key(op), b.value(op), op.ifRev)
+			}
 		}
 	}
 	return &again
@@ -77,6 +83,8 @@ func FuzzDecodeBatch(f *testing.F) {
 	b.Delete([]byte("gone"))
 	b.PutIf([]byte("nx"), []byte("1"), IfAbsent|ReturnOld)
 	b.IncrBy([]byte("n"), -7)
+	b.CompareAndPut([]byte("c"), []byte("v"), 1<<40)
+	b.CompareAndDelete([]byte("c"), 3)
 	f.Add(b.Bytes())
 	f.Add(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
 	f.Add([]byte{1, 0, 0, 0, 0, 1, 'k', 0})
@@ -111,7 +119,7 @@ func FuzzBatchRoundTrip(f *testing.F) {
 		for i := 0; i+1 < len(prog); i += 2 {
 			key := []byte{prog[i+1], byte(i)}
 			value := prog[i:] // any length, sometimes empty
-			switch prog[i] % 5 {
+			switch prog[i] % 7 {
 			case 0:
 				b.Put(key, value)
 			case 1:
@@ -122,6 +130,10 @@ func FuzzBatchRoundTrip(f *testing.F) {
 				b.PutIf(key, nil, IfPresent)
 			case 4:
 				b.IncrBy(key, delta^int64(i))
+			case 5:
+				b.CompareAndPut(key, value, uint64(delta)+uint64(i))
+			case 6:
+				b.CompareAndDelete(key, uint64(delta)>>uint(i%64))
 			}
 		}
 		if b.Len() == 0 {
@@ -144,14 +156,18 @@ func TestBatchRoundTrip(t *testing.T) {
 	b.Delete([]byte("c"))
 	b.PutIf([]byte("d"), []byte("2"), IfPresent|ReturnOld)
 	b.IncrBy([]byte("e"), -3)
+	b.CompareAndPut([]byte("f"), []byte("3"), 300)
+	b.CompareAndDelete([]byte("g"), 0)
 	got, err := DecodeBatch(b.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Len() != 5 || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
+	if got.Len() != 7 || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
 		len(got.value(got.ops[1])) != 0 || got.ops[2].kind != opDelete || string(got.key(got.ops[2])) != "c" ||
 		got.ops[3].cond != IfPresent|ReturnOld || string(got.value(got.ops[3])) != "2" ||
-		got.ops[4].kind != opIncrBy || got.ops[4].delta != -3 {
+		got.ops[4].kind != opIncrBy || got.ops[4].delta != -3 ||
+		got.ops[5].kind != opCAS || got.ops[5].ifRev != 300 || got.ops[5].casDel || string(got.value(got.ops[5])) != "3" ||
+		got.ops[6].kind != opCAS || got.ops[6].ifRev != 0 || !got.ops[6].casDel || string(got.key(got.ops[6])) != "g" {
 		t.Fatalf("decoded %+v", got.ops)
 	}
 	if !bytes.Equal(b.Bytes()[:headerLen], []byte{0, 0, 0, 0, batchVersion}) {
@@ -165,7 +181,9 @@ func TestDecodeRefuses(t *testing.T) {
 	for name, p := range map[string][]byte{
 		"header only":     {0, 0, 0, 0, batchVersion},
 		"unknown version": {0, 0, 0, 0, 2, opDelete, 1, 'k'},
-		"reserved kind":   {0, 0, 0, 0, batchVersion, 4, 1, 'k'},
+		"unknown kind":    {0, 0, 0, 0, batchVersion, 5, 1, 'k'},
+		"cas flags":       {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 2, 0},
+		"cas truncated":   {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 0, 0x80},
 		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
 		"truncated":       {0, 0, 0, 0, batchVersion, opPut, 1, 'k', 2, 'v'},
 		"NX and XX":       nxxx.Bytes(),

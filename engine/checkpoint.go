@@ -91,12 +91,31 @@ func (db *DB) checkpoint() error {
 	err := db.bdb.Update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		var err error
+		var arena []byte // bbolt keeps the records until the commit
 		frozen.ordered().Scan(func(k string, e *memEntry) bool {
+			key := []byte(k)
 			if e.del {
-				err = kv.Delete([]byte(k))
-			} else {
-				err = kv.Put([]byte(k), e.value)
+				err = kv.Delete(key)
+				return err == nil
 			}
+			create := e.create
+			if e.inherit {
+				if old := kv.Get(key); old != nil {
+					below, ok := decodeRecord(key, old)
+					if !ok {
+						err = db.corruptValue(key)
+						return false
+					}
+					create = below.create
+				}
+			}
+			need := recordHeaderLen + len(e.value)
+			if cap(arena)-len(arena) < need {
+				arena = make([]byte, 0, max(need, 1<<20))
+			}
+			r0 := len(arena)
+			arena = appendRecord(arena, key, create, e.mod, e.value)
+			err = kv.Put(key, arena[r0:])
 			return err == nil
 		})
 		if err != nil {

@@ -73,7 +73,12 @@ var (
 	keyApplied = []byte("applied-revision")
 )
 
-const stateFormat = "1"
+// stateFormat is the format of the state file this build writes: 2 since
+// values are stored in value records (record.go); 1 stored bare values.
+const (
+	stateFormat   = "2"
+	stateFormatV1 = "1"
+)
 
 // Open opens (creating if needed) the store in dir: it takes the directory's
 // lock, opens the state file, replays the log records newer than the state
@@ -140,9 +145,9 @@ func (db *DB) AppendGet(dst, key []byte) ([]byte, error) {
 
 func (db *DB) appendGetLocked(dst, key []byte) ([]byte, error) {
 	var tx *bolt.Tx
-	v, found, err := db.lookupLocked(key, &tx)
+	e, found, err := db.lookupLocked(key, &tx, false)
 	if found {
-		dst = append(dst, v...)
+		dst = append(dst, e.value...)
 	}
 	if tx != nil {
 		tx.Rollback()
@@ -154,6 +159,42 @@ func (db *DB) appendGetLocked(dst, key []byte) ([]byte, error) {
 		return dst, ErrNotFound
 	}
 	return dst, nil
+}
+
+// Entry is a key's value and revisions.
+type Entry struct {
+	Value []byte
+	// CreateRevision is the revision of the write that created the key:
+	// the first that gave it a value since it last held none. A key
+	// deleted and set again gets a new one. Keys that a state file of
+	// format 1 held have the revision that file was checkpointed at,
+	// since it did not record theirs (see the package doc, On disk).
+	CreateRevision uint64
+	// ModRevision is the revision of the write that last set the key.
+	ModRevision uint64
+}
+
+// GetEntry returns the value and revisions of key, or ErrNotFound. It sees
+// every acknowledged write.
+func (db *DB) GetEntry(key []byte) (Entry, error) {
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	var tx *bolt.Tx
+	e, found, err := db.lookupLocked(key, &tx, true)
+	var out Entry
+	if found {
+		out = Entry{Value: append([]byte{}, e.value...), CreateRevision: e.create, ModRevision: e.mod}
+	}
+	if tx != nil {
+		tx.Rollback()
+	}
+	switch {
+	case err != nil:
+		return Entry{}, err
+	case !found:
+		return Entry{}, ErrNotFound
+	}
+	return out, nil
 }
 
 // GetEach looks keys up in one consistent state: no write is applied
@@ -170,47 +211,99 @@ func (db *DB) GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) e
 		}
 	}()
 	for i, key := range keys {
-		v, found, err := db.lookupLocked(key, &tx)
+		e, found, err := db.lookupLocked(key, &tx, false)
 		if err != nil {
 			return err
 		}
-		fn(i, v, found)
+		fn(i, e.value, found)
 	}
 	return nil
 }
 
-// lookupLocked finds key's value without copying it: the value stays valid
-// while db.smu is held and, when lookupLocked had to begin a read
+// lookupLocked finds key's entry without copying its value: the value stays
+// valid while db.smu is held and, when lookupLocked had to begin a read
 // transaction on the state file (*tx, for the caller to roll back; only
-// while a checkpoint is committing), until that ends.
-func (db *DB) lookupLocked(key []byte, tx **bolt.Tx) ([]byte, bool, error) {
+// while a checkpoint is committing), until that ends. With revs it
+// resolves the entry's create revision (see memEntry); without, create may
+// be unresolved.
+func (db *DB) lookupLocked(key []byte, tx **bolt.Tx, revs bool) (memEntry, bool, error) {
 	if db.active == nil {
-		return nil, false, ErrClosed
+		return memEntry{}, false, ErrClosed
 	}
+	var top memEntry
+	found := false
 	for _, t := range [2]*memtable{db.active, db.frozen} {
 		if t == nil {
 			continue
 		}
-		if e, ok := t.get(key); ok {
-			return e.value, !e.del, nil
+		e, ok := t.get(key)
+		switch {
+		case !ok:
+			continue
+		case !found:
+			if e.del {
+				return memEntry{}, false, nil
+			}
+			top, found = e, true
+		case e.del:
+			top.inherit = false
+		default:
+			top.create, top.inherit = e.create, e.inherit
+		}
+		if !revs || !top.inherit {
+			return top, true, nil
 		}
 	}
+	e, ok, err := db.stateLookup(key, tx)
+	if err != nil || !found {
+		return e, ok, err
+	}
+	if ok {
+		top.create = e.create
+	}
+	top.inherit = false
+	return top, true, nil
+}
+
+// memGet finds key in the memtables.
+func (db *DB) memGet(key []byte) (memEntry, bool) {
+	if e, ok := db.active.get(key); ok {
+		return e, true
+	}
+	if db.frozen != nil {
+		return db.frozen.get(key)
+	}
+	return memEntry{}, false
+}
+
+// stateLookup finds key in the state file, as lookupLocked does.
+func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (memEntry, bool, error) {
+	var rec []byte
 	if db.view != nil {
 		v, ok := db.view.lookup(key)
-		return v, ok, nil
-	}
-	if *tx == nil {
-		t, err := db.bdb.Begin(false)
-		if err != nil {
-			return nil, false, fmt.Errorf("engine: read state: %w", err)
+		if !ok {
+			return memEntry{}, false, nil
 		}
-		*tx = t
+		rec = v
+	} else {
+		if *tx == nil {
+			t, err := db.bdb.Begin(false)
+			if err != nil {
+				return memEntry{}, false, fmt.Errorf("engine: read state: %w", err)
+			}
+			*tx = t
+		}
+		k, v := (*tx).Bucket(bucketKV).Cursor().Seek(key)
+		if k == nil || !bytes.Equal(k, key) {
+			return memEntry{}, false, nil
+		}
+		rec = v
 	}
-	k, v := (*tx).Bucket(bucketKV).Cursor().Seek(key)
-	if k == nil || !bytes.Equal(k, key) {
-		return nil, false, nil
+	e, ok := decodeRecord(key, rec)
+	if !ok {
+		return memEntry{}, false, db.corruptValue(key)
 	}
-	return v, true, nil
+	return e, true, nil
 }
 
 // ---- writes ----

@@ -25,8 +25,11 @@
 // in Batch's documentation) and is its log record's payload. Besides Put
 // and Delete it holds conditional operations, evaluated when the batch is
 // applied in revision order against the state left by every earlier
-// revision: PutIf (SET NX, XX, GET) and IncrBy (INCR, DECR and their BY
-// forms); a Delete reports whether the key held a value. Each operation
+// revision: PutIf (SET NX, XX, GET), IncrBy (INCR, DECR and their BY
+// forms), and CompareAndPut and CompareAndDelete, which write only if the
+// key's mod revision (see Revisions of keys) is the one given, 0 meaning
+// that the key holds no value; a Delete reports whether the key held a
+// value. Each operation
 // has a Result, read with Batch.Results once the write returns (or
 // WaitWritten does, after Submit). An IncrBy on a value that is not an
 // integer, or that would overflow, fails alone: its Result.Err says why,
@@ -57,6 +60,38 @@
 // with that revision in one fsynced transaction, and then drops log segments
 // that are wholly checkpointed. bbolt therefore always holds a durable prefix
 // of the log. Writers wait when the memtable reaches MaxMemtableBytes.
+//
+// # Revisions of keys
+//
+// Every key records the revision that created it and the one that last
+// wrote it (Entry, DB.GetEntry, and KV in Scan results). A key deleted and
+// set again is created anew. Keys replayed from the log get the revisions
+// of the records that wrote them.
+//
+// # On disk
+//
+// The state file (DIR/state.db) is a bbolt file with a bucket "meta"
+// (format, applied-revision) and a bucket "kv" mapping each live key to a
+// value record:
+//
+//	+-----------+----------------+----------------+-----------------+
+//	| crc32c    | create rev     | mod rev        | value           |
+//	| uint32 BE | uint64 BE      | uint64 BE      | (rest, 0+ bytes)|
+//	+-----------+----------------+----------------+-----------------+
+//	0           4                12               20
+//
+// The checksum is CRC-32C over the key followed by the record from offset
+// 4, checked on every read of the record: a read of a record that does not
+// check fails with ErrCorruptValue (and logs the key's length and first
+// bytes), never returns data; a write that needs the record fails the DB
+// (see ErrCorruptValue). This is state format 2. Format 1 stored bare values, without
+// revisions: Open migrates such a file in one transaction, and gives each
+// of its keys create = mod = the revision the file was checkpointed at
+// (logged at Info, "engine: migrated state file"). That is the newest
+// revision that can have written them: never older than their true
+// revisions, and older than every later write. Log records newer than the
+// file then replay with their own revisions. Other formats fail Open with
+// ErrFormat.
 //
 // # Failures
 //

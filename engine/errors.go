@@ -75,6 +75,16 @@ var (
 	// (for example truncated): kvd refuses it rather than guess.
 	ErrCorruptState = errors.New("engine: corrupt state file")
 
+	// ErrCorruptValue is returned, wrapped with the length and first bytes
+	// of the key, by a read (Get, GetEntry, GetEach, Scan, Count) that
+	// found a value record of the state file whose checksum does not
+	// match: the value is not returned. A write whose application reads
+	// such a record (a conditional op or a delete of its key), or a
+	// checkpoint that overwrites it, fails the DB instead (ErrLogFailed,
+	// wrapping this); reopening it replays the write and fails again until
+	// the record is repaired.
+	ErrCorruptValue = errors.New("engine: corrupt value in the state file")
+
 	// ErrFormat is returned by Open when the state file was written by an
 	// incompatible version.
 	ErrFormat = errors.New("engine: unsupported state format")

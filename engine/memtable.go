@@ -9,15 +9,26 @@ import (
 )
 
 // memEntry is the newest committed state of a key not yet checkpointed: a
-// value or a deletion.
+// value with its revisions, or a deletion. Lookups return one for a value
+// of the state file too.
+//
+// A put does not read the state file to learn whether it creates its key:
+// a put of a key that the memtables do not hold sets inherit, and create to
+// its own revision. Whoever resolves the entry (a lookup, a scan, the
+// checkpoint) then takes the create revision of the key's entry below it
+// (in the frozen memtable, then in the state file) if the key is live
+// there, and create otherwise. A later put of the key copies create and
+// inherit; a put after a deletion in the memtables creates the key anew.
 type memEntry struct {
-	value []byte
-	del   bool
+	value       []byte
+	create, mod uint64 // revisions that created and last wrote the key
+	inherit     bool   // create is the entry's below, if live, instead
+	del         bool
 }
 
 // memEntryOverhead approximates the memory a memtable entry costs beyond its
 // key and value (map slot, list slot, tree slot, entry).
-const memEntryOverhead = 96
+const memEntryOverhead = 112
 
 // memtable holds committed writes until a checkpoint moves them into the
 // state file. A hash map serves point reads and overwrites. Key order, which
@@ -60,7 +71,8 @@ func (t *memtable) set(key []byte, e memEntry) {
 		return
 	}
 	k := string(key)
-	p := &memEntry{value: e.value, del: e.del}
+	p := new(memEntry)
+	*p = e
 	t.byKey[k] = p
 	t.unsorted = append(t.unsorted, keyed{k, p})
 	t.bytes += int64(len(k)) + int64(len(e.value)) + memEntryOverhead

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -76,19 +77,24 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
 			return err
 		}
-		switch f := meta.Get(keyFormat); {
-		case f == nil:
-			if err := meta.Put(keyFormat, []byte(stateFormat)); err != nil {
-				return err
-			}
-		case string(f) != stateFormat:
-			return fmt.Errorf("%w: state file has format %q, this build reads %q", ErrFormat, f, stateFormat)
-		}
 		if v := meta.Get(keyApplied); v != nil {
 			if len(v) != 8 {
 				return fmt.Errorf("engine: state file: bad applied revision")
 			}
 			applied = binary.BigEndian.Uint64(v)
+		}
+		switch f := meta.Get(keyFormat); {
+		case f == nil:
+			return meta.Put(keyFormat, []byte(stateFormat))
+		case string(f) == stateFormatV1:
+			n, err := migrateV1(tx, applied)
+			if err != nil {
+				return fmt.Errorf("migrate from format %s: %w", stateFormatV1, err)
+			}
+			db.log.Info("engine: migrated state file", "from", stateFormatV1, "to", stateFormat, "keys", n, "rev", applied)
+			return nil
+		case string(f) != stateFormat:
+			return fmt.Errorf("%w: state file has format %q, this build reads %q and %q", ErrFormat, f, stateFormatV1, stateFormat)
 		}
 		return nil
 	})
@@ -96,6 +102,32 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 		return 0, fmt.Errorf("engine: open state: %w", err)
 	}
 	return applied, nil
+}
+
+// migrateV1 rewrites a state file of format 1, whose values are bare, in
+// the current format, in tx: each value goes into a value record with
+// create and mod revisions both applied, the revision the file was
+// checkpointed at. Format 1 did not record the revisions of keys; applied
+// is the newest revision that can have written them, so the revisions a
+// key gets are never older than its true ones, and every write after the
+// migration has a greater one. The whole file is rewritten in one
+// transaction: a crash leaves it in format 1, and the next Open migrates
+// it again.
+func migrateV1(tx *bolt.Tx, applied uint64) (int, error) {
+	c := tx.Bucket(bucketKV).Cursor()
+	n := 0
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		key := bytes.Clone(k)
+		if err := c.Bucket().Put(key, appendRecord(nil, key, applied, applied, v)); err != nil {
+			return n, err
+		}
+		n++
+		// A Put may move the cursor's page: seek back to the key.
+		if k, _ = c.Seek(key); !bytes.Equal(k, key) {
+			return n, fmt.Errorf("key lost after rewriting it")
+		}
+	}
+	return n, tx.Bucket(bucketMeta).Put(keyFormat, []byte(stateFormat))
 }
 
 // replay replays the log records after applied into the memtable and opens
@@ -107,7 +139,7 @@ func (db *DB) replay(applied uint64) error {
 		if err != nil {
 			return err
 		}
-		if err := db.applyBatch(b); err != nil {
+		if err := db.applyBatch(rev, b); err != nil {
 			return fmt.Errorf("engine: replay revision %d: %w", rev, err)
 		}
 		db.active.logBytes += int64(len(payload))

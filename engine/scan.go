@@ -8,9 +8,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// KV is one key and its value.
+// KV is one key, its value and revisions (see Entry).
 type KV struct {
-	Key, Value []byte
+	Key, Value     []byte
+	CreateRevision uint64
+	ModRevision    uint64
 }
 
 // ScanOptions select a key range.
@@ -46,7 +48,7 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 		if db.frozen != nil {
 			srcs = append(srcs, newMemSource(db.frozen, start))
 		}
-		srcs = append(srcs, newBoltSource(tx.Bucket(bucketKV).Cursor(), start))
+		srcs = append(srcs, newBoltSource(db, tx.Bucket(bucketKV).Cursor(), start))
 		for o.Limit <= 0 || len(out) < o.Limit {
 			// The smallest key among the sources; the newest source wins.
 			var key []byte
@@ -59,11 +61,31 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 			if win < 0 || !inRange(key) {
 				return nil
 			}
-			val, del := srcs[win].value()
-			if !del {
-				kv := KV{Key: bytes.Clone(key)}
+			e, err := srcs[win].entry()
+			if err != nil {
+				return err
+			}
+			if !e.del {
+				// Resolve an inherited create revision from the
+				// sources below (see memEntry).
+				for _, s := range srcs[win+1:] {
+					if !e.inherit {
+						break
+					}
+					if k := s.key(); k != nil && bytes.Equal(k, key) {
+						below, err := s.entry()
+						if err != nil {
+							return err
+						}
+						if below.del {
+							break
+						}
+						e.create, e.inherit = below.create, below.inherit
+					}
+				}
+				kv := KV{Key: bytes.Clone(key), CreateRevision: e.create, ModRevision: e.mod}
 				if !o.KeysOnly {
-					kv.Value = bytes.Clone(val)
+					kv.Value = bytes.Clone(e.value)
 				}
 				out = append(out, kv)
 			}
@@ -102,7 +124,7 @@ func (db *DB) Count() (int, error) {
 // source is one sorted input of a scan.
 type source interface {
 	key() []byte // nil when exhausted
-	value() (v []byte, deleted bool)
+	entry() (memEntry, error)
 	next()
 }
 
@@ -126,20 +148,18 @@ func (s *memSource) load() {
 	}
 }
 
-func (s *memSource) key() []byte { return s.cur }
-func (s *memSource) value() ([]byte, bool) {
-	e := s.it.Value()
-	return e.value, e.del
-}
-func (s *memSource) next() { s.ok = s.it.Next(); s.load() }
+func (s *memSource) key() []byte              { return s.cur }
+func (s *memSource) entry() (memEntry, error) { return *s.it.Value(), nil }
+func (s *memSource) next()                    { s.ok = s.it.Next(); s.load() }
 
 type boltSource struct {
+	db   *DB
 	c    *bolt.Cursor
 	k, v []byte
 }
 
-func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
-	s := &boltSource{c: c}
+func newBoltSource(db *DB, c *bolt.Cursor, start []byte) *boltSource {
+	s := &boltSource{db: db, c: c}
 	if start == nil {
 		s.k, s.v = c.First()
 	} else {
@@ -148,6 +168,12 @@ func newBoltSource(c *bolt.Cursor, start []byte) *boltSource {
 	return s
 }
 
-func (s *boltSource) key() []byte           { return s.k }
-func (s *boltSource) value() ([]byte, bool) { return s.v, false }
-func (s *boltSource) next()                 { s.k, s.v = s.c.Next() }
+func (s *boltSource) key() []byte { return s.k }
+func (s *boltSource) entry() (memEntry, error) {
+	e, ok := decodeRecord(s.k, s.v)
+	if !ok {
+		return memEntry{}, s.db.corruptValue(s.k)
+	}
+	return e, nil
+}
+func (s *boltSource) next() { s.k, s.v = s.c.Next() }
