@@ -213,7 +213,7 @@ func TestCompareAndSet(t *testing.T) {
 			t.Errorf("%s: applied %v, mod revision %d; want %v, %d", what, r.Applied, r.ModRevision, applied, mod)
 		}
 	}
-	r1 := db.CommittedRevision() + 1
+	r1 := db.WrittenRevision() + 1
 	want("create absent k with 0", cas("k", "1", 0), true, r1)
 	want("create present k with 0", cas("k", "2", 0), false, r1)
 	want("put k with a wrong revision", cas("k", "2", r1+1), false, r1)
@@ -241,7 +241,7 @@ func TestCompareAndSet(t *testing.T) {
 	// batches queued before either is applied, only the first creates.
 	var b1, b2 engine.Batch
 	b1.Put([]byte("n"), []byte("a"))
-	b1.CompareAndPut([]byte("n"), []byte("b"), db.CommittedRevision()+1)
+	b1.CompareAndPut([]byte("n"), []byte("b"), db.WrittenRevision()+1)
 	b2.CompareAndPut([]byte("m"), []byte("2"), 0)
 	b1.CompareAndPut([]byte("m"), []byte("1"), 0)
 	rev1, err := db.Submit(&b1)
