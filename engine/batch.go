@@ -409,15 +409,8 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
+// varint reads a zigzag-encoded varint, as binary.AppendVarint writes it.
 func (d *decoder) varint() int64 {
-	if d.bad {
-		return 0
-	}
-	v, n := binary.Varint(d.p[d.i:])
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.i += n
-	return v
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
