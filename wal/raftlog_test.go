@@ -131,15 +131,7 @@ func TestReadConcurrent(t *testing.T) {
 			defer appending.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(a)))
 			for i := range perAppender {
-				p := make([]byte, rng.IntN(300))
-				for j := range p {
-					p[j] = byte(rng.Uint32())
-				}
-				enqueue := l.Enqueue
-				if rng.IntN(8) == 0 {
-					enqueue = l.EnqueueSync
-				}
-				rev, err := enqueue(p, p)
+				rev, err := enqueueRandom(l, rng, 0, 300)
 				if err != nil {
 					t.Error(err)
 					return
@@ -771,15 +763,7 @@ func TestTruncateConcurrent(t *testing.T) {
 			defer appending.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(a)))
 			for i := range perAppender {
-				p := make([]byte, 1+rng.IntN(200))
-				for j := range p {
-					p[j] = byte(rng.Uint32())
-				}
-				enqueue := l.Enqueue
-				if rng.IntN(8) == 0 {
-					enqueue = l.EnqueueSync
-				}
-				rev, err := enqueue(p, p)
+				rev, err := enqueueRandom(l, rng, 1, 200)
 				if err != nil {
 					t.Error(err)
 					return
@@ -978,4 +962,18 @@ func TestReset(t *testing.T) {
 	}
 	got, _ = replay(t, dir, 5, opts)
 	checkLog(t, got, 5, 54, payload2)
+}
+
+// enqueueRandom enqueues a record of lo to lo+n-1 random bytes, its payload
+// also its value for OnWritten, flagged for an fsync one time in eight.
+func enqueueRandom(l *wal.Log, rng *rand.Rand, lo, n int) (uint64, error) {
+	p := make([]byte, lo+rng.IntN(n))
+	for j := range p {
+		p[j] = byte(rng.Uint32())
+	}
+	enqueue := l.Enqueue
+	if rng.IntN(8) == 0 {
+		enqueue = l.EnqueueSync
+	}
+	return enqueue(p, p)
 }
