@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -35,7 +36,7 @@ func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, erro
 	if err := b.check(&db.opts); err != nil {
 		return nil, err
 	}
-	if err := db.waitForRoom(true); err != nil {
+	if err := db.waitForRoom(context.Background()); err != nil {
 		return nil, err
 	}
 	db.wmu.Lock()
@@ -70,7 +71,7 @@ func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, erro
 		// wmu held exclusively after settle: nothing else can enqueue.
 		panic(fmt.Sprintf("engine: apply of revision %d was given revision %d", rev, got))
 	}
-	if err := db.finish(b, wo); err != nil {
+	if err := db.commitOf(b, wo).Wait(); err != nil {
 		return nil, err
 	}
 	return b.results, nil

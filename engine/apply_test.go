@@ -165,10 +165,11 @@ func TestConditionsReadTheStateFile(t *testing.T) {
 	b.IncrBy([]byte("n"), 1)
 	b.PutIf([]byte("v"), []byte("x"), engine.IfAbsent|engine.ReturnOld)
 	b.Delete([]byte("v"))
-	if _, err := db.Submit(&b); err != nil {
+	c, err := db.Submit(&b, engine.WriteOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.WaitWritten(&b); err != nil {
+	if err := c.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
 	rs := b.Results()
@@ -244,18 +245,19 @@ func TestCompareAndSet(t *testing.T) {
 	b1.CompareAndPut([]byte("n"), []byte("b"), db.WrittenRevision()+1)
 	b2.CompareAndPut([]byte("m"), []byte("2"), 0)
 	b1.CompareAndPut([]byte("m"), []byte("1"), 0)
-	rev1, err := db.Submit(&b1)
+	c1, err := db.Submit(&b1, engine.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev2, err := db.Submit(&b2)
+	c2, err := db.Submit(&b2, engine.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.WaitWritten(&b2); err != nil {
+	rev1, rev2 := c1.Revision(), c2.Revision()
+	if err := c2.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.WaitWritten(&b1); err != nil {
+	if err := c1.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
 	want("cas after the batch's own put", b1.Results()[1], true, rev1)

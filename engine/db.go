@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -308,161 +309,22 @@ func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (memEntry, bool, error) {
 
 // ---- writes ----
 
+const binaryLen = 10 // max uvarint length
+
 // Put sets key to value and returns the write's revision.
 func (db *DB) Put(key, value []byte, wo WriteOptions) (uint64, error) {
 	b := &Batch{owned: true}
 	b.data = make([]byte, 0, headerLen+1+2*binaryLen+len(key)+len(value))
 	b.ops = make([]batchOp, 0, 1)
 	b.Put(key, value)
-	return db.write(b, wo)
+	return db.Write(b, wo)
 }
 
 // Delete removes key (deleting a missing key still commits a revision).
 func (db *DB) Delete(key []byte, wo WriteOptions) (uint64, error) {
 	b := &Batch{owned: true}
 	b.Delete(key)
-	return db.write(b, wo)
-}
-
-// Write commits every write of b atomically and returns the revision of the
-// batch. An empty batch commits nothing and returns the last committed
-// revision.
-func (db *DB) Write(b *Batch, wo WriteOptions) (uint64, error) {
-	return db.write(b, wo)
-}
-
-const binaryLen = 10 // max uvarint length
-
-func (db *DB) write(b *Batch, wo WriteOptions) (uint64, error) {
-	rev, err := db.Submit(b)
-	if err != nil {
-		return 0, err
-	}
-	return rev, db.finish(b, wo)
-}
-
-// Submit queues b for commit without waiting and returns its revision. The
-// write is not yet visible, acknowledged or durable: it is visible and
-// acknowledged (async) once WaitWritten(b) returns nil, and durable once
-// WaitDurable(b) does. b must not be changed until WaitWritten returns.
-// Submit lets one goroutine, such as a server's event loop, commit the
-// writes of many clients and wait for them together. It blocks only while
-// the memtables are over their bound (see TrySubmit).
-func (db *DB) Submit(b *Batch) (uint64, error) {
-	return db.submit(b, true)
-}
-
-// TrySubmit is Submit for a caller that must never block, such as an event
-// loop that also serves reads: while the memtables are over
-// Options.MaxMemtableBytes it starts a checkpoint and returns ErrThrottled
-// instead of waiting for it. The caller can then wait elsewhere (Write waits
-// for room) or retry later.
-func (db *DB) TrySubmit(b *Batch) (uint64, error) {
-	return db.submit(b, false)
-}
-
-func (db *DB) submit(b *Batch, wait bool) (uint64, error) {
-	if err := b.check(&db.opts); err != nil {
-		return 0, err
-	}
-	if b.Len() == 0 {
-		return db.committed(), nil
-	}
-	if err := db.waitForRoom(wait); err != nil {
-		return 0, err
-	}
-	db.wmu.RLock()
-	if db.closed {
-		db.wmu.RUnlock()
-		return 0, ErrClosed
-	}
-	if err := db.failure(); err != nil {
-		db.wmu.RUnlock()
-		return 0, err
-	}
-	rev, err := db.enqueue(b)
-	db.wmu.RUnlock()
-	return rev, err
-}
-
-// enqueue hands b to the log. Called with wmu held.
-func (db *DB) enqueue(b *Batch) (uint64, error) {
-	atomic.StoreUint64(&b.wrote, 0)
-	b.rev = 0
-	b.clearResults()
-	rev, err := db.wal.Enqueue(b.data, b)
-	if err != nil {
-		return 0, db.walErr(err)
-	}
-	b.rev = rev
-	return rev, nil
-}
-
-// WaitWritten returns once b, queued by Submit or TrySubmit, is in the log
-// file and visible to reads: acknowledged in async mode. Otherwise it says
-// why b will never be: ErrWriteRefused (not executed; the log could not
-// write it), ErrLogFailed (not executed; the log failed before b reached
-// it), ErrOutcomeUnknown with ErrLogFailed (perhaps executed), ErrClosed.
-// Waiting for the newest of several batches writes all of them; each then
-// tells its own outcome at once.
-func (db *DB) WaitWritten(b *Batch) error {
-	rev := b.rev
-	if rev == 0 || atomic.LoadUint64(&b.wrote) == rev {
-		return nil // empty (nothing was queued), or written
-	}
-	err := db.wal.WaitWritten(rev)
-	if atomic.LoadUint64(&b.wrote) == rev {
-		return nil
-	}
-	if err == nil {
-		if f := db.failure(); f != nil {
-			// Written, but the DB failed before it could apply it.
-			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, f)
-		}
-	}
-	if err == nil || errors.Is(err, wal.ErrWriteRefused) {
-		// Refused after a failed write; its revision may already have
-		// gone to a later write, which the log then waited for.
-		return db.refused()
-	}
-	return db.walErr(err)
-}
-
-// WaitDurable returns once b, queued by Submit or TrySubmit, and every
-// write before it are fsynced: acknowledged in sync mode. Concurrent
-// callers share fsyncs. Its errors are WaitWritten's; once b is written,
-// a failed fsync gives ErrOutcomeUnknown.
-func (db *DB) WaitDurable(b *Batch) error {
-	if err := db.WaitWritten(b); err != nil || b.rev == 0 {
-		return err
-	}
-	return db.walErr(db.wal.WaitDurable(b.rev))
-}
-
-// refused is the error of a write the log refused.
-func (db *DB) refused() error {
-	if cause := db.wal.Stats().LastWriteErr; cause != nil {
-		return fmt.Errorf("%w: %w", ErrWriteRefused, cause)
-	}
-	return ErrWriteRefused
-}
-
-// finish waits until b is acknowledged in the mode wo asks for.
-func (db *DB) finish(b *Batch, wo WriteOptions) error {
-	if db.syncWanted(wo) {
-		return db.WaitDurable(b)
-	}
-	return db.WaitWritten(b)
-}
-
-func (db *DB) syncWanted(wo WriteOptions) bool {
-	switch wo.Durability {
-	case DurabilitySync:
-		return true
-	case DurabilityAsync:
-		return false
-	}
-	return CommitMode(db.mode.Load()) == CommitSync
+	return db.Write(b, wo)
 }
 
 func (db *DB) walErr(err error) error {
@@ -477,31 +339,6 @@ func (db *DB) walErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrLogFailed, err)
 	}
 	return err
-}
-
-// waitForRoom makes a writer wait while the memtables are over their bound,
-// after starting a checkpoint to free them. Without wait it returns
-// ErrThrottled instead of waiting.
-func (db *DB) waitForRoom(wait bool) error {
-	if db.memBytes.Load() < db.opts.MaxMemtableBytes {
-		return nil
-	}
-	db.kickCheckpoint()
-	if !wait {
-		return ErrThrottled
-	}
-	db.bpMu.Lock()
-	defer db.bpMu.Unlock()
-	for db.memBytes.Load() >= db.opts.MaxMemtableBytes {
-		if err := db.failure(); err != nil {
-			return err
-		}
-		if db.isClosed() {
-			return ErrClosed
-		}
-		db.bpCond.Wait()
-	}
-	return nil
 }
 
 func (db *DB) isClosed() bool {
@@ -546,7 +383,7 @@ func (t *Txn) Delete(key []byte) { t.b.Delete(key) }
 // methods. If fn returns an error nothing is written and Update returns it.
 // If fn writes nothing, Update returns the last committed revision.
 func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
-	if err := db.waitForRoom(true); err != nil {
+	if err := db.waitForRoom(context.Background()); err != nil {
 		return 0, err
 	}
 	db.wmu.Lock()
@@ -582,7 +419,7 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return rev, db.finish(&t.b, wo)
+	return rev, db.commitOf(&t.b, wo).Wait()
 }
 
 // settle returns once every record enqueued is written or refused. Called
@@ -645,6 +482,8 @@ type Stats struct {
 	Fsyncs               uint64        // log fsyncs since Open
 	RecordsSynced        uint64        // records those fsyncs made durable
 	MaxFsync             time.Duration // slowest log fsync since Open
+	FsyncSeconds         Histogram     // log fsync durations since Open, in seconds
+	RecordsPerFsync      Histogram     // records made durable by each of those fsyncs
 	WALBytes             int64         // bytes in log segment files on disk, the tail's zero fill included
 	WALSegments          int
 	MemtableBytes        int64
@@ -675,6 +514,10 @@ type Stats struct {
 	MaxUnsyncedSinceOpen  time.Duration
 }
 
+// Histogram counts observations in buckets of fixed upper bounds, as a
+// Prometheus histogram does (see wal.Histogram).
+type Histogram = wal.Histogram
+
 // RecoveryStats sum up the cuts that the last Open made to the log.
 type RecoveryStats struct {
 	Cuts    int    // stretches cut
@@ -703,6 +546,8 @@ func (db *DB) Stats() Stats {
 		Fsyncs:               ws.Fsyncs,
 		RecordsSynced:        ws.RecordsSynced,
 		MaxFsync:             ws.MaxFsync,
+		FsyncSeconds:         ws.FsyncSeconds,
+		RecordsPerFsync:      ws.RecordsPerFsync,
 		WALBytes:             db.wal.Size(),
 		WALSegments:          ws.Segments,
 		MemtableBytes:        db.memBytes.Load(),

@@ -80,12 +80,13 @@ func TestCheckpointOutOfSpace(t *testing.T) {
 		}
 		var b engine.Batch
 		b.Put([]byte(fmt.Sprintf("k%04d", n)), []byte(val))
-		if _, err := db.TrySubmit(&b); errors.Is(err, engine.ErrThrottled) {
+		c, err := db.TrySubmit(&b, engine.WriteOptions{})
+		if errors.Is(err, engine.ErrThrottled) {
 			break
 		} else if err != nil {
 			t.Fatalf("write %d while checkpoints fail: %v", n, err)
 		}
-		if err := db.WaitDurable(&b); err != nil {
+		if err := c.WaitDurable(); err != nil {
 			t.Fatalf("write %d while checkpoints fail: %v", n, err)
 		}
 	}
@@ -133,10 +134,11 @@ func TestLogWriteRefused(t *testing.T) {
 
 	var queued engine.Batch
 	queued.Put([]byte("queued"), []byte("x"))
-	rev, err := db.Submit(&queued)
+	qc, err := db.Submit(&queued, engine.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	rev := qc.Revision()
 	seg := filepath.Join(dir, "wal", fmt.Sprintf("%020d", 1))
 	fi, err := os.Stat(seg)
 	if err != nil {
@@ -161,10 +163,10 @@ func TestLogWriteRefused(t *testing.T) {
 	if later != rev {
 		t.Fatalf("the write after the refusal got revision %d, want %d (refused revisions are given again)", later, rev)
 	}
-	if err := db.WaitWritten(&queued); !errors.Is(err, engine.ErrWriteRefused) {
+	if err := qc.WaitWritten(); !errors.Is(err, engine.ErrWriteRefused) {
 		t.Fatalf("WaitWritten of the refused batch, after its revision went to another write: %v, want ErrWriteRefused", err)
 	}
-	if err := db.WaitDurable(&queued); !errors.Is(err, engine.ErrWriteRefused) {
+	if err := qc.WaitDurable(); !errors.Is(err, engine.ErrWriteRefused) {
 		t.Fatalf("WaitDurable of the refused batch: %v, want ErrWriteRefused", err)
 	}
 	for _, k := range []string{"queued", "refused", "txn"} {

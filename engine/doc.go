@@ -19,6 +19,14 @@
 // barrier that returns once every write acknowledged before it is durable.
 // Reads see every acknowledged write, durable or not.
 //
+// Write and WriteContext wait for the acknowledgement. A caller that
+// commits the writes of many clients, such as a server's event loop, uses
+// Submit or TrySubmit instead: each returns a Commit, the handle of a
+// queued batch, with its revision, whether it is acknowledged once durable
+// or once written (decided then, from the write's durability and the DB's
+// mode, and nowhere else) and its waits. Waiting on the newest of several
+// Commits writes, or fsyncs, all of them together.
+//
 // # Batches are data
 //
 // A Batch encodes to bytes (Batch.Bytes, DecodeBatch; the format is drawn
@@ -30,8 +38,8 @@
 // key's mod revision (see Revisions of keys) is the one given, 0 meaning
 // that the key holds no value; a Delete reports whether the key held a
 // value. Each operation
-// has a Result, read with Batch.Results once the write returns (or
-// WaitWritten does, after Submit). An IncrBy on a value that is not an
+// has a Result, read with Batch.Results once the write returns (or the
+// Commit's WaitWritten does, after Submit). An IncrBy on a value that is not an
 // integer, or that would overflow, fails alone: its Result.Err says why,
 // and the rest of the batch applies. Replay after a restart evaluates the
 // same operations against the same state, so it rebuilds the same state.

@@ -256,14 +256,18 @@ func TestSubmitThenWait(t *testing.T) {
 	var b1, b2 engine.Batch
 	b1.Put([]byte("a"), []byte("1"))
 	b2.Put([]byte("b"), []byte("2"))
-	r1, err := db.Submit(&b1)
+	c1, err := db.Submit(&b1, engine.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := db.Submit(&b2)
+	c2, err := db.Submit(&b2, engine.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c1.Sync() || c2.Sync() {
+		t.Fatal("a write with the default durability is sync in async commit mode")
+	}
+	r1, r2 := c1.Revision(), c2.Revision()
 	if r2 != r1+1 {
 		t.Fatalf("revisions %d, %d: want consecutive", r1, r2)
 	}
@@ -273,10 +277,10 @@ func TestSubmitThenWait(t *testing.T) {
 	if db.WrittenRevision() >= r1 {
 		t.Fatalf("committed revision %d before any wait", db.WrittenRevision())
 	}
-	if err := db.WaitWritten(&b2); err != nil {
+	if err := c2.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.WaitWritten(&b1); err != nil {
+	if err := c1.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
 	wantGet(t, db, "a", "1")
@@ -285,7 +289,7 @@ func TestSubmitThenWait(t *testing.T) {
 		t.Fatalf("durable revision %d without an fsync", db.DurableRevision())
 	}
 	fsyncs := db.Stats().Fsyncs
-	if err := db.WaitDurable(&b2); err != nil {
+	if err := c2.WaitDurable(); err != nil {
 		t.Fatal(err)
 	}
 	if st := db.Stats(); st.DurableRevision < r2 || st.Fsyncs != fsyncs+1 {
@@ -293,7 +297,7 @@ func TestSubmitThenWait(t *testing.T) {
 	}
 	var bad engine.Batch
 	bad.Put(nil, []byte("x"))
-	if _, err := db.Submit(&bad); err == nil {
+	if _, err := db.Submit(&bad, engine.WriteOptions{}); err == nil {
 		t.Fatal("Submit accepted an empty key")
 	}
 }

@@ -127,9 +127,6 @@ type Options struct {
 	MaxValueSize int
 	// Logger receives the engine's messages. Nil discards them.
 	Logger *slog.Logger
-	// OnSync, if set, is called after every fsync of the log with its
-	// duration and the number of records it made durable.
-	OnSync func(d time.Duration, records int)
 }
 
 // withDefaults fills the defaults and checks every field, reporting all

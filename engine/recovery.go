@@ -161,7 +161,6 @@ func (db *DB) replay(applied uint64) error {
 		Preallocate:      db.opts.Preallocate,
 		Logger:           db.log,
 		OnWritten:        db.applyWritten,
-		OnSync:           db.opts.OnSync,
 		SyncFile:         faults.For(db.dir).SyncFile, // nil but in kvd's own tests
 	}
 	walDir := filepath.Join(db.dir, "wal")

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestTrySubmitThrottled(t *testing.T) {
 
 	var b Batch
 	b.Put([]byte("b"), []byte("2"))
-	if _, err := db.TrySubmit(&b); !errors.Is(err, ErrThrottled) {
+	if _, err := db.TrySubmit(&b, WriteOptions{}); !errors.Is(err, ErrThrottled) {
 		t.Fatalf("TrySubmit over the memory bound: %v, want ErrThrottled", err)
 	}
 	if _, err := db.Get([]byte("b")); !errors.Is(err, ErrNotFound) {
@@ -41,9 +42,9 @@ func TestTrySubmitThrottled(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := db.Submit(&b)
+		c, err := db.Submit(&b, WriteOptions{})
 		if err == nil {
-			err = db.WaitWritten(&b)
+			err = c.WaitWritten()
 		}
 		done <- err
 	}()
@@ -61,15 +62,97 @@ func TestTrySubmitThrottled(t *testing.T) {
 	}
 	var c Batch
 	c.Put([]byte("c"), []byte("3"))
-	if _, err := db.TrySubmit(&c); err != nil {
+	cc, err := db.TrySubmit(&c, WriteOptions{})
+	if err != nil {
 		t.Fatalf("TrySubmit under the bound: %v", err)
 	}
-	if err := db.WaitWritten(&c); err != nil {
+	if err := cc.WaitWritten(); err != nil {
 		t.Fatal(err)
 	}
 	for k, want := range map[string]string{"a": "1", "b": "2", "c": "3"} {
 		if v, err := db.Get([]byte(k)); err != nil || string(v) != want {
 			t.Errorf("Get(%s) = %q, %v; want %q", k, v, err, want)
+		}
+	}
+}
+
+// TestWriteContextCanceledWhileThrottled checks that a write waiting for
+// room gives up when its context is done, and is then not executed.
+func TestWriteContextCanceledWhileThrottled(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	full := db.opts.MaxMemtableBytes
+	db.memBytes.Add(full)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		var b Batch
+		b.Put([]byte("k"), []byte("v"))
+		_, err := db.WriteContext(ctx, &b, WriteOptions{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("WriteContext over the memory bound returned (%v) without waiting", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("WriteContext after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WriteContext still waits for room after its context was canceled")
+	}
+	db.memBytes.Add(-full)
+	if _, err := db.Get([]byte("k")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the canceled write was executed: Get = %v", err)
+	}
+	if rev := db.WrittenRevision(); rev != 0 {
+		t.Fatalf("written revision %d after a canceled write, want 0", rev)
+	}
+}
+
+// TestCommitDurability checks the one place that decides whether a write
+// is acknowledged once durable: its durability, else the DB's mode.
+func TestCommitDurability(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{CommitMode: CommitAsync, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, tc := range []struct {
+		mode CommitMode
+		d    Durability
+		sync bool
+	}{
+		{CommitAsync, DurabilityDefault, false},
+		{CommitAsync, DurabilitySync, true},
+		{CommitAsync, DurabilityAsync, false},
+		{CommitSync, DurabilityDefault, true},
+		{CommitSync, DurabilitySync, true},
+		{CommitSync, DurabilityAsync, false},
+	} {
+		db.SetCommitMode(tc.mode)
+		var b Batch
+		b.Put([]byte("k"), []byte("v"))
+		c, err := db.Submit(&b, WriteOptions{Durability: tc.d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Sync() != tc.sync {
+			t.Errorf("mode %v, durability %v: Sync() = %v, want %v", tc.mode, tc.d, c.Sync(), tc.sync)
+		}
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if durable := db.DurableRevision() >= c.Revision(); durable != tc.sync {
+			t.Errorf("mode %v, durability %v: durable after Wait = %v, want %v", tc.mode, tc.d, durable, tc.sync)
 		}
 	}
 }

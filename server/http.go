@@ -208,14 +208,16 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest("reading the body: %v", err))
 		return
 	}
+	var b engine.Batch
+	b.Put(key, buf.Bytes())
 	start := time.Now()
-	rev, err := s.store.Put(key, buf.Bytes(), writeOptions(d))
-	s.observeCommit(d, start)
+	c, err := s.store.WriteContext(r.Context(), &b, writeOptions(d))
+	s.observeCommit(c, start)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	s.writeWritten(w, rev, nil)
+	s.writeWritten(w, c.Revision(), nil)
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +256,6 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !found {
-		s.observeCommit(d, start)
 		deleted := false
 		s.writeWritten(w, s.store.WrittenRevision(), &deleted)
 		return
@@ -262,14 +263,14 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	// The key may be gone by the time the delete applies: its result says.
 	var b engine.Batch
 	b.Delete(key)
-	rev, err := s.store.Write(&b, writeOptions(d))
-	s.observeCommit(d, start)
+	c, err := s.store.WriteContext(r.Context(), &b, writeOptions(d))
+	s.observeCommit(c, start)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	deleted := b.Results()[0].Applied
-	s.writeWritten(w, rev, &deleted)
+	s.writeWritten(w, c.Revision(), &deleted)
 }
 
 // listItem is one pair of GET /v1/kv. A key that is not valid UTF-8 comes

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -236,8 +237,7 @@ func TestHTTPList(t *testing.T) {
 func TestHTTPStatusAndMetrics(t *testing.T) {
 	metrics := server.NewMetrics()
 	ts := startServer(t, serverOpts{
-		cfg:    server.Config{Metrics: metrics, Pprof: true, Version: "1.2.3"},
-		engine: engine.Options{OnSync: metrics.ObserveSync},
+		cfg: server.Config{Metrics: metrics, Pprof: true, Version: "1.2.3"},
 	})
 	base := "http://" + ts.httpAddr
 	for _, k := range []string{"x", "y"} {
@@ -284,10 +284,33 @@ func TestHTTPStatusAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	if strings.Contains(m, "kvd_wal_fsync_duration_seconds_count 0") {
-		t.Errorf("OnSync not wired to metrics: %s", m)
+	// Two sync writes, two fsyncs at least (the directory's too, perhaps).
+	for _, name := range []string{"kvd_wal_fsync_duration_seconds_count", "kvd_wal_records_per_fsync_count"} {
+		if n := metricValue(t, m, name); n < 2 {
+			t.Errorf("%s = %v after two sync writes, want at least 2", name, n)
+		}
+	}
+	if n := metricValue(t, m, "kvd_wal_records_per_fsync_sum"); n != float64(st.Fsync.Records) || n < 2 {
+		t.Errorf("kvd_wal_records_per_fsync_sum = %v, status says %d records synced", n, st.Fsync.Records)
 	}
 	if r := doHTTP(t, "GET", base+"/debug/pprof/", nil, nil); r.status != 200 || !strings.Contains(r.body, "goroutine") {
 		t.Errorf("pprof: %d", r.status)
 	}
+}
+
+// metricValue returns the value of the unlabelled sample name in the
+// Prometheus text exposition m.
+func metricValue(t *testing.T, m, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,9 +11,9 @@ import (
 )
 
 // Metrics holds kvd's Prometheus metrics in a registry of its own (no
-// global registry). Create it before opening the store so that its
-// ObserveSync can be the store's OnSync callback, then pass it in
-// Config.Metrics. A Metrics serves one Server.
+// global registry): the server's counts of requests and commits, and
+// figures read from the store's Stats when scraped. Pass it in
+// Config.Metrics, or let New create one. A Metrics serves one Server.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -25,8 +24,6 @@ type Metrics struct {
 	clients         prometheus.Gauge
 	commitSeconds   map[engine.CommitMode]prometheus.Observer
 	syncSeconds     prometheus.Histogram
-	fsyncSeconds    prometheus.Histogram
-	recordsPerFsync prometheus.Histogram
 }
 
 // NewMetrics returns a Metrics with its own registry, which also carries the
@@ -69,32 +66,14 @@ func NewMetrics() *Metrics {
 			Help:    "Latency of durability barriers (WAITAOF, POST /v1/sync).",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18),
 		}),
-		fsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "kvd_wal_fsync_duration_seconds",
-			Help:    "Latency of write-ahead log fsyncs.",
-			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18),
-		}),
-		recordsPerFsync: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "kvd_wal_records_per_fsync",
-			Help:    "Write-ahead log records made durable by one fsync (group commit).",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 .. 8192
-		}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.unknownCommands, m.protocolErrors, m.rejected, m.clients,
-		commit, m.syncSeconds, m.fsyncSeconds, m.recordsPerFsync,
+		commit, m.syncSeconds,
 	)
 	return m
-}
-
-// ObserveSync records one fsync of the write-ahead log that took d and made
-// records records durable. It has the signature of engine.Options.OnSync and
-// is safe for concurrent use.
-func (m *Metrics) ObserveSync(d time.Duration, records int) {
-	m.fsyncSeconds.Observe(d.Seconds())
-	m.recordsPerFsync.Observe(float64(records))
 }
 
 // Registry returns the registry the metrics are in.
@@ -107,6 +86,7 @@ func (m *Metrics) register(s *Server) {
 			func() float64 { return f(s.store.Stats()) })
 	}
 	m.reg.MustRegister(
+		&fsyncHistograms{s: s},
 		stat("kvd_written_revision", "Last revision written to the write-ahead log (visible to reads).",
 			func(st engine.Stats) float64 { return float64(st.WrittenRevision) }),
 		stat("kvd_durable_revision", "Last revision known to be fsynced.",
@@ -153,4 +133,41 @@ func (m *Metrics) register(s *Server) {
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// fsyncHistograms exports the store's histograms of its log's fsyncs, kept
+// by the log itself (engine.Stats), as Prometheus histograms.
+type fsyncHistograms struct{ s *Server }
+
+var (
+	fsyncSecondsDesc = prometheus.NewDesc("kvd_wal_fsync_duration_seconds",
+		"Latency of write-ahead log fsyncs.", nil, nil)
+	recordsPerFsyncDesc = prometheus.NewDesc("kvd_wal_records_per_fsync",
+		"Write-ahead log records made durable by one fsync (group commit).", nil, nil)
+)
+
+func (c *fsyncHistograms) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fsyncSecondsDesc
+	ch <- recordsPerFsyncDesc
+}
+
+func (c *fsyncHistograms) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.store.Stats()
+	ch <- constHistogram(fsyncSecondsDesc, st.FsyncSeconds)
+	ch <- constHistogram(recordsPerFsyncDesc, st.RecordsPerFsync)
+}
+
+// constHistogram turns h, whose counts are per bucket, into a Prometheus
+// histogram, whose counts are cumulative.
+func constHistogram(desc *prometheus.Desc, h engine.Histogram) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var n uint64
+	for i, b := range h.Bounds {
+		n += h.Counts[i]
+		buckets[b] = n
+	}
+	if len(h.Counts) > len(h.Bounds) {
+		n += h.Counts[len(h.Bounds)]
+	}
+	return prometheus.MustNewConstHistogram(desc, n, h.Sum, buckets)
 }

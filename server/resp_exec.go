@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -27,8 +28,8 @@ type respIO interface {
 	// flush writes c's pending replies. It returns false if c must wait
 	// for its socket to drain (or was closed) before it runs on.
 	flush(c *respConn) bool
-	// awaitWrite waits for c.pending, submitted to the store, to be written,
-	// and fsynced if c.pending.sync, then calls c.finishWrite. It returns
+	// awaitWrite waits for c.pending.commit to be acknowledged (written,
+	// and fsynced if it is Sync), then calls c.finishWrite. It returns
 	// true if c is parked meanwhile and the call comes later.
 	awaitWrite(c *respConn) bool
 	// runSlow runs run(c, args), a command that may block. It returns
@@ -39,12 +40,11 @@ type respIO interface {
 // pendingWrite is a write being committed as one batch (respConn.batch):
 // a run of plain SETs, or one write command.
 type pendingWrite struct {
-	n     int        // number of requests answered: the SETs of a run, else 1
-	reply writeReply // how they are answered once the batch is written
-	d     engine.Durability
-	rev   uint64 // revision of the batch, once submitted
-	sync  bool   // waits for an fsync
-	start time.Time
+	n      int        // number of requests answered: the SETs of a run, else 1
+	reply  writeReply // how they are answered once the batch is written
+	d      engine.Durability
+	commit engine.Commit // once submitted
+	start  time.Time
 }
 
 // writeReply is how a written batch is answered, from its results.
@@ -165,7 +165,7 @@ func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 func (c *respConn) submit(w pendingWrite) bool {
 	w.start = time.Now()
 	c.pending = w
-	rev, err := c.s.store.TrySubmit(&c.batch)
+	commit, err := c.s.store.TrySubmit(&c.batch, writeOptions(w.d))
 	switch {
 	case errors.Is(err, engine.ErrThrottled):
 		// The store waits for a checkpoint to free memory: wait in
@@ -173,11 +173,10 @@ func (c *respConn) submit(w pendingWrite) bool {
 		// serving reads and other clients meanwhile.
 		return c.io.runSlow(c, writeBatch, nil)
 	case err != nil:
-		c.finishWrite(0, err)
+		c.finishWrite(err)
 		return false
 	}
-	c.pending.rev = rev
-	c.pending.sync = c.s.effectiveMode(w.d) == engine.CommitSync
+	c.pending.commit = commit
 	return c.io.awaitWrite(c)
 }
 
@@ -204,16 +203,20 @@ func (c *respConn) batchSets(d engine.Durability) int {
 	return n
 }
 
-// writeBatch commits c.pending with Write, waiting for the store to have room.
+// writeBatch commits c.pending with WriteContext, waiting for the store to
+// have room.
 func writeBatch(c *respConn, _ [][]byte) {
-	c.finishWrite(c.s.store.Write(&c.batch, writeOptions(c.pending.d)))
+	var err error
+	c.pending.commit, err = c.s.store.WriteContext(context.Background(), &c.batch, writeOptions(c.pending.d))
+	c.finishWrite(err)
 }
 
-// finishWrite answers the requests of c.pending, committed at rev with
-// result err, from c.batch's results.
-func (c *respConn) finishWrite(rev uint64, err error) {
+// finishWrite answers the requests of c.pending, whose commit ended with
+// err, from c.batch's results.
+func (c *respConn) finishWrite(err error) {
 	w := &c.pending
-	c.s.observeCommit(w.d, w.start)
+	rev := w.commit.Revision()
+	c.s.observeCommit(w.commit, w.start)
 	if err != nil {
 		for range w.n {
 			c.writeError(respError(err))

@@ -24,11 +24,7 @@ func (goroutineIO) flush(c *respConn) bool {
 }
 
 func (goroutineIO) awaitWrite(c *respConn) bool {
-	err := c.s.store.WaitWritten(&c.batch)
-	if err == nil && c.pending.sync {
-		err = c.s.store.WaitDurable(&c.batch)
-	}
-	c.finishWrite(c.pending.rev, err)
+	c.finishWrite(c.pending.commit.Wait())
 	return false
 }
 

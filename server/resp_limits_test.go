@@ -239,8 +239,9 @@ func TestDisconnectMidPipeline(t *testing.T) {
 
 // blockingStore makes a request stay in flight: it refuses TrySubmit as a
 // store over its memory bound does, so that "SET k v NX" is committed with
-// Write (on a worker goroutine in the event loop, on the connection's own
-// in the goroutine model), and holds Write calls until released.
+// WriteContext (on a worker goroutine in the event loop, on the
+// connection's own in the goroutine model), and holds WriteContext calls
+// until released.
 type blockingStore struct {
 	*engine.DB
 	entered chan struct{}
@@ -248,12 +249,14 @@ type blockingStore struct {
 	once    sync.Once
 }
 
-func (b *blockingStore) TrySubmit(*engine.Batch) (uint64, error) { return 0, engine.ErrThrottled }
+func (b *blockingStore) TrySubmit(*engine.Batch, engine.WriteOptions) (engine.Commit, error) {
+	return engine.Commit{}, engine.ErrThrottled
+}
 
-func (b *blockingStore) Write(batch *engine.Batch, wo engine.WriteOptions) (uint64, error) {
+func (b *blockingStore) WriteContext(ctx context.Context, batch *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
 	b.once.Do(func() { close(b.entered) })
 	<-b.release
-	return b.DB.Write(batch, wo)
+	return b.DB.WriteContext(ctx, batch, wo)
 }
 
 // newBlockingServer returns a server with I/O model model over a
@@ -408,7 +411,7 @@ func TestPanicRecovered(t *testing.T) {
 }
 
 // throttledStore is over its memory bound while throttled is set: TrySubmit
-// refuses and Write and Put wait until released, as the engine's do while a
+// refuses and WriteContext waits until released, as the engine's do while a
 // checkpoint frees memory.
 type throttledStore struct {
 	*engine.DB
@@ -418,11 +421,11 @@ type throttledStore struct {
 	once      sync.Once
 }
 
-func (s *throttledStore) TrySubmit(b *engine.Batch) (uint64, error) {
+func (s *throttledStore) TrySubmit(b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
 	if s.throttled.Load() {
-		return 0, engine.ErrThrottled
+		return engine.Commit{}, engine.ErrThrottled
 	}
-	return s.DB.TrySubmit(b)
+	return s.DB.TrySubmit(b, wo)
 }
 
 func (s *throttledStore) wait() {
@@ -432,14 +435,9 @@ func (s *throttledStore) wait() {
 	}
 }
 
-func (s *throttledStore) Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error) {
+func (s *throttledStore) WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
 	s.wait()
-	return s.DB.Write(b, wo)
-}
-
-func (s *throttledStore) Put(key, value []byte, wo engine.WriteOptions) (uint64, error) {
-	s.wait()
-	return s.DB.Put(key, value, wo)
+	return s.DB.WriteContext(ctx, b, wo)
 }
 
 // TestThrottledWritesDoNotStallReads: while the store makes writes wait for

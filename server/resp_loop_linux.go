@@ -40,9 +40,11 @@ const (
 //     - any other command runs on a worker goroutine while the connection
 //       is parked, so that a slow command (SCAN, WAITAOF) never stalls the
 //       loop.
-//  3. One Store.WaitWritten for the newest submitted batch writes the
-//     records of every client in one write(2) (the async acknowledgement);
-//     each client's batch then tells its own outcome, at once.
+//  3. One WaitWritten on the Commit of the newest submitted batch writes
+//     the records of every client in one write(2) (the async
+//     acknowledgement); each client's Commit then tells its own outcome,
+//     at once, and whether it waits for an fsync (Commit.Sync: the store
+//     decides).
 //  4. If sync writes are parked, replies that need no fsync are written,
 //     then one fsync covers every parked sync write (group commit: all the
 //     clients whose requests arrived since the last fsync share it), and
@@ -427,15 +429,15 @@ func (l *eventLoop) settle() {
 			break
 		}
 		w := l.written
-		l.s.store.WaitWritten(&w[len(w)-1].batch) // writes them all
+		w[len(w)-1].pending.commit.WaitWritten() // writes them all
 		for _, c := range w {
 			if c.lp.closed {
 				continue
 			}
 			// A failed log write may have refused some of them and not
 			// others: each batch says.
-			err := l.s.store.WaitWritten(&c.batch)
-			if err == nil && c.pending.sync {
+			err := c.pending.commit.WaitWritten()
+			if err == nil && c.pending.commit.Sync() {
 				c.lp.park = parkDurable
 				l.durable = append(l.durable, c)
 				continue
@@ -464,9 +466,9 @@ func (l *eventLoop) syncParked() bool {
 		return false
 	}
 	l.writeReplies()
-	l.s.store.WaitDurable(&l.durable[len(l.durable)-1].batch) // one fsync for all
+	l.durable[len(l.durable)-1].pending.commit.WaitDurable() // one fsync for all
 	for i, c := range l.durable {
-		l.complete(c, l.s.store.WaitDurable(&c.batch))
+		l.complete(c, c.pending.commit.WaitDurable())
 		l.durable[i] = nil
 	}
 	l.durable = l.durable[:0]
@@ -479,7 +481,7 @@ func (l *eventLoop) complete(c *respConn, err error) {
 	if c.lp.closed {
 		return
 	}
-	c.finishWrite(c.pending.rev, err)
+	c.finishWrite(err)
 	c.lp.park = parkNone
 	l.markReady(c)
 }

@@ -37,23 +37,23 @@ type Store interface {
 	// GetEach looks keys up in one consistent state, without copying
 	// their values (GET, MGET, EXISTS).
 	GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error
-	// Put and Write commit one atomic batch and return its revision.
-	// After Write, the batch's Results hold the outcome of each of its
-	// operations (a conditional put, an increment, whether a delete found
-	// its key), evaluated when the store applied the batch.
-	Put(key, value []byte, wo engine.WriteOptions) (uint64, error)
-	Write(b *engine.Batch, wo engine.WriteOptions) (uint64, error)
-	// TrySubmit queues a batch without waiting and returns its revision;
-	// WaitWritten and WaitDurable wait for that batch to be acknowledged in
-	// async and sync mode, or tell why it was not (a revision refused after
-	// a failed log write goes to a later write: the batch, not its
-	// revision, says whose write it was). The event loop commits many
-	// clients' writes this way. Over its memory bound the store returns
-	// engine.ErrThrottled instead of blocking: the loop then commits the
-	// batch with Write on a worker goroutine and goes on serving reads.
-	TrySubmit(b *engine.Batch) (uint64, error)
-	WaitWritten(b *engine.Batch) error
-	WaitDurable(b *engine.Batch) error
+	// Every write is a batch of operations (engine.Batch), applied
+	// atomically at one revision; after it is acknowledged the batch's
+	// Results hold the outcome of each operation (a conditional put, an
+	// increment, whether a delete found its key), evaluated when the store
+	// applied it. The store decides, from wo and its commit mode, whether
+	// the write is acknowledged once durable or once written: the
+	// returned Commit says which.
+	//
+	// WriteContext commits b and waits for its acknowledgement; ctx bounds
+	// the wait before b is submitted. TrySubmit queues b without waiting
+	// and returns its Commit, whose waits the caller runs: the event loop
+	// commits many clients' writes this way, one log write and one fsync
+	// for all. Over its memory bound the store returns engine.ErrThrottled
+	// instead of blocking: the loop then commits the batch with
+	// WriteContext on a worker goroutine and goes on serving reads.
+	WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
+	TrySubmit(b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
 	// Scan returns pairs in ascending key order.
 	Scan(o engine.ScanOptions) ([]engine.KV, error)
 	// Count returns the number of live keys.
@@ -104,8 +104,7 @@ type Config struct {
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
 	Version string
-	// Metrics collects Prometheus metrics; nil means New creates one. Pass
-	// the same Metrics whose ObserveSync is the store's OnSync callback.
+	// Metrics collects Prometheus metrics; nil means New creates one.
 	Metrics *Metrics
 	// Logger receives connection and error logs; nil discards them.
 	Logger *slog.Logger
@@ -320,21 +319,18 @@ func writeOptions(d engine.Durability) engine.WriteOptions {
 	return engine.WriteOptions{Durability: d}
 }
 
-// effectiveMode is the commit mode a write with durability d uses.
-func (s *Server) effectiveMode(d engine.Durability) engine.CommitMode {
-	switch d {
-	case engine.DurabilitySync:
-		return engine.CommitSync
-	case engine.DurabilityAsync:
-		return engine.CommitAsync
-	default:
-		return s.store.CommitMode()
+// observeCommit records the latency of commit c, started at start, by the
+// mode the store acknowledged it in. A write that was never submitted (its
+// Commit is the zero one) is not a commit.
+func (s *Server) observeCommit(c engine.Commit, start time.Time) {
+	if c == (engine.Commit{}) {
+		return
 	}
-}
-
-// observeCommit records the latency of one commit in mode m.
-func (s *Server) observeCommit(d engine.Durability, start time.Time) {
-	s.metrics.commitSeconds[s.effectiveMode(d)].Observe(time.Since(start).Seconds())
+	mode := engine.CommitAsync
+	if c.Sync() {
+		mode = engine.CommitSync
+	}
+	s.metrics.commitSeconds[mode].Observe(time.Since(start).Seconds())
 }
 
 // parseDurability parses "sync", "async" or "default" (any case).

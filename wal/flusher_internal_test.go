@@ -80,7 +80,7 @@ func TestFlusherPeriod(t *testing.T) {
 			l       *Log
 			durable []time.Time // durable[i]: when revision i+1 became durable
 		)
-		opts := Options{FlushInterval: period, OnSync: func(time.Duration, int) {
+		opts := Options{FlushInterval: period, onSync: func(time.Duration, int) {
 			mu.Lock()
 			defer mu.Unlock()
 			for uint64(len(durable)) < l.Durable() {
@@ -218,7 +218,7 @@ func testFlusherSchedule(t *testing.T, interval, fsync time.Duration, seed uint6
 				time.Sleep(fsync)
 				return nil
 			},
-			OnSync: func(d time.Duration, records int) {
+			onSync: func(d time.Duration, records int) {
 				mu.Lock()
 				defer mu.Unlock()
 				end, last := time.Now(), l.Durable()

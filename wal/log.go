@@ -67,12 +67,14 @@ type Options struct {
 	// to it: it tells whose record holds a revision that was refused and
 	// given again.
 	OnWritten func(first uint64, vs []any)
-	// OnSync, if set, is called after every fsync of the log with its
-	// duration and the number of records it made durable.
-	OnSync func(d time.Duration, records int)
 	// SyncFile performs the fsync of a segment file. Nil means fdatasync.
 	// Tests set it to inject failures.
 	SyncFile func(f *os.File) error
+
+	// onSync, if set, is called after every fsync of the log with its
+	// duration and the number of records it made durable: a seam for the
+	// package's own tests, which time fsyncs. Others read Stats.
+	onSync func(d time.Duration, records int)
 }
 
 // Stats are counters of a Log.
@@ -81,6 +83,8 @@ type Stats struct {
 	Fsyncs                  uint64        // fsyncs of segment files by the log
 	RecordsSynced           uint64        // records made durable by those fsyncs
 	MaxFsync                time.Duration // slowest fsync since Open
+	FsyncSeconds            Histogram     // fsync durations since Open, in seconds
+	RecordsPerFsync         Histogram     // records made durable by each of those fsyncs
 	BytesWritten            int64         // bytes written since Open
 	Segments                int
 	Err                     error // sticky failure, if any
@@ -190,6 +194,8 @@ type Log struct {
 	fsyncs       uint64
 	recordsSyncd uint64
 	maxFsync     time.Duration
+	fsyncSeconds histogram     // fsync durations
+	fsyncRecords histogram     // records made durable per fsync
 	maxUnsynced  time.Duration // longest a record stayed unsynced, since Open
 	unsyncedAges ageWindow     // the same, per second over the last minute
 
@@ -299,22 +305,24 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 		return nil, fmt.Errorf("wal: open: tidwall/wal sees last index %d, scan saw %d (%v): %w", last, res.last, err, ErrCorrupt)
 	}
 	l := &Log{
-		dir:       dir,
-		opts:      opts,
-		log:       logger,
-		tw:        tw,
-		next:      res.last + 1,
-		written:   res.last,
-		durable:   res.last,
-		segFirst:  res.segFirst,
-		tailBytes: int(res.tailSize),
-		zeroed:    int(res.tailSize),
-		first:     res.first,
-		recovery:  Recovery{Cuts: cuts},
-		flushKick: make(chan struct{}, 1),
-		flushWake: make(chan time.Time, 1),
-		stop:      make(chan struct{}),
-		opened:    time.Now(),
+		dir:          dir,
+		opts:         opts,
+		log:          logger,
+		tw:           tw,
+		next:         res.last + 1,
+		written:      res.last,
+		durable:      res.last,
+		segFirst:     res.segFirst,
+		tailBytes:    int(res.tailSize),
+		zeroed:       int(res.tailSize),
+		first:        res.first,
+		recovery:     Recovery{Cuts: cuts},
+		fsyncSeconds: newHistogram(fsyncSecondsBounds),
+		fsyncRecords: newHistogram(recordsPerFsyncBounds),
+		flushKick:    make(chan struct{}, 1),
+		flushWake:    make(chan time.Time, 1),
+		stop:         make(chan struct{}),
+		opened:       time.Now(),
 	}
 	l.durableMark.Store(res.last)
 	l.flushInterval.Store(int64(opts.FlushInterval))
@@ -453,6 +461,7 @@ func (l *Log) Stats() Stats {
 	l.mu.Unlock()
 	l.smu.Lock()
 	s.Durable, s.Fsyncs, s.RecordsSynced, s.MaxFsync = l.durable, l.fsyncs, l.recordsSyncd, l.maxFsync
+	s.FsyncSeconds, s.RecordsPerFsync = l.fsyncSeconds.snapshot(), l.fsyncRecords.snapshot()
 	l.exposure(&s, unclaimed, claimed, claimedRev)
 	l.smu.Unlock()
 	s.Err = l.failure()

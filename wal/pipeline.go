@@ -357,7 +357,7 @@ func (l *Log) claimUnsynced(target uint64) (f *os.File, retired []*os.File, olde
 
 // fsyncClaimed fsyncs f for the records up to target that claimUnsynced took, the
 // log being durable up to durable, and keeps the books: durable, the
-// fsync counters, the exposure figures and Options.OnSync. A failure is the
+// fsync counters and histograms and the exposure figures. A failure is the
 // log's. Called by the sync leader with no lock held.
 func (l *Log) fsyncClaimed(f *os.File, retired []*os.File, target, durable uint64, oldest time.Time) error {
 	start := time.Now()
@@ -371,15 +371,23 @@ func (l *Log) fsyncClaimed(f *os.File, retired []*os.File, target, durable uint6
 	l.smu.Lock()
 	l.durable = target
 	l.durableMark.Store(target)
-	l.fsyncs++
-	l.recordsSyncd += target - durable
-	l.maxFsync = max(l.maxFsync, took)
+	l.countFsync(took, int(target-durable))
 	l.observeDurable(end, oldest)
 	l.smu.Unlock()
-	if l.opts.OnSync != nil {
-		l.opts.OnSync(took, int(target-durable))
+	if l.opts.onSync != nil {
+		l.opts.onSync(took, int(target-durable))
 	}
 	return nil
+}
+
+// countFsync counts an fsync that took took and made records records
+// durable. Called with smu held.
+func (l *Log) countFsync(took time.Duration, records int) {
+	l.fsyncs++
+	l.recordsSyncd += uint64(records)
+	l.maxFsync = max(l.maxFsync, took)
+	l.fsyncSeconds.observeDuration(took)
+	l.fsyncRecords.observe(float64(records))
 }
 
 func closeAll(fs []*os.File) {

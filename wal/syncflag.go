@@ -7,7 +7,7 @@ package wal
 // Options.OnWritten sees them: WaitWritten returns for such a record only
 // once it, and every record before it, is durable. A batch with no such
 // record is written without an fsync, as Enqueue's are. The fsync is one of
-// the log's (Stats.Fsyncs, Options.OnSync, Durable) and its failure is the
+// the log's (Stats.Fsyncs, Stats.FsyncSeconds, Durable) and its failure is the
 // log's, as WaitDurable's are.
 func (l *Log) EnqueueSync(payload []byte, v any) (uint64, error) {
 	return l.enqueue(payload, v, true)

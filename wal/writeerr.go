@@ -330,15 +330,13 @@ func (l *Log) syncCut(written uint64) error {
 		synced = int(written - durable)
 		l.durable = written
 		l.durableMark.Store(written)
-		l.fsyncs++
-		l.recordsSyncd += uint64(synced)
-		l.maxFsync = max(l.maxFsync, took)
+		l.countFsync(took, synced)
 	}
 	l.swait.wakeUpTo(l.durable)
 	l.swait.wakeOne()
 	l.smu.Unlock()
-	if synced > 0 && l.opts.OnSync != nil {
-		l.opts.OnSync(took, synced)
+	if synced > 0 && l.opts.onSync != nil {
+		l.opts.onSync(took, synced)
 	}
 	return err
 }

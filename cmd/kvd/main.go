@@ -96,7 +96,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	metrics := server.NewMetrics()
 	opts := cfg.engineOptions(log)
-	opts.OnSync = metrics.ObserveSync
 	db, err := engine.Open(cfg.dataDir, opts)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", cfg.dataDir, err)
