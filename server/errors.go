@@ -77,6 +77,7 @@ const (
 	codeOutcomeUnknown   = "outcome_unknown"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
+	codeRevisionMismatch = "revision_mismatch"
 	codeInternal         = "internal"
 )
 
