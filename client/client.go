@@ -8,9 +8,14 @@
 // DurabilityAsync (acknowledged after write, fsynced within the server's
 // flush interval). [Client.Sync] is a durability barrier.
 //
+// Every key carries the revision of the write that created it and of the
+// one that last set it ([Client.GetEntry]); [Client.CompareAndPut] and
+// [Client.CompareAndDelete] write only if the key's mod revision is the one
+// read, for optimistic concurrency.
+//
 // Errors map back from the server: errors.Is(err, client.ErrNotFound) for a
-// missing key, ErrValueTooLarge for a value over the server's limit, and so
-// on (see errors.go).
+// missing key, ErrValueTooLarge for a value over the server's limit, a
+// *RevisionMismatchError for a failed compare, and so on (see errors.go).
 package client
 
 import (
@@ -184,6 +189,61 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, mapError("get", err)
 	}
 	return v, nil
+}
+
+// Entry is a key's value and revisions.
+type Entry struct {
+	Value []byte
+	// ModRevision is the revision of the write that last set the key: the
+	// revision CompareAndPut and CompareAndDelete compare.
+	ModRevision uint64
+	// CreateRevision is the revision of the write that created the key
+	// (the first to give it a value since it last held none).
+	CreateRevision uint64
+}
+
+// GetEntry returns the value and revisions of key (GETREV), or an error
+// wrapping ErrNotFound. The returned value belongs to the caller.
+func (c *Client) GetEntry(ctx context.Context, key string) (Entry, error) {
+	res, err := c.rdb.Do(ctx, "getrev", key).Slice()
+	if err != nil {
+		return Entry{}, mapError("get entry", err)
+	}
+	bad := &OpError{Op: "get entry", Err: errors.New("unexpected GETREV reply")}
+	if len(res) != 3 {
+		return Entry{}, bad
+	}
+	v, ok1 := res[0].(string)
+	mod, ok2 := res[1].(int64)
+	create, ok3 := res[2].(int64)
+	if !ok1 || !ok2 || !ok3 {
+		return Entry{}, bad
+	}
+	return Entry{Value: []byte(v), ModRevision: uint64(mod), CreateRevision: uint64(create)}, nil
+}
+
+// CompareAndPut stores value under key only if the key's mod revision is
+// rev when the server applies the write; rev 0 means only if the key holds
+// no value. It returns the key's new mod revision (the write's revision),
+// or a *RevisionMismatchError (errors.Is(err, ErrRevisionMismatch)) with
+// the key's current mod revision if it was another: then nothing was
+// written. The caller may reuse value once CompareAndPut returns.
+func (c *Client) CompareAndPut(ctx context.Context, key string, value []byte, rev uint64, opts ...WriteOption) (uint64, error) {
+	args := c.writeArgs([]any{"cas", key, rev, value}, opts)
+	n, err := c.rdb.Do(ctx, args...).Int64()
+	if err != nil {
+		return 0, mapError("compare and put", err)
+	}
+	return uint64(n), nil
+}
+
+// CompareAndDelete deletes key only if its mod revision is rev when the
+// server applies the write (rev 0: only if the key holds no value, which
+// deletes nothing). If it was another, it returns a *RevisionMismatchError
+// with the key's current mod revision, and nothing was deleted.
+func (c *Client) CompareAndDelete(ctx context.Context, key string, rev uint64, opts ...WriteOption) error {
+	args := c.writeArgs([]any{"cad", key, rev}, opts)
+	return mapError("compare and delete", c.rdb.Do(ctx, args...).Err())
 }
 
 // Delete deletes key and reports whether it existed.

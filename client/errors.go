@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -35,7 +36,35 @@ var (
 	ErrNotDurable = errors.New("kvd: not durable")
 	// ErrClosed is returned by calls on a closed Client.
 	ErrClosed = errors.New("kvd: client closed")
+	// ErrRevisionMismatch is returned, as a *RevisionMismatchError, by
+	// CompareAndPut and CompareAndDelete when the key's mod revision was
+	// not the one given: nothing was written.
+	ErrRevisionMismatch = errors.New("kvd: revision mismatch")
 )
+
+// RevisionMismatchError is the error of a CompareAndPut or
+// CompareAndDelete whose expected mod revision was not the key's. It
+// unwraps to ErrRevisionMismatch; get it with errors.As to read the key's
+// current mod revision.
+type RevisionMismatchError struct {
+	// Current is the key's mod revision when the server evaluated the
+	// compare, 0 if the key held no value.
+	Current uint64
+}
+
+func (e *RevisionMismatchError) Error() string {
+	if e.Current == 0 {
+		return "kvd: revision mismatch: the key holds no value"
+	}
+	return "kvd: revision mismatch: the key's mod revision is " + strconv.FormatUint(e.Current, 10)
+}
+
+// Unwrap returns ErrRevisionMismatch.
+func (e *RevisionMismatchError) Unwrap() error { return ErrRevisionMismatch }
+
+// revMismatchPrefix starts the server's reply to a failed compare,
+// followed by the key's current mod revision; see server/errors.go.
+const revMismatchPrefix = "REVMISMATCH current "
 
 // ServerError is an error reply from the server, such as
 // "ERR wrong number of arguments for 'get' command".
@@ -78,6 +107,11 @@ func mapError(op string, err error) error {
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
+		if rest, ok := strings.CutPrefix(re.Error(), revMismatchPrefix); ok {
+			if n, err := strconv.ParseUint(rest, 10, 64); err == nil {
+				return &RevisionMismatchError{Current: n}
+			}
+		}
 		se := &ServerError{Msg: re.Error()}
 		for _, k := range replyKinds {
 			if strings.HasPrefix(se.Msg, k.prefix) {

@@ -160,7 +160,8 @@ func TestCommandTable(t *testing.T) {
 		c := dialRaw(t, ts.respAddr)
 		list := c.do("COMMAND", "LIST")
 		for _, name := range []string{"get", "set", "del", "exists", "mget", "mset", "incr", "scan", "waitaof",
-			"hello", "client", "config", "info", "dbsize", "ping", "echo", "quit", "select", "command"} {
+			"hello", "client", "config", "info", "dbsize", "ping", "echo", "quit", "select", "command",
+			"getrev", "cas", "cad"} {
 			if !strings.Contains(list, bulk(name)) {
 				t.Errorf("COMMAND LIST lacks %s", name)
 			}

@@ -25,6 +25,7 @@ const (
 	respErrNotInteger    = "ERR value is not an integer or out of range"
 	respErrOverflow      = "ERR increment or decrement would overflow"
 	respErrSyntax        = "ERR syntax error"
+	respErrBadRevision   = "ERR revision is not an unsigned integer or out of range"
 	respErrLogFailed     = "MISCONF write-ahead log failed; writes are refused until kvd restarts"
 	// respErrWriteRefused: the write was not executed (the log could not
 	// write it and cut it back out); retrying is safe. The cause follows.
@@ -36,6 +37,12 @@ const (
 	respErrOutcomeUnknown = "UNKNOWN outcome unknown: the write may or may not have been executed (the write-ahead log failed); read before retrying"
 	respErrClosed         = "ERR store is closed"
 	respErrMaxClients     = "ERR max number of clients reached"
+	// respErrRevMismatch starts the reply to a CAS or CAD whose expected
+	// mod revision was not the key's; the key's current mod revision
+	// follows after a space (0: the key holds no value). Its code is kvd's
+	// own so that clients tell it apart from a bad request (ERR), as
+	// Redis's BUSYKEY or WRONGTYPE are.
+	respErrRevMismatch = "REVMISMATCH current"
 )
 
 // respError translates an error from the store into the text of a RESP
@@ -77,6 +84,7 @@ const (
 	codeOutcomeUnknown   = "outcome_unknown"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
+	codeRevisionMismatch = "revision_mismatch"
 	codeInternal         = "internal"
 )
 

@@ -21,6 +21,7 @@ func FuzzRESP(f *testing.F) {
 		encode("CLIENT", "DURABILITY", "async") + encode("SET", "k", "v") + encode("WAITAOF", "1", "0", "10"),
 		encode("DEL", "k", "SYNC") + encode("EXISTS", "k") + encode("DBSIZE"),
 		encode("SET", "k", "v", "NX", "GET") + encode("INFO") + encode("COMMAND"),
+		encode("CAS", "k", "0", "v", "SYNC") + encode("GETREV", "k") + encode("CAD", "k", "1") + encode("CAS", "k", "x", "v"),
 		"PING\r\nSET a \"b c\"\r\n",
 		"*2\r\n$3\r\nGET\r\n$99999\r\n",
 		"*1\r\n$-1\r\n",

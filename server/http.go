@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -54,9 +55,9 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 
 // Handler returns the HTTP API as an http.Handler:
 //
-//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async
+//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N
 //	GET    /v1/kv/{key}    raw body; 404 if missing
-//	DELETE /v1/kv/{key}    ?durability=sync|async
+//	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
 //	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
 //	POST   /v1/sync        durability barrier
 //	GET    /v1/status      JSON status
@@ -64,7 +65,13 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	GET    /metrics        Prometheus metrics
 //
 // A key is the rest of the path after /v1/kv/, percent-decoded: it may
-// contain '/'. Write responses carry X-Kvd-Revision and X-Kvd-Durable.
+// contain '/'. Write responses carry X-Kvd-Revision and X-Kvd-Durable;
+// GET (and HEAD) of a key carries X-Kvd-Mod-Revision and
+// X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
+// it writes only if the key's mod revision is N (0: only if the key holds
+// no value), checked when the store applies it; otherwise it answers 409
+// revision_mismatch with the key's current mod revision in the error's
+// mod_revision field and in X-Kvd-Mod-Revision (0 if it holds no value).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern, name string, h http.HandlerFunc) {
@@ -121,12 +128,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
+// errorBody is the "error" object of an error response.
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// ModRevision is the key's current mod revision in a
+	// revision_mismatch (0: the key holds no value).
+	ModRevision *uint64 `json:"mod_revision,omitempty"`
+}
+
 func writeJSONError(w http.ResponseWriter, he *httpError) {
-	type body struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	writeJSON(w, he.status, map[string]body{"error": {he.code, he.message}})
+	writeJSON(w, he.status, map[string]errorBody{"error": {Code: he.code, Message: he.message}})
+}
+
+// writeRevisionMismatch answers a compare-and-set that expected mod
+// revision expected of a key whose mod revision was current: 409 with
+// current in the body and in X-Kvd-Mod-Revision.
+func writeRevisionMismatch(w http.ResponseWriter, expected, current uint64) {
+	w.Header().Set("X-Kvd-Mod-Revision", strconv.FormatUint(current, 10))
+	writeJSON(w, http.StatusConflict, map[string]errorBody{"error": {
+		Code:        codeRevisionMismatch,
+		Message:     fmt.Sprintf("the key's mod revision is %d, not %d", current, expected),
+		ModRevision: &current,
+	}})
 }
 
 func (s *Server) fail(w http.ResponseWriter, err error) {
@@ -162,6 +186,21 @@ func durabilityParam(r *http.Request) (engine.Durability, error) {
 	return d, nil
 }
 
+// casParam returns the expected mod revision of a compare-and-set
+// (?cas=N), and whether the request asks for one.
+func casParam(r *http.Request) (uint64, bool, error) {
+	q := r.URL.Query()
+	if !q.Has("cas") {
+		return 0, false, nil
+	}
+	v := q.Get("cas")
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false, badRequest("cas must be a mod revision (an unsigned integer; 0: only if absent), not %q", v)
+	}
+	return n, true, nil
+}
+
 // writeResult is the JSON body of a write response.
 type writeResult struct {
 	Revision uint64 `json:"revision"`
@@ -189,6 +228,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	expected, cas, err := casParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	limit := int64(s.cfg.MaxValueSize)
 	if r.ContentLength > limit {
 		// Refuse from the declared length, without reading the body.
@@ -209,6 +253,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b engine.Batch
+	if cas {
+		b.CompareAndPut(key, buf.Bytes(), expected)
+		s.writeCAS(w, r, &b, expected, d, nil)
+		return
+	}
 	b.Put(key, buf.Bytes())
 	start := time.Now()
 	c, err := s.store.WriteContext(r.Context(), &b, writeOptions(d))
@@ -220,20 +269,41 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 	s.writeWritten(w, c.Revision(), nil)
 }
 
+// writeCAS commits b, one compare-and-set expecting mod revision expected,
+// and answers with the write response (deleted, if not nil, for a delete)
+// or, if the key's mod revision was another, 409 revision_mismatch.
+func (s *Server) writeCAS(w http.ResponseWriter, r *http.Request, b *engine.Batch, expected uint64, d engine.Durability, deleted *bool) {
+	start := time.Now()
+	c, err := s.store.WriteContext(r.Context(), b, writeOptions(d))
+	s.observeCommit(c, start)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if res := b.Results()[0]; !res.Applied {
+		writeRevisionMismatch(w, expected, res.ModRevision)
+		return
+	}
+	s.writeWritten(w, c.Revision(), deleted)
+}
+
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	key, err := s.pathKey(r)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	v, err := s.store.Get(key)
+	e, err := s.store.GetEntry(key)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(v)))
-	w.Write(v)
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.Itoa(len(e.Value)))
+	h.Set("X-Kvd-Mod-Revision", strconv.FormatUint(e.ModRevision, 10))
+	h.Set("X-Kvd-Create-Revision", strconv.FormatUint(e.CreateRevision, 10))
+	w.Write(e.Value)
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
@@ -245,6 +315,19 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	d, err := durabilityParam(r)
 	if err != nil {
 		s.fail(w, err)
+		return
+	}
+	expected, cas, err := casParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if cas {
+		// Applied, it deleted the key unless it expected none.
+		deleted := expected != 0
+		var b engine.Batch
+		b.CompareAndDelete(key, expected)
+		s.writeCAS(w, r, &b, expected, d, &deleted)
 		return
 	}
 	start := time.Now()

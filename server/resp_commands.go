@@ -62,6 +62,10 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
+		{name: "getrev", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGetRev},
+		{name: "cas", arity: -4, flags: []string{"write", "fast"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 3 }, write: cmdCAS},
+		{name: "cad", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdCAD},
 		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
 		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
 	}
@@ -223,10 +227,10 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 	first, last, step := 0, 0, 0
 	if cmd.keyArgs {
 		first, last, step = 1, 1, 1
-		switch {
-		case cmd.name == "mset":
+		switch cmd.name {
+		case "mset":
 			last, step = -1, 2
-		case cmd.arity < 0 && cmd.name != "set":
+		case "del", "exists", "mget":
 			last = -1
 		}
 	}

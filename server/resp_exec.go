@@ -17,7 +17,7 @@ import (
 // with the same durability are submitted to the store as one batch, each
 // SET still getting its own reply; replies are flushed mid-pipeline past
 // flushThreshold. Every other write command (SET with options, DEL, MSET,
-// INCR and its kin) fills a batch of its own, submitted the same way; its
+// INCR and its kin, CAS, CAD) fills a batch of its own, submitted the same way; its
 // reply comes from the batch's results, which the store evaluates when it
 // applies the batch, in revision order. The I/O models differ only in how bytes get in and out
 // and in how a connection waits, which is what respIO abstracts.
@@ -56,6 +56,7 @@ const (
 	replyOld                     // SET ... GET: the previous value, or null
 	replyIncr                    // INCR and its kin: the new value, or the op's error
 	replyCount                   // DEL: the number of keys deleted
+	replyCAS                     // CAS, CAD: the key's new mod revision, or REVMISMATCH
 )
 
 type runResult uint8
@@ -252,6 +253,12 @@ func (c *respConn) finishWrite(err error) {
 		}
 	case replyCount:
 		c.writeInt(applied)
+	case replyCAS:
+		if res[0].Applied {
+			c.writeInt(int64(res[0].ModRevision))
+		} else {
+			c.writeError(respErrRevMismatch + " " + strconv.FormatUint(res[0].ModRevision, 10))
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"math"
 	"strconv"
 	"time"
@@ -188,6 +189,94 @@ func cmdIncr(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	c.batch.Reset()
 	c.batch.IncrBy(key, delta)
 	return c.durability, replyIncr, true
+}
+
+// cmdGetRev answers kvd's GETREV key with [value, mod_revision,
+// create_revision], or null if the key holds no value.
+func cmdGetRev(c *respConn, args [][]byte) {
+	e, err := c.s.store.GetEntry(args[1])
+	switch {
+	case errors.Is(err, engine.ErrNotFound):
+		c.writeNull()
+	case err != nil:
+		c.writeError(respError(err))
+	default:
+		c.writeArray(3)
+		c.writeBulk(e.Value)
+		c.writeInt(int64(e.ModRevision))
+		c.writeInt(int64(e.CreateRevision))
+	}
+}
+
+// cmdCAS answers kvd's CAS key expected_rev value [SYNC|ASYNC], which sets
+// key to value only if its mod revision is expected_rev (0: only if it
+// holds no value) when the store applies the write, and kvd's CAD key
+// expected_rev [SYNC|ASYNC], which deletes key on the same condition.
+//
+// Applied, they reply with the key's mod revision after the write: the
+// write's revision for CAS, 0 for CAD (the key holds no value). A failed
+// compare replies with the error "REVMISMATCH current N", N being the key's
+// current mod revision (0 if it holds no value). An error rather than, say,
+// a null or an array: a failed compare is then never mistaken for success
+// by a client or script that does not check the reply's type, redis-cli
+// shows it plainly, and its code (REVMISMATCH, not ERR) tells it apart from
+// a bad request, as Redis's own conditional refusals (BUSYKEY) do; the
+// reply to success stays one integer.
+func cmdCAS(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
+	return c.compareAndSet(args, 4)
+}
+
+// cmdCAD answers CAD key expected_rev [SYNC|ASYNC]; see cmdCAS.
+func cmdCAD(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
+	return c.compareAndSet(args, 3)
+}
+
+// compareAndSet fills c.batch with the CAS (n = 4 arguments before the
+// durability) or CAD (n = 3) of args.
+func (c *respConn) compareAndSet(args [][]byte, n int) (engine.Durability, writeReply, bool) {
+	d := c.durability
+	switch {
+	case len(args) == n+1 && equalFold(args[n], "sync"):
+		d = engine.DurabilitySync
+	case len(args) == n+1 && equalFold(args[n], "async"):
+		d = engine.DurabilityAsync
+	case len(args) != n:
+		c.writeError(respErrSyntax)
+		return 0, 0, false
+	}
+	key := args[1]
+	if msg := c.checkKey(key); msg != "" {
+		c.writeError(msg)
+		return 0, 0, false
+	}
+	rev, ok := parseUint64(args[2])
+	if !ok {
+		c.writeError(respErrBadRevision)
+		return 0, 0, false
+	}
+	if n == 4 {
+		if msg := c.checkValue(args[3]); msg != "" {
+			c.writeError(msg)
+			return 0, 0, false
+		}
+	}
+	c.batch.Reset()
+	if n == 4 {
+		c.batch.CompareAndPut(key, args[3], rev)
+	} else {
+		c.batch.CompareAndDelete(key, rev)
+	}
+	return d, replyCAS, true
+}
+
+// parseUint64 parses a base-10 unsigned integer without sign, spaces or
+// leading zeros.
+func parseUint64(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 || (len(b) > 1 && b[0] == '0') || b[0] == '+' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	return n, err == nil
 }
 
 // parseInt64 parses a Redis integer: base 10, optional '-', no '+', no

@@ -34,6 +34,9 @@ import (
 type Store interface {
 	// Get returns the value of key or an error wrapping engine.ErrNotFound.
 	Get(key []byte) ([]byte, error)
+	// GetEntry returns the value of key with its create and mod
+	// revisions, or an error wrapping engine.ErrNotFound.
+	GetEntry(key []byte) (engine.Entry, error)
 	// GetEach looks keys up in one consistent state, without copying
 	// their values (GET, MGET, EXISTS).
 	GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error

@@ -4,16 +4,24 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/spf13/pflag"
 )
 
 func putCommand() *command {
+	var cas ifRev
 	c := &command{
 		name:    "put",
 		args:    "KEY VALUE",
 		summary: "store VALUE under KEY (VALUE - reads standard input)",
 		help: "Prints OK once the server acknowledged the write: after fsync with --durability sync,\n" +
 			"after the write with async, per the server's commit mode by default.\n" +
-			"Use -- before a VALUE that starts with '-' (kvctl put k -- -1).",
+			"Use -- before a VALUE that starts with '-' (kvctl put k -- -1).\n" +
+			"With --if-rev N, writes only if the key's mod revision (kvctl get --rev) is N, or with\n" +
+			"N = 0 only if the key is absent, and prints OK and the key's new mod revision\n" +
+			"(\"mod_revision: 13\"); otherwise writes nothing, names the key's current mod revision\n" +
+			"on standard error and exits with status 1.",
+		flags: func(fs *pflag.FlagSet) { cas.addFlag(fs, "write") },
 	}
 	c.run = func(ctx context.Context, e *env, args []string) error {
 		if err := wantArgs(c, args, 2); err != nil {
@@ -32,6 +40,17 @@ func putCommand() *command {
 			return err
 		}
 		defer cl.Close()
+		if cas.set {
+			rev, err := cl.CompareAndPut(ctx, args[0], value, cas.rev)
+			if err != nil {
+				return reportMismatch(e, args[0], cas.rev, err)
+			}
+			if e.json() {
+				return e.writeJSON(map[string]any{"ok": true, "mod_revision": rev})
+			}
+			_, err = fmt.Fprintf(e.stdout, "OK\nmod_revision: %d\n", rev)
+			return err
+		}
 		if err := cl.Put(ctx, args[0], value); err != nil {
 			return err
 		}
