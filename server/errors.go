@@ -35,7 +35,11 @@ const (
 	// apply a write twice. The cause follows.
 	respErrOutcomeUnknown = "UNKNOWN outcome unknown: the write may or may not have been executed (the write-ahead log failed); read before retrying"
 	respErrClosed         = "ERR store is closed"
-	respErrMaxClients     = "ERR max number of clients reached"
+	// respErrCorrupt: the key's value, or a page of the state file on
+	// the way to it, is damaged; the detail follows. Other keys still
+	// read (see "When the state file is damaged" in README.md).
+	respErrCorrupt    = "ERR corrupt"
+	respErrMaxClients = "ERR max number of clients reached"
 )
 
 // respError translates an error from the store into the text of a RESP
@@ -58,6 +62,8 @@ func respError(err error) string {
 		return respErrWriteRefused + ": " + rootCause(err)
 	case errors.Is(err, engine.ErrLogFailed):
 		return respErrLogFailed
+	case errors.Is(err, engine.ErrCorruptValue), errors.Is(err, engine.ErrCorruptState):
+		return respErrCorrupt + ": " + oneLine(err.Error())
 	case errors.Is(err, engine.ErrClosed):
 		return respErrClosed
 	default:
@@ -78,6 +84,7 @@ const (
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeInternal         = "internal"
+	codeCorrupt          = "corrupt"
 )
 
 // httpError is an HTTP API error: a status, a stable code and a message.
@@ -116,6 +123,8 @@ func httpErrorFor(err error) *httpError {
 	case errors.Is(err, engine.ErrLogFailed):
 		return &httpError{http.StatusServiceUnavailable, codeLogFailed,
 			"write-ahead log failed; writes are refused until kvd restarts"}
+	case errors.Is(err, engine.ErrCorruptValue), errors.Is(err, engine.ErrCorruptState):
+		return &httpError{http.StatusInternalServerError, codeCorrupt, oneLine(err.Error())}
 	case errors.Is(err, engine.ErrClosed):
 		return &httpError{http.StatusServiceUnavailable, codeUnavailable, "store is closed"}
 	default:
