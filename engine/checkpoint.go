@@ -88,41 +88,14 @@ func (db *DB) checkpoint() error {
 		}
 	}
 	start := time.Now()
-	err := db.bdb.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket(bucketKV)
-		var err error
-		var arena []byte // bbolt keeps the records until the commit
-		frozen.ordered().Scan(func(k string, e *memEntry) bool {
-			key := []byte(k)
-			if e.del {
-				err = kv.Delete(key)
-				return err == nil
-			}
-			create := e.create
-			if e.inherit {
-				if old := kv.Get(key); old != nil {
-					below, ok := decodeRecord(key, old)
-					if !ok {
-						err = db.corruptValue(key)
-						return false
-					}
-					create = below.create
-				}
-			}
-			need := recordHeaderLen + len(e.value)
-			if cap(arena)-len(arena) < need {
-				arena = make([]byte, 0, max(need, 1<<20))
-			}
-			r0 := len(arena)
-			arena = appendRecord(arena, key, create, e.mod, e.value)
-			err = kv.Put(key, arena[r0:])
-			return err == nil
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))
-	})
+	// The transaction reads pages of the state file (the old records, for
+	// their create revisions, and the pages it rewrites): a damaged one
+	// gives ErrCorruptState, which fails the DB (see fault.go).
+	var err error
+	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev)) })
+	if gerr != nil {
+		err = gerr
+	}
 	if err != nil {
 		err = fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err)
 		if !retryableCommitError(err) {
@@ -162,6 +135,46 @@ func (db *DB) checkpoint() error {
 		}
 	}
 	return nil
+}
+
+// checkpointTx is the transaction of a checkpoint: it writes frozen's
+// entries as value records and rev as the applied revision.
+func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		kv := tx.Bucket(bucketKV)
+		var err error
+		var arena []byte // bbolt keeps the records until the commit
+		frozen.ordered().Scan(func(k string, e *memEntry) bool {
+			key := []byte(k)
+			if e.del {
+				err = kv.Delete(key)
+				return err == nil
+			}
+			create := e.create
+			if e.inherit {
+				if old := kv.Get(key); old != nil {
+					below, ok := decodeRecord(key, old)
+					if !ok {
+						err = db.corruptValue(key)
+						return false
+					}
+					create = below.create
+				}
+			}
+			need := recordHeaderLen + len(e.value)
+			if cap(arena)-len(arena) < need {
+				arena = make([]byte, 0, max(need, 1<<20))
+			}
+			r0 := len(arena)
+			arena = appendRecord(arena, key, create, e.mod, e.value)
+			err = kv.Put(key, arena[r0:])
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))
+	}
 }
 
 // retryableCommitError reports whether err, from a failed commit of the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,10 @@ type DB struct {
 	// the DB; checkpointErr is the last one's error, nil once one succeeds.
 	checkpointFailures atomic.Uint64
 	checkpointErr      atomic.Pointer[error]
+	// corruptions counts the reads that found the state file damaged;
+	// lastCorruption is the last one (fault.go).
+	corruptions    atomic.Uint64
+	lastCorruption atomic.Pointer[corruption]
 
 	bpMu   sync.Mutex // backpressure: writers wait on bpCond for a checkpoint
 	bpCond *sync.Cond
@@ -277,8 +282,16 @@ func (db *DB) memGet(key []byte) (memEntry, bool) {
 	return memEntry{}, false
 }
 
-// stateLookup finds key in the state file, as lookupLocked does.
-func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (memEntry, bool, error) {
+// stateLookup finds key in the state file, as lookupLocked does. A damaged
+// page gives ErrCorruptState (see fault.go); the value record it returns
+// was read whole to check it, so that using it later cannot fault.
+func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (e memEntry, ok bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok, err = memEntry{}, false, db.recoveredState(key, r)
+		}
+	}()
 	var rec []byte
 	if db.view != nil {
 		v, ok := db.view.lookup(key)
@@ -300,7 +313,7 @@ func (db *DB) stateLookup(key []byte, tx **bolt.Tx) (memEntry, bool, error) {
 		}
 		rec = v
 	}
-	e, ok := decodeRecord(key, rec)
+	e, ok = decodeRecord(key, rec)
 	if !ok {
 		return memEntry{}, false, db.corruptValue(key)
 	}
@@ -500,6 +513,16 @@ type Stats struct {
 	LogRecordsRefused uint64
 	LogWriteErr       error
 	Err               error // why writes are refused, once they are
+	// Corruptions counts the reads of the state file that found it
+	// damaged since Open: a value record whose checksum does not match
+	// (ErrCorruptValue) or a damaged page (ErrCorruptState). Once it is
+	// not zero the store is degraded: reads of the damaged keys fail
+	// (others still work), and a restart does not repair it (see
+	// Check). CorruptionErr is the last one's error, CorruptionTime when
+	// it was found.
+	Corruptions    uint64
+	CorruptionErr  error
+	CorruptionTime time.Time
 	// Recovery is what opening the store cut from the log to recover from a
 	// crash or from damage the state no longer needed (wal.Recovery).
 	Recovery RecoveryStats
@@ -564,6 +587,10 @@ func (db *DB) Stats() Stats {
 	}
 	if p := db.checkpointErr.Load(); p != nil {
 		s.CheckpointErr = *p
+	}
+	if c := db.lastCorruption.Load(); c != nil {
+		s.Corruptions = db.corruptions.Load()
+		s.CorruptionErr, s.CorruptionTime = c.err, c.at
 	}
 	if r := db.wal.Recovery(); len(r.Cuts) > 0 {
 		s.Recovery = RecoveryStats{Cuts: len(r.Cuts), Bytes: r.Bytes(), Records: r.Records(), Reason: r.Cuts[0].Reason}

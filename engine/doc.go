@@ -92,7 +92,11 @@
 // 4, checked on every read of the record: a read of a record that does not
 // check fails with ErrCorruptValue (and logs the key's length and first
 // bytes), never returns data; a write that needs the record fails the DB
-// (see ErrCorruptValue). This is state format 2. Format 1 stored bare values, without
+// (see ErrCorruptValue). bbolt reads the file through a memory map and
+// trusts its page headers: a read that a damaged page makes fault or panic
+// fails with ErrCorruptState instead of crashing (fault.go). Both are
+// counted in Stats.Corruptions, and Check examines a closed store's file
+// page by page. This is state format 2. Format 1 stored bare values, without
 // revisions: Open migrates such a file in one transaction, and gives each
 // of its keys create = mod = the revision the file was checkpointed at
 // (logged at Info, "engine: migrated state file"). That is the newest

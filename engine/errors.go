@@ -72,7 +72,14 @@ var (
 	ErrLocked = errors.New("engine: data directory is in use by another process")
 
 	// ErrCorruptState is returned by Open when the state file is damaged
-	// (for example truncated): kvd refuses it rather than guess.
+	// (for example truncated): kvd refuses it rather than guess. It is
+	// also returned, wrapped with the detail (and the length and first
+	// bytes of the key read), by a read (Get, GetEntry, GetEach, Scan,
+	// Count) that met a damaged page of the state file, one bbolt would
+	// have faulted or panicked on: reads of keys on other pages go on
+	// working. A checkpoint or a write that meets one fails the DB
+	// (ErrLogFailed, wrapping this). Either way Stats.Corruptions counts
+	// it; Check tells what is damaged.
 	ErrCorruptState = errors.New("engine: corrupt state file")
 
 	// ErrCorruptValue is returned, wrapped with the length and first bytes

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
+	"runtime/debug"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,12 +21,29 @@ type readView struct {
 	cursors sync.Pool // *bolt.Cursor on kv: a cursor's stack is reused across lookups
 }
 
-func newReadView(bdb *bolt.DB) (*readView, error) {
+// newReadView begins the view. Finding the bucket reads the root page: if
+// that is damaged it gives ErrCorruptState (see fault.go).
+func newReadView(bdb *bolt.DB) (v *readView, err error) {
 	tx, err := bdb.Begin(false)
 	if err != nil {
 		return nil, err
 	}
-	return &readView{tx: tx, kv: tx.Bucket(bucketKV)}, nil
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if !stateFault(r) {
+				panic(r)
+			}
+			tx.Rollback()
+			v, err = nil, fmt.Errorf("%w: %v", ErrCorruptState, r)
+		}
+	}()
+	kv := tx.Bucket(bucketKV)
+	if kv == nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("%w: no bucket %q", ErrCorruptState, bucketKV)
+	}
+	return &readView{tx: tx, kv: kv}, nil
 }
 
 // lookup returns the value of key, which stays valid until the view is

@@ -56,11 +56,13 @@ func decodeRecord(key, rec []byte) (memEntry, bool) {
 	}, true
 }
 
-// corruptValue logs and returns the error of key's value record that does
-// not check. Neither names the key, a user's data, in full: its length and
+// corruptValue logs, counts (Stats.Corruptions) and returns the error of
+// key's value record that does not check. Neither names the key, a user's data, in full: its length and
 // the hex of its first bytes.
 func (db *DB) corruptValue(key []byte) error {
 	prefix := hex.EncodeToString(key[:min(len(key), 8)])
 	db.log.Error("engine: corrupt value in the state file", "key_len", len(key), "key_prefix", prefix)
-	return fmt.Errorf("%w: key of %d bytes starting %s", ErrCorruptValue, len(key), prefix)
+	err := fmt.Errorf("%w: key of %d bytes starting %s", ErrCorruptValue, len(key), prefix)
+	db.sawCorruption(err)
+	return err
 }

@@ -234,7 +234,7 @@ func checkStateFile(path string) error {
 }
 
 // The layout of a bbolt meta page (go.etcd.io/bbolt/internal/common.Meta
-// after a 16-byte page header), read only to check the file's size.
+// after a 16-byte page header), read to check the file's size and by Check.
 const (
 	boltMagic   = 0xED0CDAED
 	boltMetaEnd = 80 // through the checksum
@@ -242,7 +242,9 @@ const (
 
 type boltMeta struct {
 	pageSize uint32
-	pgid     uint64
+	root     uint64 // page of the root bucket's tree
+	freelist uint64
+	pgid     uint64 // pages in the file (its high water mark)
 	txid     uint64
 }
 
@@ -256,7 +258,8 @@ func parseBoltMeta(b []byte) (boltMeta, bool) {
 	if h.Sum64() != le.Uint64(b[72:]) {
 		return boltMeta{}, false
 	}
-	m := boltMeta{pageSize: le.Uint32(b[24:]), pgid: le.Uint64(b[56:]), txid: le.Uint64(b[64:])}
+	m := boltMeta{pageSize: le.Uint32(b[24:]), root: le.Uint64(b[32:]), freelist: le.Uint64(b[48:]),
+		pgid: le.Uint64(b[56:]), txid: le.Uint64(b[64:])}
 	if m.pageSize < 512 || m.pageSize > 1<<20 {
 		return boltMeta{}, false
 	}

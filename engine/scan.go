@@ -48,7 +48,12 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 		if db.frozen != nil {
 			srcs = append(srcs, newMemSource(db.frozen, start))
 		}
-		srcs = append(srcs, newBoltSource(db, tx.Bucket(bucketKV).Cursor(), start))
+		var kv *bolt.Bucket
+		if err := db.readState(nil, func() { kv = tx.Bucket(bucketKV) }); err != nil {
+			return err
+		}
+		state := newBoltSource(db, kv.Cursor(), start)
+		srcs = append(srcs, state)
 		for o.Limit <= 0 || len(out) < o.Limit {
 			// The smallest key among the sources; the newest source wins.
 			var key []byte
@@ -57,6 +62,9 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 				if k := s.key(); k != nil && (win < 0 || bytes.Compare(k, key) < 0) {
 					key, win = k, i
 				}
+			}
+			if state.err != nil {
+				return state.err
 			}
 			if win < 0 || !inRange(key) {
 				return nil
@@ -152,28 +160,55 @@ func (s *memSource) key() []byte              { return s.cur }
 func (s *memSource) entry() (memEntry, error) { return *s.it.Value(), nil }
 func (s *memSource) next()                    { s.ok = s.it.Next(); s.load() }
 
+// boltSource reads the state file under the guard of fault.go: a damaged
+// page ends it with err (ErrCorruptState). Its key is a copy, and entry
+// reads the whole record to check it, so that nothing the scan keeps
+// points into pages it has not read.
 type boltSource struct {
 	db   *DB
 	c    *bolt.Cursor
 	k, v []byte
+	kbuf []byte
+	err  error
 }
 
 func newBoltSource(db *DB, c *bolt.Cursor, start []byte) *boltSource {
 	s := &boltSource{db: db, c: c}
-	if start == nil {
-		s.k, s.v = c.First()
-	} else {
-		s.k, s.v = c.Seek(start)
-	}
+	s.move(start, func() ([]byte, []byte) {
+		if start == nil {
+			return c.First()
+		}
+		return c.Seek(start)
+	})
 	return s
 }
 
+// move sets the source to the pair that step returns, under the guard;
+// near is the key it is read for, if any, to name in an error.
+func (s *boltSource) move(near []byte, step func() ([]byte, []byte)) {
+	s.err = s.db.readState(near, func() {
+		k, v := step()
+		if k == nil {
+			s.k, s.v = nil, nil
+			return
+		}
+		s.kbuf = append(s.kbuf[:0], k...)
+		s.k, s.v = s.kbuf, v
+	})
+	if s.err != nil {
+		s.k, s.v = nil, nil
+	}
+}
+
 func (s *boltSource) key() []byte { return s.k }
-func (s *boltSource) entry() (memEntry, error) {
-	e, ok := decodeRecord(s.k, s.v)
+func (s *boltSource) entry() (e memEntry, err error) {
+	var ok bool
+	if rerr := s.db.readState(s.k, func() { e, ok = decodeRecord(s.k, s.v) }); rerr != nil {
+		return memEntry{}, rerr
+	}
 	if !ok {
 		return memEntry{}, s.db.corruptValue(s.k)
 	}
 	return e, nil
 }
-func (s *boltSource) next() { s.k, s.v = s.c.Next() }
+func (s *boltSource) next() { s.move(s.k, s.c.Next) }

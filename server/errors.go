@@ -36,7 +36,11 @@ const (
 	// apply a write twice. The cause follows.
 	respErrOutcomeUnknown = "UNKNOWN outcome unknown: the write may or may not have been executed (the write-ahead log failed); read before retrying"
 	respErrClosed         = "ERR store is closed"
-	respErrMaxClients     = "ERR max number of clients reached"
+	// respErrCorrupt: the key's value, or a page of the state file on
+	// the way to it, is damaged; the detail follows. Other keys still
+	// read (see "When the state file is damaged" in README.md).
+	respErrCorrupt    = "ERR corrupt"
+	respErrMaxClients = "ERR max number of clients reached"
 	// respErrRevMismatch starts the reply to a CAS or CAD whose expected
 	// mod revision was not the key's; the key's current mod revision
 	// follows after a space (0: the key holds no value). Its code is kvd's
@@ -65,6 +69,8 @@ func respError(err error) string {
 		return respErrWriteRefused + ": " + rootCause(err)
 	case errors.Is(err, engine.ErrLogFailed):
 		return respErrLogFailed
+	case errors.Is(err, engine.ErrCorruptValue), errors.Is(err, engine.ErrCorruptState):
+		return respErrCorrupt + ": " + oneLine(err.Error())
 	case errors.Is(err, engine.ErrClosed):
 		return respErrClosed
 	default:
@@ -86,6 +92,7 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeRevisionMismatch = "revision_mismatch"
 	codeInternal         = "internal"
+	codeCorrupt          = "corrupt"
 )
 
 // httpError is an HTTP API error: a status, a stable code and a message.
@@ -124,6 +131,8 @@ func httpErrorFor(err error) *httpError {
 	case errors.Is(err, engine.ErrLogFailed):
 		return &httpError{http.StatusServiceUnavailable, codeLogFailed,
 			"write-ahead log failed; writes are refused until kvd restarts"}
+	case errors.Is(err, engine.ErrCorruptValue), errors.Is(err, engine.ErrCorruptState):
+		return &httpError{http.StatusInternalServerError, codeCorrupt, oneLine(err.Error())}
 	case errors.Is(err, engine.ErrClosed):
 		return &httpError{http.StatusServiceUnavailable, codeUnavailable, "store is closed"}
 	default:

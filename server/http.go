@@ -61,7 +61,7 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
 //	POST   /v1/sync        durability barrier
 //	GET    /v1/status      JSON status
-//	GET    /healthz        200, or 503 once the log failed
+//	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed
 //	GET    /metrics        Prometheus metrics
 //
 // A key is the rest of the path after /v1/kv/, percent-decoded: it may
@@ -466,6 +466,15 @@ type Status struct {
 	// again; CheckpointError is set while the last one failed.
 	CheckpointFailures uint64 `json:"checkpoint_failures"`
 	CheckpointError    string `json:"checkpoint_error,omitempty"`
+	// Degraded is set once a read found the state file damaged:
+	// StateCorruptions counts those reads, StateLastCorruption and
+	// StateLastCorruptionTime (RFC 3339) tell the last one. Reads of the
+	// damaged keys fail; a restart does not repair them (see "When the
+	// state file is damaged" in README.md).
+	Degraded                bool   `json:"degraded"`
+	StateCorruptions        uint64 `json:"state_corruptions"`
+	StateLastCorruption     string `json:"state_last_corruption,omitempty"`
+	StateLastCorruptionTime string `json:"state_last_corruption_time,omitempty"`
 }
 
 // Revisions are the store's revision counters: written (visible to
@@ -550,6 +559,12 @@ func (s *Server) Status() Status {
 	if st.CheckpointErr != nil {
 		out.CheckpointError = st.CheckpointErr.Error()
 	}
+	if st.Corruptions > 0 {
+		out.Degraded = true
+		out.StateCorruptions = st.Corruptions
+		out.StateLastCorruption = st.CorruptionErr.Error()
+		out.StateLastCorruptionTime = st.CorruptionTime.UTC().Format(time.RFC3339Nano)
+	}
 	return out
 }
 
@@ -557,11 +572,22 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Status())
 }
 
+// handleHealthz answers 503 once the log failed, which a restart cures.
+// A damaged state file (Stats.Corruptions) a restart does not cure, and
+// the keys elsewhere in it still read: it answers 200 then, its body
+// "degraded" and the last damage, so that a liveness probe does not
+// restart kvd in a loop; status and metrics report it for an alert.
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
-	if err := s.store.Stats().Err; err != nil {
+	st := s.store.Stats()
+	if err := st.Err; err != nil {
 		s.fail(w, errors.Join(engine.ErrLogFailed, err))
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if st.Corruptions > 0 {
+		io.WriteString(w, "degraded: "+strconv.FormatUint(st.Corruptions, 10)+
+			" reads found the state file damaged, the last: "+oneLine(st.CorruptionErr.Error())+"\n")
+		return
+	}
 	io.WriteString(w, "ok\n")
 }

@@ -113,6 +113,10 @@ func (m *Metrics) register(s *Server) {
 			Name: "kvd_checkpoint_failures_total",
 			Help: "Checkpoints that failed (a full disk, say) and were tried again later.",
 		}, func() float64 { return float64(s.store.Stats().CheckpointFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_state_corruptions_total",
+			Help: "Reads that found the state file damaged (a value whose checksum does not match, or a damaged page): not 0 means degraded; a restart does not repair it.",
+		}, func() float64 { return float64(s.store.Stats().Corruptions) }),
 		stat("kvd_log_failed", "1 once the write-ahead log failed (writes refused until restart).",
 			func(st engine.Stats) float64 {
 				if st.Err != nil {

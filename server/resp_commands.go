@@ -382,6 +382,17 @@ func cmdInfo(c *respConn, args [][]byte) {
 		if st.LogWriteErr != nil {
 			field("log_last_write_error", oneLine(st.LogWriteErr.Error()))
 		}
+		// A damaged state file (see engine.Stats.Corruptions).
+		if st.Corruptions > 0 {
+			field("state_status", "degraded")
+		} else {
+			field("state_status", "ok")
+		}
+		field("state_corruptions", st.Corruptions)
+		if st.CorruptionErr != nil {
+			field("state_last_corruption", oneLine(st.CorruptionErr.Error()))
+			field("state_last_corruption_time", st.CorruptionTime.Unix())
+		}
 		field("aof_enabled", 1)
 		if st.Err != nil {
 			field("log_status", "failed")

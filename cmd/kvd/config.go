@@ -220,6 +220,7 @@ func usage(fs *pflag.FlagSet) string {
 
 Usage:
   kvd [flags]
+  kvd check [--data-dir DIR]   check a stopped store's state file (kvd check --help)
 
 With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
 and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment

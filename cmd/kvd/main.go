@@ -60,12 +60,16 @@ func (e *usageError) Unwrap() error { return e.err }
 
 func exitCode(err error, stderr io.Writer) int {
 	var ue *usageError
+	var es *exitStatus
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "kvd: %v\nRun 'kvd --help' for usage.\n", ue.err)
 		return 2
+	case errors.As(err, &es):
+		fmt.Fprintf(stderr, "kvd: %v\n", es.err)
+		return es.code
 	default:
 		fmt.Fprintf(stderr, "kvd: %v\n", err)
 		if errors.Is(err, wal.ErrCorrupt) || errors.Is(err, engine.ErrCorruptState) {
@@ -76,8 +80,12 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 // run is kvd: it parses args, opens the store, serves until ctx ends, then
-// shuts down cleanly.
+// shuts down cleanly. "kvd check ..." runs the offline check instead
+// (check.go).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(args[1:], stdout)
+	}
 	var cfg config
 	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
