@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,8 +33,8 @@ type Options struct {
 	// 127.0.0.1:0 and --http-listen 127.0.0.1:0, so they may override the
 	// last two.
 	Args []string
-	// Env is added to kvd's environment: the test's, without the KVD_
-	// variables, which would set kvd's flags.
+	// Env is kvd's environment, as exec.Cmd.Env: nil means the test's.
+	// KVD_ variables in it set kvd's flags.
 	Env []string
 	// StartTimeout bounds how long Start waits for kvd to log that it
 	// listens; 0 means DefaultStartTimeout.
@@ -112,7 +111,7 @@ func Spawn(t testing.TB, o Options) *Proc {
 		log:     &procLog{listening: make(chan struct{})},
 		done:    make(chan struct{}),
 	}
-	p.cmd.Env = append(envWithout("KVD_"), o.Env...)
+	p.cmd.Env = o.Env
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start kvd: %v", err)
@@ -123,18 +122,6 @@ func Spawn(t testing.TB, o Options) *Proc {
 	}()
 	t.Cleanup(p.Kill)
 	return p
-}
-
-// envWithout returns the environment without the variables whose names
-// start with prefix.
-func envWithout(prefix string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, prefix) {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // WaitListening waits until kvd logs its "kvd listening" line, in the text

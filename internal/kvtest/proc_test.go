@@ -23,12 +23,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeKVD stands in for kvd: it logs its arguments and whether it sees a
-// KVD_ variable, then, by mode, logs kvd's listening line in the text or
+// fakeKVD stands in for kvd: it logs its arguments and the variable
+// KVTEST_PROBE, then, by mode, logs kvd's listening line in the text or
 // JSON format and waits for SIGTERM (exit 0), exits 1 at once, or hangs
 // ignoring SIGTERM.
 func fakeKVD(mode string) int {
-	fmt.Fprintf(os.Stderr, "args %q kvd_env=%q\n", os.Args[1:], os.Getenv("KVD_PROBE"))
+	fmt.Fprintf(os.Stderr, "args %q probe=%q\n", os.Args[1:], os.Getenv("KVTEST_PROBE"))
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	switch mode {
@@ -52,11 +52,10 @@ func fakeKVD(mode string) int {
 }
 
 func fakeOptions(mode string) kvtest.Options {
-	return kvtest.Options{Bin: os.Args[0], Env: []string{fakeEnv + "=" + mode}, Args: []string{"--commit-mode", "sync"}}
+	return kvtest.Options{Bin: os.Args[0], Env: append(os.Environ(), fakeEnv+"="+mode, "KVTEST_PROBE=from-options"), Args: []string{"--commit-mode", "sync"}}
 }
 
 func TestStart(t *testing.T) {
-	t.Setenv("KVD_PROBE", "leaked")
 	for _, tc := range []struct{ mode, resp, http string }{
 		{"text", "127.0.0.1:1", "127.0.0.1:2"},
 		{"json", "127.0.0.1:3", "127.0.0.1:4"},
@@ -76,8 +75,8 @@ func TestStart(t *testing.T) {
 			if !strings.Contains(p.Log(), "args "+wantArgs) {
 				t.Errorf("log %q does not show the arguments %s", p.Log(), wantArgs)
 			}
-			if !strings.Contains(p.Log(), `kvd_env=""`) {
-				t.Errorf("kvd saw a KVD_ variable of the test's environment: %q", p.Log())
+			if !strings.Contains(p.Log(), `probe="from-options"`) {
+				t.Errorf("kvd did not get the environment of its Options: %q", p.Log())
 			}
 			if p.Exited() || p.ExitCode() != -1 || p.Err() != nil {
 				t.Errorf("a running kvd: Exited %v, ExitCode %d, Err %v", p.Exited(), p.ExitCode(), p.Err())
