@@ -41,10 +41,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -77,19 +77,13 @@ func runSuite(m *testing.M) int {
 	longRun = os.Getenv("KVD_CRASH_LONG") != "" && os.Getenv("KVD_CRASH_LONG") != "0"
 	fmt.Printf("crash suite: seed %d (KVD_CRASH_SEED=%d repeats it), %s pass\n", suiteSeed, suiteSeed, passName())
 
-	dir, err := os.MkdirTemp("", "kvd-crash-bin-")
+	dir, err := kvtest.Build(nil, "github.com/kvdstore/kvd/cmd/kvd")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	kvdBin = filepath.Join(dir, "kvd")
-	build := exec.Command(goTool(), "build", "-o", kvdBin, "github.com/kvdstore/kvd/cmd/kvd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)
-		return 1
-	}
 
 	redis.SetLogger(quietLogger{})
 	code := m.Run()
@@ -102,15 +96,6 @@ func passName() string {
 		return "long (KVD_CRASH_LONG=1)"
 	}
 	return "short"
-}
-
-// goTool returns the go command: the one on PATH, or the one of the
-// toolchain that built this test.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // seeded returns the random source of test t: the suite seed mixed with the
