@@ -6,6 +6,8 @@
 //     stops, kills and reports on it (its log, its exit status).
 //   - polling with a deadline instead of sleeping: WaitFor and Eventually.
 //   - Listen, a listener on a free 127.0.0.1 port for in-process servers.
+//   - Require and NeedTool: a test that needs root, a device or a tool
+//     skips without it, except under CI=true, where it fails.
 //   - process-wide limits for tests that run alone in their own process:
 //     FileLimit and InSubprocess.
 //

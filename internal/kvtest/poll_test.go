@@ -56,12 +56,13 @@ func TestWaitFor(t *testing.T) {
 	})
 }
 
-// fakeTB records a test's failure; Fatalf ends the goroutine as testing.T's
-// does.
+// fakeTB records a test's failure or skip; Fatalf and Skip end the
+// goroutine as testing.T's do.
 type fakeTB struct {
 	testing.TB
-	mu     sync.Mutex
-	failed string
+	mu      sync.Mutex
+	failed  string
+	skipped string
 }
 
 func (f *fakeTB) Helper() {}
@@ -69,6 +70,13 @@ func (f *fakeTB) Helper() {}
 func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.mu.Lock()
 	f.failed = fmt.Sprintf(format, args...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (f *fakeTB) Skip(args ...any) {
+	f.mu.Lock()
+	f.skipped = fmt.Sprint(args...)
 	f.mu.Unlock()
 	runtime.Goexit()
 }
