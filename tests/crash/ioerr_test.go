@@ -31,7 +31,7 @@ const failTimeout = 10 * time.Second
 // write answered not executed.
 func TestFsyncEIO(t *testing.T) {
 	requireRoot(t)
-	strace := requireTool(t, "strace")
+	strace := kvtest.NeedTool(t, "strace", "apt-get install strace")
 	for _, mode := range []string{"sync", "async"} {
 		t.Run(mode, func(t *testing.T) {
 			rng := seeded(t)
@@ -119,7 +119,7 @@ func TestFsyncEIO(t *testing.T) {
 // acknowledged write is there, and no refused one.
 func TestDiskFull(t *testing.T) {
 	requireRoot(t)
-	mount := requireTool(t, "mount")
+	mount := kvtest.NeedTool(t, "mount", "apt-get install mount")
 	for _, mode := range []string{"sync", "async"} {
 		t.Run(mode, func(t *testing.T) {
 			rng := seeded(t)

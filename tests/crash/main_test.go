@@ -39,7 +39,6 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -130,24 +129,10 @@ func pick[T any](short, long T) T {
 	return short
 }
 
-// requireEnv skips the test when the environment lacks what it needs (the
-// reason is not empty), except with CI=true, where it fails: CI runs as root
-// with every tool installed, so a skip there would hide a broken setup.
-func requireEnv(t testing.TB, reason string) {
-	t.Helper()
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: failing instead of skipping)", reason)
-	}
-	t.Skip(reason)
-}
-
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		requireEnv(t, "needs root")
+		kvtest.Require(t, "needs root")
 	}
 }
 
@@ -155,15 +140,6 @@ func requireFUSE(t testing.TB) {
 	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		requireEnv(t, fmt.Sprintf("needs /dev/fuse: %v", err))
+		kvtest.Require(t, fmt.Sprintf("needs /dev/fuse: %v", err))
 	}
-}
-
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs %s on PATH (apt-get install %s)", name, name))
-	}
-	return p
 }

@@ -275,10 +275,10 @@ func newCPUQuota(t testing.TB, quota, period time.Duration) *cpuQuota {
 	t.Helper()
 	requireRoot(t)
 	mnt, v2, reason := findCPUCgroup()
-	requireEnv(t, reason)
+	kvtest.Require(t, reason)
 	dir, err := os.MkdirTemp(mnt, "kvd-crash-quota-")
 	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs a cgroup it can create under %s: %v", mnt, err))
+		kvtest.Require(t, fmt.Sprintf("needs a cgroup it can create under %s: %v", mnt, err))
 	}
 	q := &cpuQuota{t: t, dir: dir}
 	t.Cleanup(q.remove)
@@ -301,7 +301,7 @@ func newCPUQuota(t testing.TB, quota, period time.Duration) *cpuQuota {
 		}
 	}
 	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs a CPU quota on cgroup %s: %v", dir, err))
+		kvtest.Require(t, fmt.Sprintf("needs a CPU quota on cgroup %s: %v", dir, err))
 	}
 	return q
 }

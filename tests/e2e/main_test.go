@@ -55,18 +55,11 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// needTool returns the path of an external tool, skipping the test if it is
-// missing (failing it under CI=true).
+// needTool returns the path of a tool of redis-tools, skipping the test if
+// it is missing (failing it under CI=true).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true (apt-get install redis-tools): %v", name, err)
-		}
-		t.Skipf("%s not installed (apt-get install redis-tools): %v", name, err)
-	}
-	return p
+	return kvtest.NeedTool(t, name, "apt-get install redis-tools")
 }
 
 // stopTimeout bounds how long kvd may take to exit after a signal.
