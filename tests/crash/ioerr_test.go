@@ -2,7 +2,6 @@ package crash_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -175,13 +174,8 @@ type diskStatus struct {
 func getDiskStatus(t testing.TB, k *kvd) diskStatus {
 	t.Helper()
 	var st diskStatus
-	resp, err := k.hc.Get(k.url("/v1/status"))
-	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
+	if err := kvtest.GetJSON(context.Background(), k.hc, k.url("/v1/status"), &st); err != nil {
+		t.Fatal(err)
 	}
 	return st
 }

@@ -233,20 +233,8 @@ type kvdStatus struct {
 
 func getStatus(ctx context.Context, hc *http.Client, base string) (kvdStatus, error) {
 	var st kvdStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return st, fmt.Errorf("GET /v1/status: %s: %s", resp.Status, b)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	err := kvtest.GetJSON(ctx, hc, base+"/v1/status", &st)
+	return st, err
 }
 
 func (k *kvd) status() kvdStatus {

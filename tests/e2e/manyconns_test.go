@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,15 +113,10 @@ func TestTenThousandIdleConnections(t *testing.T) {
 
 func status(t *testing.T, httpAddr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/v1/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var st struct {
 		ConnectedClients int `json:"connected_clients"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+httpAddr+"/v1/status", &st); err != nil {
 		t.Fatal(err)
 	}
 	return st.ConnectedClients
