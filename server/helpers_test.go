@@ -16,6 +16,7 @@ import (
 
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/internal/faults"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -81,8 +82,8 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		db.Close()
 		t.Fatalf("server.New: %v", err)
 	}
-	respLn := listen(t)
-	httpLn := listen(t)
+	respLn := kvtest.Listen(t)
+	httpLn := kvtest.Listen(t)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeRESP(respLn) }()
 	go func() { errc <- srv.ServeHTTPAPI(httpLn) }()
@@ -105,15 +106,6 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		}
 	})
 	return &testServer{db: db, srv: srv, respAddr: respLn.Addr().String(), httpAddr: httpLn.Addr().String()}
-}
-
-func listen(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	return ln
 }
 
 // rawConn speaks RESP byte by byte, to check replies exactly.
@@ -232,15 +224,3 @@ const (
 	ok   = "+OK\r\n"
 	null = "$-1\r\n"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

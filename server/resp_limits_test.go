@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -196,7 +197,7 @@ func TestMaxClients(t *testing.T) {
 			}
 		}
 		conns[0].nc.Close()
-		waitFor(t, "a client slot to free up", func() bool { return ts.srv.Clients() < limit })
+		kvtest.Eventually(t, 10*time.Second, "a client slot to free up", func() bool { return ts.srv.Clients() < limit })
 		if got := dialRaw(t, ts.respAddr).do("PING"); got != "+PONG\r\n" {
 			t.Fatalf("after a client left, PING = %q", got)
 		}
@@ -225,7 +226,7 @@ func TestDisconnectMidPipeline(t *testing.T) {
 		}
 		c.nc.(*net.TCPConn).SetLinger(0) // reset, not a clean close
 		c.nc.Close()
-		waitFor(t, "the connection to go away", func() bool { return ts.srv.Clients() == 0 })
+		kvtest.Eventually(t, 10*time.Second, "the connection to go away", func() bool { return ts.srv.Clients() == 0 })
 		for i := range acked {
 			if _, err := ts.db.Get(fmt.Append(nil, "dm", i)); err != nil {
 				t.Fatalf("acknowledged key dm%d: %v", i, err)
@@ -282,7 +283,7 @@ func newBlockingServer(t *testing.T, model string) (*blockingStore, *engine.DB, 
 func TestShutdownDrains(t *testing.T) {
 	forEachIO(t, func(t *testing.T, model string) {
 		bs, db, srv := newBlockingServer(t, model)
-		ln := listen(t)
+		ln := kvtest.Listen(t)
 		served := make(chan error, 1)
 		go func() { served <- srv.ServeRESP(ln) }()
 
@@ -299,7 +300,7 @@ func TestShutdownDrains(t *testing.T) {
 		if got := idle.expectClosed(); got != "" {
 			t.Errorf("idle connection got %q", got)
 		}
-		waitFor(t, "the listener to close", func() bool {
+		kvtest.Eventually(t, 10*time.Second, "the listener to close", func() bool {
 			c, err := net.Dial("tcp", ln.Addr().String())
 			if err == nil {
 				c.Close()
@@ -327,7 +328,7 @@ func TestShutdownDrains(t *testing.T) {
 		if v, err := db.Get([]byte("k")); err != nil || string(v) != "v" {
 			t.Errorf("in-flight write: %q, %v", v, err)
 		}
-		if err := srv.ServeRESP(listen(t)); !errors.Is(err, server.ErrServerClosed) {
+		if err := srv.ServeRESP(kvtest.Listen(t)); !errors.Is(err, server.ErrServerClosed) {
 			t.Errorf("ServeRESP after Shutdown = %v", err)
 		}
 	})
@@ -338,7 +339,7 @@ func TestShutdownDrains(t *testing.T) {
 func TestShutdownTimeout(t *testing.T) {
 	forEachIO(t, func(t *testing.T, model string) {
 		bs, _, srv := newBlockingServer(t, model)
-		ln := listen(t)
+		ln := kvtest.Listen(t)
 		go srv.ServeRESP(ln)
 		busy := dialRaw(t, ln.Addr().String())
 		busy.send("SET", "k", "v", "NX")

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -99,7 +101,7 @@ func TestUnsyncedExposure(t *testing.T) {
 			t.Fatalf("SET = %q", got)
 		}
 		// The flusher's fsync is held: the acknowledged write ages.
-		waitFor(t, "INFO to show the unsynced write 50ms old", func() bool {
+		kvtest.Eventually(t, 10*time.Second, "INFO to show the unsynced write 50ms old", func() bool {
 			return infoMs("unsynced_oldest_age_ms") >= 50
 		})
 		if u := status(); u.OldestAgeSeconds < 0.05 || u.MaxAgeLastMinuteSeconds < u.OldestAgeSeconds || u.MaxAgeSeconds < u.OldestAgeSeconds {
@@ -113,7 +115,7 @@ func TestUnsyncedExposure(t *testing.T) {
 		}
 
 		release()
-		waitFor(t, "the write to become durable", func() bool {
+		kvtest.Eventually(t, 10*time.Second, "the write to become durable", func() bool {
 			st := ts.db.Stats()
 			return st.DurableRevision == st.WrittenRevision
 		})

@@ -46,7 +46,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 
 	"bench/...": {[]string{"internal/histogram"}, nil},
 	// Black-box suites: they start real kvd processes.
-	"tests/...": {nil, []string{"client", "internal/powerfs", "internal/kvtest"}},
+	"tests/...": {nil, []string{"client", "internal/kvtest", "internal/powerfs"}},
 }
 
 // noNetworking lists the packages (with everything under them) whose

@@ -1,4 +1,3 @@
-// Package kvtest holds helpers shared by the tests of several packages.
 package kvtest
 
 import (

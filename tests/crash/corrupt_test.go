@@ -206,12 +206,12 @@ func expectRepaired(t testing.TB, row *resultRow, cfg kvdConfig, ws []seqWrite, 
 	t.Helper()
 	k, exit := launch(t, cfg)
 	if exit != nil {
-		t.Errorf("%s: kvd refused to start (exit %d), want a repaired tail:\n%s", what, exit.code, tail(exit.stderr, 2000))
+		t.Errorf("%s: kvd refused to start (exit %d), want a repaired tail:\n%s", what, exit.Code, tail(exit.Log, 2000))
 		return false
 	}
 	defer k.kill()
 	ok := expectState(t, k, uint64(rev), seqState(ws, rev), what)
-	log := k.log.String()
+	log := k.Log()
 	cs := cuts(log)
 	row.recovered(len(cs) > 0)
 	switch want {
@@ -262,19 +262,19 @@ func expectRefusal(t testing.TB, cfg kvdConfig, what string, want ...*regexp.Reg
 		return false
 	}
 	ok := true
-	if exit.code != 1 {
-		t.Errorf("%s: kvd exited with %v, want exit status 1", what, exit.err)
+	if exit.Code != 1 {
+		t.Errorf("%s: kvd exited with %v, want exit status 1", what, exit.Err)
 		ok = false
 	}
-	msg := refusal(exit.stderr)
+	msg := refusal(exit.Log)
 	for _, re := range want {
 		if !re.MatchString(msg) {
-			t.Errorf("%s: kvd's error message does not match %q:\n%s", what, re, tail(exit.stderr, 2000))
+			t.Errorf("%s: kvd's error message does not match %q:\n%s", what, re, tail(exit.Log, 2000))
 			ok = false
 		}
 	}
-	if crashed(exit.stderr) {
-		t.Errorf("%s: kvd crashed instead of refusing:\n%s", what, excerpt(exit.stderr, 3000))
+	if crashed(exit.Log) {
+		t.Errorf("%s: kvd crashed instead of refusing:\n%s", what, excerpt(exit.Log, 3000))
 		ok = false
 	}
 	if after := dirFiles(t, cfg.dataDir); !maps.Equal(before, after) {
@@ -806,10 +806,10 @@ func TestLogHole(t *testing.T) {
 				k, exit := launch(t, cfg)
 				if exit != nil {
 					row.fail("kvd refused a hole after the last fsync")
-					t.Fatalf("%s: kvd refused to start, want it to cut the log at the hole:\n%s", what, tail(exit.stderr, 2000))
+					t.Fatalf("%s: kvd refused to start, want it to cut the log at the hole:\n%s", what, tail(exit.Log, 2000))
 				}
 				ok := expectState(t, k, uint64(kept), seqState(ws, kept), what)
-				cs := cuts(k.log.String())
+				cs := cuts(k.Log())
 				row.recovered(len(cs) > 0)
 				// The cut takes the rest of the file, zero fill included.
 				want := logCut{Level: "WARN", Segment: seg, Offset: r.off, Bytes: size - r.off, Records: n - 1 - i, FirstRev: r.rev + 1, LastRev: uint64(n)}
@@ -828,7 +828,7 @@ func TestLogHole(t *testing.T) {
 				if !expectState(t, k, uint64(kept), seqState(ws, kept), what+", started again") {
 					ok = false
 				}
-				if cs := cuts(k.log.String()); len(cs) > 0 {
+				if cs := cuts(k.Log()); len(cs) > 0 {
 					t.Errorf("%s: started again, kvd cut again: %+v", what, cs)
 					ok = false
 				}
@@ -865,7 +865,7 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 	k := startKVD(t, cfg)
 	writeSeq(t, k, ws, 1)
 	if err := k.stop(); err != nil { // a clean stop checkpoints
-		t.Fatalf("kvd stop: %v\n%s", err, tail(k.log.String(), 2000))
+		t.Fatalf("kvd stop: %v\n%s", err, tail(k.Log(), 2000))
 	}
 	applied := uint64(len(ws))
 	// More writes, which only the log holds.
@@ -927,10 +927,10 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 		k, exit := launch(t, cfg)
 		if exit != nil {
 			row.fail("kvd refused damage below the checkpoint")
-			t.Fatalf("%s: kvd refused to start, want it to cut the log:\n%s", what, tail(exit.stderr, 2000))
+			t.Fatalf("%s: kvd refused to start, want it to cut the log:\n%s", what, tail(exit.Log, 2000))
 		}
 		ok := expectState(t, k, uint64(n), seqState(all, n), what)
-		cs := cuts(k.log.String())
+		cs := cuts(k.Log())
 		row.recovered(len(cs) > 0)
 		t.Logf("%s: kvd cut %+v; the log now holds %v", what, cs, segments(t, dir))
 		if len(cs) != 1 || cs[0].kind() != "checkpointed" || cs[0].Segment != p.seg || cs[0].Offset != p.rec.off || cs[0].Level != "WARN" {
@@ -943,7 +943,7 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 		if !expectState(t, k, uint64(n), seqState(all, n), what+", started again") {
 			ok = false
 		}
-		if cs := cuts(k.log.String()); len(cs) > 0 {
+		if cs := cuts(k.Log()); len(cs) > 0 {
 			t.Errorf("%s: started again, kvd cut again: %+v", what, cs)
 			ok = false
 		}
@@ -972,7 +972,7 @@ func TestTruncatedState(t *testing.T) {
 	extra := []seqWrite{{kind: opSet, keys: []string{"extra"}, vals: []string{"after restart"}}}
 	writeSeq(t, k, extra, uint64(len(ws))+1)
 	if err := k.stop(); err != nil {
-		t.Fatalf("kvd stop: %v\n%s", err, tail(k.log.String(), 2000))
+		t.Fatalf("kvd stop: %v\n%s", err, tail(k.Log(), 2000))
 	}
 	ws = append(ws, extra...)
 	want := seqState(ws, len(ws))
@@ -1000,9 +1000,9 @@ func TestTruncatedState(t *testing.T) {
 			ok := expectState(t, k, uint64(len(ws)), want, what+": kvd started")
 			k.kill()
 			row.count(len(ws), map[bool]int{true: 0, false: 1}[ok])
-		case exit.code != 1 || crashed(exit.stderr) || !strings.Contains(refusal(exit.stderr), "state"):
+		case exit.Code != 1 || crashed(exit.Log) || !strings.Contains(refusal(exit.Log), "state"):
 			t.Errorf("%s: kvd exited with %v, want a clean refusal (exit status 1, a message naming the state file):\n%s",
-				what, exit.err, excerpt(exit.stderr, 3000))
+				what, exit.Err, excerpt(exit.Log, 3000))
 			row.count(0, 1)
 		default:
 			row.count(0, 0)

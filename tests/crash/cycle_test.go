@@ -71,7 +71,7 @@ func randomPlan(rng *rand.Rand, dir, mode string) plan {
 func restart(t testing.TB, row *resultRow, cfg kvdConfig) *kvd {
 	t.Helper()
 	k := startAfterFault(t, row, cfg)
-	row.recovered(len(cuts(k.log.String())) > 0)
+	row.recovered(len(cuts(k.Log())) > 0)
 	return k
 }
 
@@ -84,7 +84,7 @@ func startAfterFault(t testing.TB, row *resultRow, cfg kvdConfig) *kvd {
 	k, exit := launch(t, cfg)
 	if exit != nil {
 		row.fail("kvd did not start after the fault")
-		t.Fatalf("kvd did not start after the fault (%v):\n%s", exit.err, excerpt(exit.stderr, 4000))
+		t.Fatalf("kvd did not start after the fault (%v):\n%s", exit.Err, excerpt(exit.Log, 4000))
 	}
 	return k
 }

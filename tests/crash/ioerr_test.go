@@ -2,7 +2,7 @@ package crash_test
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +30,7 @@ const failTimeout = 10 * time.Second
 // write answered not executed.
 func TestFsyncEIO(t *testing.T) {
 	requireRoot(t)
-	strace := requireTool(t, "strace")
+	strace := kvtest.NeedTool(t, "strace", "apt-get install strace")
 	for _, mode := range []string{"sync", "async"} {
 		t.Run(mode, func(t *testing.T) {
 			rng := seeded(t)
@@ -90,7 +91,7 @@ func TestFsyncEIO(t *testing.T) {
 							segs := segments(t, k.cfg.dataDir)
 							paths = []string{filepath.Join(k.cfg.dataDir, "wal", segs[len(segs)-1])}
 						}
-						return attachStrace(t, strace, k.pid(), calls, when, paths...)
+						return attachStrace(t, strace, k.Pid(), calls, when, paths...)
 					},
 					heal: func() {},
 				}, &counts)
@@ -117,7 +118,7 @@ func TestFsyncEIO(t *testing.T) {
 // acknowledged write is there, and no refused one.
 func TestDiskFull(t *testing.T) {
 	requireRoot(t)
-	mount := requireTool(t, "mount")
+	mount := kvtest.NeedTool(t, "mount", "apt-get install mount")
 	for _, mode := range []string{"sync", "async"} {
 		t.Run(mode, func(t *testing.T) {
 			rng := seeded(t)
@@ -173,13 +174,8 @@ type diskStatus struct {
 func getDiskStatus(t testing.TB, k *kvd) diskStatus {
 	t.Helper()
 	var st diskStatus
-	resp, err := k.hc.Get(k.url("/v1/status"))
-	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
+	if err := kvtest.GetJSON(context.Background(), k.hc, k.url("/v1/status"), &st); err != nil {
+		t.Fatal(err)
 	}
 	return st
 }
@@ -284,14 +280,11 @@ func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultR
 	l := startLoad(t, k, st, rng, opts)
 
 	// The disk fills; writes are refused, again and again.
-	deadline := time.Now().Add(failTimeout)
-	for l.failed.Load() < 4*clients && time.Now().Before(deadline) && !k.exited() {
-		time.Sleep(2 * time.Millisecond) // poll
-	}
-	if k.exited() {
+	kvtest.WaitFor(failTimeout, 2*time.Millisecond, func() bool { return l.failed.Load() >= 4*clients || k.Exited() })
+	if k.Exited() {
 		l.stop()
 		row.fail("kvd exited on a full disk")
-		t.Fatalf("kvd exited on a full disk (%v):\n%s", k.err, excerpt(k.log.String(), 4000))
+		t.Fatalf("kvd exited on a full disk (%v):\n%s", k.Err(), excerpt(k.Log(), 4000))
 	}
 	if l.failed.Load() == 0 {
 		stacks := goroutineDump(k)
@@ -314,12 +307,10 @@ func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultR
 	}
 	// What was acknowledged becomes durable while the disk stays full.
 	var durable diskStatus
-	for end := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+	kvtest.WaitFor(2*time.Second, 2*time.Millisecond, func() bool {
 		durable = getDiskStatus(t, k)
-		if durable.Revisions.Durable >= full.Revisions.Written || time.Now().After(end) {
-			break
-		}
-	}
+		return durable.Revisions.Durable >= full.Revisions.Written
+	})
 	if durable.Revisions.Durable < full.Revisions.Written {
 		bad = append(bad, fmt.Sprintf("revision %d was acknowledged on the full disk and is still not durable 2s later (durable %d)",
 			full.Revisions.Written, durable.Revisions.Durable))
@@ -331,18 +322,15 @@ func diskFullCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultR
 	}
 	freed := time.Now()
 	var probes []*op
-	for {
+	ok := kvtest.WaitFor(failTimeout, 5*time.Millisecond, func() bool {
 		o := probeWrite(k, st)
 		probes = append(probes, o)
-		if o.out == outOK {
-			break
-		}
-		if time.Since(freed) > failTimeout {
-			l.stop()
-			row.fail("writes did not resume once space was freed")
-			t.Fatalf("no write succeeded within %v of freeing the disk; the last: %v", failTimeout, o)
-		}
-		time.Sleep(5 * time.Millisecond) // poll
+		return o.out == outOK
+	})
+	if !ok {
+		l.stop()
+		row.fail("writes did not resume once space was freed")
+		t.Fatalf("no write succeeded within %v of freeing the disk; the last: %v", failTimeout, probes[len(probes)-1])
 	}
 	resumed := probes[len(probes)-1].ret.Sub(freed)
 	// Writes go on succeeding, the load's among them.
@@ -427,23 +415,25 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 	undo := f.inject(k)
 
 	// Wait for the log to fail, then for the load to run into it.
-	deadline := time.Now().Add(failTimeout)
-	for l.failed.Load() < 2*clients && time.Now().Before(deadline) && !k.exited() {
-		if at := l.logFailedAt(); !at.IsZero() && time.Since(at) > 200*time.Millisecond {
-			break // the status says writes are refused: enough load ran since
+	kvtest.WaitFor(failTimeout, 2*time.Millisecond, func() bool {
+		if l.failed.Load() >= 2*clients || k.Exited() {
+			return true
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	if k.exited() {
+		// Or the status has said for 200ms that writes are refused:
+		// enough load ran since.
+		at := l.logFailedAt()
+		return !at.IsZero() && time.Since(at) > 200*time.Millisecond
+	})
+	if k.Exited() {
 		l.stop()
 		row.fail("kvd exited on the I/O error")
-		t.Fatalf("kvd exited on the I/O error (%v); it must keep serving reads:\n%s", k.err, excerpt(k.log.String(), 4000))
+		t.Fatalf("kvd exited on the I/O error (%v); it must keep serving reads:\n%s", k.Err(), excerpt(k.Log(), 4000))
 	}
 	if l.failed.Load() == 0 && l.logFailedAt().IsZero() {
 		// Say whether kvd noticed, and where it is stuck.
-		logged := strings.Contains(k.log.String(), f.reason)
+		logged := strings.Contains(k.Log(), f.reason)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, statusErr := getStatus(ctx, k.hc, "http://"+k.httpAddr)
+		_, statusErr := getStatus(ctx, k.hc, "http://"+k.HTTPAddr)
 		cancel()
 		stacks := goroutineDump(k)
 		l.stop()
@@ -484,7 +474,7 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 			bad = append(bad, fmt.Sprintf("GET /healthz answered %s after the log failed, want 503", resp.Status))
 		}
 	}
-	if !strings.Contains(k.log.String(), f.reason) {
+	if !strings.Contains(k.Log(), f.reason) {
 		bad = append(bad, fmt.Sprintf("kvd logged nothing with %q", f.reason))
 	}
 
@@ -533,7 +523,7 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 	bad = append(bad, respReads(k, live)...)
 
 	// Restart on a healthy disk.
-	if err := k.stop(); err != nil && strings.Contains(err.Error(), "did not stop") {
+	if err := k.stop(); errors.Is(err, kvtest.ErrNotStopped) {
 		bad = append(bad, err.Error())
 	}
 	undo()
@@ -552,15 +542,15 @@ func ioFaultCycle(t *testing.T, k *kvd, st *store, rng *rand.Rand, row *resultRo
 // goroutineDump makes kvd dump its goroutines (SIGQUIT, which also ends
 // it) and returns the stacks that run kvd code, without duplicates.
 func goroutineDump(k *kvd) string {
-	k.cmd.Process.Signal(syscall.SIGQUIT)
+	k.Signal(syscall.SIGQUIT)
 	select {
-	case <-k.done:
+	case <-k.Done():
 	case <-time.After(stopTimeout):
 		k.kill()
 	}
 	seen := map[string]int{}
 	var order []string
-	for block := range strings.SplitSeq(k.log.String(), "\n\n") {
+	for block := range strings.SplitSeq(k.Log(), "\n\n") {
 		lines := strings.Split(block, "\n")
 		state, _, _ := strings.Cut(lines[0], "]")
 		if !strings.HasPrefix(state, "goroutine ") || strings.Contains(state, "[IO wait") || strings.Contains(state, "[select") {

@@ -2,7 +2,6 @@ package crash_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,23 +11,22 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/redis/go-redis/v9"
 )
 
-// Time limits of process handling. They are generous: a timeout is a
-// failure, not a way to synchronize.
+// Time limits of process handling (kvd gets kvtest.DefaultStartTimeout to
+// start). They are generous: a timeout is a failure, not a way to
+// synchronize.
 const (
-	startTimeout = 20 * time.Second
-	stopTimeout  = 20 * time.Second
-	httpTimeout  = 20 * time.Second
+	stopTimeout = 20 * time.Second
+	httpTimeout = 20 * time.Second
 )
 
 // kvdConfig is the command line of one kvd start.
@@ -42,11 +40,16 @@ type kvdConfig struct {
 	checkpointBytes    int // bytes; 0: kvd's default
 }
 
+// options returns how kvtest runs kvd: on dataDir and free 127.0.0.1 ports,
+// with the flags of c, and the suite's environment without the KVD_
+// variables that would set kvd's flags.
+func (c kvdConfig) options() kvtest.Options {
+	return kvtest.Options{Bin: kvdBin, DataDir: c.dataDir, Args: c.args(), Env: kvdEnv()}
+}
+
+// args returns the flags of c besides the data dir and the addresses.
 func (c kvdConfig) args() []string {
 	a := []string{
-		"--data-dir", c.dataDir,
-		"--listen", "127.0.0.1:0",
-		"--http-listen", "127.0.0.1:0",
 		"--log-format", "json",
 		"--commit-mode", c.mode,
 	}
@@ -68,109 +71,32 @@ func (c kvdConfig) args() []string {
 	return a
 }
 
-// kvd is a kvd process.
+// kvd is a kvd process of the suite, with an HTTP client for it.
 type kvd struct {
-	t    testing.TB
-	cfg  kvdConfig
-	cmd  *exec.Cmd
-	log  *procLog
-	done chan struct{} // closed once the process has exited and been reaped
-	err  error         // exit status, set before done is closed
-
-	respAddr, httpAddr string
-	hc                 *http.Client
-}
-
-// procLog keeps everything a process writes to stderr and watches for the
-// "kvd listening" line.
-type procLog struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	partial []byte
-	ready   chan struct{}
-	resp    string
-	http    string
-}
-
-func (l *procLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := l.partial[:i]
-		var rec struct {
-			Msg  string `json:"msg"`
-			Resp string `json:"resp"`
-			HTTP string `json:"http"`
-		}
-		if l.resp == "" && json.Unmarshal(line, &rec) == nil && rec.Msg == "kvd listening" {
-			l.resp, l.http = rec.Resp, rec.HTTP
-			close(l.ready)
-		}
-		l.partial = l.partial[i+1:]
-	}
-	return len(p), nil
-}
-
-func (l *procLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// exitInfo describes a kvd that exited before it got ready.
-type exitInfo struct {
-	code   int
-	stderr string
-	err    error
+	*kvtest.Proc
+	t   testing.TB
+	cfg kvdConfig
+	hc  *http.Client
 }
 
 // launch starts kvd and waits until it listens or exits. Exactly one of the
 // results is not nil.
-func launch(t testing.TB, cfg kvdConfig) (*kvd, *exitInfo) {
+func launch(t testing.TB, cfg kvdConfig) (*kvd, *kvtest.ExitError) {
 	t.Helper()
-	k := &kvd{
-		t:    t,
-		cfg:  cfg,
-		log:  &procLog{ready: make(chan struct{})},
-		done: make(chan struct{}),
-	}
-	k.cmd = exec.Command(kvdBin, cfg.args()...)
-	k.cmd.Env = kvdEnv()
-	k.cmd.Stderr = k.log
-	k.cmd.Stdout = k.log
-	if err := k.cmd.Start(); err != nil {
+	p, err := kvtest.Start(t, cfg.options())
+	var exit *kvtest.ExitError
+	if errors.As(err, &exit) {
+		return nil, exit
+	} else if err != nil {
 		t.Fatalf("start kvd: %v", err)
 	}
-	go func() {
-		k.err = k.cmd.Wait()
-		close(k.done)
-	}()
-	t.Cleanup(func() { k.kill() })
-	timer := time.NewTimer(startTimeout)
-	defer timer.Stop()
-	select {
-	case <-k.log.ready:
-	case <-k.done:
-		code := -1
-		var ee *exec.ExitError
-		if errors.As(k.err, &ee) {
-			code = ee.ExitCode()
-		}
-		return nil, &exitInfo{code: code, stderr: k.log.String(), err: k.err}
-	case <-timer.C:
-		k.kill()
-		t.Fatalf("kvd did not get ready within %v; stderr:\n%s", startTimeout, tail(k.log.String(), 4000))
+	k := &kvd{
+		Proc: p,
+		t:    t,
+		cfg:  cfg,
+		hc:   &http.Client{Timeout: httpTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
 	}
-	k.log.mu.Lock()
-	k.respAddr, k.httpAddr = k.log.resp, k.log.http
-	k.log.mu.Unlock()
-	k.hc = &http.Client{Timeout: httpTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	t.Cleanup(k.kill)
 	return k, nil
 }
 
@@ -190,18 +116,10 @@ func kvdEnv() []string {
 // ready: a crash during recovery. It returns what kvd logged.
 func startAndKill(t testing.TB, cfg kvdConfig, d time.Duration) string {
 	t.Helper()
-	var out procLog
-	out.ready = make(chan struct{})
-	cmd := exec.Command(kvdBin, cfg.args()...)
-	cmd.Env = kvdEnv()
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start kvd: %v", err)
-	}
+	p := kvtest.Spawn(t, cfg.options())
 	time.Sleep(d)
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	return out.String()
+	p.Kill()
+	return p.Log()
 }
 
 // cutMsg is the message of the Warn line kvd's log writes for each cut
@@ -259,62 +177,31 @@ func startKVD(t testing.TB, cfg kvdConfig) *kvd {
 	t.Helper()
 	k, exit := launch(t, cfg)
 	if exit != nil {
-		t.Fatalf("kvd exited before listening (%v); stderr:\n%s", exit.err, tail(exit.stderr, 4000))
+		t.Fatalf("kvd exited before listening (%v); stderr:\n%s", exit.Err, tail(exit.Log, 4000))
 	}
 	return k
 }
 
-func (k *kvd) pid() int { return k.cmd.Process.Pid }
-
 // kill sends SIGKILL and waits until the process is gone. It is idempotent.
 func (k *kvd) kill() {
-	select {
-	case <-k.done:
-		return
-	default:
-	}
-	k.cmd.Process.Signal(syscall.SIGKILL)
-	<-k.done
-	if k.hc != nil {
-		k.hc.CloseIdleConnections()
-	}
+	k.Kill()
+	k.hc.CloseIdleConnections()
 }
 
 // stop sends SIGTERM and waits for the exit. It returns the exit error, or
-// an error if kvd did not stop within stopTimeout (it is then killed).
+// an error wrapping kvtest.ErrNotStopped if kvd did not stop within
+// stopTimeout (it is then killed).
 func (k *kvd) stop() error {
-	select {
-	case <-k.done:
-		return k.err
-	default:
-	}
-	k.cmd.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-k.done:
-		k.hc.CloseIdleConnections()
-		return k.err
-	case <-timer.C:
-		k.kill()
-		return fmt.Errorf("kvd did not stop within %v of SIGTERM", stopTimeout)
-	}
-}
-
-func (k *kvd) exited() bool {
-	select {
-	case <-k.done:
-		return true
-	default:
-		return false
-	}
+	err := k.Stop(syscall.SIGTERM, stopTimeout)
+	k.hc.CloseIdleConnections()
+	return err
 }
 
 // redis returns a RESP client of one connection that never retries: a
 // retried write would be a second write.
 func (k *kvd) redis() *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr:            k.respAddr,
+		Addr:            k.RESPAddr,
 		Protocol:        2,
 		MaxRetries:      -1,
 		PoolSize:        1,
@@ -326,7 +213,7 @@ func (k *kvd) redis() *redis.Client {
 	})
 }
 
-func (k *kvd) url(path string) string { return "http://" + k.httpAddr + path }
+func (k *kvd) url(path string) string { return "http://" + k.HTTPAddr + path }
 
 // kvdStatus is the part of GET /v1/status the suite reads.
 type kvdStatus struct {
@@ -346,25 +233,13 @@ type kvdStatus struct {
 
 func getStatus(ctx context.Context, hc *http.Client, base string) (kvdStatus, error) {
 	var st kvdStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return st, fmt.Errorf("GET /v1/status: %s: %s", resp.Status, b)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	err := kvtest.GetJSON(ctx, hc, base+"/v1/status", &st)
+	return st, err
 }
 
 func (k *kvd) status() kvdStatus {
 	k.t.Helper()
-	st, err := getStatus(context.Background(), k.hc, "http://"+k.httpAddr)
+	st, err := getStatus(context.Background(), k.hc, "http://"+k.HTTPAddr)
 	if err != nil {
 		k.t.Fatalf("kvd status: %v", err)
 	}

@@ -246,7 +246,7 @@ func (l *load) logFailedAt() time.Time {
 func (l *load) poll() {
 	hc := &http.Client{Timeout: httpTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	defer hc.CloseIdleConnections()
-	base := "http://" + l.k.httpAddr
+	base := "http://" + l.k.HTTPAddr
 	tick := time.NewTicker(3 * time.Millisecond)
 	defer tick.Stop()
 	for n := 0; !l.stopped.Load(); n++ {
@@ -270,7 +270,7 @@ func (l *load) poll() {
 // updateFsync refreshes the bound of the slowest fsync; call it right
 // before a fault too.
 func (l *load) updateFsync(hc *http.Client) {
-	d, err := fsyncBound(context.Background(), hc, "http://"+l.k.httpAddr)
+	d, err := fsyncBound(context.Background(), hc, "http://"+l.k.HTTPAddr)
 	if err != nil {
 		return
 	}
@@ -440,7 +440,7 @@ func classify(err error) (outcome, string) {
 // httpWrite runs PUT or DELETE /v1/kv/{key}, which answer with the revision.
 func (c *client) httpWrite(o *op, method string) {
 	o.via = "http"
-	u := "http://" + c.l.k.httpAddr + "/v1/kv/" + o.keys[0]
+	u := "http://" + c.l.k.HTTPAddr + "/v1/kv/" + o.keys[0]
 	if o.dur != "" {
 		u += "?" + url.Values{"durability": {o.dur}}.Encode()
 	}
@@ -515,7 +515,7 @@ func (c *client) barrier() {
 		}
 	} else {
 		o.via = "http"
-		resp, err := c.hc.Post("http://"+c.l.k.httpAddr+"/v1/sync", "", nil)
+		resp, err := c.hc.Post("http://"+c.l.k.HTTPAddr+"/v1/sync", "", nil)
 		finishHTTP(o, resp, err)
 	}
 	if o.out == outOK {
@@ -543,7 +543,7 @@ func (c *client) readBack() {
 			got, found = v, true
 		}
 	} else {
-		resp, err := c.hc.Get("http://" + c.l.k.httpAddr + "/v1/kv/" + lk.key)
+		resp, err := c.hc.Get("http://" + c.l.k.HTTPAddr + "/v1/kv/" + lk.key)
 		if err != nil {
 			return
 		}

@@ -39,12 +39,11 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -77,19 +76,13 @@ func runSuite(m *testing.M) int {
 	longRun = os.Getenv("KVD_CRASH_LONG") != "" && os.Getenv("KVD_CRASH_LONG") != "0"
 	fmt.Printf("crash suite: seed %d (KVD_CRASH_SEED=%d repeats it), %s pass\n", suiteSeed, suiteSeed, passName())
 
-	dir, err := os.MkdirTemp("", "kvd-crash-bin-")
+	dir, err := kvtest.Build(nil, "github.com/kvdstore/kvd/cmd/kvd")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	kvdBin = filepath.Join(dir, "kvd")
-	build := exec.Command(goTool(), "build", "-o", kvdBin, "github.com/kvdstore/kvd/cmd/kvd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)
-		return 1
-	}
 
 	redis.SetLogger(quietLogger{})
 	code := m.Run()
@@ -102,15 +95,6 @@ func passName() string {
 		return "long (KVD_CRASH_LONG=1)"
 	}
 	return "short"
-}
-
-// goTool returns the go command: the one on PATH, or the one of the
-// toolchain that built this test.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // seeded returns the random source of test t: the suite seed mixed with the
@@ -145,24 +129,10 @@ func pick[T any](short, long T) T {
 	return short
 }
 
-// requireEnv skips the test when the environment lacks what it needs (the
-// reason is not empty), except with CI=true, where it fails: CI runs as root
-// with every tool installed, so a skip there would hide a broken setup.
-func requireEnv(t testing.TB, reason string) {
-	t.Helper()
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: failing instead of skipping)", reason)
-	}
-	t.Skip(reason)
-}
-
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		requireEnv(t, "needs root")
+		kvtest.Require(t, "needs root")
 	}
 }
 
@@ -170,15 +140,6 @@ func requireFUSE(t testing.TB) {
 	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		requireEnv(t, fmt.Sprintf("needs /dev/fuse: %v", err))
+		kvtest.Require(t, fmt.Sprintf("needs /dev/fuse: %v", err))
 	}
-}
-
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs %s on PATH (apt-get install %s)", name, name))
-	}
-	return p
 }

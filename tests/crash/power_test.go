@@ -85,7 +85,7 @@ func TestPowerLoss(t *testing.T) {
 
 				next = randomPlan(rng, dir, mode)
 				k = startAfterFault(t, row, next.cfg)
-				logged = append(logged, cuts(k.log.String())...)
+				logged = append(logged, cuts(k.Log())...)
 				row.recovered(len(logged) > 0)
 				if len(logged) > 0 {
 					cutAfter[kind]++

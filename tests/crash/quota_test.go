@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/internal/powerfs"
 	"github.com/redis/go-redis/v9"
 )
@@ -79,7 +80,7 @@ func TestPowerLossCPUQuota(t *testing.T) {
 		maxNominal, maxInterval time.Duration
 	)
 	for range cycles {
-		q.add(k.pid())
+		q.add(k.Pid())
 		interval := flushInterval(t, k)
 		w := watchExposure(k)
 		l := startLoad(t, k, st, rng, next.load)
@@ -274,10 +275,10 @@ func newCPUQuota(t testing.TB, quota, period time.Duration) *cpuQuota {
 	t.Helper()
 	requireRoot(t)
 	mnt, v2, reason := findCPUCgroup()
-	requireEnv(t, reason)
+	kvtest.Require(t, reason)
 	dir, err := os.MkdirTemp(mnt, "kvd-crash-quota-")
 	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs a cgroup it can create under %s: %v", mnt, err))
+		kvtest.Require(t, fmt.Sprintf("needs a cgroup it can create under %s: %v", mnt, err))
 	}
 	q := &cpuQuota{t: t, dir: dir}
 	t.Cleanup(q.remove)
@@ -300,7 +301,7 @@ func newCPUQuota(t testing.TB, quota, period time.Duration) *cpuQuota {
 		}
 	}
 	if err != nil {
-		requireEnv(t, fmt.Sprintf("needs a CPU quota on cgroup %s: %v", dir, err))
+		kvtest.Require(t, fmt.Sprintf("needs a CPU quota on cgroup %s: %v", dir, err))
 	}
 	return q
 }
@@ -388,15 +389,13 @@ func (q *cpuQuota) stat() (periods, throttled int64) {
 func (q *cpuQuota) remove() {
 	parent := filepath.Join(filepath.Dir(q.dir), "cgroup.procs")
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	kvtest.WaitFor(5*time.Second, 20*time.Millisecond, func() bool {
 		for _, pid := range q.procs() {
 			q.write(parent, pid) // a process gone meanwhile is not an error
 		}
-		if err = os.Remove(q.dir); err == nil || errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		err = os.Remove(q.dir)
+		return err == nil || errors.Is(err, os.ErrNotExist)
+	})
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		q.t.Errorf("remove cgroup %s: %v", q.dir, err)
 	} else if q.unhand != "" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestBadInput sends what a broken or hostile client might: each gets a
@@ -19,7 +20,7 @@ import (
 func TestBadInput(t *testing.T) {
 	p := startKVD(t, "", "--max-value-size", "64KiB")
 	ctx := t.Context()
-	c, err := client.Dial(ctx, p.respAddr, client.Options{})
+	c, err := client.Dial(ctx, p.RESPAddr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 	t.Run("malformed and wrong arity", func(t *testing.T) {
-		conn := rawDial(t, p.respAddr)
+		conn := rawDial(t, p.RESPAddr)
 		fmt.Fprint(conn, "*1\r\n$3\r\nGET\r\n*2\r\n$3\r\nGET\r\n$4\r\nkeep\r\n*1\r\n$x\r\n")
 		got := readAll(t, conn)
 		want := "-ERR wrong number of arguments for 'get' command\r\n$2\r\nme\r\n-ERR Protocol error: invalid bulk length\r\n"
@@ -60,7 +61,7 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 	t.Run("disconnect mid-pipeline", func(t *testing.T) {
-		conn := rawDial(t, p.respAddr)
+		conn := rawDial(t, p.RESPAddr)
 		var b strings.Builder
 		for i := range 1000 {
 			fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n", len(fmt.Sprint("mid", i)), fmt.Sprint("mid", i))
@@ -98,7 +99,7 @@ func TestMaxClients(t *testing.T) {
 	p := startKVD(t, "", "--max-clients", fmt.Sprint(limit))
 	var conns []net.Conn
 	for i := range limit {
-		conn := rawDial(t, p.respAddr)
+		conn := rawDial(t, p.RESPAddr)
 		fmt.Fprint(conn, "*1\r\n$4\r\nPING\r\n")
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		line, err := bufio.NewReader(conn).ReadString('\n')
@@ -108,7 +109,7 @@ func TestMaxClients(t *testing.T) {
 		conns = append(conns, conn)
 	}
 	for i := range extra {
-		conn := rawDial(t, p.respAddr)
+		conn := rawDial(t, p.RESPAddr)
 		if got := readAll(t, conn); got != "-ERR max number of clients reached\r\n" {
 			t.Fatalf("connection %d over the limit got %q", limit+i, got)
 		}
@@ -117,20 +118,20 @@ func TestMaxClients(t *testing.T) {
 		conn.Close()
 	}
 	// Freed slots are reused: poll until a client gets in.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := client.Dial(t.Context(), p.respAddr, client.Options{PoolSize: 1})
-		if err == nil {
-			if err := c.Put(t.Context(), "in", []byte("yes")); err != nil {
-				t.Fatalf("Put after slots freed: %v", err)
-			}
-			c.Close()
-			break
+	var err error
+	admitted := kvtest.WaitFor(10*time.Second, 10*time.Millisecond, func() bool {
+		var c *client.Client
+		if c, err = client.Dial(t.Context(), p.RESPAddr, client.Options{PoolSize: 1}); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no client admitted after 10 connections closed: %v", err)
+		if err := c.Put(t.Context(), "in", []byte("yes")); err != nil {
+			t.Fatalf("Put after slots freed: %v", err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		c.Close()
+		return true
+	})
+	if !admitted {
+		t.Fatalf("no client admitted after 10 connections closed: %v", err)
 	}
 }
 
@@ -170,7 +171,7 @@ func TestFlags(t *testing.T) {
 	t.Setenv("KVD_COMMIT_MODE", "async")
 	t.Setenv("KVD_FLUSH_INTERVAL", "7ms")
 	p := startKVD(t, "", "--flush-interval", "9ms", "--log-format", "json")
-	c, err := client.Dial(t.Context(), p.respAddr, client.Options{})
+	c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,15 +186,15 @@ func TestFlags(t *testing.T) {
 // clear error and exit status 1, and the first keeps running.
 func TestDataDirLocked(t *testing.T) {
 	p := startKVD(t, "")
-	_, errOut, code := runTool(t, "", nil, kvdBin, "--data-dir", p.dataDir, "--listen", "127.0.0.1:0", "--http-listen", "")
-	if code != 1 || !strings.Contains(errOut, p.dataDir) {
+	_, errOut, code := runTool(t, "", nil, kvdBin, "--data-dir", p.DataDir, "--listen", "127.0.0.1:0", "--http-listen", "")
+	if code != 1 || !strings.Contains(errOut, p.DataDir) {
 		t.Errorf("second kvd on the same dir: exit %d, stderr %q", code, errOut)
 	}
-	if code := p.stop(syscall.SIGINT); code != 0 {
+	if code := stop(t, p, syscall.SIGINT); code != 0 {
 		t.Errorf("kvd exited %d on SIGINT", code)
 	}
-	if !strings.Contains(p.logs(), "kvd stopped") {
-		t.Errorf("no clean stop logged:\n%s", p.logs())
+	if !strings.Contains(p.Log(), "kvd stopped") {
+		t.Errorf("no clean stop logged:\n%s", p.Log())
 	}
 }
 

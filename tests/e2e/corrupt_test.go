@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestWhenKvdRefusesToStart follows the README's "When kvd refuses to
@@ -36,13 +37,13 @@ func TestWhenKvdRefusesToStart(t *testing.T) {
 		backup := filepath.Join(t.TempDir(), "backup")
 		p := startKVD(t, dir, "--commit-mode", "sync", "--checkpoint-interval", "1h")
 		put(t, p, 0, n/2)
-		if code := p.stop(syscall.SIGTERM); code != 0 {
-			t.Fatalf("kvd exited %d on SIGTERM\n%s", code, p.logs())
+		if code := stop(t, p, syscall.SIGTERM); code != 0 {
+			t.Fatalf("kvd exited %d on SIGTERM\n%s", code, p.Log())
 		}
 		cp(t, dir, backup) // a backup of the stopped store
 		p = startKVD(t, dir, "--commit-mode", "sync", "--checkpoint-interval", "1h")
 		put(t, p, n/2, n)
-		p.stop(syscall.SIGKILL) // the log keeps its records; the state file holds the first half
+		stop(t, p, syscall.SIGKILL) // the log keeps its records; the state file holds the first half
 
 		seg := lastSegment(t, dir)
 		orig, err := os.ReadFile(seg)
@@ -104,12 +105,12 @@ func TestWhenKvdRefusesToStart(t *testing.T) {
 		args := []string{"--commit-mode", "sync", "--checkpoint-interval", "1h", "--wal-retain", "1000"}
 		p := startKVD(t, dir, args...)
 		put(t, p, 0, n/2)
-		if code := p.stop(syscall.SIGTERM); code != 0 { // checkpoints revisions 1..n/2
-			t.Fatalf("kvd exited %d on SIGTERM\n%s", code, p.logs())
+		if code := stop(t, p, syscall.SIGTERM); code != 0 { // checkpoints revisions 1..n/2
+			t.Fatalf("kvd exited %d on SIGTERM\n%s", code, p.Log())
 		}
 		p = startKVD(t, dir, args...)
 		put(t, p, n/2, n)
-		p.stop(syscall.SIGKILL)
+		stop(t, p, syscall.SIGKILL)
 
 		seg := lastSegment(t, dir)
 		orig, err := os.ReadFile(seg)
@@ -124,8 +125,8 @@ func TestWhenKvdRefusesToStart(t *testing.T) {
 			t.Fatal(err)
 		}
 		p = startKVD(t, dir)
-		if !regexp.MustCompile(`level=WARN msg="wal: cut the log to recover from a crash or damage".*below the checkpointed revision`).MatchString(p.logs()) {
-			t.Fatalf("kvd did not log that it cut damage below the checkpoint:\n%s", p.logs())
+		if !regexp.MustCompile(`level=WARN msg="wal: cut the log to recover from a crash or damage".*below the checkpointed revision`).MatchString(p.Log()) {
+			t.Fatalf("kvd did not log that it cut damage below the checkpoint:\n%s", p.Log())
 		}
 		expectKeys(t, p, n, n)
 	})
@@ -133,9 +134,9 @@ func TestWhenKvdRefusesToStart(t *testing.T) {
 
 // put writes k<i> = i for i in [from, to), one write after the other, so
 // that revision i+1 wrote k<i>.
-func put(t *testing.T, p *kvdProc, from, to int) {
+func put(t *testing.T, p *kvtest.Proc, from, to int) {
 	t.Helper()
-	c := dial(t, p.respAddr)
+	c := dial(t, p.RESPAddr)
 	defer c.Close()
 	for i := from; i < to; i++ {
 		if err := c.Put(t.Context(), fmt.Sprintf("k%03d", i), []byte(fmt.Sprint(i))); err != nil {
@@ -146,9 +147,9 @@ func put(t *testing.T, p *kvdProc, from, to int) {
 
 // expectKeys checks that kvd holds revisions 1..kept of put's writes and
 // none of the n-kept after.
-func expectKeys(t *testing.T, p *kvdProc, kept, n int) {
+func expectKeys(t *testing.T, p *kvtest.Proc, kept, n int) {
 	t.Helper()
-	c := dial(t, p.respAddr)
+	c := dial(t, p.RESPAddr)
 	defer c.Close()
 	st, err := c.Status(t.Context())
 	if err != nil {
@@ -206,19 +207,16 @@ func dial(t *testing.T, addr string) *client.Client {
 // waitApplied waits until a checkpoint holds revision rev.
 func waitApplied(t *testing.T, c *client.Client, rev uint64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := c.Status(t.Context())
-		if err != nil {
+	var st client.Status
+	applied := kvtest.WaitFor(30*time.Second, 20*time.Millisecond, func() bool {
+		var err error
+		if st, err = c.Status(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if st.Checkpointed >= rev {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("applied revision %d after 30s, want %d", st.Checkpointed, rev)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return st.Checkpointed >= rev
+	})
+	if !applied {
+		t.Fatalf("applied revision %d after 30s, want %d", st.Checkpointed, rev)
 	}
 }
 

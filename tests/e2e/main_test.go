@@ -9,19 +9,18 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // Paths of the binaries TestMain builds.
@@ -35,25 +34,18 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kvd-e2e-")
+	var flags []string
+	if os.Getenv("KVD_E2E_RACE") == "1" {
+		flags = append(flags, "-race")
+	}
+	dir, err := kvtest.Build(flags, "github.com/kvdstore/kvd/cmd/kvd", "github.com/kvdstore/kvd/cmd/kvctl")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "building kvd and kvctl: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	kvdBin = filepath.Join(dir, "kvd")
 	kvctlBin = filepath.Join(dir, "kvctl")
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if os.Getenv("KVD_E2E_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/kvdstore/kvd/cmd/kvd", "github.com/kvdstore/kvd/cmd/kvctl")
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kvd and kvctl: %v\n", err)
-		return 1
-	}
 	// Room for the connection-limit tests (the kvd children inherit it).
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
@@ -63,123 +55,56 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// needTool returns the path of an external tool, skipping the test if it is
-// missing (failing it under CI=true).
+// needTool returns the path of a tool of redis-tools, skipping the test if
+// it is missing (failing it under CI=true).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true (apt-get install redis-tools): %v", name, err)
-		}
-		t.Skipf("%s not installed (apt-get install redis-tools): %v", name, err)
-	}
-	return p
+	return kvtest.NeedTool(t, name, "apt-get install redis-tools")
 }
 
-// kvdProc is a running kvd.
-type kvdProc struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	dataDir  string
-	respAddr string
-	httpAddr string
-	exited   chan struct{}
-	exitErr  error
-
-	mu  sync.Mutex
-	log strings.Builder
-}
-
-// listeningRE matches kvd's startup line (see "kvd --help") in the text
-// and in the JSON log format.
-var listeningRE = regexp.MustCompile(`msg="kvd listening" resp=(\S+) http=(\S+)|"msg":"kvd listening","resp":"([^"]+)","http":"([^"]+)"`)
+// stopTimeout bounds how long kvd may take to exit after a signal.
+const stopTimeout = 30 * time.Second
 
 // startKVD starts kvd on free ports with dataDir ("" for a new temporary
 // one) and extra flags, and waits for its startup line. The process is
 // stopped with SIGTERM at the end of the test if still running, and must
 // then exit 0.
-func startKVD(t *testing.T, dataDir string, extra ...string) *kvdProc {
+func startKVD(t *testing.T, dataDir string, extra ...string) *kvtest.Proc {
 	t.Helper()
 	return startKVDEnv(t, nil, dataDir, extra...)
 }
 
 // startKVDEnv is startKVD with env added to the test's environment.
-func startKVDEnv(t *testing.T, env []string, dataDir string, extra ...string) *kvdProc {
+func startKVDEnv(t *testing.T, env []string, dataDir string, extra ...string) *kvtest.Proc {
 	t.Helper()
-	if dataDir == "" {
-		dataDir = t.TempDir()
-	}
-	args := append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(kvdBin, args...)
+	o := kvtest.Options{Bin: kvdBin, DataDir: dataDir, Args: extra}
 	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
+		o.Env = append(os.Environ(), env...)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &kvdProc{t: t, cmd: cmd, dataDir: dataDir, exited: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.log.WriteString(line + "\n")
-			p.mu.Unlock()
-			if m := listeningRE.FindStringSubmatch(line); m != nil {
-				ready <- [2]string{m[1] + m[3], m[2] + m[4]}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		p.exitErr = cmd.Wait()
-		close(p.exited)
-	}()
-	select {
-	case addrs := <-ready:
-		p.respAddr, p.httpAddr = addrs[0], addrs[1]
-	case <-p.exited:
-		t.Fatalf("kvd exited before listening: %v\n%s", p.exitErr, p.logs())
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("kvd did not log its listening line\n%s", p.logs())
+	p, err := kvtest.Start(t, o)
+	var ee *kvtest.ExitError
+	if errors.As(err, &ee) {
+		t.Fatalf("%v\n%s", err, ee.Log)
 	}
 	t.Cleanup(func() {
-		select {
-		case <-p.exited:
+		if p.Exited() {
 			return
-		default:
 		}
-		if code := p.stop(syscall.SIGTERM); code != 0 {
-			t.Errorf("kvd exited %d on SIGTERM\n%s", code, p.logs())
+		if code := stop(t, p, syscall.SIGTERM); code != 0 {
+			t.Errorf("kvd exited %d on SIGTERM\n%s", code, p.Log())
 		}
 	})
 	return p
 }
 
-func (p *kvdProc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-// stop sends sig and returns the exit status (-1 if killed by a signal).
-func (p *kvdProc) stop(sig syscall.Signal) int {
-	p.t.Helper()
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-		p.t.Fatalf("kvd did not exit within 30s of %v\n%s", sig, p.logs())
+// stop sends sig to kvd and returns its exit status (-1 if a signal ended
+// it). It fails the test if kvd does not exit within stopTimeout.
+func stop(t *testing.T, p *kvtest.Proc, sig syscall.Signal) int {
+	t.Helper()
+	if err := p.Stop(sig, stopTimeout); errors.Is(err, kvtest.ErrNotStopped) {
+		t.Fatalf("kvd did not exit within %v of %v\n%s", stopTimeout, sig, p.Log())
 	}
-	return p.cmd.ProcessState.ExitCode()
+	return p.ExitCode()
 }
 
 // port returns the port of addr.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestTenThousandIdleConnections opens 10,000 idle connections against a
@@ -30,7 +30,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := net.DialTimeout("tcp", p.respAddr, 10*time.Second)
+				c, err := net.DialTimeout("tcp", p.RESPAddr, 10*time.Second)
 				if err != nil {
 					errs <- err
 					continue
@@ -56,16 +56,9 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Fatalf("dial: %v", err)
 	}
 	// The server admits exactly the limit.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := status(t, p.httpAddr)
-		if st == limit {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server reports %d connected clients, want %d", st, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st int
+	if !kvtest.WaitFor(20*time.Second, 20*time.Millisecond, func() bool { st = status(t, p.HTTPAddr); return st == limit }) {
+		t.Fatalf("server reports %d connected clients, want %d", st, limit)
 	}
 	// Every connection over the limit was told why and closed; the others
 	// are open and silent.
@@ -103,34 +96,27 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		c.Close()
 		break
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		c, err := client.Dial(t.Context(), p.respAddr, client.Options{PoolSize: 1})
+	var err error
+	served := kvtest.WaitFor(10*time.Second, 20*time.Millisecond, func() bool {
+		var c *client.Client
+		c, err = client.Dial(t.Context(), p.RESPAddr, client.Options{PoolSize: 1})
 		if err == nil {
 			err = c.Put(t.Context(), "after-many", []byte("ok"))
 			c.Close()
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no client served after a slot was freed: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil
+	})
+	if !served {
+		t.Fatalf("no client served after a slot was freed: %v", err)
 	}
 }
 
 func status(t *testing.T, httpAddr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/v1/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var st struct {
 		ConnectedClients int `json:"connected_clients"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+httpAddr+"/v1/status", &st); err != nil {
 		t.Fatal(err)
 	}
 	return st.ConnectedClients

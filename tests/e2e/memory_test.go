@@ -21,7 +21,7 @@ func TestGarbageCollectorTarget(t *testing.T) {
 		{[]string{"GOGC=off"}, "off"},
 	} {
 		p := startKVDEnv(t, tc.env, "")
-		c, err := client.Dial(t.Context(), p.respAddr, client.Options{})
+		c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,10 +23,10 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 			// log front is truncated while the writers run.
 			p := startKVD(t, dir, "--commit-mode", "sync", "--segment-size", "16KiB",
 				"--checkpoint-bytes", "8KiB", "--checkpoint-interval", "50ms")
-			acked := writeUntilStopped(t, p.respAddr, func() {
-				code := p.stop(sig)
+			acked := writeUntilStopped(t, p.RESPAddr, func() {
+				code := stop(t, p, sig)
 				if sig == syscall.SIGTERM && code != 0 {
-					t.Errorf("kvd exited %d on SIGTERM, want 0\n%s", code, p.logs())
+					t.Errorf("kvd exited %d on SIGTERM, want 0\n%s", code, p.Log())
 				}
 			})
 			if len(acked) == 0 {
@@ -34,7 +34,7 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 			}
 
 			p2 := startKVD(t, dir)
-			c, err := client.Dial(t.Context(), p2.respAddr, client.Options{})
+			c, err := client.Dial(t.Context(), p2.RESPAddr, client.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

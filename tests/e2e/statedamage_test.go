@@ -34,7 +34,7 @@ func damageValue(i int) string { return fmt.Sprintf("value-%04d-%s", i, strings.
 func TestStateFileDamage(t *testing.T) {
 	pristine := filepath.Join(t.TempDir(), "data")
 	p := startKVD(t, pristine)
-	c := dial(t, p.respAddr)
+	c := dial(t, p.RESPAddr)
 	kvs := make([]client.KV, damageKeys)
 	for i := range kvs {
 		kvs[i] = client.KV{Key: damageKey(i), Value: []byte(damageValue(i))}
@@ -43,8 +43,8 @@ func TestStateFileDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	if code := p.stop(syscall.SIGTERM); code != 0 { // checkpoints everything
-		t.Fatalf("kvd exited %d\n%s", code, p.logs())
+	if code := stop(t, p, syscall.SIGTERM); code != 0 { // checkpoints everything
+		t.Fatalf("kvd exited %d\n%s", code, p.Log())
 	}
 	if out, _, code := runTool(t, "", nil, kvdBin, "check", "--data-dir", pristine); code != 0 || !strings.Contains(out, "keys checked: 600") {
 		t.Fatalf("kvd check of the undamaged store: exit %d\n%s", code, out)
@@ -84,7 +84,7 @@ func TestStateFileDamage(t *testing.T) {
 			}
 
 			p := startKVD(t, dir)
-			rdb := redis.NewClient(&redis.Options{Addr: p.respAddr, MaxRetries: -1})
+			rdb := redis.NewClient(&redis.Options{Addr: p.RESPAddr, MaxRetries: -1})
 			defer rdb.Close()
 			ctx := t.Context()
 			corrupt := 0
@@ -96,8 +96,8 @@ func TestStateFileDamage(t *testing.T) {
 					corrupt++
 				default:
 					select {
-					case <-p.exited:
-						t.Fatalf("kvd died at %s %s: %v\n%s", what, k, p.exitErr, p.logs())
+					case <-p.Done():
+						t.Fatalf("kvd died at %s %s: %v\n%s", what, k, p.Err(), p.Log())
 					default:
 					}
 					t.Errorf("%s %s: %v (value right: %v)", what, k, err, ok)
@@ -127,7 +127,7 @@ func TestStateFileDamage(t *testing.T) {
 			}
 			for _, i := range []int{0, damageKeys / 2, damageKeys - 1} {
 				k := damageKey(i)
-				code, body := httpGet(t, "http://"+p.httpAddr+"/v1/kv/"+k)
+				code, body := httpGet(t, "http://"+p.HTTPAddr+"/v1/kv/"+k)
 				switch {
 				case code == http.StatusOK && body == damageValue(i):
 				case code == http.StatusInternalServerError && strings.Contains(body, `"code":"corrupt"`) && isHit(k):
@@ -136,7 +136,7 @@ func TestStateFileDamage(t *testing.T) {
 				}
 			}
 			for _, l := range hit[:1] {
-				code, body := httpGet(t, "http://"+p.httpAddr+"/v1/kv/"+string(l))
+				code, body := httpGet(t, "http://"+p.HTTPAddr+"/v1/kv/"+string(l))
 				if code != http.StatusInternalServerError || !strings.Contains(body, `"code":"corrupt"`) {
 					t.Errorf("HTTP GET of a damaged key %s: %d %s", l, code, body)
 				}
@@ -146,18 +146,18 @@ func TestStateFileDamage(t *testing.T) {
 				t.Errorf("no read met the damage")
 			}
 			select {
-			case <-p.exited:
-				t.Fatalf("kvd exited: %v\n%s", p.exitErr, p.logs())
+			case <-p.Done():
+				t.Fatalf("kvd exited: %v\n%s", p.Err(), p.Log())
 			default:
 			}
 
-			if code, body := httpGet(t, "http://"+p.httpAddr+"/v1/status"); !strings.Contains(body, `"degraded":true`) {
+			if code, body := httpGet(t, "http://"+p.HTTPAddr+"/v1/status"); !strings.Contains(body, `"degraded":true`) {
 				t.Errorf("status: %d %s", code, body)
 			}
-			if code, body := httpGet(t, "http://"+p.httpAddr+"/healthz"); code != http.StatusOK || !strings.HasPrefix(body, "degraded: ") {
+			if code, body := httpGet(t, "http://"+p.HTTPAddr+"/healthz"); code != http.StatusOK || !strings.HasPrefix(body, "degraded: ") {
 				t.Errorf("healthz: %d %s", code, body)
 			}
-			_, metrics := httpGet(t, "http://"+p.httpAddr+"/metrics")
+			_, metrics := httpGet(t, "http://"+p.HTTPAddr+"/metrics")
 			m := regexp.MustCompile(`(?m)^kvd_state_corruptions_total (\d+)$`).FindStringSubmatch(metrics)
 			if m == nil {
 				t.Errorf("no kvd_state_corruptions_total in the metrics")
@@ -167,15 +167,15 @@ func TestStateFileDamage(t *testing.T) {
 			if info, err := rdb.Info(ctx, "persistence").Result(); err != nil || !strings.Contains(info, "state_status:degraded") {
 				t.Errorf("INFO: %v\n%s", err, info)
 			}
-			if !strings.Contains(p.logs(), "damaged page in the state file") {
-				t.Errorf("the damage was not logged:\n%s", p.logs())
+			if !strings.Contains(p.Log(), "damaged page in the state file") {
+				t.Errorf("the damage was not logged:\n%s", p.Log())
 			}
 
 			if _, stderr, code := runTool(t, "", nil, kvdBin, "check", "--data-dir", dir); code != 2 || !strings.Contains(stderr, "in use") {
 				t.Errorf("kvd check of a running store: exit %d, %s", code, stderr)
 			}
-			if code := p.stop(syscall.SIGTERM); code != 0 {
-				t.Errorf("kvd exited %d\n%s", code, p.logs())
+			if code := stop(t, p, syscall.SIGTERM); code != 0 {
+				t.Errorf("kvd exited %d\n%s", code, p.Log())
 			}
 			out, _, code := runTool(t, "", nil, kvdBin, "check", "--data-dir", dir)
 			if code != 1 || !strings.Contains(out, wantProblem) {

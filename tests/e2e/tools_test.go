@@ -19,7 +19,7 @@ func TestRedisCLI(t *testing.T) {
 	p := startKVD(t, "")
 	rc := func(args ...string) string {
 		t.Helper()
-		out, errOut, code := runTool(t, "", nil, cli, append([]string{"-h", "127.0.0.1", "-p", port(p.respAddr)}, args...)...)
+		out, errOut, code := runTool(t, "", nil, cli, append([]string{"-h", "127.0.0.1", "-p", port(p.RESPAddr)}, args...)...)
 		if code != 0 {
 			t.Fatalf("redis-cli %q: exit %d: %s%s", args, code, out, errOut)
 		}
@@ -85,7 +85,7 @@ func TestRedisCLI(t *testing.T) {
 	}
 
 	// Piped commands (inline protocol on stdin).
-	out, _, code := runTool(t, "SET piped yes\nGET piped\n", nil, cli, "-h", "127.0.0.1", "-p", port(p.respAddr))
+	out, _, code := runTool(t, "SET piped yes\nGET piped\n", nil, cli, "-h", "127.0.0.1", "-p", port(p.RESPAddr))
 	if code != 0 || out != "OK\nyes\n" {
 		t.Errorf("redis-cli with piped commands: %d %q", code, out)
 	}
@@ -96,7 +96,7 @@ func TestRedisCLI(t *testing.T) {
 func TestRedisBenchmark(t *testing.T) {
 	bench := needTool(t, "redis-benchmark")
 	p := startKVD(t, "")
-	out, errOut, code := runTool(t, "", nil, bench, "-h", "127.0.0.1", "-p", port(p.respAddr),
+	out, errOut, code := runTool(t, "", nil, bench, "-h", "127.0.0.1", "-p", port(p.RESPAddr),
 		"-t", "set,get,mset,incr", "-q", "-n", "20000")
 	if code != 0 {
 		t.Fatalf("redis-benchmark exit %d: %s %s", code, out, errOut)
@@ -112,7 +112,7 @@ func TestRedisBenchmark(t *testing.T) {
 			t.Errorf("redis-benchmark output lacks the %s line:\n%s", name, text)
 		}
 	}
-	c, err := client.Dial(t.Context(), p.respAddr, client.Options{})
+	c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestRedisBenchmark(t *testing.T) {
 // TestKvctl runs kvctl as a process.
 func TestKvctl(t *testing.T) {
 	p := startKVD(t, "")
-	env := []string{"KVCTL_ADDR=" + p.respAddr}
+	env := []string{"KVCTL_ADDR=" + p.RESPAddr}
 	tests := []struct {
 		name       string
 		stdin      string
@@ -141,7 +141,7 @@ func TestKvctl(t *testing.T) {
 		{name: "get", args: []string{"get", "fruit"}, wantOut: "apple\n"},
 		{name: "get stdin value", args: []string{"get", "doc"}, wantOut: "line1\nline2\n"},
 		{name: "get json", args: []string{"-o", "json", "get", "fruit"}, wantOut: `{"key":"fruit","value":"apple"}` + "\n"},
-		{name: "get flags after command", args: []string{"get", "neg", "--addr", p.respAddr}, wantOut: "-1\n"},
+		{name: "get flags after command", args: []string{"get", "neg", "--addr", p.RESPAddr}, wantOut: "-1\n"},
 		{name: "get missing", args: []string{"get", "nope"}, wantErr: `"nope": not found`, wantStatus: 1},
 		{name: "scan", args: []string{"scan"}, wantOut: "doc\nfruit\nneg\nveg\n"},
 		{name: "scan prefix", args: []string{"scan", "--prefix", "f"}, wantOut: "fruit\n"},
@@ -192,7 +192,7 @@ func TestKvctl(t *testing.T) {
 // TestKvctlValueTooLarge checks that a server error reaches kvctl's user.
 func TestKvctlValueTooLarge(t *testing.T) {
 	p := startKVD(t, "", "--max-value-size", "1KiB")
-	out, errOut, code := runTool(t, strings.Repeat("x", 2000), nil, kvctlBin, "--addr", p.respAddr, "put", "big", "-")
+	out, errOut, code := runTool(t, strings.Repeat("x", 2000), nil, kvctlBin, "--addr", p.RESPAddr, "put", "big", "-")
 	if code != 1 || !strings.Contains(errOut, "value too large") {
 		t.Errorf("put of 2000 bytes with a 1 KiB limit: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -201,7 +201,7 @@ func TestKvctlValueTooLarge(t *testing.T) {
 // TestHTTP exercises the HTTP API of a kvd process.
 func TestHTTP(t *testing.T) {
 	p := startKVD(t, "", "--commit-mode", "async", "--flush-interval", "1h", "--pprof")
-	base := "http://" + p.httpAddr
+	base := "http://" + p.HTTPAddr
 	do := func(method, path, body string) (*http.Response, string) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(body))
