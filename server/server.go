@@ -32,8 +32,6 @@ import (
 // may reuse key and value slices after a call returns, and owns the slices a
 // call returns.
 type Store interface {
-	// Get returns the value of key or an error wrapping engine.ErrNotFound.
-	Get(key []byte) ([]byte, error)
 	// GetEntry returns the value of key with its create and mod
 	// revisions, or an error wrapping engine.ErrNotFound.
 	GetEntry(key []byte) (engine.Entry, error)
