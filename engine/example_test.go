@@ -52,3 +52,48 @@ func Example() {
 	// hello
 	// committed 2 durable 2
 }
+
+// ExampleDB_Submit commits the writes of several clients together, as a
+// server's event loop does: each batch is submitted without waiting, one
+// wait on the newest Commit writes and fsyncs them all, and each Commit
+// then answers for its own batch at once.
+func ExampleDB_Submit() {
+	dir, err := os.MkdirTemp("", "kvd-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := engine.Open(dir, engine.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	batches := make([]engine.Batch, 3)
+	commits := make([]engine.Commit, len(batches))
+	for i := range batches {
+		batches[i].IncrBy([]byte("hits"), 1)
+		// The first client asks for an async acknowledgement; the others
+		// take the DB's mode, sync.
+		wo := engine.WriteOptions{}
+		if i == 0 {
+			wo.Durability = engine.DurabilityAsync
+		}
+		if commits[i], err = db.Submit(&batches[i], wo); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := commits[len(commits)-1].WaitDurable(); err != nil { // one write, one fsync
+		log.Fatal(err)
+	}
+	for i, c := range commits {
+		if err := c.Wait(); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("revision %d, sync %v, hits %d\n", c.Revision(), c.Sync(), batches[i].Results()[0].Int)
+	}
+	// Output:
+	// revision 1, sync false, hits 1
+	// revision 2, sync true, hits 2
+	// revision 3, sync true, hits 3
+}
