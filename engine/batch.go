@@ -247,6 +247,14 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 	b.ops = append(b.ops, op)
 }
 
+// Append adds o's operations to b, after b's own, as if each had been
+// added to b by its method. The Batch copies them.
+func (b *Batch) Append(o *Batch) {
+	for _, op := range o.ops {
+		b.add(op, o.key(op), o.value(op))
+	}
+}
+
 // Len returns the number of operations in the batch.
 func (b *Batch) Len() int { return len(b.ops) }
 

@@ -278,3 +278,28 @@ func TestReplayLegacyLog(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchAppend: Append copies another batch's ops, whatever its
+// encoding, after the batch's own.
+func TestBatchAppend(t *testing.T) {
+	var a, b, want Batch
+	a.Require([]byte("r"), 9)
+	b.PutIf([]byte("p"), []byte("v"), IfAbsent)
+	b.Get([]byte("g"))
+	legacy, err := DecodeBatch(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Append(&b)
+	a.Append(legacy)
+	a.Append(&Batch{})
+	want.Require([]byte("r"), 9)
+	want.PutIf([]byte("p"), []byte("v"), IfAbsent)
+	want.Get([]byte("g"))
+	want.Put([]byte("k"), []byte("v"))
+	want.Delete([]byte("d"))
+	back, err := DecodeBatch(a.Bytes())
+	if err != nil || !sameOps(back, &want) || !bytes.Equal(a.Bytes(), want.Bytes()) {
+		t.Fatalf("appended batch decodes to %+v (%v)", back, err)
+	}
+}
