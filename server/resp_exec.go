@@ -104,16 +104,23 @@ func (c *respConn) step() (int, bool) {
 		c.next++
 		c.s.totalCommands.Add(1)
 		c.replyRefused(req)
+		c.txn.failed()
 		return 1, false
 	}
-	if d, ok := c.plainSet(req.args); ok {
-		return c.submitSets(d)
+	if !c.txn.active {
+		if d, ok := c.plainSet(req.args); ok {
+			return c.submitSets(d)
+		}
 	}
 	c.next++
 	args := req.args
 	cmd := c.command(args)
 	switch {
 	case cmd == nil:
+		c.txn.failed()
+		return 1, false
+	case c.txn.active && !txnControl(cmd):
+		c.queue(cmd, args)
 		return 1, false
 	case cmd.write != nil:
 		d, reply, ok := cmd.write(c, args)
@@ -219,22 +226,39 @@ func (c *respConn) finishWrite(err error) {
 	rev := w.commit.Revision()
 	c.s.observeCommit(w.commit, w.start)
 	if err != nil {
+		if w.reply == replyExec {
+			c.txn.running = c.txn.running[:0]
+		}
 		for range w.n {
 			c.writeError(respError(err))
 		}
 		return
 	}
 	res := c.batch.Results()
+	if w.reply == replyExec {
+		c.finishExec(res)
+		return
+	}
+	applied := false
+	for _, r := range res {
+		applied = applied || r.Applied
+	}
+	c.noteWrite(rev, nil, applied && !c.batch.Aborted())
+	c.writeResult(w.reply, w.n, res)
+}
+
+// writeResult answers n requests, or one, of kind reply from the results
+// of its batch's ops.
+func (c *respConn) writeResult(reply writeReply, n int, res []engine.Result) {
 	var applied int64
 	for _, r := range res {
 		if r.Applied {
 			applied++
 		}
 	}
-	c.noteWrite(rev, nil, applied > 0)
-	switch w.reply {
+	switch reply {
 	case replyOK:
-		for range w.n {
+		for range n {
 			c.writeOK()
 		}
 	case replyPutIf:
@@ -259,6 +283,21 @@ func (c *respConn) finishWrite(err error) {
 		} else {
 			c.writeError(respErrRevMismatch + " " + strconv.FormatUint(res[0].ModRevision, 10))
 		}
+	case replyMSetNX:
+		if len(res) > 0 && errors.Is(res[0].Err, engine.ErrRequireFailed) {
+			c.writeInt(0)
+		} else {
+			c.writeInt(1)
+		}
+	case replyGet:
+		c.writeBulkOrNull(res[0].Old, res[0].Applied)
+	case replyMGet:
+		c.writeArray(len(res))
+		for _, r := range res {
+			c.writeBulkOrNull(r.Old, r.Applied)
+		}
+	case replyExists:
+		c.writeInt(applied)
 	}
 }
 
