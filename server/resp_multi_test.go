@@ -313,3 +313,31 @@ func TestGoRedisTx(t *testing.T) {
 		}
 	})
 }
+
+// TestRESPMultiTooLarge: a transaction may queue no more arguments in all
+// than one command may carry; past that it is discarded at EXEC.
+func TestRESPMultiTooLarge(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		cfg := server.Config{MaxKeySize: 64, MaxValueSize: 64 << 10, MaxRequestSize: 64 + 64<<10 + 1<<20}
+		ts := startServer(t, serverOpts{io: model, cfg: cfg})
+		c := dialRaw(t, ts.respAddr)
+		if r := c.do("MULTI"); r != ok {
+			t.Fatalf("MULTI: %q", r)
+		}
+		v := string(make([]byte, 64<<10))
+		for i := range 16 {
+			if r := c.do("SET", "big:"+strconv.Itoa(i), v); r != queued {
+				t.Fatalf("SET %d: %q", i, r)
+			}
+		}
+		if r := c.do("SET", "big:last", v); r != "-ERR transaction too large (max 1114176 bytes queued)\r\n" {
+			t.Fatalf("SET past the limit: %q", r)
+		}
+		if r := c.do("EXEC"); r != execAbort {
+			t.Fatalf("EXEC: %q", r)
+		}
+		if r := c.do("EXISTS", "big:0"); r != integer(0) {
+			t.Fatalf("EXISTS after EXECABORT: %q", r)
+		}
+	})
+}
