@@ -137,19 +137,22 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		if op.kind == opPut {
 			continue
 		}
-		if _, ok := db.memGet(b.key(op)); !ok {
+		// A get reports the create revision, which the state file may
+		// hold for a key the memtables hold too.
+		if _, ok := db.memGet(b.key(op)); !ok || op.kind == opGet {
 			if _, _, err := db.stateLookup(b.key(op), &tx); err != nil {
 				return err
 			}
 		}
 	}
-	lookupEntry := func(key []byte) (memEntry, bool) {
-		e, found, err := db.lookupLocked(key, &tx, false)
+	lookupRevs := func(key []byte, revs bool) (memEntry, bool) {
+		e, found, err := db.lookupLocked(key, &tx, revs)
 		if err != nil {
 			panic("engine: lookup failed after its check: " + err.Error())
 		}
 		return e, found
 	}
+	lookupEntry := func(key []byte) (memEntry, bool) { return lookupRevs(key, false) }
 	lookup := func(key []byte) ([]byte, bool) {
 		e, found := lookupEntry(key)
 		return e.value, found
@@ -224,8 +227,8 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				r.ModRevision = rev
 			}
 		case opGet:
-			if e, found := lookupEntry(key); found {
-				r.Applied, r.Old, r.ModRevision = true, b.keepOld(e.value), e.mod
+			if e, found := lookupRevs(key, true); found {
+				r.Applied, r.Old, r.ModRevision, r.CreateRevision = true, b.keepOld(e.value), e.mod, e.create
 			}
 		case opReq:
 			// Checked before the loop.

@@ -84,7 +84,7 @@ func resultString(r Result) string {
 	if r.Old != nil {
 		old = strconv.Quote(string(r.Old))
 	}
-	return fmt.Sprintf("applied=%v modrev=%d old=%s int=%d notint=%v overflow=%v required=%v other=%v", r.Applied, r.ModRevision, old, r.Int,
+	return fmt.Sprintf("applied=%v modrev=%d createrev=%d old=%s int=%d notint=%v overflow=%v required=%v other=%v", r.Applied, r.ModRevision, r.CreateRevision, old, r.Int,
 		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow), errors.Is(r.Err, ErrRequireFailed),
 		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow) && !errors.Is(r.Err, ErrRequireFailed))
 }

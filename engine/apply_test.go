@@ -271,10 +271,31 @@ func TestCompareAndSet(t *testing.T) {
 }
 
 // TestGetReadsBatchState: a get op reads the key as the batch's earlier
-// ops left it, with its mod revision, and writes nothing.
+// ops left it, with its revisions, and writes nothing; the create revision
+// comes from the state file when a checkpoint moved the key there.
 func TestGetReadsBatchState(t *testing.T) {
-	db := open(t, t.TempDir(), engine.Options{})
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
 	r1 := mustPut(t, db, "a", "old")
+	r2 := r1 + 1
+	type want struct {
+		applied     bool
+		old         string // "<nil>" for a nil Old
+		mod, create uint64
+	}
+	check := func(rs []engine.Result, wants map[int]want) {
+		t.Helper()
+		for i, w := range wants {
+			r := rs[i]
+			old := string(r.Old)
+			if r.Old == nil {
+				old = "<nil>"
+			}
+			if r.Applied != w.applied || old != w.old || r.ModRevision != w.mod || r.CreateRevision != w.create || r.Err != nil {
+				t.Errorf("op %d: %+v, want %+v", i, r, w)
+			}
+		}
+	}
 	rs := write(t, db, func(b *engine.Batch) {
 		b.Get([]byte("a"))
 		b.Put([]byte("a"), []byte("new"))
@@ -285,29 +306,22 @@ func TestGetReadsBatchState(t *testing.T) {
 		b.Delete([]byte("a"))
 		b.Get([]byte("a"))
 	})
-	r2 := r1 + 1
-	for i, w := range []struct {
-		applied bool
-		old     string // "<nil>" for a nil Old
-		mod     uint64
-	}{
-		{true, "old", r1}, {true, "", r2}, {true, "new", r2}, {false, "<nil>", 0},
-		{true, "", r2}, {true, "", r2}, {true, "", 0}, {false, "<nil>", 0},
-	} {
-		r := rs[i]
-		old := string(r.Old)
-		if r.Old == nil {
-			old = "<nil>"
-		}
-		if i == 1 || i == 4 || i == 6 { // the puts and the delete
-			continue
-		}
-		if r.Applied != w.applied || old != w.old || r.ModRevision != w.mod || r.Err != nil {
-			t.Errorf("op %d: %+v, want applied %v old %q mod %d", i, r, w.applied, w.old, w.mod)
-		}
-	}
+	check(rs, map[int]want{
+		0: {true, "old", r1, r1}, 2: {true, "new", r2, r1}, 3: {false, "<nil>", 0, 0},
+		5: {true, "", r2, r2}, 7: {false, "<nil>", 0, 0},
+	})
 	wantGet(t, db, "a", "<missing>")
 	wantGet(t, db, "none", "<missing>")
+
+	// e is in the state file after Close; a put in the memtable keeps
+	// its create revision.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	r3 := mustPut(t, db, "e", "again")
+	rs = write(t, db, func(b *engine.Batch) { b.Get([]byte("e")) })
+	check(rs, map[int]want{0: {true, "again", r3, r2}})
 }
 
 // TestRequireAborts: a failed require op makes its batch apply nothing,

@@ -127,8 +127,11 @@ type Result struct {
 	// it: the batch's revision if it put, the key's unchanged one if its
 	// condition failed, 0 if the key holds no value.
 	ModRevision uint64
+	// CreateRevision is, for a get, the key's create revision.
+	CreateRevision uint64
 	// For a get, Old is the key's value (nil if it holds none), Applied
-	// whether it holds one and ModRevision its mod revision; for a require,
+	// whether it holds one and ModRevision and CreateRevision its
+	// revisions (0 if it holds none); for a require,
 	// Applied is whether it held and ModRevision is the key's mod revision.
 	//
 	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
@@ -185,7 +188,7 @@ func (b *Batch) CompareAndDelete(key []byte, modRev uint64) {
 }
 
 // Get adds a read of key: its Result reports the key's value, as the
-// batch's earlier operations left it, and its mod revision (see Result). A
+// batch's earlier operations left it, and its revisions (see Result). A
 // get writes nothing, but it is part of the batch's log record, as any
 // operation is. The Batch copies key.
 func (b *Batch) Get(key []byte) {

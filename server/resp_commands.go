@@ -66,7 +66,7 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
-		{name: "getrev", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGetRev},
+		{name: "getrev", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGetRev, txnRead: txnGetRev},
 		{name: "cas", arity: -4, flags: []string{"write", "fast"}, keyArgs: true,
 			valueArg: func(i int) bool { return i == 3 }, write: cmdCAS},
 		{name: "cad", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdCAD},

@@ -298,6 +298,15 @@ func (c *respConn) writeResult(reply writeReply, n int, res []engine.Result) {
 		}
 	case replyExists:
 		c.writeInt(applied)
+	case replyGetRev:
+		if !res[0].Applied {
+			c.writeNull()
+			break
+		}
+		c.writeArray(3)
+		c.writeBulk(res[0].Old)
+		c.writeInt(int64(res[0].ModRevision))
+		c.writeInt(int64(res[0].CreateRevision))
 	}
 }
 

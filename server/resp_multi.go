@@ -12,7 +12,7 @@ import (
 //
 // Between MULTI and EXEC a connection's commands are checked and queued,
 // not run. EXEC compiles every queued command into one engine.Batch —
-// writes as their own operations, reads (GET, MGET, EXISTS) as get
+// writes as their own operations, reads (GET, MGET, EXISTS, GETREV) as get
 // operations, WATCHed keys as require operations — and submits it once,
 // as any other write: the store applies it whole at one revision, so the
 // reads see the state at the transaction's point, its own earlier writes
@@ -60,6 +60,7 @@ const (
 	replyGet                           // GET in a transaction: the value or null
 	replyMGet                          // MGET in a transaction: an array of values or nulls
 	replyExists                        // EXISTS in a transaction: the number of keys found
+	replyGetRev                        // GETREV in a transaction: [value, mod, create] or null
 	replyConst                         // PING, ECHO, UNWATCH in a transaction: no operation
 )
 
@@ -328,6 +329,13 @@ func txnExists(c *respConn, args [][]byte) (writeReply, bool) {
 		return 0, false
 	}
 	return replyExists, true
+}
+
+func txnGetRev(c *respConn, args [][]byte) (writeReply, bool) {
+	if !c.txnKeys(args[1:2]) {
+		return 0, false
+	}
+	return replyGetRev, true
 }
 
 // txnKeys adds a get op for each key, or replies with an error.

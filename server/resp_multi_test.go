@@ -341,3 +341,28 @@ func TestRESPMultiTooLarge(t *testing.T) {
 		}
 	})
 }
+
+// TestRESPMultiGetRev: GETREV in a transaction reports the revisions as the
+// transaction's earlier writes left them.
+func TestRESPMultiGetRev(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model})
+		c := dialRaw(t, ts.respAddr)
+		c.do("SET", "k", "1")
+		r := c.do("CLIENT", "LASTREV")
+		rev, err := strconv.ParseInt(r[1:len(r)-2], 10, 64)
+		if err != nil || rev == 0 {
+			t.Fatalf("CLIENT LASTREV: %q", r)
+		}
+		run(t, c, []step{
+			{cmd("MULTI"), ok},
+			{cmd("GETREV", "k"), queued},
+			{cmd("SET", "k", "2"), queued},
+			{cmd("GETREV", "k"), queued},
+			{cmd("GETREV", "none"), queued},
+			{cmd("EXEC"), array(array(bulk("1"), integer(rev), integer(rev)), ok,
+				array(bulk("2"), integer(rev+1), integer(rev)), null)},
+			{cmd("CLIENT", "LASTREV"), integer(rev + 1)},
+		})
+	})
+}
