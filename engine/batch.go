@@ -111,6 +111,11 @@ func (c PutCond) valid() bool {
 }
 
 // Result is the outcome of one operation of an applied batch.
+//
+// For a get, Applied is whether the key holds a value, Old is the value
+// (nil if it holds none), and ModRevision and CreateRevision are its
+// revisions (0 if it holds none). For a require, Applied is whether it
+// held and ModRevision is the key's mod revision.
 type Result struct {
 	// Applied reports whether the operation changed the key: always for a
 	// put; for a delete, whether the key held a value (a DEL's count is the
@@ -129,11 +134,6 @@ type Result struct {
 	ModRevision uint64
 	// CreateRevision is, for a get, the key's create revision.
 	CreateRevision uint64
-	// For a get, Old is the key's value (nil if it holds none), Applied
-	// whether it holds one and ModRevision and CreateRevision its
-	// revisions (0 if it holds none); for a require,
-	// Applied is whether it held and ModRevision is the key's mod revision.
-	//
 	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
 	// Such an error is the operation's result, not the batch's: the other
 	// operations of the batch still apply. In a batch that a failed require

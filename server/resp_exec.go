@@ -19,7 +19,8 @@ import (
 // flushThreshold. Every other write command (SET with options, DEL, MSET,
 // INCR and its kin, CAS, CAD) fills a batch of its own, submitted the same way; its
 // reply comes from the batch's results, which the store evaluates when it
-// applies the batch, in revision order. The I/O models differ only in how bytes get in and out
+// applies the batch, in revision order. EXEC submits a whole MULTI
+// transaction the same way, as one batch (resp_multi.go). The I/O models differ only in how bytes get in and out
 // and in how a connection waits, which is what respIO abstracts.
 
 // respIO is an I/O model: the event loop (resp_loop_linux.go) or a
