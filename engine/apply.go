@@ -137,19 +137,22 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		if op.kind == opPut {
 			continue
 		}
-		if _, ok := db.memGet(b.key(op)); !ok {
+		// A get reports the create revision, which the state file may
+		// hold for a key the memtables hold too.
+		if _, ok := db.memGet(b.key(op)); !ok || op.kind == opGet {
 			if _, _, err := db.stateLookup(b.key(op), &tx); err != nil {
 				return err
 			}
 		}
 	}
-	lookupEntry := func(key []byte) (memEntry, bool) {
-		e, found, err := db.lookupLocked(key, &tx, false)
+	lookupRevs := func(key []byte, revs bool) (memEntry, bool) {
+		e, found, err := db.lookupLocked(key, &tx, revs)
 		if err != nil {
 			panic("engine: lookup failed after its check: " + err.Error())
 		}
 		return e, found
 	}
+	lookupEntry := func(key []byte) (memEntry, bool) { return lookupRevs(key, false) }
 	lookup := func(key []byte) ([]byte, bool) {
 		e, found := lookupEntry(key)
 		return e.value, found
@@ -166,6 +169,9 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		db.active.set(key, e)
 	}
 	b.clearResults()
+	if b.requireFails(lookupEntry) {
+		return nil
+	}
 	for _, op := range b.ops {
 		key := b.key(op)
 		var r Result
@@ -220,10 +226,49 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				put(key, b.keep(op))
 				r.ModRevision = rev
 			}
+		case opGet:
+			if e, found := lookupRevs(key, true); found {
+				r.Applied, r.Old, r.ModRevision, r.CreateRevision = true, b.keepOld(e.value), e.mod, e.create
+			}
+		case opReq:
+			// Checked before the loop.
+			r.Applied, r.ModRevision = true, op.ifRev
 		}
 		b.results = append(b.results, r)
 	}
 	return nil
+}
+
+// requireFails checks b's require ops against the state before b. If one
+// fails it marks b aborted, records a result for every op and reports
+// true; b must then change nothing.
+func (b *Batch) requireFails(lookup func([]byte) (memEntry, bool)) bool {
+	failed := false
+	for _, op := range b.ops {
+		if op.kind != opReq {
+			continue
+		}
+		if e, found := lookup(b.key(op)); (found && e.mod != op.ifRev) || (!found && op.ifRev != 0) {
+			failed = true
+			break
+		}
+	}
+	if !failed {
+		return false
+	}
+	b.aborted = true
+	for _, op := range b.ops {
+		r := Result{Err: ErrRequireFailed}
+		if op.kind == opReq {
+			e, found := lookup(b.key(op))
+			if found {
+				r.ModRevision = e.mod
+			}
+			r.Applied = r.ModRevision == op.ifRev
+		}
+		b.results = append(b.results, r)
+	}
+	return true
 }
 
 // reads reports whether applying b reads the state.

@@ -29,7 +29,7 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 			// A revision a compare-and-set may find: the batch's own
 			// (i+1, after its earlier ops), recent ones, or 0.
 			rev := uint64(max(0, i+1-rng.IntN(8)))
-			switch rng.IntN(6) {
+			switch rng.IntN(8) {
 			case 0:
 				b.Put(key, v)
 			case 1:
@@ -42,6 +42,15 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 				b.CompareAndPut(key, v, rev)
 			case 5:
 				b.CompareAndDelete(key, rev)
+			case 6:
+				b.Get(key)
+			case 7:
+				// Rarer than the others, so that most batches apply.
+				if rng.IntN(3) == 0 {
+					b.Require(key, rev)
+				} else {
+					b.Get(key)
+				}
 			}
 		}
 		out[i] = bytes.Clone(b.Bytes())
@@ -75,9 +84,9 @@ func resultString(r Result) string {
 	if r.Old != nil {
 		old = strconv.Quote(string(r.Old))
 	}
-	return fmt.Sprintf("applied=%v modrev=%d old=%s int=%d notint=%v overflow=%v other=%v", r.Applied, r.ModRevision, old, r.Int,
-		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow),
-		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow))
+	return fmt.Sprintf("applied=%v modrev=%d createrev=%d old=%s int=%d notint=%v overflow=%v required=%v other=%v", r.Applied, r.ModRevision, r.CreateRevision, old, r.Int,
+		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow), errors.Is(r.Err, ErrRequireFailed),
+		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow) && !errors.Is(r.Err, ErrRequireFailed))
 }
 
 // TestApplyIsDeterministic applies the same encoded batches to two fresh
@@ -122,7 +131,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var differ int
+	var differ, aborted int
 	for i, p := range batches {
 		rev := uint64(i + 1)
 		b, err := DecodeBatch(p)
@@ -147,6 +156,9 @@ func TestApplyIsDeterministic(t *testing.T) {
 			if !r.Applied {
 				differ++
 			}
+		}
+		if b.Aborted() {
+			aborted++
 		}
 
 		if i == n/4 {
@@ -184,6 +196,9 @@ func TestApplyIsDeterministic(t *testing.T) {
 	}
 	if differ == 0 {
 		t.Fatal("every operation applied: the batches test no condition")
+	}
+	if aborted == 0 || aborted > n/2 {
+		t.Fatalf("%d of %d batches aborted by a require: the batches test it badly", aborted, n)
 	}
 	if stateHash(t, applied) != stateHash(t, local) {
 		t.Fatal("final states differ")

@@ -269,3 +269,128 @@ func TestCompareAndSet(t *testing.T) {
 	wantGet(t, db, "n", "b")
 	wantGet(t, db, "m", "1")
 }
+
+// TestGetReadsBatchState: a get op reads the key as the batch's earlier
+// ops left it, with its revisions, and writes nothing; the create revision
+// comes from the state file when a checkpoint moved the key there.
+func TestGetReadsBatchState(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	r1 := mustPut(t, db, "a", "old")
+	r2 := r1 + 1
+	type want struct {
+		applied     bool
+		old         string // "<nil>" for a nil Old
+		mod, create uint64
+	}
+	check := func(rs []engine.Result, wants map[int]want) {
+		t.Helper()
+		for i, w := range wants {
+			r := rs[i]
+			old := string(r.Old)
+			if r.Old == nil {
+				old = "<nil>"
+			}
+			if r.Applied != w.applied || old != w.old || r.ModRevision != w.mod || r.CreateRevision != w.create || r.Err != nil {
+				t.Errorf("op %d: %+v, want %+v", i, r, w)
+			}
+		}
+	}
+	rs := write(t, db, func(b *engine.Batch) {
+		b.Get([]byte("a"))
+		b.Put([]byte("a"), []byte("new"))
+		b.Get([]byte("a"))
+		b.Get([]byte("none"))
+		b.Put([]byte("e"), nil)
+		b.Get([]byte("e"))
+		b.Delete([]byte("a"))
+		b.Get([]byte("a"))
+	})
+	check(rs, map[int]want{
+		0: {true, "old", r1, r1}, 2: {true, "new", r2, r1}, 3: {false, "<nil>", 0, 0},
+		5: {true, "", r2, r2}, 7: {false, "<nil>", 0, 0},
+	})
+	wantGet(t, db, "a", "<missing>")
+	wantGet(t, db, "none", "<missing>")
+
+	// e is in the state file after Close; a put in the memtable keeps
+	// its create revision.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	r3 := mustPut(t, db, "e", "again")
+	rs = write(t, db, func(b *engine.Batch) { b.Get([]byte("e")) })
+	check(rs, map[int]want{0: {true, "again", r3, r2}})
+}
+
+// TestRequireAborts: a failed require op makes its batch apply nothing,
+// wherever it stands, yet the batch takes its revision; one that holds lets
+// the batch apply.
+func TestRequireAborts(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	ra := mustPut(t, db, "a", "1")
+	mustPut(t, db, "n", "5")
+	batch := func(b *engine.Batch, aRev, zRev uint64) {
+		b.Put([]byte("a"), []byte("2"))
+		b.IncrBy([]byte("n"), 1)
+		b.Require([]byte("a"), aRev)
+		b.Delete([]byte("n"))
+		b.Get([]byte("a"))
+		b.Require([]byte("z"), zRev)
+	}
+	for _, c := range []struct {
+		name       string
+		aRev, zRev uint64
+	}{
+		{"a changed", ra + 1, 0},
+		{"z absent, required present", ra, 7},
+	} {
+		before := db.WrittenRevision()
+		var b engine.Batch
+		batch(&b, c.aRev, c.zRev)
+		rev, err := db.Write(&b, engine.WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev != before+1 || !b.Aborted() {
+			t.Fatalf("%s: revision %d after %d, aborted %v", c.name, rev, before, b.Aborted())
+		}
+		for i, r := range b.Results() {
+			if !errors.Is(r.Err, engine.ErrRequireFailed) {
+				t.Errorf("%s: op %d result %+v, want ErrRequireFailed", c.name, i, r)
+			}
+			if i != 2 && i != 5 && (r.Applied || r.Old != nil) {
+				t.Errorf("%s: op %d result %+v after an abort", c.name, i, r)
+			}
+		}
+		if r := b.Results()[2]; r.ModRevision != ra || r.Applied != (c.aRev == ra) {
+			t.Errorf("%s: require a: %+v, want mod revision %d", c.name, r, ra)
+		}
+		wantGet(t, db, "a", "1")
+		wantGet(t, db, "n", "5")
+		if e, err := db.GetEntry([]byte("a")); err != nil || e.ModRevision != ra {
+			t.Fatalf("%s: a is %+v, %v", c.name, e, err)
+		}
+	}
+
+	// Against the state file, after a checkpoint (Close): a batch whose
+	// requires hold applies whole.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	wantGet(t, db, "a", "1")
+	var b engine.Batch
+	batch(&b, ra, 0)
+	if _, err := db.Write(&b, engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rs := b.Results()
+	if b.Aborted() || !rs[2].Applied || !rs[5].Applied || string(rs[4].Old) != "2" || rs[1].Int != 6 || !rs[3].Applied {
+		t.Fatalf("batch whose requires hold: aborted %v, results %+v", b.Aborted(), rs)
+	}
+	wantGet(t, db, "a", "2")
+	wantGet(t, db, "n", "<missing>")
+}

@@ -34,6 +34,8 @@ import (
 //	       3 incr-by  varint (zigzag) delta
 //	       4 cas      flags byte (1: delete, else 0: put) | uvarint mod revision |
 //	                  for a put: uvarint value length | value
+//	       5 get      (nothing)
+//	       6 require  uvarint mod revision
 //
 //	legacy (version 0, read only):
 //	  count uint32 LE (≥ 1) | op*count
@@ -55,13 +57,16 @@ type Batch struct {
 	// holds the old values that results[i].Old point into.
 	results []Result
 	arena   []byte
+	// aborted is set when the batch is applied and one of its require ops
+	// failed.
+	aborted bool
 }
 
 type batchOp struct {
 	kind   byte
 	cond   PutCond // put-if only
 	delta  int64   // incr-by only
-	ifRev  uint64  // cas only: the mod revision it requires
+	ifRev  uint64  // cas and require: the mod revision it requires
 	casDel bool    // cas only: delete instead of put
 	k0, k1 int     // key = data[k0:k1]
 	v0, v1 int     // value = data[v0:v1]
@@ -74,6 +79,8 @@ const (
 	opPutIf  byte = 2
 	opIncrBy byte = 3
 	opCAS    byte = 4
+	opGet    byte = 5
+	opReq    byte = 6
 )
 
 // casDelete is the flag of a cas op that deletes.
@@ -104,6 +111,11 @@ func (c PutCond) valid() bool {
 }
 
 // Result is the outcome of one operation of an applied batch.
+//
+// For a get, Applied is whether the key holds a value, Old is the value
+// (nil if it holds none), and ModRevision and CreateRevision are its
+// revisions (0 if it holds none). For a require, Applied is whether it
+// held and ModRevision is the key's mod revision.
 type Result struct {
 	// Applied reports whether the operation changed the key: always for a
 	// put; for a delete, whether the key held a value (a DEL's count is the
@@ -120,9 +132,12 @@ type Result struct {
 	// it: the batch's revision if it put, the key's unchanged one if its
 	// condition failed, 0 if the key holds no value.
 	ModRevision uint64
+	// CreateRevision is, for a get, the key's create revision.
+	CreateRevision uint64
 	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
 	// Such an error is the operation's result, not the batch's: the other
-	// operations of the batch still apply.
+	// operations of the batch still apply. In a batch that a failed require
+	// aborted, every operation's Err is ErrRequireFailed.
 	Err error
 }
 
@@ -172,6 +187,30 @@ func (b *Batch) CompareAndDelete(key []byte, modRev uint64) {
 	b.add(batchOp{kind: opCAS, ifRev: modRev, casDel: true}, key, nil)
 }
 
+// Get adds a read of key: its Result reports the key's value, as the
+// batch's earlier operations left it, and its revisions (see Result). A
+// get writes nothing, but it is part of the batch's log record, as any
+// operation is. The Batch copies key.
+func (b *Batch) Get(key []byte) {
+	b.add(batchOp{kind: opGet}, key, nil)
+}
+
+// Require adds a precondition on the whole batch: key's mod revision must
+// be modRev (0: the key holds no value). Every require op of a batch is
+// checked before any of its operations is applied, against the state that
+// earlier revisions left, wherever it stands in the batch. If one fails,
+// the batch applies nothing: it still takes its revision (it is in the
+// log), Aborted reports true, and every Result's Err is ErrRequireFailed.
+// This is what WATCH needs. The Batch copies key.
+func (b *Batch) Require(key []byte, modRev uint64) {
+	b.add(batchOp{kind: opReq, ifRev: modRev}, key, nil)
+}
+
+// Aborted reports whether the applied batch applied nothing because one of
+// its require ops failed (see Require). It is false before the batch is
+// applied.
+func (b *Batch) Aborted() bool { return b.aborted }
+
 func (b *Batch) add(op batchOp, key, value []byte) {
 	if len(b.data) == 0 {
 		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
@@ -205,8 +244,18 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 			b.data = append(b.data, value...)
 			op.v1 = len(b.data)
 		}
+	case opReq:
+		b.data = binary.AppendUvarint(b.data, op.ifRev)
 	}
 	b.ops = append(b.ops, op)
+}
+
+// Append adds o's operations to b, after b's own, as if each had been
+// added to b by its method. The Batch copies them.
+func (b *Batch) Append(o *Batch) {
+	for _, op := range o.ops {
+		b.add(op, o.key(op), o.value(op))
+	}
 }
 
 // Len returns the number of operations in the batch.
@@ -241,6 +290,7 @@ func (b *Batch) clearResults() {
 	clear(b.results) // let go of errors
 	b.results = b.results[:0]
 	b.arena = b.arena[:0]
+	b.aborted = false
 }
 
 func (b *Batch) key(op batchOp) []byte   { return b.data[op.k0:op.k1] }
@@ -323,6 +373,9 @@ func decodeBatch(payload []byte) (*Batch, error) {
 			default:
 				d.bad = true
 			}
+		case opGet:
+		case opReq:
+			op.ifRev = d.uvarint()
 		default:
 			d.bad = true
 		}

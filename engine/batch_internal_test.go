@@ -69,6 +69,10 @@ func reencode(b *Batch) *Batch {
 			} else {
 				again.CompareAndPut(b.key(op), b.value(op), op.ifRev)
 			}
+		case opGet:
+			again.Get(b.key(op))
+		case opReq:
+			again.Require(b.key(op), op.ifRev)
 		}
 	}
 	return &again
@@ -85,6 +89,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	b.IncrBy([]byte("n"), -7)
 	b.CompareAndPut([]byte("c"), []byte("v"), 1<<40)
 	b.CompareAndDelete([]byte("c"), 3)
+	b.Get([]byte("g"))
+	b.Require([]byte("r"), 1<<50)
+	b.Require([]byte("r0"), 0)
 	f.Add(b.Bytes())
 	f.Add(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
 	f.Add([]byte{1, 0, 0, 0, 0, 1, 'k', 0})
@@ -119,7 +126,7 @@ func FuzzBatchRoundTrip(f *testing.F) {
 		for i := 0; i+1 < len(prog); i += 2 {
 			key := []byte{prog[i+1], byte(i)}
 			value := prog[i:] // any length, sometimes empty
-			switch prog[i] % 7 {
+			switch prog[i] % 9 {
 			case 0:
 				b.Put(key, value)
 			case 1:
@@ -134,6 +141,10 @@ func FuzzBatchRoundTrip(f *testing.F) {
 				b.CompareAndPut(key, value, uint64(delta)+uint64(i))
 			case 6:
 				b.CompareAndDelete(key, uint64(delta)>>uint(i%64))
+			case 7:
+				b.Get(key)
+			case 8:
+				b.Require(key, uint64(delta)<<uint(i%64))
 			}
 		}
 		if b.Len() == 0 {
@@ -158,11 +169,14 @@ func TestBatchRoundTrip(t *testing.T) {
 	b.IncrBy([]byte("e"), -3)
 	b.CompareAndPut([]byte("f"), []byte("3"), 300)
 	b.CompareAndDelete([]byte("g"), 0)
+	b.Get([]byte("h"))
+	b.Require([]byte("i"), 12345)
 	got, err := DecodeBatch(b.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Len() != 7 || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
+	if got.Len() != 9 || got.ops[7].kind != opGet || string(got.key(got.ops[7])) != "h" ||
+		got.ops[8].kind != opReq || got.ops[8].ifRev != 12345 || string(got.key(got.ops[8])) != "i" || string(got.key(got.ops[0])) != "a" || string(got.value(got.ops[0])) != "1" ||
 		len(got.value(got.ops[1])) != 0 || got.ops[2].kind != opDelete || string(got.key(got.ops[2])) != "c" ||
 		got.ops[3].cond != IfPresent|ReturnOld || string(got.value(got.ops[3])) != "2" ||
 		got.ops[4].kind != opIncrBy || got.ops[4].delta != -3 ||
@@ -181,7 +195,8 @@ func TestDecodeRefuses(t *testing.T) {
 	for name, p := range map[string][]byte{
 		"header only":     {0, 0, 0, 0, batchVersion},
 		"unknown version": {0, 0, 0, 0, 2, opDelete, 1, 'k'},
-		"unknown kind":    {0, 0, 0, 0, batchVersion, 5, 1, 'k'},
+		"unknown kind":    {0, 0, 0, 0, batchVersion, 0xff, 1, 'k'},
+		"require trunc":   {0, 0, 0, 0, batchVersion, opReq, 1, 'k', 0x80},
 		"cas flags":       {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 2, 0},
 		"cas truncated":   {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 0, 0x80},
 		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
@@ -261,5 +276,30 @@ func TestReplayLegacyLog(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("state %q, want %q", got, want)
 		}
+	}
+}
+
+// TestBatchAppend: Append copies another batch's ops, whatever its
+// encoding, after the batch's own.
+func TestBatchAppend(t *testing.T) {
+	var a, b, want Batch
+	a.Require([]byte("r"), 9)
+	b.PutIf([]byte("p"), []byte("v"), IfAbsent)
+	b.Get([]byte("g"))
+	legacy, err := DecodeBatch(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Append(&b)
+	a.Append(legacy)
+	a.Append(&Batch{})
+	want.Require([]byte("r"), 9)
+	want.PutIf([]byte("p"), []byte("v"), IfAbsent)
+	want.Get([]byte("g"))
+	want.Put([]byte("k"), []byte("v"))
+	want.Delete([]byte("d"))
+	back, err := DecodeBatch(a.Bytes())
+	if err != nil || !sameOps(back, &want) || !bytes.Equal(a.Bytes(), want.Bytes()) {
+		t.Fatalf("appended batch decodes to %+v (%v)", back, err)
 	}
 }

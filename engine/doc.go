@@ -41,7 +41,11 @@
 // has a Result, read with Batch.Results once the write returns (or the
 // Commit's WaitWritten does, after Submit). An IncrBy on a value that is not an
 // integer, or that would overflow, fails alone: its Result.Err says why,
-// and the rest of the batch applies. Replay after a restart evaluates the
+// and the rest of the batch applies. A Get reads a key inside the batch,
+// after its earlier operations (MULTI/EXEC's reads), and a Require is a
+// precondition on the whole batch (WATCH): if a key's mod revision is not
+// the one given, the batch applies nothing, though it keeps its revision
+// (Batch.Aborted). Replay after a restart evaluates the
 // same operations against the same state, so it rebuilds the same state.
 //
 // DB.Apply applies an encoded batch at a given revision, the next one,

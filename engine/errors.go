@@ -58,6 +58,11 @@ var (
 	// a 64-bit signed integer.
 	ErrOverflow = errors.New("engine: increment or decrement would overflow")
 
+	// ErrRequireFailed is the Result.Err of every operation of a batch
+	// that applied nothing because one of its require ops (Batch.Require)
+	// found another mod revision.
+	ErrRequireFailed = errors.New("engine: batch precondition failed, nothing applied")
+
 	// ErrAlreadyApplied is returned by Apply for a revision the DB already
 	// has: the batch was skipped. Its results are not kept; the state is
 	// that of the batch having been applied once.

@@ -22,6 +22,10 @@ func FuzzRESP(f *testing.F) {
 		encode("DEL", "k", "SYNC") + encode("EXISTS", "k") + encode("DBSIZE"),
 		encode("SET", "k", "v", "NX", "GET") + encode("INFO") + encode("COMMAND"),
 		encode("CAS", "k", "0", "v", "SYNC") + encode("GETREV", "k") + encode("CAD", "k", "1") + encode("CAS", "k", "x", "v"),
+		encode("WATCH", "k", "n") + encode("MULTI") + encode("SET", "k", "v", "GET") + encode("INCR", "n") +
+			encode("MGET", "k", "n") + encode("EXISTS", "k") + encode("PING", "x") + encode("EXEC"),
+		encode("MULTI") + encode("SCAN", "0") + encode("MULTI") + encode("EXEC") + encode("DISCARD") + encode("UNWATCH"),
+		encode("MSETNX", "a", "1", "b", "2") + encode("MULTI") + encode("DEL", "a") + encode("DISCARD"),
 		"PING\r\nSET a \"b c\"\r\n",
 		"*2\r\n$3\r\nGET\r\n$99999\r\n",
 		"*1\r\n$-1\r\n",

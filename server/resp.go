@@ -126,6 +126,10 @@ type respConn struct {
 	out     []byte
 	pending pendingWrite // the write being committed (see submit)
 	batch   engine.Batch
+	// txn is the MULTI transaction and WATCHed keys; txnBatch is where
+	// EXEC compiles it (see resp_multi.go).
+	txn      txnState
+	txnBatch engine.Batch
 	// writeValue writes a value GetEach found, or null: made once, so that
 	// GET and MGET pass it to the store without allocating.
 	writeValue func(i int, value []byte, found bool)

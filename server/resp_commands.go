@@ -33,6 +33,10 @@ type respCommand struct {
 	// the executor submits the batch without blocking, as it does a run of
 	// plain SETs, and answers from its results once it is written.
 	write func(c *respConn, args [][]byte) (engine.Durability, writeReply, bool)
+	// txnRead makes a read command that a transaction may hold: it
+	// fills the connection's batch with get ops (or replies with an error
+	// and returns false); EXEC answers it from their results.
+	txnRead func(c *respConn, args [][]byte) (writeReply, bool)
 }
 
 // commandTable builds the command table. It lives on the Server, not in a
@@ -50,24 +54,31 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "info", arity: -1, flags: []string{"random"}, run: cmdInfo},
 		{name: "config", arity: -2, flags: []string{"admin"}, run: cmdConfig},
 		{name: "dbsize", arity: 1, flags: []string{"readonly"}, run: cmdDBSize},
-		{name: "get", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet},
+		{name: "get", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGet, txnRead: txnGet},
 		{name: "set", arity: -3, flags: []string{"write"}, keyArgs: true,
 			valueArg: func(i int) bool { return i == 2 }, write: cmdSet},
 		{name: "del", arity: -2, flags: []string{"write"}, keyArgs: true, write: cmdDel},
-		{name: "exists", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
-		{name: "mget", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet},
+		{name: "exists", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists, txnRead: txnExists},
+		{name: "mget", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdMGet, txnRead: txnMGet},
 		{name: "mset", arity: -3, flags: []string{"write"}, keyArgs: true,
 			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, write: cmdMSet},
 		{name: "incr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "decr", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "incrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
 		{name: "decrby", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncr},
-		{name: "getrev", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGetRev},
+		{name: "getrev", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdGetRev, txnRead: txnGetRev},
 		{name: "cas", arity: -4, flags: []string{"write", "fast"}, keyArgs: true,
 			valueArg: func(i int) bool { return i == 3 }, write: cmdCAS},
 		{name: "cad", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdCAD},
 		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
 		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
+		{name: "msetnx", arity: -3, flags: []string{"write"}, keyArgs: true,
+			valueArg: func(i int) bool { return i >= 2 && i%2 == 0 }, write: cmdMSetNX},
+		{name: "multi", inline: true, arity: 1, flags: []string{"fast"}, run: cmdMulti},
+		{name: "exec", arity: 1, flags: []string{}, write: cmdExec},
+		{name: "discard", inline: true, arity: 1, flags: []string{"fast"}, run: cmdDiscard},
+		{name: "watch", inline: true, arity: -2, flags: []string{"fast"}, keyArgs: true, run: cmdWatch},
+		{name: "unwatch", inline: true, arity: 1, flags: []string{"fast"}, run: cmdUnwatch},
 	}
 	m := make(map[string]*respCommand, len(list))
 	for _, cmd := range list {
@@ -228,9 +239,9 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 	if cmd.keyArgs {
 		first, last, step = 1, 1, 1
 		switch cmd.name {
-		case "mset":
+		case "mset", "msetnx":
 			last, step = -1, 2
-		case "del", "exists", "mget":
+		case "del", "exists", "mget", "watch":
 			last = -1
 		}
 	}

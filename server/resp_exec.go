@@ -19,7 +19,8 @@ import (
 // flushThreshold. Every other write command (SET with options, DEL, MSET,
 // INCR and its kin, CAS, CAD) fills a batch of its own, submitted the same way; its
 // reply comes from the batch's results, which the store evaluates when it
-// applies the batch, in revision order. The I/O models differ only in how bytes get in and out
+// applies the batch, in revision order. EXEC submits a whole MULTI
+// transaction the same way, as one batch (resp_multi.go). The I/O models differ only in how bytes get in and out
 // and in how a connection waits, which is what respIO abstracts.
 
 // respIO is an I/O model: the event loop (resp_loop_linux.go) or a
@@ -104,16 +105,23 @@ func (c *respConn) step() (int, bool) {
 		c.next++
 		c.s.totalCommands.Add(1)
 		c.replyRefused(req)
+		c.txn.failed()
 		return 1, false
 	}
-	if d, ok := c.plainSet(req.args); ok {
-		return c.submitSets(d)
+	if !c.txn.active {
+		if d, ok := c.plainSet(req.args); ok {
+			return c.submitSets(d)
+		}
 	}
 	c.next++
 	args := req.args
 	cmd := c.command(args)
 	switch {
 	case cmd == nil:
+		c.txn.failed()
+		return 1, false
+	case c.txn.active && !txnControl(cmd):
+		c.queue(cmd, args)
 		return 1, false
 	case cmd.write != nil:
 		d, reply, ok := cmd.write(c, args)
@@ -219,22 +227,39 @@ func (c *respConn) finishWrite(err error) {
 	rev := w.commit.Revision()
 	c.s.observeCommit(w.commit, w.start)
 	if err != nil {
+		if w.reply == replyExec {
+			c.txn.running = c.txn.running[:0]
+		}
 		for range w.n {
 			c.writeError(respError(err))
 		}
 		return
 	}
 	res := c.batch.Results()
+	if w.reply == replyExec {
+		c.finishExec(res)
+		return
+	}
+	applied := false
+	for _, r := range res {
+		applied = applied || r.Applied
+	}
+	c.noteWrite(rev, nil, applied && !c.batch.Aborted())
+	c.writeResult(w.reply, w.n, res)
+}
+
+// writeResult answers n requests, or one, of kind reply from the results
+// of its batch's ops.
+func (c *respConn) writeResult(reply writeReply, n int, res []engine.Result) {
 	var applied int64
 	for _, r := range res {
 		if r.Applied {
 			applied++
 		}
 	}
-	c.noteWrite(rev, nil, applied > 0)
-	switch w.reply {
+	switch reply {
 	case replyOK:
-		for range w.n {
+		for range n {
 			c.writeOK()
 		}
 	case replyPutIf:
@@ -259,6 +284,30 @@ func (c *respConn) finishWrite(err error) {
 		} else {
 			c.writeError(respErrRevMismatch + " " + strconv.FormatUint(res[0].ModRevision, 10))
 		}
+	case replyMSetNX:
+		if len(res) > 0 && errors.Is(res[0].Err, engine.ErrRequireFailed) {
+			c.writeInt(0)
+		} else {
+			c.writeInt(1)
+		}
+	case replyGet:
+		c.writeBulkOrNull(res[0].Old, res[0].Applied)
+	case replyMGet:
+		c.writeArray(len(res))
+		for _, r := range res {
+			c.writeBulkOrNull(r.Old, r.Applied)
+		}
+	case replyExists:
+		c.writeInt(applied)
+	case replyGetRev:
+		if !res[0].Applied {
+			c.writeNull()
+			break
+		}
+		c.writeArray(3)
+		c.writeBulk(res[0].Old)
+		c.writeInt(int64(res[0].ModRevision))
+		c.writeInt(int64(res[0].CreateRevision))
 	}
 }
 

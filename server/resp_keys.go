@@ -132,30 +132,37 @@ func cmdMGet(c *respConn, args [][]byte) {
 // cmdMSet answers MSET key value [key value ...] [SYNC|ASYNC], committing
 // every pair as one atomic batch.
 func cmdMSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
+	d, ok := c.msetPairs(args, "mset")
+	return d, replyOK, ok
+}
+
+// msetPairs checks the pairs of an MSET or MSETNX (name) and fills c.batch
+// with a put of each.
+func (c *respConn) msetPairs(args [][]byte, name string) (engine.Durability, bool) {
 	pairs := args[1:]
 	d := c.durability
 	if len(pairs)%2 == 1 {
 		pairs, d = c.trailingDurability(pairs)
 		if len(pairs)%2 == 1 {
-			c.writeError("ERR wrong number of arguments for 'mset' command")
-			return 0, 0, false
+			c.writeError("ERR wrong number of arguments for '" + name + "' command")
+			return 0, false
 		}
 	}
 	for i := 0; i < len(pairs); i += 2 {
 		if msg := c.checkKey(pairs[i]); msg != "" {
 			c.writeError(msg)
-			return 0, 0, false
+			return 0, false
 		}
 		if msg := c.checkValue(pairs[i+1]); msg != "" {
 			c.writeError(msg)
-			return 0, 0, false
+			return 0, false
 		}
 	}
 	c.batch.Reset()
 	for i := 0; i < len(pairs); i += 2 {
 		c.batch.Put(pairs[i], pairs[i+1])
 	}
-	return d, replyOK, true
+	return d, true
 }
 
 // cmdIncr answers INCR, DECR, INCRBY and DECRBY: an atomic read-modify-write

@@ -6,6 +6,9 @@
 //
 //   - kill -9 at a random moment under load (TestKill9): nothing
 //     acknowledged may be lost, in either commit mode.
+//   - kill -9 under a stream of MULTI/EXEC transactions
+//     (TestKill9Transactions): every transaction survives whole or not at
+//     all, and none acknowledged is lost.
 //   - power loss (TestPowerLoss): the data dir lives on internal/powerfs,
 //     which drops everything not fsynced, or keeps part of it (in order up
 //     to a sector boundary, or a random subset of pages); kvd must start
