@@ -18,10 +18,12 @@
 // The log is contiguous: it never holds a gap between two entries. Raft
 // leaves one in two cases, both after a snapshot that covers every entry
 // before the gap: a follower that installed a snapshot from its leader,
-// and a node whose user restored a snapshot (LogStore is a
-// raft.MonotonicLogStore, so Raft then deletes every entry first). An
-// append after such a gap starts the log afresh at its first entry
-// (wal.Log.Reset); the entries it drops are the snapshot's.
+// and a node whose user restored a snapshot. LogStore is a
+// raft.MonotonicLogStore, so Raft then deletes every entry first, and the
+// next append starts the log afresh at its index (wal.Log.Reset); an
+// append after a gap in a log that still holds entries does the same. A
+// log that ends before the snapshot it is opened with is set aside at
+// open (OpenLogStore).
 package replication
 
 import (
@@ -181,6 +183,9 @@ func (s *LogStore) StoreLogs(entries []*raft.Log) error {
 		}
 	case first != 0 && next <= last:
 		return fmt.Errorf("replication: entry %d would overwrite the log, which ends at %d (delete the conflicting entries first)", next, last)
+	}
+	if at := s.log.LastEnqueued() + 1; at != next {
+		return fmt.Errorf("replication: entry %d would be stored at index %d", next, at)
 	}
 	sync := false
 	for _, e := range entries {
