@@ -29,6 +29,12 @@ var (
 	// revision 0, which no record has.
 	ErrNotFound = errors.New("wal: revision not found")
 
+	// ErrShort is returned, with ErrCorrupt, by Open for a log whose last
+	// record comes before from-1: it holds none of the records asked for.
+	// A caller whose state (a snapshot) covers every record the log holds
+	// may start a new log instead.
+	ErrShort = errors.New("wal: the log ends before the first revision asked for")
+
 	// ErrCompacted is returned by Read for a revision below the first one
 	// the log holds (FirstIndex): TruncateFront or Reset dropped it.
 	ErrCompacted = errors.New("wal: revision compacted")

@@ -282,7 +282,11 @@ func Open(dir string, from uint64, opts Options, replay ReplayFunc) (*Log, error
 	if err != nil {
 		return nil, err
 	}
-	if len(segs) > 0 && (res.first > from || res.last+1 < from) {
+	if len(segs) > 0 && res.last+1 < from {
+		return nil, fmt.Errorf("wal: log holds revisions %d..%d, state needs %d onwards: %w: %w",
+			res.first, res.last, from, ErrShort, ErrCorrupt)
+	}
+	if len(segs) > 0 && res.first > from {
 		return nil, fmt.Errorf("wal: log holds revisions %d..%d, state needs %d onwards: %w",
 			res.first, res.last, from, ErrCorrupt)
 	}

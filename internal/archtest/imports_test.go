@@ -26,13 +26,16 @@ const module = "github.com/kvdstore/kvd"
 //
 // A package of the module that is not in this table fails the test: a new
 // package is given its rules here, and the layering decides them:
-// cmd → server/client → engine → wal, with internal/ helpers beside them.
+// cmd → server/client → replication → engine → wal, with internal/ helpers beside them.
 // Imports of packages outside the module are not restricted here, except
 // networking in engine and wal (see noNetworking).
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
 	"server": {[]string{"engine"}, []string{"internal/kvtest", "internal/faults"}},
+	// replication runs the store on Raft: server → replication → engine → wal
+	// (its log store is a wal.Log).
+	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
 	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
 	"cmd/kvd":   {[]string{"engine", "server", "wal"}, nil},
