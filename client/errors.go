@@ -15,7 +15,7 @@ var (
 	// ErrNotFound is returned by Get for a missing key.
 	ErrNotFound = errors.New("kvd: not found")
 	// ErrKeyTooLarge and ErrValueTooLarge: the server refused a key or value
-	// over its limits (64 KiB keys, --max-value-size values by default).
+	// over its limits (32 KiB keys, --max-value-size values by default).
 	ErrKeyTooLarge   = errors.New("kvd: key too large")
 	ErrValueTooLarge = errors.New("kvd: value too large")
 	// ErrEmptyKey: kvd keys must not be empty.
@@ -31,6 +31,11 @@ var (
 	// server's log failed after the write may have reached it). Read before
 	// retrying a write that is not idempotent, such as INCR.
 	ErrOutcomeUnknown = errors.New("kvd: write outcome unknown")
+	// ErrCorrupt: the server found the key's value, or a page of its state
+	// file on the way to it, damaged. It answers this error rather than
+	// wrong data; other keys still read. See "When the state file is
+	// damaged" in the README.
+	ErrCorrupt = errors.New("kvd: stored data damaged")
 	// ErrNotDurable is returned by Sync when the server could not confirm
 	// durability in time.
 	ErrNotDurable = errors.New("kvd: not durable")
@@ -88,6 +93,7 @@ var replyKinds = []struct {
 	{"ERR value too large", ErrValueTooLarge},
 	{"ERR key too large", ErrKeyTooLarge},
 	{"ERR empty key", ErrEmptyKey},
+	{"ERR corrupt", ErrCorrupt},
 	{"MISCONF write refused", ErrWriteRefused},
 	{"MISCONF", ErrLogFailed},
 	{"UNKNOWN ", ErrOutcomeUnknown},

@@ -1,0 +1,61 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/engine"
+)
+
+// TestCorruptValueMapsBack reads a key whose stored value is damaged: the
+// client returns ErrCorrupt, never data, and other keys still read.
+func TestCorruptValueMapsBack(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"good", "bad"} {
+		if _, err := db.Put([]byte(k), []byte("value of "+k), engine.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil { // checkpoints both into the state file
+		t.Fatal(err)
+	}
+	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		kv := tx.Bucket([]byte("kv"))
+		rec := bytes.Clone(kv.Get([]byte("bad")))
+		rec[len(rec)-1] ^= 0x01
+		return kv.Put([]byte("bad"), rec)
+	})
+	if cerr := bdb.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e := startServerIn(t, dir, engine.Options{}, nil)
+	c := dial(t, e.addr, client.Options{})
+	ctx := context.Background()
+	if v, err := c.Get(ctx, "bad"); !errors.Is(err, client.ErrCorrupt) {
+		t.Fatalf("Get of a damaged value = %q, %v; want ErrCorrupt", v, err)
+	}
+	if _, err := c.GetEntry(ctx, "bad"); !errors.Is(err, client.ErrCorrupt) {
+		t.Fatalf("GetEntry of a damaged value: %v, want ErrCorrupt", err)
+	}
+	if v, err := c.Get(ctx, "good"); err != nil || string(v) != "value of good" {
+		t.Fatalf("Get of an undamaged key = %q, %v", v, err)
+	}
+}
