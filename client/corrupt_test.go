@@ -1,16 +1,13 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/kvdstore/kvd/client"
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestCorruptValueMapsBack reads a key whose stored value is damaged: the
@@ -29,22 +26,7 @@ func TestCorruptValueMapsBack(t *testing.T) {
 	if err := db.Close(); err != nil { // checkpoints both into the state file
 		t.Fatal(err)
 	}
-	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket([]byte("kv"))
-		rec := bytes.Clone(kv.Get([]byte("bad")))
-		rec[len(rec)-1] ^= 0x01
-		return kv.Put([]byte("bad"), rec)
-	})
-	if cerr := bdb.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	kvtest.DamageValue(t, dir, "bad", kvtest.FlipLastBit)
 
 	e := startServerIn(t, dir, engine.Options{}, nil)
 	c := dial(t, e.addr, client.Options{})

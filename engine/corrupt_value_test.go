@@ -4,36 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
-
-// damageValue changes the value record of key in the state file of the
-// closed store in dir with damage, through bbolt.
-func damageValue(t testing.TB, dir, key string, damage func(k, rec []byte) []byte) {
-	t.Helper()
-	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bdb.Close()
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket([]byte("kv"))
-		rec := bytes.Clone(kv.Get([]byte(key)))
-		if rec == nil {
-			t.Fatalf("no record of %s", key)
-		}
-		return kv.Put([]byte(key), damage([]byte(key), rec))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestCorruptValue flips one bit in each part of a stored value record
 // (checksum, create and mod revisions, value), and stores another key's
@@ -59,7 +35,7 @@ func TestCorruptValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	var zRec []byte
-	damageValue(t, pristine, "z", func(k, rec []byte) []byte { zRec = bytes.Clone(rec); return rec })
+	kvtest.DamageValue(t, pristine, "z", func(k, rec []byte) []byte { zRec = bytes.Clone(rec); return rec })
 
 	for _, tc := range []struct {
 		name   string
@@ -75,7 +51,7 @@ func TestCorruptValue(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			copyDir(t, pristine, dir)
-			damageValue(t, dir, key, tc.damage)
+			kvtest.DamageValue(t, dir, key, tc.damage)
 			var logs bytes.Buffer
 			db := open(t, dir, engine.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			wantCorrupt := func(what string, err error) {
@@ -133,7 +109,7 @@ func TestCorruptValue(t *testing.T) {
 	t.Run("checkpoint over it", func(t *testing.T) {
 		dir := t.TempDir()
 		copyDir(t, pristine, dir)
-		damageValue(t, dir, key, flip(24))
+		kvtest.DamageValue(t, dir, key, flip(24))
 		db, err := engine.Open(dir, engine.Options{})
 		if err != nil {
 			t.Fatal(err)

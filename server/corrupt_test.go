@@ -1,15 +1,12 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -32,7 +29,7 @@ func TestCorruptValue(t *testing.T) {
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
-		flipValueBit(t, dir, "bad")
+		kvtest.DamageValue(t, dir, "bad", kvtest.FlipLastBit)
 
 		metrics := server.NewMetrics()
 		ts := startServer(t, serverOpts{dir: dir, io: model, cfg: server.Config{Metrics: metrics}})
@@ -76,24 +73,4 @@ func TestCorruptValue(t *testing.T) {
 			}
 		}
 	})
-}
-
-// flipValueBit flips a bit in the value of key's record in the state file
-// of the closed store in dir.
-func flipValueBit(t *testing.T, dir, key string) {
-	t.Helper()
-	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bdb.Close()
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket([]byte("kv"))
-		rec := bytes.Clone(kv.Get([]byte(key)))
-		rec[len(rec)-1] ^= 0x01
-		return kv.Put([]byte(key), rec)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

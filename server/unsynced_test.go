@@ -77,18 +77,7 @@ func TestUnsyncedExposure(t *testing.T) {
 		}
 		gauge := func(name string) float64 {
 			t.Helper()
-			m := doHTTP(t, "GET", base+"/metrics", nil, nil).body
-			for _, line := range strings.Split(m, "\n") {
-				if v, ok := strings.CutPrefix(line, name+" "); ok {
-					f, err := strconv.ParseFloat(v, 64)
-					if err != nil {
-						t.Fatalf("metric %s: %v", name, err)
-					}
-					return f
-				}
-			}
-			t.Fatalf("metrics lack %s", name)
-			return 0
+			return metricValue(t, doHTTP(t, "GET", base+"/metrics", nil, nil).body, name)
 		}
 
 		if age := infoMs("unsynced_oldest_age_ms"); age != 0 {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // BoltPage is a page of the tree of a bucket in a bbolt file, as
@@ -124,4 +127,37 @@ func XorFile(t testing.TB, path string, off int64, mask byte) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DamageValue replaces the value record of key in the state file
+// (state.db, bucket "kv") of the closed store in dir with what damage
+// returns for it, through bbolt, so that the file stays sound and only the
+// record is wrong.
+func DamageValue(t testing.TB, dir, key string, damage func(k, rec []byte) []byte) {
+	t.Helper()
+	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		kv := tx.Bucket([]byte("kv"))
+		rec := bytes.Clone(kv.Get([]byte(key)))
+		if rec == nil {
+			t.Fatalf("no record of %s", key)
+		}
+		return kv.Put([]byte(key), damage([]byte(key), rec))
+	})
+	if cerr := bdb.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FlipLastBit is a DamageValue damage: it flips the lowest bit of the
+// record's last byte (of the value, unless it is empty).
+func FlipLastBit(_, rec []byte) []byte {
+	rec[len(rec)-1] ^= 0x01
+	return rec
 }
