@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // A Batch is a list of operations committed atomically by DB.Write: after a
@@ -34,6 +35,10 @@ import (
 //	       3 incr-by  varint (zigzag) delta
 //	       4 cas      flags byte (1: delete, else 0: put) | uvarint mod revision |
 //	                  for a put: uvarint value length | value
+//	      10 append   uvarint value length | value
+//	      11 incr-by-float  8 bytes: the increment's float64 bits, little-endian
+//	      12 get-delete     (nothing)
+//	  delete-all has no key: kind byte 13 only.
 //
 //	legacy (version 0, read only):
 //	  count uint32 LE (≥ 1) | op*count
@@ -61,6 +66,7 @@ type batchOp struct {
 	kind   byte
 	cond   PutCond // put-if only
 	delta  int64   // incr-by only
+	fdelta float64 // incr-by-float only
 	ifRev  uint64  // cas only: the mod revision it requires
 	casDel bool    // cas only: delete instead of put
 	k0, k1 int     // key = data[k0:k1]
@@ -74,6 +80,11 @@ const (
 	opPutIf  byte = 2
 	opIncrBy byte = 3
 	opCAS    byte = 4
+
+	opAppend    byte = 10
+	opIncrFloat byte = 11
+	opGetDelete byte = 12
+	opDeleteAll byte = 13
 )
 
 // casDelete is the flag of a cas op that deletes.
@@ -111,16 +122,21 @@ type Result struct {
 	// for an incr-by, whether it succeeded; for a compare-and-set, whether
 	// the key's mod revision was the one given.
 	Applied bool
-	// Old is the previous value for a put-if with ReturnOld: nil if the key
-	// held none, otherwise non-nil (perhaps empty).
+	// Old is the previous value for a put-if with ReturnOld and for a
+	// get-delete: nil if the key held none, otherwise non-nil (perhaps
+	// empty).
 	Old []byte
-	// Int is the new value after an incr-by.
+	// Int is the new value after an incr-by, the value's new length after
+	// an append, and the number of keys deleted by a delete-all.
 	Int int64
+	// Value is the new value after an incr-by-float, as stored.
+	Value []byte
 	// ModRevision is, for a compare-and-set, the key's mod revision after
 	// it: the batch's revision if it put, the key's unchanged one if its
 	// condition failed, 0 if the key holds no value.
 	ModRevision uint64
-	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
+	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow
+	// (for an incr-by-float: ErrNotFloat or ErrFloatRange).
 	// Such an error is the operation's result, not the batch's: the other
 	// operations of the batch still apply.
 	Err error
@@ -172,6 +188,41 @@ func (b *Batch) CompareAndDelete(key []byte, modRev uint64) {
 	b.add(batchOp{kind: opCAS, ifRev: modRev, casDel: true}, key, nil)
 }
 
+// Append adds value to the end of the value held by key (a missing key
+// counts as empty; APPEND). Its Result.Int is the new length. The Batch
+// copies key and value.
+func (b *Batch) Append(key, value []byte) {
+	b.add(batchOp{kind: opAppend}, key, value)
+}
+
+// IncrByFloat adds delta to the number held by key (a missing key counts
+// as 0) and stores the sum as FormatFloat writes it (INCRBYFLOAT). The
+// value must parse as a float (ParseFloat); otherwise Result.Err is
+// ErrNotFloat, and a sum that is not finite gives ErrFloatRange; either
+// way the key is left unchanged. Result.Value is the stored sum. The Batch
+// copies key.
+func (b *Batch) IncrByFloat(key []byte, delta float64) {
+	b.add(batchOp{kind: opIncrFloat, fdelta: delta}, key, nil)
+}
+
+// GetDelete adds a deletion of key that reports the value it deleted in
+// Result.Old (GETDEL); Result.Applied is as a Delete's. The Batch copies key.
+func (b *Batch) GetDelete(key []byte) {
+	b.add(batchOp{kind: opGetDelete}, key, nil)
+}
+
+// DeleteAll adds a deletion of every key that holds a value when the
+// batch is applied (FLUSHDB), including the batch's earlier puts. Its
+// Result.Int is the number of keys deleted. It costs a tombstone in memory
+// per key until the next checkpoint.
+func (b *Batch) DeleteAll() {
+	if len(b.data) == 0 {
+		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
+	}
+	b.data = append(b.data, opDeleteAll)
+	b.ops = append(b.ops, batchOp{kind: opDeleteAll})
+}
+
 func (b *Batch) add(op batchOp, key, value []byte) {
 	if len(b.data) == 0 {
 		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
@@ -185,13 +236,15 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 	case opPutIf:
 		b.data = append(b.data, byte(op.cond))
 		fallthrough
-	case opPut:
+	case opPut, opAppend:
 		b.data = binary.AppendUvarint(b.data, uint64(len(value)))
 		op.v0 = len(b.data)
 		b.data = append(b.data, value...)
 		op.v1 = len(b.data)
 	case opIncrBy:
 		b.data = binary.AppendVarint(b.data, op.delta)
+	case opIncrFloat:
+		b.data = binary.LittleEndian.AppendUint64(b.data, math.Float64bits(op.fdelta))
 	case opCAS:
 		flags := byte(0)
 		if op.casDel {
@@ -249,6 +302,9 @@ func (b *Batch) value(op batchOp) []byte { return b.data[op.v0:op.v1] }
 // check validates every key, value and condition.
 func (b *Batch) check(o *Options) error {
 	for _, op := range b.ops {
+		if op.kind == opDeleteAll {
+			continue
+		}
 		if err := checkKey(b.key(op), o); err != nil {
 			return err
 		}
@@ -299,11 +355,17 @@ func decodeBatch(payload []byte) (*Batch, error) {
 	for d.i < len(payload) {
 		kind := d.byte()
 		op := batchOp{kind: kind}
+		if kind == opDeleteAll {
+			b.ops = append(b.ops, op)
+			continue
+		}
 		op.k0, op.k1 = d.field()
 		switch kind {
-		case opPut:
+		case opPut, opAppend:
 			op.v0, op.v1 = d.field()
-		case opDelete:
+		case opDelete, opGetDelete:
+		case opIncrFloat:
+			op.fdelta = math.Float64frombits(d.uint64())
 		case opPutIf:
 			op.cond = PutCond(d.byte())
 			op.v0, op.v1 = d.field()
@@ -394,6 +456,15 @@ func (d *decoder) field() (int, int) {
 	s := d.i + n
 	d.i = s + int(l)
 	return s, d.i
+}
+
+func (d *decoder) uint64() uint64 {
+	if d.bad || len(d.p)-d.i < 8 {
+		d.bad = true
+		return 0
+	}
+	d.i += 8
+	return binary.LittleEndian.Uint64(d.p[d.i-8:])
 }
 
 func (d *decoder) uvarint() uint64 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -42,6 +43,7 @@ func sameOps(a, b *Batch) bool {
 	for i, x := range a.ops {
 		y := b.ops[i]
 		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta || x.ifRev != y.ifRev || x.casDel != y.casDel ||
+			math.Float64bits(x.fdelta) != math.Float64bits(y.fdelta) ||
 			!bytes.Equal(a.key(x), b.key(y)) || !bytes.Equal(a.value(x), b.value(y)) {
 			return false
 		}
@@ -69,6 +71,14 @@ func reencode(b *Batch) *Batch {
 			} else {
 				again.CompareAndPut(b.key(op), b.value(op), op.ifRev)
 			}
+		case opAppend:
+			again.Append(b.key(op), b.value(op))
+		case opIncrFloat:
+			again.IncrByFloat(b.key(op), op.fdelta)
+		case opGetDelete:
+			again.GetDelete(b.key(op))
+		case opDeleteAll:
+			again.DeleteAll()
 		}
 	}
 	return &again
@@ -119,7 +129,7 @@ func FuzzBatchRoundTrip(f *testing.F) {
 		for i := 0; i+1 < len(prog); i += 2 {
 			key := []byte{prog[i+1], byte(i)}
 			value := prog[i:] // any length, sometimes empty
-			switch prog[i] % 7 {
+			switch prog[i] % 11 {
 			case 0:
 				b.Put(key, value)
 			case 1:
@@ -134,6 +144,14 @@ func FuzzBatchRoundTrip(f *testing.F) {
 				b.CompareAndPut(key, value, uint64(delta)+uint64(i))
 			case 6:
 				b.CompareAndDelete(key, uint64(delta)>>uint(i%64))
+			case 7:
+				b.Append(key, value)
+			case 8:
+				b.IncrByFloat(key, math.Float64frombits(uint64(delta)))
+			case 9:
+				b.GetDelete(key)
+			case 10:
+				b.DeleteAll()
 			}
 		}
 		if b.Len() == 0 {
@@ -184,6 +202,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"unknown kind":    {0, 0, 0, 0, batchVersion, 5, 1, 'k'},
 		"cas flags":       {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 2, 0},
 		"cas truncated":   {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 0, 0x80},
+		"float truncated": {0, 0, 0, 0, batchVersion, opIncrFloat, 1, 'k', 0, 0, 0, 0, 0, 0, 0},
 		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
 		"truncated":       {0, 0, 0, 0, batchVersion, opPut, 1, 'k', 2, 'v'},
 		"NX and XX":       nxxx.Bytes(),
