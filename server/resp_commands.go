@@ -68,6 +68,20 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "cad", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdCAD},
 		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
 		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
+		{name: "keys", arity: 2, flags: []string{"readonly"}, run: cmdKeys},
+		{name: "type", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdType},
+		{name: "strlen", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdStrlen},
+		{name: "setnx", arity: 3, flags: []string{"write", "fast"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdSetNX},
+		{name: "getdel", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdGetDel},
+		{name: "append", arity: 3, flags: []string{"write"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdAppend},
+		{name: "incrbyfloat", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncrByFloat},
+		{name: "flushdb", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
+		{name: "flushall", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
+		{name: "memory", arity: -2, flags: []string{"readonly"}, run: cmdMemory},
+		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
+		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
 	}
 	m := make(map[string]*respCommand, len(list))
 	for _, cmd := range list {
@@ -148,7 +162,7 @@ func cmdHello(c *respConn, args [][]byte) {
 			c.writeError(msg)
 			return
 		}
-		c.name = name
+		c.name.Store(&name)
 	}
 	if proto != 0 {
 		c.resp3 = proto == 3
@@ -246,7 +260,8 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 	c.writeInt(int64(step))
 }
 
-// cmdClient answers CLIENT ID, SETNAME, GETNAME, SETINFO and kvd's own
+// cmdClient answers CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO, KILL,
+// HELP (resp_admin.go) and kvd's own
 // CLIENT DURABILITY [sync|async|default] and CLIENT LASTREV (the revision of
 // this connection's last successful write, 0 before any).
 func cmdClient(c *respConn, args [][]byte) {
@@ -255,16 +270,26 @@ func cmdClient(c *respConn, args [][]byte) {
 	case equalFold(sub, "id") && len(args) == 2:
 		c.writeInt(c.id)
 	case equalFold(sub, "getname") && len(args) == 2:
-		c.writeBulkOrNull([]byte(c.name), c.name != "")
+		name := c.clientName()
+		c.writeBulkOrNull([]byte(name), name != "")
 	case equalFold(sub, "setname") && len(args) == 3:
 		if msg := checkClientName(string(args[2])); msg != "" {
 			c.writeError(msg)
 			return
 		}
-		c.name = string(args[2])
+		name := string(args[2])
+		c.name.Store(&name)
 		c.writeOK()
 	case equalFold(sub, "setinfo") && len(args) == 4:
 		c.writeOK()
+	case equalFold(sub, "list"):
+		c.clientList(args[2:])
+	case equalFold(sub, "info") && len(args) == 2:
+		c.writeBulkString(c.clientLine(time.Now()))
+	case equalFold(sub, "kill") && len(args) >= 3:
+		c.clientKill(args[2:])
+	case equalFold(sub, "help") && len(args) == 2:
+		c.writeHelp(clientHelp...)
 	case equalFold(sub, "lastrev") && len(args) == 2:
 		c.writeInt(int64(c.lastRev))
 	case equalFold(sub, "durability") && len(args) == 2:
@@ -282,7 +307,8 @@ func cmdClient(c *respConn, args [][]byte) {
 		c.durability = d
 		c.writeOK()
 	case equalFold(sub, "id"), equalFold(sub, "getname"), equalFold(sub, "setname"),
-		equalFold(sub, "setinfo"), equalFold(sub, "durability"), equalFold(sub, "lastrev"):
+		equalFold(sub, "setinfo"), equalFold(sub, "durability"), equalFold(sub, "lastrev"),
+		equalFold(sub, "info"), equalFold(sub, "kill"), equalFold(sub, "help"):
 		c.writeError("ERR wrong number of arguments for 'client|" + strings.ToLower(string(sub)) + "' command")
 	default:
 		c.writeError("ERR unknown subcommand '" + printable(sub, 64) + "'. Try CLIENT HELP.")
@@ -299,7 +325,7 @@ func cmdDBSize(c *respConn, _ [][]byte) {
 }
 
 // cmdInfo answers INFO [section ...] with the sections server, clients,
-// persistence and stats.
+// memory, persistence, stats and keyspace.
 func cmdInfo(c *respConn, args [][]byte) {
 	want := map[string]bool{}
 	for _, a := range args[1:] {
@@ -336,6 +362,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 	})
 	section("clients", func() {
 		field("connected_clients", s.Clients())
+		field("blocked_clients", 0)
 		field("maxclients", s.cfg.MaxClients)
 	})
 	section("memory", func() {
@@ -405,6 +432,13 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("total_connections_received", s.totalConns.Load())
 		field("total_commands_processed", s.totalCommands.Load())
 		field("rejected_connections", s.rejected.Load())
+	})
+	// Keyspace counts the keys (as DBSIZE, reading every key); Redis
+	// leaves an empty database out.
+	section("keyspace", func() {
+		if n, err := s.store.Count(); err == nil && n > 0 {
+			field("db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", n))
+		}
 	})
 	c.writeBulkString(b.String())
 }

@@ -98,7 +98,7 @@ func (c *config) parse(fs *pflag.FlagSet, args []string, lookupEnv func(string) 
 	}
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || f.Name == "version" {
 			return
 		}
 		if v, ok := lookupEnv(envName(f.Name)); ok {
