@@ -495,11 +495,18 @@ func cmdConfig(c *respConn, args [][]byte) {
 			c.writeBulkString(h[1])
 		}
 	case equalFold(sub, "set") && len(args) >= 4 && len(args)%2 == 0:
+		// Check every parameter before changing any, as Redis does.
+		var sets []func()
 		for i := 2; i < len(args); i += 2 {
-			if msg := c.s.configSet(strings.ToLower(string(args[i])), string(args[i+1])); msg != "" {
+			set, msg := c.s.configSet(strings.ToLower(string(args[i])), string(args[i+1]))
+			if msg != "" {
 				c.writeError(msg)
 				return
 			}
+			sets = append(sets, set)
+		}
+		for _, set := range sets {
+			set()
 		}
 		c.writeOK()
 	case equalFold(sub, "resetstat") && len(args) == 2:
@@ -511,46 +518,61 @@ func cmdConfig(c *respConn, args [][]byte) {
 	}
 }
 
-// configSet applies one CONFIG SET parameter; it returns the error reply or "".
-func (s *Server) configSet(name, value string) string {
+// Bounds of the flush-interval that CONFIG SET (and kvd's --flush-interval)
+// accept: below 100µs the flusher would fsync nearly back to back and gain
+// nothing over sync commits; an hour is already far more than a power
+// failure should be allowed to take (tests use it to keep async writes
+// unsynced), and beyond it a typo ("1000000h") would mean never.
+const (
+	MinFlushInterval = 100 * time.Microsecond
+	MaxFlushInterval = time.Hour
+)
+
+// configSet checks one CONFIG SET parameter and returns the function that
+// applies it, or the error reply. Settable: commit-mode (sync or async) and
+// flush-interval (MinFlushInterval to MaxFlushInterval, a Go duration or a
+// number of milliseconds).
+func (s *Server) configSet(name, value string) (func(), string) {
 	switch name {
 	case "commit-mode":
 		m, err := engine.ParseCommitMode(strings.ToLower(value))
 		if err != nil {
-			return "ERR invalid commit-mode '" + value + "': must be sync or async"
+			return nil, "ERR invalid commit-mode '" + value + "': must be sync or async"
 		}
-		s.store.SetCommitMode(m)
-		s.log.Info("commit mode changed", "mode", m)
+		return func() {
+			s.store.SetCommitMode(m)
+			s.log.Info("commit mode changed", "mode", m)
+		}, ""
 	case "flush-interval":
 		d, err := parseInterval(value)
 		if err != nil {
-			return "ERR invalid flush-interval '" + value + "': " + err.Error()
+			return nil, "ERR invalid flush-interval '" + value + "': " + err.Error()
 		}
-		if err := s.store.SetFlushInterval(d); err != nil {
-			return "ERR " + err.Error()
-		}
-		s.log.Info("flush interval changed", "interval", d)
-	default:
-		return "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
+		return func() {
+			if err := s.store.SetFlushInterval(d); err != nil {
+				s.log.Error("flush interval not changed", "err", err)
+				return
+			}
+			s.log.Info("flush interval changed", "interval", d)
+		}, ""
 	}
-	return ""
+	return nil, "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
 }
 
 // parseInterval parses a Go duration ("10ms") or a bare number of
-// milliseconds ("10").
+// milliseconds ("10") between MinFlushInterval and MaxFlushInterval.
 func parseInterval(v string) (time.Duration, error) {
+	var d time.Duration
 	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if ms <= 0 || ms > int64(time.Hour/time.Millisecond) {
-			return 0, fmt.Errorf("out of range")
+		if ms > int64(MaxFlushInterval/time.Millisecond) {
+			ms = int64(MaxFlushInterval/time.Millisecond) + 1 // out of range, without overflow
 		}
-		return time.Duration(ms) * time.Millisecond, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
+		d = time.Duration(ms) * time.Millisecond
+	} else if d, err = time.ParseDuration(v); err != nil {
 		return 0, fmt.Errorf("want a duration such as 10ms")
 	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be positive")
+	if d < MinFlushInterval || d > MaxFlushInterval {
+		return 0, fmt.Errorf("must be between %v and %v", MinFlushInterval, MaxFlushInterval)
 	}
 	return d, nil
 }

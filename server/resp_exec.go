@@ -161,6 +161,7 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 // SETs and whether c is parked.
 func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 	n := c.batchSets(d)
+	c.lastCmd.Store(c.s.setCmd)
 	return n, c.submit(pendingWrite{n: n, d: d})
 }
 

@@ -122,8 +122,9 @@ func (c *config) validate() []error {
 	if _, err := engine.ParseCommitMode(c.commitMode); err != nil {
 		errs = append(errs, fmt.Errorf("--commit-mode must be sync or async, not %q", c.commitMode))
 	}
-	if c.flushInterval <= 0 {
-		errs = append(errs, errors.New("--flush-interval must be positive"))
+	if c.flushInterval < server.MinFlushInterval || c.flushInterval > server.MaxFlushInterval {
+		errs = append(errs, fmt.Errorf("--flush-interval must be between %v and %v, not %v",
+			server.MinFlushInterval, server.MaxFlushInterval, c.flushInterval))
 	}
 	if c.groupCommitDelay < 0 {
 		errs = append(errs, errors.New("--group-commit-delay must not be negative"))
