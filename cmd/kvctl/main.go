@@ -29,6 +29,9 @@ import (
 var version string
 
 func main() {
+	// go-redis prints its own line for a failed dial, and others, to
+	// stderr; kvctl reports every error itself.
+	client.SetRedisLogger(nil)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
