@@ -79,6 +79,10 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "incrbyfloat", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncrByFloat},
 		{name: "flushdb", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
 		{name: "flushall", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
+		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdDel},
+		{name: "touch", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
+		{name: "getset", arity: 3, flags: []string{"write", "fast"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdGetSet},
 		{name: "memory", arity: -2, flags: []string{"readonly"}, run: cmdMemory},
 		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
 		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
@@ -244,7 +248,7 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 		switch cmd.name {
 		case "mset":
 			last, step = -1, 2
-		case "del", "exists", "mget":
+		case "del", "exists", "mget", "unlink", "touch":
 			last = -1
 		}
 	}

@@ -22,6 +22,17 @@ func cmdSetNX(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) 
 	return c.durability, replyApplied, true
 }
 
+// cmdGetSet answers GETSET key value (deprecated in Redis for SET key value
+// GET, which it is): the previous value, or null.
+func cmdGetSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
+	if !c.checkKeyValue(args[1], args[2]) {
+		return 0, 0, false
+	}
+	c.batch.Reset()
+	c.batch.PutIf(args[1], args[2], engine.ReturnOld)
+	return c.durability, replyOld, true
+}
+
 // cmdGetDel answers GETDEL key: the value it deleted, or null.
 func cmdGetDel(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	if !c.checkKeyValue(args[1], nil) {

@@ -56,6 +56,13 @@ func TestStringCommands(t *testing.T) {
 				{cmd("INCRBYFLOAT", "f", "1"), "-ERR value is not a valid float\r\n"},
 				{cmd("GET", "f"), bulk("text")},
 			}},
+			{"getset unlink touch", []step{
+				{cmd("GETSET", "gs", "1"), null},
+				{cmd("GETSET", "gs", "2"), bulk("1")},
+				{cmd("TOUCH", "gs", "gs", "nope"), integer(2)},
+				{cmd("UNLINK", "gs", "nope"), integer(1)},
+				{cmd("GET", "gs"), null},
+			}},
 			{"memory usage", []step{
 				{cmd("SET", "m", "12345"), ok},
 				{cmd("MEMORY", "USAGE", "m"), integer(1 + 5 + 64)},
