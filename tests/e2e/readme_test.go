@@ -70,9 +70,8 @@ func readmeBlocks(t *testing.T, path string) []readmeBlock {
 // TestREADME checks the examples of README.md: every Go block builds as a
 // program in a module of its own that requires kvd (as tests/embed builds
 // its program), and every transcript (lines "$ command" followed by its
-// output) runs, in order, against one fresh kvd with the output shown,
-// compared with every number masked (revisions, sizes, times and counters
-// differ from run to run) and Date headers ignored. An output line may end
+// output) runs, in order, with the output shown, compared with times,
+// durations, fsync counts and Date headers masked. An output line may end
 // in an annotation after two spaces, "(exit status N)" or "(on standard
 // error ...)": it is not output, but an exit status it names is checked
 // (0 otherwise). Each transcript runs against a kvd of its own, so that its
@@ -185,16 +184,27 @@ func parseTranscript(b readmeBlock) []transcriptStep {
 }
 
 var (
-	numbers  = regexp.MustCompile(`\d+(\.\d+)?([eE][-+]?\d+)?`)
+	// volatile matches a field whose value is a time, a duration or a
+	// count of fsyncs, which differ from run to run, in INFO ("name:v"),
+	// JSON ("name":v) and kvctl status ("name:   v"); group 1 is the
+	// field's name and separator.
+	volatile = regexp.MustCompile(`("?[a-z_ ]*(?:seconds|_ms|fsyncs?|uptime|records|count)[a-z_ ]*"?[:=] *)-?[0-9][0-9.e+-]*[a-zµ]*`)
 	dateLine = regexp.MustCompile(`(?m)^Date: .*$`)
+	// version matches the version a build reports: "devel", or with its
+	// VCS revision in a clone.
+	version = regexp.MustCompile(`("?version"?[:=] *"?)[^",\n]+`)
 )
 
-// maskOutput masks what differs from run to run: numbers, Date headers,
-// CRs and trailing blanks.
+// maskOutput masks what differs from run to run: times, durations and
+// fsync counts (see volatile), Date headers, the build's version, CRs and
+// trailing blanks.
+// Revisions, sizes and keys are compared: each transcript runs against a
+// fresh kvd.
 func maskOutput(s string) string {
 	s = strings.ReplaceAll(s, "\r", "")
 	s = dateLine.ReplaceAllString(s, "Date: *")
-	s = numbers.ReplaceAllString(s, "0")
+	s = volatile.ReplaceAllString(s, "${1}N")
+	s = version.ReplaceAllString(s, "${1}V")
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
 		b.WriteString(strings.TrimRight(l, " \t") + "\n")
