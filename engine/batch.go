@@ -13,7 +13,8 @@ import (
 //
 // A Batch is plain data: its encoded form (Bytes) is the payload of its log
 // record, and DB.Apply applies an encoded batch on any node. Conditional
-// operations (PutIf, IncrBy, and the result of Delete) are evaluated when
+// operations (PutIf, IncrBy, IncrByFloat, Append, GetDelete, DeleteAll,
+// compare-and-set, and the result of Delete) are evaluated when
 // the batch is applied, in revision order, against the state left by every
 // earlier revision and by the batch's own earlier operations; each operation
 // then has a Result (see Results). Applying the same encoded batches in the
