@@ -190,8 +190,10 @@ func (b *Batch) CompareAndDelete(key []byte, modRev uint64) {
 }
 
 // Append adds value to the end of the value held by key (a missing key
-// counts as empty; APPEND). Its Result.Int is the new length. The Batch
-// copies key and value.
+// counts as empty; APPEND). Its Result.Int is the new length. A result
+// over the applying DB's Options.MaxValueSize leaves the key unchanged,
+// with Result.Err wrapping ErrValueTooLarge: DBs that apply the same
+// batches must share that limit. The Batch copies key and value.
 func (b *Batch) Append(key, value []byte) {
 	b.add(batchOp{kind: opAppend}, key, value)
 }

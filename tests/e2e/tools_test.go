@@ -62,6 +62,9 @@ func TestRedisCLI(t *testing.T) {
 			t.Errorf("redis-cli %q = %q, want %q", tc.args, got, tc.want)
 		}
 	}
+	if hello := rc("-3", "HELLO"); !strings.Contains(hello, "\nproto 3\n") {
+		t.Errorf("redis-cli -3 HELLO = %q, want proto 3", hello)
+	}
 	if info := rc("INFO", "persistence"); !strings.Contains(info, "commit_mode:sync") || !strings.Contains(info, "durable_revision:") {
 		t.Errorf("INFO persistence = %q", info)
 	}
