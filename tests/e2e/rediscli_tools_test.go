@@ -3,12 +3,15 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestRedisCLIKeyTools runs redis-cli --bigkeys and --memkeys, which scan
@@ -137,13 +140,29 @@ func TestShutdownCommandExits(t *testing.T) {
 }
 
 // TestVersionFlag: kvd --version and kvctl --version print the build's
-// version and exit 0, without starting anything.
+// version and exit 0, without starting anything; a running kvd reports the
+// same string in INFO, HELLO and /v1/status.
 func TestVersionFlag(t *testing.T) {
-	re := regexp.MustCompile(`^(kvd|kvctl) (devel|v\S+)( \(revision [0-9a-f]{12}(, [^,)]+)?(, modified)?\))?\n$`)
+	re := regexp.MustCompile(`^(kvd|kvctl) ((devel|v\S+)( \(revision [0-9a-f]{12}(, [^,)]+)?(, modified)?\))?)\n$`)
+	var version string
 	for _, bin := range []string{kvdBin, kvctlBin} {
 		out, errOut, code := runTool(t, "", nil, bin, "--version")
-		if code != 0 || !re.MatchString(out) || errOut != "" {
-			t.Errorf("%s --version: exit %d, stdout %q, stderr %q", bin, code, out, errOut)
+		m := re.FindStringSubmatch(out)
+		if code != 0 || m == nil || errOut != "" {
+			t.Fatalf("%s --version: exit %d, stdout %q, stderr %q", bin, code, out, errOut)
 		}
+		version = m[2]
+	}
+
+	cli := needTool(t, "redis-cli")
+	p := startKVD(t, "")
+	info, _, _ := runTool(t, "", nil, cli, "-h", "127.0.0.1", "-p", port(p.RESPAddr), "INFO", "server")
+	hello, _, _ := runTool(t, "", nil, cli, "-h", "127.0.0.1", "-p", port(p.RESPAddr), "-3", "HELLO")
+	var st struct{ Version string }
+	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info, "kvd_version:"+version+"\r\n") || !strings.Contains(hello, "\nversion "+version+"\n") || st.Version != version {
+		t.Errorf("version %q; INFO server:\n%s\nHELLO:\n%s\n/v1/status: %q", version, info, hello, st.Version)
 	}
 }
