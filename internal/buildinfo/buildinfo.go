@@ -11,9 +11,13 @@ import (
 // build sets it with -ldflags "-X main.version=..."), else the main
 // module's version ("devel" when the toolchain knows none: a build outside
 // a tagged module), followed by the VCS revision, commit time and whether
-// the work tree had changes, when the build recorded them:
+// the work tree had changes, when the build recorded them. go build in a
+// clone records a pseudo-version and the revision:
 //
-//	devel (revision 56ae0eb1c2d3, 2026-12-03T20:59:00Z, modified)
+//	v0.0.0-20261203212636-a213a3503a90 (revision a213a3503a90, 2026-12-03T21:26:36Z)
+//
+// Built in a git worktree (Go looks for a .git directory) or with
+// -buildvcs=false it is "devel" alone.
 func Version(override string) string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
