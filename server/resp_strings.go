@@ -182,8 +182,8 @@ const maxKeysReply = 64 << 20
 const keysChunk = 4096
 
 // cmdKeys answers KEYS pattern with every key that matches the Redis glob
-// pattern, in ascending order. It reads every key (only those after the
-// pattern's literal prefix, if it has one): O(n) in the number of keys, as
+// pattern, in ascending order. It reads every key that starts with the
+// pattern's literal prefix (every key for "*..."): O(n) in the number of keys, as
 // in Redis, but in chunks, so that writes go on meanwhile; a key written
 // during the call may or may not be listed. A reply over maxKeysReply
 // bytes is refused.
