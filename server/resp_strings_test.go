@@ -157,6 +157,7 @@ func TestClientListKill(t *testing.T) {
 		other := dialRaw(t, ts.respAddr)
 		third := dialRaw(t, ts.respAddr)
 		run(t, other, []step{{cmd("CLIENT", "SETNAME", "worker"), ok}})
+		run(t, third, []step{{cmd("PING"), "+PONG\r\n"}}) // accepted and counted before the LIST
 		myID := strings.Trim(me.do("CLIENT", "ID"), ":\r\n")
 		otherID := strings.Trim(other.do("CLIENT", "ID"), ":\r\n")
 
