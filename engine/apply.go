@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 
@@ -133,8 +134,16 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		tx = t
 		defer tx.Rollback()
 	}
+	var stateKeys [][]byte // the state file's keys, for a delete-all
 	for _, op := range b.ops {
-		if op.kind == opPut {
+		if op.kind == opDeleteAll && stateKeys == nil {
+			var err error
+			if stateKeys, err = db.stateKeys(tx); err != nil {
+				return err
+			}
+			continue
+		}
+		if op.kind == opPut || op.kind == opDeleteAll {
 			continue
 		}
 		// A get reports the create revision, which the state file may
@@ -209,6 +218,41 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			}
 			put(key, strconv.AppendInt(nil, sum, 10))
 			r.Applied, r.Int = true, sum
+		case opAppend:
+			old, _ := lookup(key)
+			if len(old)+len(b.value(op)) > db.opts.MaxValueSize {
+				r.Err = fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(old)+len(b.value(op)), db.opts.MaxValueSize)
+				break
+			}
+			v := append(append(make([]byte, 0, len(old)+len(b.value(op))), old...), b.value(op)...)
+			put(key, v)
+			r.Applied, r.Int = true, int64(len(v))
+		case opIncrFloat:
+			var f float64
+			if old, found := lookup(key); found {
+				var ok bool
+				if f, ok = ParseFloat(old); !ok {
+					r.Err = ErrNotFloat
+					break
+				}
+			}
+			sum := f + op.fdelta
+			if math.IsNaN(sum) || math.IsInf(sum, 0) {
+				r.Err = ErrFloatRange
+				break
+			}
+			v := formatFloat(sum)
+			put(key, v)
+			r.Applied, r.Value = true, b.keepOld(v)
+		case opGetDelete:
+			if old, found := lookup(key); found {
+				r.Old = b.keepOld(old)
+				db.active.set(key, memEntry{del: true})
+				r.Applied = true
+			}
+		case opDeleteAll:
+			r.Int = db.deleteAll(stateKeys)
+			r.Applied = r.Int > 0
 		case opCAS:
 			e, found := lookupEntry(key)
 			if found {
@@ -271,6 +315,63 @@ func (b *Batch) requireFails(lookup func([]byte) (memEntry, bool)) bool {
 	return true
 }
 
+// stateKeys returns a copy of every key of the state file, read with the
+// view or, without one, with *tx as stateLookup does.
+func (db *DB) stateKeys(tx *bolt.Tx) ([][]byte, error) {
+	keys := [][]byte{}
+	err := db.readState(nil, func() {
+		var c *bolt.Cursor
+		if db.view != nil {
+			c = db.view.kv.Cursor()
+		} else {
+			c = tx.Bucket(bucketKV).Cursor()
+		}
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+	})
+	return keys, err
+}
+
+// deleteAll puts a tombstone in the active memtable for every live key:
+// the newest of its entries in the active memtable, the frozen one and
+// stateKeys (the state file's keys) is not a deletion. It returns how many
+// it deleted. The result does not depend on map order.
+func (db *DB) deleteAll(stateKeys [][]byte) int64 {
+	var n int64
+	for k, e := range db.active.byKey {
+		if !e.del {
+			n++
+			db.active.set([]byte(k), memEntry{del: true}) // in place: no insert while ranging
+		}
+	}
+	above := func(k []byte) bool {
+		if _, ok := db.active.get(k); ok {
+			return true
+		}
+		if db.frozen != nil {
+			_, ok := db.frozen.get(k)
+			return ok
+		}
+		return false
+	}
+	if db.frozen != nil {
+		for k, e := range db.frozen.byKey {
+			if _, ok := db.active.get([]byte(k)); !ok && !e.del {
+				n++
+				db.active.set([]byte(k), memEntry{del: true})
+			}
+		}
+	}
+	for _, k := range stateKeys {
+		if !above(k) {
+			n++
+			db.active.set(k, memEntry{del: true})
+		}
+	}
+	return n
+}
+
 // reads reports whether applying b reads the state.
 func (b *Batch) reads() bool {
 	for _, op := range b.ops {
@@ -303,6 +404,36 @@ func (b *Batch) keepOld(v []byte) []byte {
 	a0 := len(b.arena)
 	b.arena = append(b.arena, v...)
 	return b.arena[a0:len(b.arena):len(b.arena)]
+}
+
+// ParseFloat parses v as Redis's INCRBYFLOAT does a number: decimal or
+// exponent notation without spaces; NaN is refused, and so is a number out
+// of float64's range.
+func ParseFloat(v []byte) (float64, bool) {
+	if len(v) == 0 || len(v) > 5000 || v[0] == ' ' || v[len(v)-1] == ' ' || bytes.IndexByte(v, '_') >= 0 {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || math.IsNaN(f) {
+		return 0, false
+	}
+	return f, true
+}
+
+// formatFloat formats f as Redis stores the result of INCRBYFLOAT:
+// fixed-point, with at most 17 decimals and no trailing zeros ("10.5",
+// "3", "0.1"), and "0" for negative zero.
+func formatFloat(f float64) []byte {
+	s := strconv.AppendFloat(nil, f, 'f', -1, 64)
+	if i := bytes.IndexByte(s, '.'); i >= 0 && len(s)-i-1 > 17 {
+		s = strconv.AppendFloat(s[:0], f, 'f', 17, 64)
+		s = bytes.TrimRight(s, "0")
+		s = bytes.TrimSuffix(s, []byte("."))
+	}
+	if string(s) == "-0" {
+		s = []byte("0")
+	}
+	return s
 }
 
 // parseInt parses v as Redis does an integer: canonical decimal ("0", or

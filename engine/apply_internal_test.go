@@ -17,7 +17,8 @@ import (
 // randomBatches returns n encoded batches of conditional and plain
 // operations on a few keys, so that their outcomes depend on each other.
 func randomBatches(rng *rand.Rand, n int) [][]byte {
-	values := []string{"0", "1", "-5", "41", "9223372036854775807", "-9223372036854775808", "x", "", "01"}
+	values := []string{"0", "1", "-5", "41", "9223372036854775807", "-9223372036854775808", "x", "", "01", "2.5", "1e3"}
+	fdeltas := []float64{0.1, -2.5, 1e308, 3}
 	deltas := []int64{1, -1, 100, -100, math.MaxInt64, math.MinInt64}
 	conds := []PutCond{0, IfAbsent, IfPresent, ReturnOld, IfAbsent | ReturnOld, IfPresent | ReturnOld}
 	out := make([][]byte, n)
@@ -29,7 +30,7 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 			// A revision a compare-and-set may find: the batch's own
 			// (i+1, after its earlier ops), recent ones, or 0.
 			rev := uint64(max(0, i+1-rng.IntN(8)))
-			switch rng.IntN(8) {
+			switch rng.IntN(12) {
 			case 0:
 				b.Put(key, v)
 			case 1:
@@ -50,6 +51,19 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 					b.Require(key, rev)
 				} else {
 					b.Get(key)
+				}
+			case 8:
+				b.Append(key, v)
+			case 9:
+				b.IncrByFloat(key, fdeltas[rng.IntN(len(fdeltas))])
+			case 10:
+				b.GetDelete(key)
+			case 11:
+				// Rarely, so that the state is seldom empty.
+				if rng.IntN(8) == 0 {
+					b.DeleteAll()
+				} else {
+					b.Put(key, v)
 				}
 			}
 		}
@@ -84,9 +98,12 @@ func resultString(r Result) string {
 	if r.Old != nil {
 		old = strconv.Quote(string(r.Old))
 	}
-	return fmt.Sprintf("applied=%v modrev=%d createrev=%d old=%s int=%d notint=%v overflow=%v required=%v other=%v", r.Applied, r.ModRevision, r.CreateRevision, old, r.Int,
-		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow), errors.Is(r.Err, ErrRequireFailed),
-		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow) && !errors.Is(r.Err, ErrRequireFailed))
+	return fmt.Sprintf("applied=%v modrev=%d createrev=%d old=%s int=%d value=%q notint=%v overflow=%v notfloat=%v floatrange=%v required=%v other=%v",
+		r.Applied, r.ModRevision, r.CreateRevision, old, r.Int, r.Value,
+		errors.Is(r.Err, ErrNotInteger), errors.Is(r.Err, ErrOverflow), errors.Is(r.Err, ErrNotFloat), errors.Is(r.Err, ErrFloatRange),
+		errors.Is(r.Err, ErrRequireFailed),
+		r.Err != nil && !errors.Is(r.Err, ErrNotInteger) && !errors.Is(r.Err, ErrOverflow) &&
+			!errors.Is(r.Err, ErrNotFloat) && !errors.Is(r.Err, ErrFloatRange) && !errors.Is(r.Err, ErrRequireFailed))
 }
 
 // TestApplyIsDeterministic applies the same encoded batches to two fresh

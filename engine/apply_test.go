@@ -394,3 +394,91 @@ func TestRequireAborts(t *testing.T) {
 	wantGet(t, db, "a", "2")
 	wantGet(t, db, "n", "<missing>")
 }
+
+func TestAppendIncrByFloatGetDelete(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{MaxValueSize: 8})
+	k := []byte("k")
+	rs := write(t, db, func(b *engine.Batch) {
+		b.Append(k, []byte("ab"))   // missing: counts as empty
+		b.Append(k, []byte("cde"))  // 5 bytes
+		b.Append(k, []byte("fghi")) // 9 > 8: refused
+		b.GetDelete(k)
+		b.GetDelete(k)
+		b.IncrByFloat(k, 10.5)
+		b.IncrByFloat(k, 0.1)
+		b.IncrByFloat(k, -10.6)
+	})
+	if rs[0].Int != 2 || rs[1].Int != 5 || !errors.Is(rs[2].Err, engine.ErrValueTooLarge) || rs[2].Applied {
+		t.Errorf("appends: %+v %+v %+v", rs[0], rs[1], rs[2])
+	}
+	if string(rs[3].Old) != "abcde" || !rs[3].Applied || rs[4].Old != nil || rs[4].Applied {
+		t.Errorf("get-deletes: %+v %+v", rs[3], rs[4])
+	}
+	if string(rs[5].Value) != "10.5" || string(rs[6].Value) != "10.6" || string(rs[7].Value) != "0" {
+		t.Errorf("incr-by-float values %q %q %q, want 10.5 10.6 0", rs[5].Value, rs[6].Value, rs[7].Value)
+	}
+	for _, c := range []struct {
+		set   string
+		delta float64
+		value string
+		err   error
+	}{
+		{"5.0e3", 200, "5200", nil},
+		{"3", 1e-20, "3", nil},
+		{"0", 1e-10, "0.0000000001", nil},
+		{"abc", 1, "", engine.ErrNotFloat},
+		{" 1", 1, "", engine.ErrNotFloat},
+		{"nan", 1, "", engine.ErrNotFloat},
+		{"1e308", 1e308, "", engine.ErrFloatRange},
+		{"inf", 1, "", engine.ErrFloatRange},
+	} {
+		mustPut(t, db, "f", c.set)
+		r := write(t, db, func(b *engine.Batch) { b.IncrByFloat([]byte("f"), c.delta) })[0]
+		if !errors.Is(r.Err, c.err) || string(r.Value) != c.value || r.Applied != (c.err == nil) {
+			t.Errorf("%q incr by float %g: %+v, want %q %v", c.set, c.delta, r, c.value, c.err)
+		}
+		want := c.value
+		if c.err != nil {
+			want = c.set
+		}
+		wantGet(t, db, "f", want)
+	}
+}
+
+// TestDeleteAll deletes keys of the state file, of the memtable and of its
+// own batch, and nothing comes back after a restart.
+func TestDeleteAll(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, engine.Options{})
+	for _, k := range []string{"a", "b", "c"} {
+		mustPut(t, db, k, "1")
+	}
+	if err := db.Close(); err != nil { // checkpoints: a, b, c are in the state file
+		t.Fatal(err)
+	}
+	db = open(t, dir, engine.Options{})
+	mustPut(t, db, "d", "1")
+	if _, err := db.Delete([]byte("b"), engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rs := write(t, db, func(b *engine.Batch) {
+		b.Put([]byte("e"), []byte("1"))
+		b.DeleteAll()
+		b.Put([]byte("f"), []byte("1"))
+		b.DeleteAll()
+	})
+	if rs[1].Int != 4 || !rs[1].Applied || rs[3].Int != 1 { // a, c, d, e; then f
+		t.Fatalf("delete-all results %+v %+v, want 4 and 1 deleted", rs[1], rs[3])
+	}
+	mustPut(t, db, "g", "1")
+	for reopen := range 2 {
+		if n, err := db.Count(); err != nil || n != 1 {
+			t.Fatalf("after delete-all (reopen %d): %d keys, %v; want only g", reopen, n, err)
+		}
+		wantGet(t, db, "g", "1")
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db = open(t, dir, engine.Options{})
+	}
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // A Batch is a list of operations committed atomically by DB.Write: after a
@@ -12,7 +13,8 @@ import (
 //
 // A Batch is plain data: its encoded form (Bytes) is the payload of its log
 // record, and DB.Apply applies an encoded batch on any node. Conditional
-// operations (PutIf, IncrBy, and the result of Delete) are evaluated when
+// operations (PutIf, IncrBy, IncrByFloat, Append, GetDelete, DeleteAll,
+// compare-and-set, and the result of Delete) are evaluated when
 // the batch is applied, in revision order, against the state left by every
 // earlier revision and by the batch's own earlier operations; each operation
 // then has a Result (see Results). Applying the same encoded batches in the
@@ -36,6 +38,10 @@ import (
 //	                  for a put: uvarint value length | value
 //	       5 get      (nothing)
 //	       6 require  uvarint mod revision
+//	      10 append   uvarint value length | value
+//	      11 incr-by-float  8 bytes: the increment's float64 bits, little-endian
+//	      12 get-delete     (nothing)
+//	  delete-all has no key: kind byte 13 only.
 //
 //	legacy (version 0, read only):
 //	  count uint32 LE (≥ 1) | op*count
@@ -66,6 +72,7 @@ type batchOp struct {
 	kind   byte
 	cond   PutCond // put-if only
 	delta  int64   // incr-by only
+	fdelta float64 // incr-by-float only
 	ifRev  uint64  // cas and require: the mod revision it requires
 	casDel bool    // cas only: delete instead of put
 	k0, k1 int     // key = data[k0:k1]
@@ -81,6 +88,11 @@ const (
 	opCAS    byte = 4
 	opGet    byte = 5
 	opReq    byte = 6
+
+	opAppend    byte = 10
+	opIncrFloat byte = 11
+	opGetDelete byte = 12
+	opDeleteAll byte = 13
 )
 
 // casDelete is the flag of a cas op that deletes.
@@ -123,18 +135,23 @@ type Result struct {
 	// for an incr-by, whether it succeeded; for a compare-and-set, whether
 	// the key's mod revision was the one given.
 	Applied bool
-	// Old is the previous value for a put-if with ReturnOld: nil if the key
-	// held none, otherwise non-nil (perhaps empty).
+	// Old is the previous value for a put-if with ReturnOld and for a
+	// get-delete: nil if the key held none, otherwise non-nil (perhaps
+	// empty).
 	Old []byte
-	// Int is the new value after an incr-by.
+	// Int is the new value after an incr-by, the value's new length after
+	// an append, and the number of keys deleted by a delete-all.
 	Int int64
+	// Value is the new value after an incr-by-float, as stored.
+	Value []byte
 	// ModRevision is, for a compare-and-set, the key's mod revision after
 	// it: the batch's revision if it put, the key's unchanged one if its
 	// condition failed, 0 if the key holds no value.
 	ModRevision uint64
 	// CreateRevision is, for a get, the key's create revision.
 	CreateRevision uint64
-	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow.
+	// Err is why an incr-by changed nothing: ErrNotInteger or ErrOverflow
+	// (for an incr-by-float: ErrNotFloat or ErrFloatRange).
 	// Such an error is the operation's result, not the batch's: the other
 	// operations of the batch still apply. In a batch that a failed require
 	// aborted, every operation's Err is ErrRequireFailed.
@@ -211,6 +228,43 @@ func (b *Batch) Require(key []byte, modRev uint64) {
 // applied.
 func (b *Batch) Aborted() bool { return b.aborted }
 
+// Append adds value to the end of the value held by key (a missing key
+// counts as empty; APPEND). Its Result.Int is the new length. A result
+// over the applying DB's Options.MaxValueSize leaves the key unchanged,
+// with Result.Err wrapping ErrValueTooLarge: DBs that apply the same
+// batches must share that limit. The Batch copies key and value.
+func (b *Batch) Append(key, value []byte) {
+	b.add(batchOp{kind: opAppend}, key, value)
+}
+
+// IncrByFloat adds delta to the number held by key (a missing key counts
+// as 0) and stores the sum as FormatFloat writes it (INCRBYFLOAT). The
+// value must parse as a float (ParseFloat); otherwise Result.Err is
+// ErrNotFloat, and a sum that is not finite gives ErrFloatRange; either
+// way the key is left unchanged. Result.Value is the stored sum. The Batch
+// copies key.
+func (b *Batch) IncrByFloat(key []byte, delta float64) {
+	b.add(batchOp{kind: opIncrFloat, fdelta: delta}, key, nil)
+}
+
+// GetDelete adds a deletion of key that reports the value it deleted in
+// Result.Old (GETDEL); Result.Applied is as a Delete's. The Batch copies key.
+func (b *Batch) GetDelete(key []byte) {
+	b.add(batchOp{kind: opGetDelete}, key, nil)
+}
+
+// DeleteAll adds a deletion of every key that holds a value when the
+// batch is applied (FLUSHDB), including the batch's earlier puts. Its
+// Result.Int is the number of keys deleted. It costs a tombstone in memory
+// per key until the next checkpoint.
+func (b *Batch) DeleteAll() {
+	if len(b.data) == 0 {
+		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
+	}
+	b.data = append(b.data, opDeleteAll)
+	b.ops = append(b.ops, batchOp{kind: opDeleteAll})
+}
+
 func (b *Batch) add(op batchOp, key, value []byte) {
 	if len(b.data) == 0 {
 		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
@@ -224,13 +278,15 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 	case opPutIf:
 		b.data = append(b.data, byte(op.cond))
 		fallthrough
-	case opPut:
+	case opPut, opAppend:
 		b.data = binary.AppendUvarint(b.data, uint64(len(value)))
 		op.v0 = len(b.data)
 		b.data = append(b.data, value...)
 		op.v1 = len(b.data)
 	case opIncrBy:
 		b.data = binary.AppendVarint(b.data, op.delta)
+	case opIncrFloat:
+		b.data = binary.LittleEndian.AppendUint64(b.data, math.Float64bits(op.fdelta))
 	case opCAS:
 		flags := byte(0)
 		if op.casDel {
@@ -250,10 +306,14 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 	b.ops = append(b.ops, op)
 }
 
-// Append adds o's operations to b, after b's own, as if each had been
-// added to b by its method. The Batch copies them.
-func (b *Batch) Append(o *Batch) {
+// AppendBatch adds o's operations to b, after b's own, as if each had
+// been added to b by its method. The Batch copies them.
+func (b *Batch) AppendBatch(o *Batch) {
 	for _, op := range o.ops {
+		if op.kind == opDeleteAll {
+			b.DeleteAll()
+			continue
+		}
 		b.add(op, o.key(op), o.value(op))
 	}
 }
@@ -299,6 +359,9 @@ func (b *Batch) value(op batchOp) []byte { return b.data[op.v0:op.v1] }
 // check validates every key, value and condition.
 func (b *Batch) check(o *Options) error {
 	for _, op := range b.ops {
+		if op.kind == opDeleteAll {
+			continue
+		}
 		if err := checkKey(b.key(op), o); err != nil {
 			return err
 		}
@@ -349,11 +412,17 @@ func decodeBatch(payload []byte) (*Batch, error) {
 	for d.i < len(payload) {
 		kind := d.byte()
 		op := batchOp{kind: kind}
+		if kind == opDeleteAll {
+			b.ops = append(b.ops, op)
+			continue
+		}
 		op.k0, op.k1 = d.field()
 		switch kind {
-		case opPut:
+		case opPut, opAppend:
 			op.v0, op.v1 = d.field()
-		case opDelete:
+		case opDelete, opGetDelete:
+		case opIncrFloat:
+			op.fdelta = math.Float64frombits(d.uint64())
 		case opPutIf:
 			op.cond = PutCond(d.byte())
 			op.v0, op.v1 = d.field()
@@ -447,6 +516,15 @@ func (d *decoder) field() (int, int) {
 	s := d.i + n
 	d.i = s + int(l)
 	return s, d.i
+}
+
+func (d *decoder) uint64() uint64 {
+	if d.bad || len(d.p)-d.i < 8 {
+		d.bad = true
+		return 0
+	}
+	d.i += 8
+	return binary.LittleEndian.Uint64(d.p[d.i-8:])
 }
 
 func (d *decoder) uvarint() uint64 {

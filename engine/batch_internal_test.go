@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -42,6 +43,7 @@ func sameOps(a, b *Batch) bool {
 	for i, x := range a.ops {
 		y := b.ops[i]
 		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta || x.ifRev != y.ifRev || x.casDel != y.casDel ||
+			math.Float64bits(x.fdelta) != math.Float64bits(y.fdelta) ||
 			!bytes.Equal(a.key(x), b.key(y)) || !bytes.Equal(a.value(x), b.value(y)) {
 			return false
 		}
@@ -73,6 +75,14 @@ func reencode(b *Batch) *Batch {
 			again.Get(b.key(op))
 		case opReq:
 			again.Require(b.key(op), op.ifRev)
+		case opAppend:
+			again.Append(b.key(op), b.value(op))
+		case opIncrFloat:
+			again.IncrByFloat(b.key(op), op.fdelta)
+		case opGetDelete:
+			again.GetDelete(b.key(op))
+		case opDeleteAll:
+			again.DeleteAll()
 		}
 	}
 	return &again
@@ -126,7 +136,7 @@ func FuzzBatchRoundTrip(f *testing.F) {
 		for i := 0; i+1 < len(prog); i += 2 {
 			key := []byte{prog[i+1], byte(i)}
 			value := prog[i:] // any length, sometimes empty
-			switch prog[i] % 9 {
+			switch prog[i] % 13 {
 			case 0:
 				b.Put(key, value)
 			case 1:
@@ -145,6 +155,14 @@ func FuzzBatchRoundTrip(f *testing.F) {
 				b.Get(key)
 			case 8:
 				b.Require(key, uint64(delta)<<uint(i%64))
+			case 9:
+				b.Append(key, value)
+			case 10:
+				b.IncrByFloat(key, math.Float64frombits(uint64(delta)))
+			case 11:
+				b.GetDelete(key)
+			case 12:
+				b.DeleteAll()
 			}
 		}
 		if b.Len() == 0 {
@@ -199,6 +217,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"require trunc":   {0, 0, 0, 0, batchVersion, opReq, 1, 'k', 0x80},
 		"cas flags":       {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 2, 0},
 		"cas truncated":   {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 0, 0x80},
+		"float truncated": {0, 0, 0, 0, batchVersion, opIncrFloat, 1, 'k', 0, 0, 0, 0, 0, 0, 0},
 		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
 		"truncated":       {0, 0, 0, 0, batchVersion, opPut, 1, 'k', 2, 'v'},
 		"NX and XX":       nxxx.Bytes(),
@@ -279,7 +298,7 @@ func TestReplayLegacyLog(t *testing.T) {
 	}
 }
 
-// TestBatchAppend: Append copies another batch's ops, whatever its
+// TestBatchAppend: AppendBatch copies another batch's ops, whatever its
 // encoding, after the batch's own.
 func TestBatchAppend(t *testing.T) {
 	var a, b, want Batch
@@ -290,9 +309,9 @@ func TestBatchAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Append(&b)
-	a.Append(legacy)
-	a.Append(&Batch{})
+	a.AppendBatch(&b)
+	a.AppendBatch(legacy)
+	a.AppendBatch(&Batch{})
 	want.Require([]byte("r"), 9)
 	want.PutIf([]byte("p"), []byte("v"), IfAbsent)
 	want.Get([]byte("g"))

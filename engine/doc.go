@@ -37,10 +37,13 @@
 // forms), and CompareAndPut and CompareAndDelete, which write only if the
 // key's mod revision (see Revisions of keys) is the one given, 0 meaning
 // that the key holds no value; a Delete reports whether the key held a
-// value. Each operation
+// value. Append (APPEND), IncrByFloat (INCRBYFLOAT), GetDelete (GETDEL)
+// and DeleteAll (FLUSHDB: every key live at that point) depend on the
+// current value the same way. Each operation
 // has a Result, read with Batch.Results once the write returns (or the
 // Commit's WaitWritten does, after Submit). An IncrBy on a value that is not an
-// integer, or that would overflow, fails alone: its Result.Err says why,
+// integer, or that would overflow (likewise an IncrByFloat, or an Append past
+// MaxValueSize), fails alone: its Result.Err says why,
 // and the rest of the batch applies. A Get reads a key inside the batch,
 // after its earlier operations (MULTI/EXEC's reads), and a Require is a
 // precondition on the whole batch (WATCH): if a key's mod revision is not

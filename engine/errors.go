@@ -63,6 +63,14 @@ var (
 	// found another mod revision.
 	ErrRequireFailed = errors.New("engine: batch precondition failed, nothing applied")
 
+	// ErrNotFloat is the Result.Err of an IncrByFloat whose key holds a
+	// value that does not parse as a float (see ParseFloat).
+	ErrNotFloat = errors.New("engine: value is not a valid float")
+
+	// ErrFloatRange is the Result.Err of an IncrByFloat whose sum would be
+	// NaN or infinite.
+	ErrFloatRange = errors.New("engine: increment would produce NaN or Infinity")
+
 	// ErrAlreadyApplied is returned by Apply for a revision the DB already
 	// has: the batch was skipped. Its results are not kept; the state is
 	// that of the batch having been applied once.

@@ -25,6 +25,9 @@ const (
 	respErrNotInteger    = "ERR value is not an integer or out of range"
 	respErrOverflow      = "ERR increment or decrement would overflow"
 	respErrSyntax        = "ERR syntax error"
+	respErrNotFloat      = "ERR value is not a valid float"
+	respErrFloatRange    = "ERR increment would produce NaN or Infinity"
+	respErrStringSize    = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 	respErrBadRevision   = "ERR revision is not an unsigned integer or out of range"
 	respErrLogFailed     = "MISCONF write-ahead log failed; writes are refused until kvd restarts"
 	// respErrWriteRefused: the write was not executed (the log could not
@@ -63,6 +66,10 @@ func respError(err error) string {
 		return respErrNotInteger
 	case errors.Is(err, engine.ErrOverflow):
 		return respErrOverflow
+	case errors.Is(err, engine.ErrNotFloat):
+		return respErrNotFloat
+	case errors.Is(err, engine.ErrFloatRange):
+		return respErrFloatRange
 	case errors.Is(err, engine.ErrOutcomeUnknown):
 		return respErrOutcomeUnknown + ": " + rootCause(err)
 	case errors.Is(err, engine.ErrWriteRefused):

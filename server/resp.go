@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
@@ -134,7 +135,12 @@ type respConn struct {
 	// GET and MGET pass it to the store without allocating.
 	writeValue func(i int, value []byte, found bool)
 
-	name       string
+	// name, lastActive and lastCmd are read by CLIENT LIST on other
+	// connections' goroutines.
+	name       atomic.Pointer[string]
+	created    time.Time
+	lastActive atomic.Int64                // unix nanoseconds of the last read of requests
+	lastCmd    atomic.Pointer[respCommand] // the last command run
 	resp3      bool
 	durability engine.Durability // CLIENT DURABILITY; default: server mode
 	lastRev    uint64            // revision of this connection's last successful write
@@ -153,15 +159,24 @@ type respConn struct {
 
 func (s *Server) newRESPConn(nc net.Conn) *respConn {
 	c := &respConn{
-		s:      s,
-		id:     s.nextID.Add(1),
-		nc:     nc,
-		addr:   nc.RemoteAddr().String(),
-		laddr:  nc.LocalAddr().String(),
-		parser: newRESPParser(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize), s.cfg.MaxRequestSize),
+		s:       s,
+		id:      s.nextID.Add(1),
+		nc:      nc,
+		addr:    nc.RemoteAddr().String(),
+		laddr:   nc.LocalAddr().String(),
+		created: time.Now(),
+		parser:  newRESPParser(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize), s.cfg.MaxRequestSize),
 	}
 	c.writeValue = func(_ int, v []byte, found bool) { c.writeBulkOrNull(v, found) }
 	return c
+}
+
+// clientName returns the connection's name (CLIENT SETNAME), "" if none.
+func (c *respConn) clientName() string {
+	if p := c.name.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Reply encoding. RESP2 unless the connection switched to RESP3 with

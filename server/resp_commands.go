@@ -79,6 +79,24 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "discard", inline: true, arity: 1, flags: []string{"fast"}, run: cmdDiscard},
 		{name: "watch", inline: true, arity: -2, flags: []string{"fast"}, keyArgs: true, run: cmdWatch},
 		{name: "unwatch", inline: true, arity: 1, flags: []string{"fast"}, run: cmdUnwatch},
+		{name: "keys", arity: 2, flags: []string{"readonly"}, run: cmdKeys},
+		{name: "type", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdType},
+		{name: "strlen", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdStrlen},
+		{name: "setnx", arity: 3, flags: []string{"write", "fast"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdSetNX},
+		{name: "getdel", arity: 2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdGetDel},
+		{name: "append", arity: 3, flags: []string{"write"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdAppend},
+		{name: "incrbyfloat", arity: 3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdIncrByFloat},
+		{name: "flushdb", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
+		{name: "flushall", arity: -1, flags: []string{"write"}, write: cmdFlushDB},
+		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdDel},
+		{name: "touch", inline: true, arity: -2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdExists},
+		{name: "getset", arity: 3, flags: []string{"write", "fast"}, keyArgs: true,
+			valueArg: func(i int) bool { return i == 2 }, write: cmdGetSet},
+		{name: "memory", arity: -2, flags: []string{"readonly"}, run: cmdMemory},
+		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
+		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
 	}
 	m := make(map[string]*respCommand, len(list))
 	for _, cmd := range list {
@@ -159,7 +177,7 @@ func cmdHello(c *respConn, args [][]byte) {
 			c.writeError(msg)
 			return
 		}
-		c.name = name
+		c.name.Store(&name)
 	}
 	if proto != 0 {
 		c.resp3 = proto == 3
@@ -241,7 +259,7 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 		switch cmd.name {
 		case "mset", "msetnx":
 			last, step = -1, 2
-		case "del", "exists", "mget", "watch":
+		case "del", "exists", "mget", "watch", "unlink", "touch":
 			last = -1
 		}
 	}
@@ -257,7 +275,8 @@ func (c *respConn) writeCommandInfo(cmd *respCommand) {
 	c.writeInt(int64(step))
 }
 
-// cmdClient answers CLIENT ID, SETNAME, GETNAME, SETINFO and kvd's own
+// cmdClient answers CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO, KILL,
+// HELP (resp_admin.go) and kvd's own
 // CLIENT DURABILITY [sync|async|default] and CLIENT LASTREV (the revision of
 // this connection's last successful write, 0 before any).
 func cmdClient(c *respConn, args [][]byte) {
@@ -266,16 +285,26 @@ func cmdClient(c *respConn, args [][]byte) {
 	case equalFold(sub, "id") && len(args) == 2:
 		c.writeInt(c.id)
 	case equalFold(sub, "getname") && len(args) == 2:
-		c.writeBulkOrNull([]byte(c.name), c.name != "")
+		name := c.clientName()
+		c.writeBulkOrNull([]byte(name), name != "")
 	case equalFold(sub, "setname") && len(args) == 3:
 		if msg := checkClientName(string(args[2])); msg != "" {
 			c.writeError(msg)
 			return
 		}
-		c.name = string(args[2])
+		name := string(args[2])
+		c.name.Store(&name)
 		c.writeOK()
 	case equalFold(sub, "setinfo") && len(args) == 4:
 		c.writeOK()
+	case equalFold(sub, "list"):
+		c.clientList(args[2:])
+	case equalFold(sub, "info") && len(args) == 2:
+		c.writeBulkString(c.clientLine(time.Now()))
+	case equalFold(sub, "kill") && len(args) >= 3:
+		c.clientKill(args[2:])
+	case equalFold(sub, "help") && len(args) == 2:
+		c.writeHelp(clientHelp...)
 	case equalFold(sub, "lastrev") && len(args) == 2:
 		c.writeInt(int64(c.lastRev))
 	case equalFold(sub, "durability") && len(args) == 2:
@@ -293,7 +322,8 @@ func cmdClient(c *respConn, args [][]byte) {
 		c.durability = d
 		c.writeOK()
 	case equalFold(sub, "id"), equalFold(sub, "getname"), equalFold(sub, "setname"),
-		equalFold(sub, "setinfo"), equalFold(sub, "durability"), equalFold(sub, "lastrev"):
+		equalFold(sub, "setinfo"), equalFold(sub, "durability"), equalFold(sub, "lastrev"),
+		equalFold(sub, "info"), equalFold(sub, "kill"), equalFold(sub, "help"):
 		c.writeError("ERR wrong number of arguments for 'client|" + strings.ToLower(string(sub)) + "' command")
 	default:
 		c.writeError("ERR unknown subcommand '" + printable(sub, 64) + "'. Try CLIENT HELP.")
@@ -310,7 +340,7 @@ func cmdDBSize(c *respConn, _ [][]byte) {
 }
 
 // cmdInfo answers INFO [section ...] with the sections server, clients,
-// persistence and stats.
+// memory, persistence, stats and keyspace.
 func cmdInfo(c *respConn, args [][]byte) {
 	want := map[string]bool{}
 	for _, a := range args[1:] {
@@ -347,6 +377,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 	})
 	section("clients", func() {
 		field("connected_clients", s.Clients())
+		field("blocked_clients", 0)
 		field("maxclients", s.cfg.MaxClients)
 	})
 	section("memory", func() {
@@ -417,6 +448,13 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("total_commands_processed", s.totalCommands.Load())
 		field("rejected_connections", s.rejected.Load())
 	})
+	// Keyspace counts the keys (as DBSIZE, reading every key); Redis
+	// leaves an empty database out.
+	section("keyspace", func() {
+		if n, err := s.store.Count(); err == nil && n > 0 {
+			field("db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", n))
+		}
+	})
 	c.writeBulkString(b.String())
 }
 
@@ -472,11 +510,18 @@ func cmdConfig(c *respConn, args [][]byte) {
 			c.writeBulkString(h[1])
 		}
 	case equalFold(sub, "set") && len(args) >= 4 && len(args)%2 == 0:
+		// Check every parameter before changing any, as Redis does.
+		var sets []func()
 		for i := 2; i < len(args); i += 2 {
-			if msg := c.s.configSet(strings.ToLower(string(args[i])), string(args[i+1])); msg != "" {
+			set, msg := c.s.configSet(strings.ToLower(string(args[i])), string(args[i+1]))
+			if msg != "" {
 				c.writeError(msg)
 				return
 			}
+			sets = append(sets, set)
+		}
+		for _, set := range sets {
+			set()
 		}
 		c.writeOK()
 	case equalFold(sub, "resetstat") && len(args) == 2:
@@ -488,46 +533,61 @@ func cmdConfig(c *respConn, args [][]byte) {
 	}
 }
 
-// configSet applies one CONFIG SET parameter; it returns the error reply or "".
-func (s *Server) configSet(name, value string) string {
+// Bounds of the flush-interval that CONFIG SET (and kvd's --flush-interval)
+// accept: below 100µs the flusher would fsync nearly back to back and gain
+// nothing over sync commits; an hour is already far more than a power
+// failure should be allowed to take (tests use it to keep async writes
+// unsynced), and beyond it a typo ("1000000h") would mean never.
+const (
+	MinFlushInterval = 100 * time.Microsecond
+	MaxFlushInterval = time.Hour
+)
+
+// configSet checks one CONFIG SET parameter and returns the function that
+// applies it, or the error reply. Settable: commit-mode (sync or async) and
+// flush-interval (MinFlushInterval to MaxFlushInterval, a Go duration or a
+// number of milliseconds).
+func (s *Server) configSet(name, value string) (func(), string) {
 	switch name {
 	case "commit-mode":
 		m, err := engine.ParseCommitMode(strings.ToLower(value))
 		if err != nil {
-			return "ERR invalid commit-mode '" + value + "': must be sync or async"
+			return nil, "ERR invalid commit-mode '" + value + "': must be sync or async"
 		}
-		s.store.SetCommitMode(m)
-		s.log.Info("commit mode changed", "mode", m)
+		return func() {
+			s.store.SetCommitMode(m)
+			s.log.Info("commit mode changed", "mode", m)
+		}, ""
 	case "flush-interval":
 		d, err := parseInterval(value)
 		if err != nil {
-			return "ERR invalid flush-interval '" + value + "': " + err.Error()
+			return nil, "ERR invalid flush-interval '" + value + "': " + err.Error()
 		}
-		if err := s.store.SetFlushInterval(d); err != nil {
-			return "ERR " + err.Error()
-		}
-		s.log.Info("flush interval changed", "interval", d)
-	default:
-		return "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
+		return func() {
+			if err := s.store.SetFlushInterval(d); err != nil {
+				s.log.Error("flush interval not changed", "err", err)
+				return
+			}
+			s.log.Info("flush interval changed", "interval", d)
+		}, ""
 	}
-	return ""
+	return nil, "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
 }
 
 // parseInterval parses a Go duration ("10ms") or a bare number of
-// milliseconds ("10").
+// milliseconds ("10") between MinFlushInterval and MaxFlushInterval.
 func parseInterval(v string) (time.Duration, error) {
+	var d time.Duration
 	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if ms <= 0 || ms > int64(time.Hour/time.Millisecond) {
-			return 0, fmt.Errorf("out of range")
+		if ms > int64(MaxFlushInterval/time.Millisecond) {
+			ms = int64(MaxFlushInterval/time.Millisecond) + 1 // out of range, without overflow
 		}
-		return time.Duration(ms) * time.Millisecond, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
+		d = time.Duration(ms) * time.Millisecond
+	} else if d, err = time.ParseDuration(v); err != nil {
 		return 0, fmt.Errorf("want a duration such as 10ms")
 	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be positive")
+	if d < MinFlushInterval || d > MaxFlushInterval {
+		return 0, fmt.Errorf("must be between %v and %v", MinFlushInterval, MaxFlushInterval)
 	}
 	return d, nil
 }

@@ -52,12 +52,14 @@ type pendingWrite struct {
 type writeReply uint8
 
 const (
-	replyOK    writeReply = iota // +OK per request: SET runs, MSET, SET without NX, XX or GET
-	replyPutIf                   // SET NX or XX: +OK if written, else null
-	replyOld                     // SET ... GET: the previous value, or null
-	replyIncr                    // INCR and its kin: the new value, or the op's error
-	replyCount                   // DEL: the number of keys deleted
-	replyCAS                     // CAS, CAD: the key's new mod revision, or REVMISMATCH
+	replyOK      writeReply = iota // +OK per request: SET runs, MSET, SET without NX, XX or GET
+	replyPutIf                     // SET NX or XX: +OK if written, else null
+	replyOld                       // SET ... GET: the previous value, or null
+	replyIncr                      // INCR and its kin, APPEND: the new value or length, or the op's error
+	replyCount                     // DEL: the number of keys deleted
+	replyCAS                       // CAS, CAD: the key's new mod revision, or REVMISMATCH
+	replyApplied                   // SETNX: 1 if the op applied, else 0
+	replyFloat                     // INCRBYFLOAT: the new value, or the op's error
 )
 
 type runResult uint8
@@ -70,7 +72,10 @@ const (
 )
 
 // setRequests hands c the requests of one read.
-func (c *respConn) setRequests(reqs []request) { c.reqs, c.next = reqs, 0 }
+func (c *respConn) setRequests(reqs []request) {
+	c.reqs, c.next = reqs, 0
+	c.lastActive.Store(time.Now().UnixNano())
+}
 
 // runRequests runs c's requests in order until every one ran, c must wait,
 // or *turn requests ran (*turn is decreased by those that did).
@@ -164,6 +169,7 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 // SETs and whether c is parked.
 func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 	n := c.batchSets(d)
+	c.lastCmd.Store(c.s.setCmd)
 	return n, c.submit(pendingWrite{n: n, d: d})
 }
 
@@ -271,13 +277,23 @@ func (c *respConn) writeResult(reply writeReply, n int, res []engine.Result) {
 	case replyOld:
 		c.writeBulkOrNull(res[0].Old, res[0].Old != nil)
 	case replyIncr:
-		if res[0].Err != nil {
+		if errors.Is(res[0].Err, engine.ErrValueTooLarge) { // APPEND
+			c.writeError(respErrStringSize)
+		} else if res[0].Err != nil {
 			c.writeError(respError(res[0].Err))
 		} else {
 			c.writeInt(res[0].Int)
 		}
 	case replyCount:
 		c.writeInt(applied)
+	case replyApplied:
+		c.writeInt(applied)
+	case replyFloat:
+		if res[0].Err != nil {
+			c.writeError(respError(res[0].Err))
+		} else {
+			c.writeBulk(res[0].Value)
+		}
 	case replyCAS:
 		if res[0].Applied {
 			c.writeInt(int64(res[0].ModRevision))
@@ -334,6 +350,7 @@ func (c *respConn) command(args [][]byte) *respCommand {
 		return nil
 	}
 	cmd.requests.Inc()
+	c.lastCmd.Store(cmd)
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
 		c.writeError("ERR wrong number of arguments for '" + cmd.name + "' command")
 		return nil

@@ -91,6 +91,7 @@ const (
 	msgWorker                  // a worker finished a connection's command
 	msgShutdown                // close idle connections, the rest when done
 	msgCloseAll                // close every connection now
+	msgKill                    // close one connection now (CLIENT KILL)
 )
 
 type loopMsg struct {
@@ -384,6 +385,10 @@ func (l *eventLoop) handle(m loopMsg) {
 			if l.idle(c) {
 				l.closeConn(c)
 			}
+		}
+	case msgKill:
+		if c, ok := l.conns[m.c.id]; ok {
+			l.closeConn(c)
 		}
 	case msgCloseAll:
 		l.closing = true

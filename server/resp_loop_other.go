@@ -16,9 +16,13 @@ type msgKind uint8
 const (
 	msgShutdown msgKind = iota
 	msgCloseAll
+	msgKill
 )
 
-type loopMsg struct{ kind msgKind }
+type loopMsg struct {
+	kind msgKind
+	c    *respConn
+}
 
 type eventLoop struct{}
 

@@ -243,7 +243,7 @@ func cmdExec(c *respConn, _ [][]byte) (engine.Durability, writeReply, bool) {
 			panic("server: queued " + q.cmd.name + " failed to compile")
 		}
 		q.ops = c.batch.Len()
-		tb.Append(&c.batch)
+		tb.AppendBatch(&c.batch)
 	}
 	t.running, t.cmds = t.cmds, t.running[:0]
 	t.requires = len(t.watch)

@@ -134,6 +134,10 @@ type Server struct {
 	closing atomic.Bool
 	nextID  atomic.Int64
 
+	// shutdownReq is closed, once, by SHUTDOWN (see ShutdownRequested).
+	shutdownReq  chan struct{}
+	shutdownOnce sync.Once
+
 	// stats for INFO
 	totalConns    atomic.Int64
 	totalCommands atomic.Int64
@@ -212,6 +216,8 @@ func New(store Store, cfg Config) (*Server, error) {
 		listeners: make(map[*net.Listener]struct{}),
 		conns:     make(map[*respConn]struct{}),
 		https:     make(map[*http.Server]struct{}),
+
+		shutdownReq: make(chan struct{}),
 	}
 	s.connsDone = sync.NewCond(&s.mu)
 	s.cmds = s.commandTable()

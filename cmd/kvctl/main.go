@@ -21,9 +21,17 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kvdstore/kvd/client"
+	"github.com/kvdstore/kvd/internal/buildinfo"
 )
 
+// version, if set at build time with -ldflags "-X main.version=...",
+// replaces the module version that buildinfo.Version reports.
+var version string
+
 func main() {
+	// go-redis prints its own line for a failed dial, and others, to
+	// stderr; kvctl reports every error itself.
+	client.SetRedisLogger(nil)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -123,12 +131,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.SetOutput(io.Discard)
 	fs.SetInterspersed(false)
 	cfg.addFlags(fs)
+	showVersion := fs.Bool("version", false, "print kvctl's version (module version, VCS revision and time) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(stdout, mainUsage(fs))
 			return nil
 		}
 		return usagef("%v", err)
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "kvctl", buildinfo.Version(version))
+		return nil
 	}
 	if fs.NArg() == 0 {
 		return usagef("no command given")

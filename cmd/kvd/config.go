@@ -98,7 +98,7 @@ func (c *config) parse(fs *pflag.FlagSet, args []string, lookupEnv func(string) 
 	}
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || f.Name == "version" {
 			return
 		}
 		if v, ok := lookupEnv(envName(f.Name)); ok {
@@ -122,8 +122,9 @@ func (c *config) validate() []error {
 	if _, err := engine.ParseCommitMode(c.commitMode); err != nil {
 		errs = append(errs, fmt.Errorf("--commit-mode must be sync or async, not %q", c.commitMode))
 	}
-	if c.flushInterval <= 0 {
-		errs = append(errs, errors.New("--flush-interval must be positive"))
+	if c.flushInterval < server.MinFlushInterval || c.flushInterval > server.MaxFlushInterval {
+		errs = append(errs, fmt.Errorf("--flush-interval must be between %v and %v, not %v",
+			server.MinFlushInterval, server.MaxFlushInterval, c.flushInterval))
 	}
 	if c.groupCommitDelay < 0 {
 		errs = append(errs, errors.New("--group-commit-delay must not be negative"))

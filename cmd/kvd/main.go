@@ -1,7 +1,8 @@
 // Command kvd is the kvd server: a durable key-value store served over RESP
 // (the Redis protocol) and HTTP/JSON.
 //
-// Run "kvd --help" for the flags. On SIGINT or SIGTERM kvd stops accepting
+// Run "kvd --help" for the flags, "kvd --version" for the version. On
+// SIGINT or SIGTERM, or a client's SHUTDOWN, kvd stops accepting
 // connections, lets in-flight requests finish, flushes and fsyncs the
 // write-ahead log, checkpoints, and exits 0.
 package main
@@ -22,12 +23,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/buildinfo"
 	"github.com/kvdstore/kvd/server"
 	"github.com/kvdstore/kvd/wal"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "devel"
+// version, if set at build time with -ldflags "-X main.version=...",
+// replaces the module version that buildinfo.Version reports.
+var version string
 
 // shutdownTimeout bounds how long in-flight requests may take to finish
 // after a signal before their connections are closed.
@@ -90,12 +93,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.addFlags(fs)
+	showVersion := fs.Bool("version", false, "print kvd's version (module version, VCS revision and time) and exit")
 	if err := cfg.parse(fs, args, os.LookupEnv); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(stdout, usage(fs))
 			return nil
 		}
 		return &usageError{err}
+	}
+	version := buildinfo.Version(version)
+	if *showVersion {
+		fmt.Fprintln(stdout, "kvd", version)
+		return nil
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
@@ -202,6 +211,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "cause", context.Cause(ctx))
+	case <-srv.ShutdownRequested():
+		log.Info("shutting down", "cause", "SHUTDOWN command")
 	case serveErr = <-errc:
 		n--
 		log.Error("server failed; shutting down", "err", serveErr)
