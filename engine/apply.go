@@ -88,6 +88,10 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	before := db.active.bytes
 	for i, v := range vs {
 		b := v.(*Batch)
+		// Read before wrote is stored: from then on the batch is its
+		// writer's again, who may reset it at once.
+		db.active.logBytes += int64(len(b.data))
+		db.memRev = first + uint64(i)
 		if !db.applyFailed {
 			if err := db.applyBatch(first+uint64(i), b); err != nil {
 				// Later batches would be evaluated against a state
@@ -96,12 +100,10 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 				db.setFatal(fmt.Errorf("engine: apply revision %d: %w", first+uint64(i), err))
 			} else {
 				// After the results: WaitWritten reads them once it
-				// sees wrote.
+				// sees wrote. Nothing below touches b.
 				atomic.StoreUint64(&b.wrote, first+uint64(i))
 			}
 		}
-		db.active.logBytes += int64(len(b.data))
-		db.memRev = first + uint64(i)
 	}
 	grown := db.active.bytes - before
 	size, logged := db.active.bytes, db.active.logBytes

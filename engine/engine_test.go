@@ -746,3 +746,37 @@ func copyDir(t testing.TB, from, to string) {
 		t.Fatalf("cp: %v %s", err, out)
 	}
 }
+
+// TestBatchReusedOnceWritten has writers reuse their batch as soon as it
+// is written, as the server's connections do, while other writers' batches
+// are written with theirs by one group-commit leader: the engine must not
+// touch a batch once its writer may have it back (run under -race).
+func TestBatchReusedOnceWritten(t *testing.T) {
+	db := open(t, t.TempDir(), engine.Options{CommitMode: engine.CommitAsync})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b engine.Batch
+			for i := range 300 {
+				b.Reset()
+				b.IncrBy([]byte(fmt.Sprintf("n%d", w)), 1)
+				b.Put([]byte(fmt.Sprintf("k%d-%d", w, i)), []byte("v"))
+				c, err := db.Submit(&b, engine.WriteOptions{})
+				if err == nil {
+					err = c.WaitWritten()
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got := b.Results()[0].Int; got != int64(i+1) {
+					t.Errorf("writer %d: incr %d gave %d", w, i+1, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
