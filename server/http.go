@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -64,8 +67,9 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed
 //	GET    /metrics        Prometheus metrics
 //
-// A key is the rest of the path after /v1/kv/, percent-decoded: it may
-// contain '/'. Write responses carry X-Kvd-Revision and X-Kvd-Durable;
+// A key is the rest of the path after /v1/kv/ exactly as sent, then
+// percent-decoded: it may contain '/', "//", "/./" or "/../", and any byte
+// percent-encoded; no path is cleaned or redirected. Write responses carry X-Kvd-Revision and X-Kvd-Durable;
 // GET (and HEAD) of a key carries X-Kvd-Mod-Revision and
 // X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
 // it writes only if the key's mod revision is N (0: only if the key holds
@@ -88,10 +92,23 @@ func (s *Server) Handler() http.Handler {
 				r.Method + " is not allowed here; allowed: " + allow})
 		}
 	}
-	route("PUT /v1/kv/{key...}", "put", s.handlePut)
-	route("GET /v1/kv/{key...}", "get", s.handleGet)
-	route("DELETE /v1/kv/{key...}", "delete", s.handleDelete)
-	mux.HandleFunc("/v1/kv/{key...}", notAllowed("GET, HEAD, PUT, DELETE"))
+	// /v1/kv/{key} is routed by hand, on the path as sent: ServeMux
+	// cleans paths ("a//b" to "a/b", "/./" and "/../" removed) and
+	// redirects to the clean one, which would store such keys under
+	// another key.
+	keyHandlers := map[string]http.HandlerFunc{}
+	keyRoute := func(method, name string, h http.HandlerFunc) {
+		c := s.metrics.requests.WithLabelValues("http", name)
+		keyHandlers[method] = func(w http.ResponseWriter, r *http.Request) {
+			c.Inc()
+			h(w, r)
+		}
+	}
+	keyRoute(http.MethodPut, "put", s.handlePut)
+	keyRoute(http.MethodGet, "get", s.handleGet)
+	keyRoute(http.MethodHead, "get", s.handleGet)
+	keyRoute(http.MethodDelete, "delete", s.handleDelete)
+	keyNotAllowed := notAllowed("GET, HEAD, PUT, DELETE")
 	route("GET /v1/kv", "list", s.handleList)
 	mux.HandleFunc("/v1/kv", notAllowed("GET, HEAD"))
 	route("POST /v1/sync", "sync", s.handleSync)
@@ -103,11 +120,32 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Pprof {
 		mux.Handle("/debug/pprof/", PprofHandler())
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, &httpError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, &httpError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.EscapedPath()})
+	}
+	mux.HandleFunc("/", notFound)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {
+			h := keyHandlers[r.Method]
+			if h == nil {
+				h = keyNotAllowed
+			}
+			h(w, r)
+			return
+		}
+		if p := r.URL.Path; p != "/" && path.Clean(p) != strings.TrimSuffix(p, "/") {
+			// ServeMux would redirect to the clean path: no endpoint
+			// has such a path.
+			notFound(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
 }
+
+// keyPathPrefix starts the path of a key's endpoint: the rest of the path,
+// percent-decoded, is the key.
+const keyPathPrefix = "/v1/kv/"
 
 // PprofHandler serves net/http/pprof under /debug/pprof/, for a separate
 // listener.
@@ -164,7 +202,12 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 // pathKey returns the key of a /v1/kv/{key...} request, checked against
 // the limits.
 func (s *Server) pathKey(r *http.Request) ([]byte, error) {
-	key := r.PathValue("key")
+	// EscapedPath is the path as the client sent it, when that is a valid
+	// encoding of r.URL.Path (net/http refused the request otherwise).
+	key, err := url.PathUnescape(strings.TrimPrefix(r.URL.EscapedPath(), keyPathPrefix))
+	if err != nil {
+		return nil, badRequest("bad percent-encoding in the key: %v", err)
+	}
 	switch {
 	case key == "":
 		return nil, engine.ErrEmptyKey
