@@ -40,6 +40,7 @@ type config struct {
 	logLevel           string
 	logFormat          string
 	pprof              string
+	shutdownTimeout    time.Duration
 }
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
@@ -77,6 +78,8 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.pprof, "pprof", "",
 		"serve net/http/pprof: on the HTTP listener with --pprof alone, or on the given address")
 	fs.Lookup("pprof").NoOptDefVal = pprofOnHTTP
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second,
+		"on SIGINT or SIGTERM, how long in-flight requests may take to finish before their connections are closed")
 	fs.VisitAll(func(f *pflag.Flag) {
 		f.Usage += " (env " + envName(f.Name) + ")"
 	})
@@ -161,6 +164,9 @@ func (c *config) validate() []error {
 	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
 		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
 	}
+	if c.shutdownTimeout < 0 {
+		errs = append(errs, errors.New("--shutdown-timeout must not be negative"))
+	}
 	if c.pprof == pprofOnHTTP && c.httpListen == "" {
 		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))
 	}
@@ -231,8 +237,9 @@ less memory and more CPU.
 
 On startup kvd logs one line with the message "kvd listening" and the
 addresses it listens on, as resp=HOST:PORT http=HOST:PORT (http=off when
-disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish,
-the log is fsynced and checkpointed, and kvd exits 0.
+disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish
+(connections still open after --shutdown-timeout are closed), the log is
+fsynced and checkpointed, and kvd exits 0.
 
 Flags:
 ` + fs.FlagUsagesWrapped(100) + `
