@@ -89,6 +89,7 @@ func (s *Server) removeConn(c *respConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.conns[c]; ok {
+		s.cursors.drop(c.id)
 		delete(s.conns, c)
 		s.metrics.clients.Dec()
 		s.connsDone.Broadcast()

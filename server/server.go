@@ -210,7 +210,7 @@ func New(store Store, cfg Config) (*Server, error) {
 		log:       log,
 		metrics:   m,
 		started:   time.Now(),
-		cursors:   newCursorTable(maxCursors, maxCursorBytes),
+		cursors:   newCursorTable(maxCursors, maxCursorBytes, maxConnCursors, maxConnCursorBytes),
 		listeners: make(map[*net.Listener]struct{}),
 		conns:     make(map[*respConn]struct{}),
 		https:     make(map[*http.Server]struct{}),
