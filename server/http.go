@@ -22,8 +22,9 @@ import (
 
 // HTTP API limits for GET /v1/kv.
 const (
-	defaultListLimit = 100
-	maxListLimit     = 10000
+	initialBodyBuffer = 64 << 10
+	defaultListLimit  = 100
+	maxListLimit      = 10000
 )
 
 // ServeHTTPAPI serves the HTTP/JSON API (and /metrics, /healthz, and
@@ -32,10 +33,12 @@ const (
 func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.cfg.HTTPReadHeaderTimeout,
+		IdleTimeout:       s.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	ln = newLimitListener(ln, s.cfg.HTTPMaxConns)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -125,6 +128,12 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.HandleFunc("/", notFound)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut && r.Body != http.NoBody {
+			// Only PUT reads a body. net/http reads what is left of
+			// another's after the handler (to reuse the connection):
+			// that too must not drip for ever.
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.HTTPReadHeaderTimeout))
+		}
 		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {
 			h := keyHandlers[r.Method]
 			if h == nil {
@@ -282,17 +291,28 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, engine.ErrValueTooLarge)
 		return
 	}
+	// The buffer grows with what arrives, not with what the client
+	// declares: slow clients that declare large bodies hold only what
+	// they sent.
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, initialBodyBuffer)))
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+	body := newMinRateReader(w, http.MaxBytesReader(w, r.Body, limit), int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow)
+	_, err = buf.ReadFrom(body)
+	body.done()
+	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			s.fail(w, engine.ErrValueTooLarge)
-			return
+		case errors.Is(err, errBodyTooSlow):
+			w.Header().Set("Connection", "close")
+			s.fail(w, &httpError{http.StatusRequestTimeout, codeBodyTooSlow, fmt.Sprintf(
+				"the request body came slower than %d bytes/s over %v", s.cfg.HTTPMinRate, s.cfg.HTTPRateWindow)})
+		default:
+			s.fail(w, badRequest("reading the body: %v", err))
 		}
-		s.fail(w, badRequest("reading the body: %v", err))
 		return
 	}
 	var b engine.Batch
@@ -346,7 +366,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(e.Value)))
 	h.Set("X-Kvd-Mod-Revision", strconv.FormatUint(e.ModRevision, 10))
 	h.Set("X-Kvd-Create-Revision", strconv.FormatUint(e.CreateRevision, 10))
-	w.Write(e.Value)
+	if r.Method == http.MethodHead {
+		return
+	}
+	newMinRateWriter(w, int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow).Write(e.Value)
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {

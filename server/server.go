@@ -103,6 +103,22 @@ type Config struct {
 	// never wait for another client's fsync, at a higher cost per request
 	// (the default, and only choice, elsewhere).
 	RESPIO string
+	// HTTPMaxConns bounds the number of open HTTP connections (default
+	// 4096). Past it the listener accepts no more until one closes; new
+	// connections wait in the kernel's backlog.
+	HTTPMaxConns int
+	// HTTPReadHeaderTimeout bounds the time to read a request's line and
+	// headers (default 10s); HTTPIdleTimeout the time a keep-alive
+	// connection waits for its next request (default 2m).
+	HTTPReadHeaderTimeout time.Duration
+	HTTPIdleTimeout       time.Duration
+	// HTTPMinRate is the slowest, in bytes per second, a client may send a
+	// request body or read a response (default 1024; negative disables),
+	// measured over each HTTPRateWindow (default 10s): a client that moves
+	// fewer than HTTPMinRate*HTTPRateWindow bytes in a window is cut off;
+	// a body that comes too slowly gets 408 body_too_slow.
+	HTTPMinRate    int
+	HTTPRateWindow time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
@@ -118,7 +134,13 @@ const (
 	DefaultMaxKeySize   = engine.MaxKeyLimit
 	DefaultMaxValueSize = 16 << 20
 	DefaultMaxClients   = 10000
-	defaultMaxRequest   = 64 << 20
+
+	DefaultHTTPMaxConns          = 4096
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+	DefaultHTTPIdleTimeout       = 2 * time.Minute
+	DefaultHTTPMinRate           = 1024
+	DefaultHTTPRateWindow        = 10 * time.Second
+	defaultMaxRequest            = 64 << 20
 )
 
 // Server serves a Store over RESP and HTTP. Its methods are safe for
@@ -173,6 +195,25 @@ func New(store Store, cfg Config) (*Server, error) {
 	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
 	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
 	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
+	cfg.HTTPMaxConns = check("HTTPMaxConns", cfg.HTTPMaxConns, DefaultHTTPMaxConns)
+	checkDur := func(name string, v, def time.Duration) time.Duration {
+		switch {
+		case v < 0:
+			errs = append(errs, fmt.Errorf("server: %s must not be negative (got %v)", name, v))
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	cfg.HTTPReadHeaderTimeout = checkDur("HTTPReadHeaderTimeout", cfg.HTTPReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
+	cfg.HTTPIdleTimeout = checkDur("HTTPIdleTimeout", cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	cfg.HTTPRateWindow = checkDur("HTTPRateWindow", cfg.HTTPRateWindow, DefaultHTTPRateWindow)
+	switch {
+	case cfg.HTTPMinRate == 0:
+		cfg.HTTPMinRate = DefaultHTTPMinRate
+	case cfg.HTTPMinRate < 0:
+		cfg.HTTPMinRate = 0 // disabled
+	}
 	minRequest := cfg.MaxKeySize + cfg.MaxValueSize + 1<<20
 	cfg.MaxRequestSize = check("MaxRequestSize", cfg.MaxRequestSize, max(defaultMaxRequest, minRequest))
 	if cfg.MaxRequestSize < minRequest && len(errs) == 0 {

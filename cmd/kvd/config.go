@@ -41,6 +41,12 @@ type config struct {
 	logFormat          string
 	pprof              string
 	shutdownTimeout    time.Duration
+
+	httpMaxConns          int
+	httpReadHeaderTimeout time.Duration
+	httpIdleTimeout       time.Duration
+	httpMinRate           byteSize
+	httpRateWindow        time.Duration
 }
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
@@ -71,6 +77,17 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 		"checkpoint early once this much log was written since the last checkpoint (bounds the replay after a crash)")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
+	fs.IntVar(&c.httpMaxConns, "http-max-conns", server.DefaultHTTPMaxConns,
+		"most HTTP connections at once; more wait in the listen backlog until one closes")
+	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", server.DefaultHTTPReadHeaderTimeout,
+		"time allowed to read an HTTP request's headers")
+	fs.DurationVar(&c.httpIdleTimeout, "http-idle-timeout", server.DefaultHTTPIdleTimeout,
+		"how long an idle keep-alive HTTP connection stays open")
+	c.httpMinRate = server.DefaultHTTPMinRate
+	fs.Var(&c.httpMinRate, "http-min-rate",
+		"slowest an HTTP client may send a body or read a response, in bytes per second over each --http-rate-window (0: no minimum)")
+	fs.DurationVar(&c.httpRateWindow, "http-rate-window", server.DefaultHTTPRateWindow,
+		"the window --http-min-rate is measured over")
 	fs.StringVar(&c.respIO, "resp-io", "",
 		"how RESP connections are served: loop (one epoll event loop; the default on Linux) or goroutines (one per connection)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -164,6 +181,12 @@ func (c *config) validate() []error {
 	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
 		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
 	}
+	if c.httpMaxConns < 1 {
+		errs = append(errs, errors.New("--http-max-conns must be at least 1"))
+	}
+	if c.httpReadHeaderTimeout <= 0 || c.httpIdleTimeout <= 0 || c.httpRateWindow <= 0 {
+		errs = append(errs, errors.New("--http-read-header-timeout, --http-idle-timeout and --http-rate-window must be positive"))
+	}
 	if c.shutdownTimeout < 0 {
 		errs = append(errs, errors.New("--shutdown-timeout must not be negative"))
 	}
@@ -215,6 +238,15 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 // preallocate maps --wal-preallocate, where 0 disables, to
 // engine.Options.Preallocate, where 0 is the default.
 func preallocate(b byteSize) int {
+	if b == 0 {
+		return -1
+	}
+	return int(b)
+}
+
+// httpMinRate maps --http-min-rate, where 0 disables, to
+// server.Config.HTTPMinRate, where 0 is the default.
+func httpMinRate(b byteSize) int {
 	if b == 0 {
 		return -1
 	}

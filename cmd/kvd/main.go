@@ -114,11 +114,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxKeySize:   opts.MaxKeySize,
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
-		RESPIO:       cfg.respIO,
-		Pprof:        cfg.pprof == pprofOnHTTP,
-		Version:      version,
-		Metrics:      metrics,
-		Logger:       log,
+
+		HTTPMaxConns:          cfg.httpMaxConns,
+		HTTPReadHeaderTimeout: cfg.httpReadHeaderTimeout,
+		HTTPIdleTimeout:       cfg.httpIdleTimeout,
+		HTTPMinRate:           httpMinRate(cfg.httpMinRate),
+		HTTPRateWindow:        cfg.httpRateWindow,
+		RESPIO:                cfg.respIO,
+		Pprof:                 cfg.pprof == pprofOnHTTP,
+		Version:               version,
+		Metrics:               metrics,
+		Logger:                log,
 	})
 	if err != nil {
 		return err
