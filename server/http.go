@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -422,20 +424,34 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	s.writeWritten(w, c.Revision(), &deleted)
 }
 
-// listItem is one pair of GET /v1/kv. A key that is not valid UTF-8 comes
-// as key_base64 instead of key.
-type listItem struct {
-	Key       string `json:"key,omitempty"`
-	KeyBase64 []byte `json:"key_base64,omitempty"`
-	Value     any    `json:"value"`
-	Size      int    `json:"size"`
-}
+// GET /v1/kv answers
+//
+//	{"items":[{"key":"a","value":"...","size":3},...],"more":false}
+//
+// A key that is not valid UTF-8 comes as key_base64 instead of key; with
+// values=none an item has only its key. A page ends after limit items or
+// once its keys and values pass listPageBytes, whichever comes first (it
+// always holds at least one item); "more" is true when more keys follow:
+// continue with after=<the last key>. The reply is streamed as it is
+// encoded, one value in memory at a time, so a page of large values costs
+// the server one value, not the page. Values are read one key at a time, so
+// a page is not one snapshot: a key written meanwhile may show its old or
+// new value, a key deleted meanwhile is left out. A store error after the
+// first item ends the reply early, as not valid JSON.
+const (
+	listPageBytes = 4 << 20
+	listScanBatch = 256      // keys read per scan of the store
+	listChunk     = 64 << 10 // bytes of a value escaped at a time (values=text)
+	listBuffer    = 64 << 10 // reply bytes buffered before a write
+)
 
-type listResult struct {
-	Items []listItem `json:"items"`
-	// More is true when more keys follow; continue with after=<last key>.
-	More bool `json:"more"`
-}
+type listMode uint8
+
+const (
+	listBase64 listMode = iota
+	listText
+	listKeysOnly
+)
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -448,16 +464,18 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	text := false
+	var mode listMode
 	switch v := q.Get("values"); v {
 	case "", "base64":
 	case "text":
-		text = true
+		mode = listText
+	case "none":
+		mode = listKeysOnly
 	default:
-		s.fail(w, badRequest("values must be base64 or text, not %q", v))
+		s.fail(w, badRequest("values must be base64, text or none, not %q", v))
 		return
 	}
-	opts := engine.ScanOptions{Limit: limit + 1}
+	opts := engine.ScanOptions{Limit: listScanBatch, KeysOnly: true}
 	if p := q.Get("prefix"); p != "" {
 		opts.Prefix = []byte(p)
 	}
@@ -467,30 +485,106 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if opts.Prefix != nil && bytes.Compare(opts.Start, opts.Prefix) < 0 {
 		opts.Start = opts.Prefix
 	}
-	kvs, err := s.store.Scan(opts)
+	keys, err := s.store.Scan(opts)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	res := listResult{Items: make([]listItem, 0, min(len(kvs), limit))}
-	if len(kvs) > limit {
-		kvs, res.More = kvs[:limit], true
-	}
-	for _, kv := range kvs {
-		it := listItem{Size: len(kv.Value)}
-		if utf8.Valid(kv.Key) {
-			it.Key = string(kv.Key)
-		} else {
-			it.KeyBase64 = kv.Key
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(newMinRateWriter(w, int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow), listBuffer)
+	bw.WriteString(`{"items":[`)
+	items, size, more := 0, 0, false
+page:
+	for {
+		for _, kv := range keys {
+			if items == limit || size >= listPageBytes {
+				more = true
+				break page
+			}
+			var value []byte
+			if mode != listKeysOnly {
+				value, err = s.store.Get(kv.Key)
+				if errors.Is(err, engine.ErrNotFound) {
+					continue // deleted since the scan
+				}
+				if err != nil {
+					s.log.Warn("http list failed mid-reply", "err", err)
+					panic(http.ErrAbortHandler)
+				}
+			}
+			if items > 0 {
+				bw.WriteByte(',')
+			}
+			writeListItem(bw, kv.Key, value, mode)
+			items++
+			size += len(kv.Key) + len(value)
+			if _, err := bw.Write(nil); err != nil {
+				return // the client is gone or too slow
+			}
 		}
-		if text {
-			it.Value = string(kv.Value)
-		} else {
-			it.Value = kv.Value
+		if len(keys) < listScanBatch {
+			break
 		}
-		res.Items = append(res.Items, it)
+		opts.Start = append(bytes.Clone(keys[len(keys)-1].Key), 0)
+		if keys, err = s.store.Scan(opts); err != nil {
+			s.log.Warn("http list failed mid-reply", "err", err)
+			panic(http.ErrAbortHandler)
+		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	bw.WriteString(`],"more":`)
+	bw.WriteString(strconv.FormatBool(more))
+	bw.WriteString("}\n")
+	bw.Flush()
+}
+
+// writeListItem writes one item of a GET /v1/kv reply, encoding the value
+// as it goes.
+func writeListItem(bw *bufio.Writer, key, value []byte, mode listMode) {
+	if utf8.Valid(key) {
+		bw.WriteString(`{"key":`)
+		writeJSONString(bw, key)
+	} else {
+		bw.WriteString(`{"key_base64":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, bw)
+		enc.Write(key)
+		enc.Close()
+		bw.WriteByte('"')
+	}
+	switch mode {
+	case listKeysOnly:
+		bw.WriteByte('}')
+		return
+	case listText:
+		bw.WriteString(`,"value":`)
+		writeJSONString(bw, value)
+	default:
+		bw.WriteString(`,"value":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, bw)
+		enc.Write(value)
+		enc.Close()
+		bw.WriteByte('"')
+	}
+	bw.WriteString(`,"size":`)
+	bw.WriteString(strconv.Itoa(len(value)))
+	bw.WriteByte('}')
+}
+
+// writeJSONString writes b as a JSON string, as encoding/json would (bytes
+// that are not UTF-8 become U+FFFD), a chunk at a time: a large value
+// costs no copy of its size.
+func writeJSONString(bw *bufio.Writer, b []byte) {
+	bw.WriteByte('"')
+	for len(b) > 0 {
+		n := min(len(b), listChunk)
+		for i := 1; i < utf8.UTFMax && n < len(b) && !utf8.RuneStart(b[n]); i++ {
+			n-- // end the chunk on a character boundary
+		}
+		q, _ := json.Marshal(string(b[:n]))
+		bw.Write(q[1 : len(q)-1])
+		b = b[n:]
+	}
+	bw.WriteByte('"')
 }
 
 func (s *Server) handleSync(w http.ResponseWriter, _ *http.Request) {
