@@ -65,6 +65,11 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 		}
 	}
 }
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
@@ -90,6 +95,7 @@ func (s *Server) removeConn(c *respConn) {
 	defer s.mu.Unlock()
 	if _, ok := s.conns[c]; ok {
 		s.cursors.drop(c.id)
+		c.parser.release()
 		delete(s.conns, c)
 		s.metrics.clients.Dec()
 		s.connsDone.Broadcast()
@@ -157,6 +163,7 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		laddr:  nc.LocalAddr().String(),
 		parser: newRESPParser(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize), s.cfg.MaxRequestSize),
 	}
+	c.parser.budget = s.pending
 	c.writeValue = func(_ int, v []byte, found bool) { c.writeBulkOrNull(v, found) }
 	return c
 }

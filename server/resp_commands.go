@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -337,6 +338,9 @@ func cmdInfo(c *respConn, args [][]byte) {
 	section("clients", func() {
 		field("connected_clients", s.Clients())
 		field("maxclients", s.cfg.MaxClients)
+		// Bytes held for requests not yet complete, against their
+		// budget (Config.RESPPendingBytes).
+		field("pending_request_bytes", s.pending.used.Load())
 	})
 	section("memory", func() {
 		m := readMemoryStats()
@@ -432,6 +436,7 @@ func (s *Server) configParams() [][2]string {
 		{"max-value-size", strconv.Itoa(s.cfg.MaxValueSize)},
 		{"max-key-size", strconv.Itoa(s.cfg.MaxKeySize)},
 		{"maxclients", strconv.Itoa(s.cfg.MaxClients)},
+		{"timeout", strconv.FormatInt(s.idleTimeout.Load()/int64(time.Second), 10)},
 		{"proto-max-bulk-len", strconv.Itoa(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize))},
 		{"databases", "1"},
 		{"save", ""},
@@ -496,6 +501,14 @@ func (s *Server) configSet(name, value string) string {
 			return "ERR " + err.Error()
 		}
 		s.log.Info("flush interval changed", "interval", d)
+	case "timeout":
+		// Seconds, as in Redis; 0 turns the idle timeout off.
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/int64(time.Second) {
+			return "ERR invalid timeout '" + value + "': must be a number of seconds, 0 for none"
+		}
+		s.idleTimeout.Store(n * int64(time.Second))
+		s.log.Info("resp idle timeout changed", "timeout", time.Duration(n)*time.Second)
 	default:
 		return "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"
 	}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -91,6 +92,21 @@ type Config struct {
 	// A connection over the limit gets "-ERR max number of clients reached"
 	// and is closed, as Redis does.
 	MaxClients int
+	// RESPIdleTimeout closes a RESP connection that sent nothing and was
+	// sent nothing for this long, as Redis's "timeout" does (CONFIG SET
+	// timeout changes it at run time). Zero, the default as in Redis,
+	// keeps idle connections open: connection pools hold them.
+	RESPIdleTimeout time.Duration
+	// RESPPendingBytes bounds the memory all RESP connections together
+	// hold for requests not yet complete: a value being sent, a pipeline
+	// cut mid-request (default 256 MiB, 16 values of the largest size;
+	// negative: no bound). A connection whose partial request would pass
+	// it is refused: it gets "-ERR incomplete requests hold too much
+	// memory..." and is closed. It is the newcomer that is refused, not
+	// the connections holding the budget, whose requests may be nearly
+	// done; RESPIdleTimeout and the client's own timeouts free it from
+	// clients that stall.
+	RESPPendingBytes int
 	// RESPIO chooses how RESP connections are served: "loop" (the default
 	// on Linux) multiplexes them all on one event-loop goroutine over
 	// epoll, so that unpipelined requests need no goroutine wake-ups and
@@ -135,6 +151,8 @@ const (
 	DefaultMaxValueSize = 16 << 20
 	DefaultMaxClients   = 10000
 
+	DefaultRESPPendingBytes = 256 << 20
+
 	DefaultHTTPMaxConns          = 4096
 	DefaultHTTPReadHeaderTimeout = 10 * time.Second
 	DefaultHTTPIdleTimeout       = 2 * time.Minute
@@ -154,6 +172,10 @@ type Server struct {
 	cmds    map[string]*respCommand
 	setCmd  *respCommand // cmds["set"], counted once per batch of plain SETs
 	cursors *cursorTable
+	pending *pendingBudget
+	// idleTimeout is RESPIdleTimeout, in nanoseconds, as CONFIG SET
+	// timeout last set it.
+	idleTimeout atomic.Int64
 
 	closing atomic.Bool
 	nextID  atomic.Int64
@@ -195,6 +217,15 @@ func New(store Store, cfg Config) (*Server, error) {
 	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
 	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
 	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
+	if cfg.RESPIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("server: RESPIdleTimeout must not be negative (got %v)", cfg.RESPIdleTimeout))
+	}
+	switch {
+	case cfg.RESPPendingBytes == 0:
+		cfg.RESPPendingBytes = DefaultRESPPendingBytes
+	case cfg.RESPPendingBytes < 0:
+		cfg.RESPPendingBytes = math.MaxInt
+	}
 	cfg.HTTPMaxConns = check("HTTPMaxConns", cfg.HTTPMaxConns, DefaultHTTPMaxConns)
 	checkDur := func(name string, v, def time.Duration) time.Duration {
 		switch {
@@ -256,6 +287,8 @@ func New(store Store, cfg Config) (*Server, error) {
 		conns:     make(map[*respConn]struct{}),
 		https:     make(map[*http.Server]struct{}),
 	}
+	s.pending = &pendingBudget{limit: int64(cfg.RESPPendingBytes)}
+	s.idleTimeout.Store(int64(cfg.RESPIdleTimeout))
 	s.connsDone = sync.NewCond(&s.mu)
 	s.cmds = s.commandTable()
 	s.setCmd = s.cmds["set"]

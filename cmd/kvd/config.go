@@ -42,6 +42,8 @@ type config struct {
 	pprof              string
 	shutdownTimeout    time.Duration
 
+	respIdleTimeout       time.Duration
+	respPendingBytes      byteSize
 	httpMaxConns          int
 	httpReadHeaderTimeout time.Duration
 	httpIdleTimeout       time.Duration
@@ -77,6 +79,11 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 		"checkpoint early once this much log was written since the last checkpoint (bounds the replay after a crash)")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
+	fs.DurationVar(&c.respIdleTimeout, "resp-idle-timeout", 0,
+		"close a RESP connection idle this long, as Redis's timeout (0: never; CONFIG SET timeout changes it)")
+	c.respPendingBytes = server.DefaultRESPPendingBytes
+	fs.Var(&c.respPendingBytes, "resp-pending-bytes",
+		"most memory all RESP connections together may hold for requests not yet complete; a client past it is refused")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", server.DefaultHTTPMaxConns,
 		"most HTTP connections at once; more wait in the listen backlog until one closes")
 	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", server.DefaultHTTPReadHeaderTimeout,
@@ -180,6 +187,12 @@ func (c *config) validate() []error {
 	}
 	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
 		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
+	}
+	if c.respIdleTimeout < 0 {
+		errs = append(errs, errors.New("--resp-idle-timeout must not be negative"))
+	}
+	if c.respPendingBytes < 1<<20 {
+		errs = append(errs, errors.New("--resp-pending-bytes must be at least 1MiB"))
 	}
 	if c.httpMaxConns < 1 {
 		errs = append(errs, errors.New("--http-max-conns must be at least 1"))

@@ -115,6 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
 
+		RESPIdleTimeout:       cfg.respIdleTimeout,
+		RESPPendingBytes:      int(cfg.respPendingBytes),
 		HTTPMaxConns:          cfg.httpMaxConns,
 		HTTPReadHeaderTimeout: cfg.httpReadHeaderTimeout,
 		HTTPIdleTimeout:       cfg.httpIdleTimeout,
