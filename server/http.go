@@ -24,7 +24,7 @@ import (
 
 // HTTP API limits for GET /v1/kv.
 const (
-	initialBodyBuffer = 64 << 10
+	initialBodyBuffer = 4 << 10
 	defaultListLimit  = 100
 	maxListLimit      = 10000
 )

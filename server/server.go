@@ -99,7 +99,7 @@ type Config struct {
 	RESPIdleTimeout time.Duration
 	// RESPPendingBytes bounds the memory all RESP connections together
 	// hold for requests not yet complete: a value being sent, a pipeline
-	// cut mid-request (default 256 MiB, 16 values of the largest size;
+	// cut mid-request (default 128 MiB, 8 values of the largest size;
 	// negative: no bound). A connection whose partial request would pass
 	// it is refused: it gets "-ERR incomplete requests hold too much
 	// memory..." and is closed. It is the newcomer that is refused, not
@@ -151,7 +151,7 @@ const (
 	DefaultMaxValueSize = 16 << 20
 	DefaultMaxClients   = 10000
 
-	DefaultRESPPendingBytes = 256 << 20
+	DefaultRESPPendingBytes = 128 << 20
 
 	DefaultHTTPMaxConns          = 4096
 	DefaultHTTPReadHeaderTimeout = 10 * time.Second
