@@ -47,6 +47,7 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 		{"no host", "GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request"},
 		{"huge headers", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 200<<10) + "\r\n\r\n",
 			431, "header_too_large"},
+		{"http version", "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported"},
 		{"unsupported encoding", "PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
