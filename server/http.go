@@ -66,7 +66,7 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N
 //	GET    /v1/kv/{key}    raw body; 404 if missing
 //	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
-//	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
+//	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64|none (see listPageBytes)
 //	POST   /v1/sync        durability barrier
 //	GET    /v1/status      JSON status
 //	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed

@@ -145,3 +145,28 @@ func TestHTTPMaxConns(t *testing.T) {
 		t.Fatalf("third connection after one closed: %v", err)
 	}
 }
+
+// TestHTTPSlowReader checks that a client reading a response slower than
+// the minimum rate is cut off rather than holding the handler for ever.
+func TestHTTPSlowReader(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: server.Config{HTTPMinRate: 1000, HTTPRateWindow: time.Second}})
+	const size = 16 << 20
+	if res := doHTTP(t, "PUT", "http://"+ts.httpAddr+"/v1/kv/big", strings.NewReader(strings.Repeat("b", size)), nil); res.status != 200 {
+		t.Fatalf("PUT: %d %s", res.status, res.body)
+	}
+	nc, err := net.Dial("tcp", ts.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(3 * time.Second) // a client that reads nothing for 3s: the server gives up after 1s
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, nc)
+	if n >= size {
+		t.Errorf("read %d bytes (err %v): the whole value reached a client that read nothing for 3s", n, err)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("after %d bytes the connection is still open: %v", n, err)
+	}
+}

@@ -124,8 +124,10 @@ type Config struct {
 	// connections wait in the kernel's backlog.
 	HTTPMaxConns int
 	// HTTPReadHeaderTimeout bounds the time to read a request's line and
-	// headers (default 10s); HTTPIdleTimeout the time a keep-alive
-	// connection waits for its next request (default 2m).
+	// headers (default 10s), and for a request other than PUT, whose body
+	// no handler reads, the time to receive the rest of it as well;
+	// HTTPIdleTimeout the time a keep-alive connection waits for its next
+	// request (default 2m).
 	HTTPReadHeaderTimeout time.Duration
 	HTTPIdleTimeout       time.Duration
 	// HTTPMinRate is the slowest, in bytes per second, a client may send a
