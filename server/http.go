@@ -74,9 +74,9 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //
 // A key is the rest of the path after /v1/kv/ exactly as sent, then
 // percent-decoded: it may contain '/', "//", "/./" or "/../", and any byte
-// percent-encoded; no path is cleaned or redirected. Write responses carry X-Kvd-Revision and X-Kvd-Durable;
-// GET (and HEAD) of a key carries X-Kvd-Mod-Revision and
-// X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
+// percent-encoded; no path is cleaned or redirected. Write responses carry
+// X-Kvd-Revision and X-Kvd-Durable; GET (and HEAD) of a key carries
+// X-Kvd-Mod-Revision and X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
 // it writes only if the key's mod revision is N (0: only if the key holds
 // no value), checked when the store applies it; otherwise it answers 409
 // revision_mismatch with the key's current mod revision in the error's
