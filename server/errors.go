@@ -100,6 +100,11 @@ const (
 	codeRevisionMismatch = "revision_mismatch"
 	codeInternal         = "internal"
 	codeCorrupt          = "corrupt"
+	// Refusals of requests net/http or the connection limits cut off.
+	codeBodyTooSlow         = "body_too_slow"
+	codeHeaderTooLarge      = "header_too_large"
+	codeNotImplemented      = "not_implemented"
+	codeVersionNotSupported = "http_version_not_supported"
 )
 
 // httpError is an HTTP API error: a status, a stable code and a message.

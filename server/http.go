@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,8 +24,9 @@ import (
 
 // HTTP API limits for GET /v1/kv.
 const (
-	defaultListLimit = 100
-	maxListLimit     = 10000
+	initialBodyBuffer = 4 << 10
+	defaultListLimit  = 100
+	maxListLimit      = 10000
 )
 
 // ServeHTTPAPI serves the HTTP/JSON API (and /metrics, /healthz, and
@@ -29,10 +35,12 @@ const (
 func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.cfg.HTTPReadHeaderTimeout,
+		IdleTimeout:       s.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	ln = newLimitListener(ln, s.cfg.HTTPMaxConns)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -58,16 +66,17 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N
 //	GET    /v1/kv/{key}    raw body; 404 if missing
 //	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
-//	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
+//	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64|none (see listPageBytes)
 //	POST   /v1/sync        durability barrier
 //	GET    /v1/status      JSON status
 //	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed
 //	GET    /metrics        Prometheus metrics
 //
-// A key is the rest of the path after /v1/kv/, percent-decoded: it may
-// contain '/'. Write responses carry X-Kvd-Revision and X-Kvd-Durable;
-// GET (and HEAD) of a key carries X-Kvd-Mod-Revision and
-// X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
+// A key is the rest of the path after /v1/kv/ exactly as sent, then
+// percent-decoded: it may contain '/', "//", "/./" or "/../", and any byte
+// percent-encoded; no path is cleaned or redirected. Write responses carry
+// X-Kvd-Revision and X-Kvd-Durable; GET (and HEAD) of a key carries
+// X-Kvd-Mod-Revision and X-Kvd-Create-Revision. With ?cas=N a PUT or DELETE is a compare-and-set:
 // it writes only if the key's mod revision is N (0: only if the key holds
 // no value), checked when the store applies it; otherwise it answers 409
 // revision_mismatch with the key's current mod revision in the error's
@@ -88,10 +97,23 @@ func (s *Server) Handler() http.Handler {
 				r.Method + " is not allowed here; allowed: " + allow})
 		}
 	}
-	route("PUT /v1/kv/{key...}", "put", s.handlePut)
-	route("GET /v1/kv/{key...}", "get", s.handleGet)
-	route("DELETE /v1/kv/{key...}", "delete", s.handleDelete)
-	mux.HandleFunc("/v1/kv/{key...}", notAllowed("GET, HEAD, PUT, DELETE"))
+	// /v1/kv/{key} is routed by hand, on the path as sent: ServeMux
+	// cleans paths ("a//b" to "a/b", "/./" and "/../" removed) and
+	// redirects to the clean one, which would store such keys under
+	// another key.
+	keyHandlers := map[string]http.HandlerFunc{}
+	keyRoute := func(method, name string, h http.HandlerFunc) {
+		c := s.metrics.requests.WithLabelValues("http", name)
+		keyHandlers[method] = func(w http.ResponseWriter, r *http.Request) {
+			c.Inc()
+			h(w, r)
+		}
+	}
+	keyRoute(http.MethodPut, "put", s.handlePut)
+	keyRoute(http.MethodGet, "get", s.handleGet)
+	keyRoute(http.MethodHead, "get", s.handleGet)
+	keyRoute(http.MethodDelete, "delete", s.handleDelete)
+	keyNotAllowed := notAllowed("GET, HEAD, PUT, DELETE")
 	route("GET /v1/kv", "list", s.handleList)
 	mux.HandleFunc("/v1/kv", notAllowed("GET, HEAD"))
 	route("POST /v1/sync", "sync", s.handleSync)
@@ -103,11 +125,38 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Pprof {
 		mux.Handle("/debug/pprof/", PprofHandler())
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, &httpError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, &httpError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.EscapedPath()})
+	}
+	mux.HandleFunc("/", notFound)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut && r.Body != http.NoBody {
+			// Only PUT reads a body. net/http reads what is left of
+			// another's after the handler (to reuse the connection):
+			// that too must not drip for ever.
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.HTTPReadHeaderTimeout))
+		}
+		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {
+			h := keyHandlers[r.Method]
+			if h == nil {
+				h = keyNotAllowed
+			}
+			h(w, r)
+			return
+		}
+		if p := r.URL.Path; p != "/" && path.Clean(p) != strings.TrimSuffix(p, "/") {
+			// ServeMux would redirect to the clean path: no endpoint
+			// has such a path.
+			notFound(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
 }
+
+// keyPathPrefix starts the path of a key's endpoint: the rest of the path,
+// percent-decoded, is the key.
+const keyPathPrefix = "/v1/kv/"
 
 // PprofHandler serves net/http/pprof under /debug/pprof/, for a separate
 // listener.
@@ -164,7 +213,12 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 // pathKey returns the key of a /v1/kv/{key...} request, checked against
 // the limits.
 func (s *Server) pathKey(r *http.Request) ([]byte, error) {
-	key := r.PathValue("key")
+	// EscapedPath is the path as the client sent it, when that is a valid
+	// encoding of r.URL.Path (net/http refused the request otherwise).
+	key, err := url.PathUnescape(strings.TrimPrefix(r.URL.EscapedPath(), keyPathPrefix))
+	if err != nil {
+		return nil, badRequest("bad percent-encoding in the key: %v", err)
+	}
 	switch {
 	case key == "":
 		return nil, engine.ErrEmptyKey
@@ -239,17 +293,28 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, engine.ErrValueTooLarge)
 		return
 	}
+	// The buffer grows with what arrives, not with what the client
+	// declares: slow clients that declare large bodies hold only what
+	// they sent.
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, initialBodyBuffer)))
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+	body := newMinRateReader(w, http.MaxBytesReader(w, r.Body, limit), int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow)
+	_, err = buf.ReadFrom(body)
+	body.done()
+	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			s.fail(w, engine.ErrValueTooLarge)
-			return
+		case errors.Is(err, errBodyTooSlow):
+			w.Header().Set("Connection", "close")
+			s.fail(w, &httpError{http.StatusRequestTimeout, codeBodyTooSlow, fmt.Sprintf(
+				"the request body came slower than %d bytes/s over %v", s.cfg.HTTPMinRate, s.cfg.HTTPRateWindow)})
+		default:
+			s.fail(w, badRequest("reading the body: %v", err))
 		}
-		s.fail(w, badRequest("reading the body: %v", err))
 		return
 	}
 	var b engine.Batch
@@ -303,7 +368,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(e.Value)))
 	h.Set("X-Kvd-Mod-Revision", strconv.FormatUint(e.ModRevision, 10))
 	h.Set("X-Kvd-Create-Revision", strconv.FormatUint(e.CreateRevision, 10))
-	w.Write(e.Value)
+	if r.Method == http.MethodHead {
+		return
+	}
+	newMinRateWriter(w, int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow).Write(e.Value)
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
@@ -356,20 +424,34 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	s.writeWritten(w, c.Revision(), &deleted)
 }
 
-// listItem is one pair of GET /v1/kv. A key that is not valid UTF-8 comes
-// as key_base64 instead of key.
-type listItem struct {
-	Key       string `json:"key,omitempty"`
-	KeyBase64 []byte `json:"key_base64,omitempty"`
-	Value     any    `json:"value"`
-	Size      int    `json:"size"`
-}
+// GET /v1/kv answers
+//
+//	{"items":[{"key":"a","value":"...","size":3},...],"more":false}
+//
+// A key that is not valid UTF-8 comes as key_base64 instead of key; with
+// values=none an item has only its key. A page ends after limit items or
+// once its keys and values pass listPageBytes, whichever comes first (it
+// always holds at least one item); "more" is true when more keys follow:
+// continue with after=<the last key>. The reply is streamed as it is
+// encoded, one value in memory at a time, so a page of large values costs
+// the server one value, not the page. Values are read one key at a time, so
+// a page is not one snapshot: a key written meanwhile may show its old or
+// new value, a key deleted meanwhile is left out. A store error after the
+// first item ends the reply early, as not valid JSON.
+const (
+	listPageBytes = 4 << 20
+	listScanBatch = 256      // keys read per scan of the store
+	listChunk     = 64 << 10 // bytes of a value escaped at a time (values=text)
+	listBuffer    = 64 << 10 // reply bytes buffered before a write
+)
 
-type listResult struct {
-	Items []listItem `json:"items"`
-	// More is true when more keys follow; continue with after=<last key>.
-	More bool `json:"more"`
-}
+type listMode uint8
+
+const (
+	listBase64 listMode = iota
+	listText
+	listKeysOnly
+)
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -382,16 +464,18 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	text := false
+	var mode listMode
 	switch v := q.Get("values"); v {
 	case "", "base64":
 	case "text":
-		text = true
+		mode = listText
+	case "none":
+		mode = listKeysOnly
 	default:
-		s.fail(w, badRequest("values must be base64 or text, not %q", v))
+		s.fail(w, badRequest("values must be base64, text or none, not %q", v))
 		return
 	}
-	opts := engine.ScanOptions{Limit: limit + 1}
+	opts := engine.ScanOptions{Limit: listScanBatch, KeysOnly: true}
 	if p := q.Get("prefix"); p != "" {
 		opts.Prefix = []byte(p)
 	}
@@ -401,30 +485,108 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if opts.Prefix != nil && bytes.Compare(opts.Start, opts.Prefix) < 0 {
 		opts.Start = opts.Prefix
 	}
-	kvs, err := s.store.Scan(opts)
+	keys, err := s.store.Scan(opts)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	res := listResult{Items: make([]listItem, 0, min(len(kvs), limit))}
-	if len(kvs) > limit {
-		kvs, res.More = kvs[:limit], true
-	}
-	for _, kv := range kvs {
-		it := listItem{Size: len(kv.Value)}
-		if utf8.Valid(kv.Key) {
-			it.Key = string(kv.Key)
-		} else {
-			it.KeyBase64 = kv.Key
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(newMinRateWriter(w, int64(s.cfg.HTTPMinRate), s.cfg.HTTPRateWindow), listBuffer)
+	bw.WriteString(`{"items":[`)
+	items, size, more := 0, 0, false
+page:
+	for {
+		for _, kv := range keys {
+			if items == limit || size >= listPageBytes {
+				more = true
+				break page
+			}
+			var value []byte
+			if mode != listKeysOnly {
+				var e engine.Entry
+				e, err = s.store.GetEntry(kv.Key)
+				value = e.Value
+				if errors.Is(err, engine.ErrNotFound) {
+					continue // deleted since the scan
+				}
+				if err != nil {
+					s.log.Warn("http list failed mid-reply", "err", err)
+					panic(http.ErrAbortHandler)
+				}
+			}
+			if items > 0 {
+				bw.WriteByte(',')
+			}
+			writeListItem(bw, kv.Key, value, mode)
+			items++
+			size += len(kv.Key) + len(value)
+			if _, err := bw.Write(nil); err != nil {
+				return // the client is gone or too slow
+			}
 		}
-		if text {
-			it.Value = string(kv.Value)
-		} else {
-			it.Value = kv.Value
+		if len(keys) < listScanBatch {
+			break
 		}
-		res.Items = append(res.Items, it)
+		opts.Start = append(bytes.Clone(keys[len(keys)-1].Key), 0)
+		if keys, err = s.store.Scan(opts); err != nil {
+			s.log.Warn("http list failed mid-reply", "err", err)
+			panic(http.ErrAbortHandler)
+		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	bw.WriteString(`],"more":`)
+	bw.WriteString(strconv.FormatBool(more))
+	bw.WriteString("}\n")
+	bw.Flush()
+}
+
+// writeListItem writes one item of a GET /v1/kv reply, encoding the value
+// as it goes.
+func writeListItem(bw *bufio.Writer, key, value []byte, mode listMode) {
+	if utf8.Valid(key) {
+		bw.WriteString(`{"key":`)
+		writeJSONString(bw, key)
+	} else {
+		bw.WriteString(`{"key_base64":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, bw)
+		enc.Write(key)
+		enc.Close()
+		bw.WriteByte('"')
+	}
+	switch mode {
+	case listKeysOnly:
+		bw.WriteByte('}')
+		return
+	case listText:
+		bw.WriteString(`,"value":`)
+		writeJSONString(bw, value)
+	default:
+		bw.WriteString(`,"value":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, bw)
+		enc.Write(value)
+		enc.Close()
+		bw.WriteByte('"')
+	}
+	bw.WriteString(`,"size":`)
+	bw.WriteString(strconv.Itoa(len(value)))
+	bw.WriteByte('}')
+}
+
+// writeJSONString writes b as a JSON string, as encoding/json would (bytes
+// that are not UTF-8 become U+FFFD), a chunk at a time: a large value
+// costs no copy of its size.
+func writeJSONString(bw *bufio.Writer, b []byte) {
+	bw.WriteByte('"')
+	for len(b) > 0 {
+		n := min(len(b), listChunk)
+		for i := 1; i < utf8.UTFMax && n < len(b) && !utf8.RuneStart(b[n]); i++ {
+			n-- // end the chunk on a character boundary
+		}
+		q, _ := json.Marshal(string(b[:n]))
+		bw.Write(q[1 : len(q)-1])
+		b = b[n:]
+	}
+	bw.WriteByte('"')
 }
 
 func (s *Server) handleSync(w http.ResponseWriter, _ *http.Request) {

@@ -66,6 +66,11 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 		}
 	}
 }
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
@@ -90,6 +95,8 @@ func (s *Server) removeConn(c *respConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.conns[c]; ok {
+		s.cursors.drop(c.id)
+		c.parser.release()
 		delete(s.conns, c)
 		s.metrics.clients.Dec()
 		s.connsDone.Broadcast()
@@ -167,6 +174,7 @@ func (s *Server) newRESPConn(nc net.Conn) *respConn {
 		created: time.Now(),
 		parser:  newRESPParser(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize), s.cfg.MaxRequestSize),
 	}
+	c.parser.budget = s.pending
 	c.writeValue = func(_ int, v []byte, found bool) { c.writeBulkOrNull(v, found) }
 	return c
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -379,6 +380,9 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("connected_clients", s.Clients())
 		field("blocked_clients", 0)
 		field("maxclients", s.cfg.MaxClients)
+		// Bytes held for requests not yet complete, against their
+		// budget (Config.RESPPendingBytes).
+		field("pending_request_bytes", s.pending.used.Load())
 	})
 	section("memory", func() {
 		m := readMemoryStats()
@@ -481,6 +485,7 @@ func (s *Server) configParams() [][2]string {
 		{"max-value-size", strconv.Itoa(s.cfg.MaxValueSize)},
 		{"max-key-size", strconv.Itoa(s.cfg.MaxKeySize)},
 		{"maxclients", strconv.Itoa(s.cfg.MaxClients)},
+		{"timeout", strconv.FormatInt(s.idleTimeout.Load()/int64(time.Second), 10)},
 		{"proto-max-bulk-len", strconv.Itoa(max(s.cfg.MaxKeySize, s.cfg.MaxValueSize))},
 		{"databases", "1"},
 		{"save", ""},
@@ -569,6 +574,16 @@ func (s *Server) configSet(name, value string) (func(), string) {
 				return
 			}
 			s.log.Info("flush interval changed", "interval", d)
+		}, ""
+	case "timeout":
+		// Seconds, as in Redis; 0 turns the idle timeout off.
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/int64(time.Second) {
+			return nil, "ERR invalid timeout '" + value + "': must be a number of seconds, 0 for none"
+		}
+		return func() {
+			s.idleTimeout.Store(n * int64(time.Second))
+			s.log.Info("resp idle timeout changed", "timeout", time.Duration(n)*time.Second)
 		}, ""
 	}
 	return nil, "ERR Unknown option or number of arguments for CONFIG SET - '" + name + "'"

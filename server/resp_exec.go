@@ -454,6 +454,18 @@ func (c *respConn) checkValue(v []byte) string {
 // the I/O model then writes it and closes c after a lingering close (see
 // lingeringClose). Other errors (EOF, reset) just close c.
 func (c *respConn) readFailed(err error) bool {
+	if errors.Is(err, errOverBudget) {
+		c.s.rejected.Add(1)
+		c.s.metrics.rejected.Inc()
+		c.writeError("ERR " + err.Error())
+		c.s.log.Warn("resp request refused: incomplete requests over their memory budget",
+			"conn", c.id, "remote", c.addr, "budget", c.s.cfg.RESPPendingBytes)
+		return true
+	}
+	if isTimeout(err) {
+		c.s.log.Debug("resp connection idle: closed", "conn", c.id, "remote", c.addr)
+		return false
+	}
 	var pe *protocolError
 	if errors.As(err, &pe) {
 		c.s.metrics.protocolErrors.Inc()

@@ -47,8 +47,9 @@ func (c *respConn) serve() {
 		c.s.removeConn(c)
 	}()
 	c.s.log.Debug("resp connection open", "conn", c.id, "remote", c.addr)
+	src := &idleReader{c: c}
 	for {
-		reqs, err := c.parser.ReadRequests(c.nc)
+		reqs, err := c.parser.ReadRequests(src)
 		if err != nil {
 			if c.readFailed(err) {
 				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -119,4 +120,23 @@ func (c *respConn) lingeringClose() {
 	tc.CloseWrite()
 	tc.SetReadDeadline(time.Now().Add(lingerTime))
 	io.CopyN(io.Discard, tc, lingerBytes)
+}
+
+// idleReader reads c's socket, each read bounded by the idle timeout
+// (CONFIG SET timeout) in force when it starts: a read that times out
+// closes the connection.
+type idleReader struct {
+	c     *respConn
+	armed bool
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if d := time.Duration(r.c.s.idleTimeout.Load()); d > 0 {
+		r.armed = true
+		r.c.nc.SetReadDeadline(time.Now().Add(d))
+	} else if r.armed {
+		r.armed = false
+		r.c.nc.SetReadDeadline(time.Time{})
+	}
+	return r.c.nc.Read(p)
 }

@@ -75,7 +75,10 @@ type loopState struct {
 	stalled  bool // stopped running until its output drains
 	closed   bool
 	linger   time.Time // non-zero: draining input before close
-	drained  int
+	// active is when the connection last read or wrote, for the idle
+	// timeout.
+	active  time.Time
+	drained int
 }
 
 // Limits of the loop's fairness.
@@ -123,6 +126,8 @@ type eventLoop struct {
 
 	workers int
 	closing bool
+
+	lastIdleCheck time.Time
 }
 
 // startLoop starts the server's event loop if it is not running. Called with
@@ -290,6 +295,8 @@ func (l *eventLoop) run() {
 			timeout = 0
 		case len(l.lingering) > 0:
 			timeout = 100
+		case l.s.idleTimeout.Load() > 0:
+			timeout = 1000 // for closeIdle
 		}
 		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		if err != nil && err != unix.EINTR {
@@ -329,6 +336,7 @@ func (l *eventLoop) run() {
 		}
 		l.writeReplies()
 		l.reapLingering()
+		l.closeIdle()
 		if l.closing && len(l.conns) == 0 && l.workers == 0 {
 			return
 		}
@@ -368,6 +376,7 @@ func (l *eventLoop) handle(m loopMsg) {
 		}
 		l.conns[c.id] = c
 		c.lp.readable = true
+		c.lp.active = time.Now()
 		if l.closing {
 			l.closeConn(c)
 			return
@@ -535,6 +544,7 @@ func (l *eventLoop) serve(c *respConn) {
 		}
 		c.setRequests(nil)
 		c.lp.src.drained = false // set again only by a read in this call
+		c.lp.active = time.Now()
 		reqs, err := c.parser.ReadRequests(c.lp.src)
 		switch {
 		case err == errWouldBlock:
@@ -594,6 +604,7 @@ func (l *eventLoop) flush(c *respConn) bool {
 			l.closeConn(c)
 			return false
 		}
+		c.lp.active = time.Now()
 		if n == len(c.out) {
 			c.outWritten()
 			break
@@ -677,6 +688,27 @@ func (l *eventLoop) reapLingering() {
 	}
 	clear(l.lingering[len(keep):])
 	l.lingering = keep
+}
+
+// closeIdle closes, once a second, the connections that neither read nor
+// wrote for the idle timeout (CONFIG SET timeout), unless a command of
+// theirs is running.
+func (l *eventLoop) closeIdle() {
+	d := time.Duration(l.s.idleTimeout.Load())
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(l.lastIdleCheck) < time.Second {
+		return
+	}
+	l.lastIdleCheck = now
+	for _, c := range l.conns {
+		if c.lp.park == parkNone && c.lp.linger.IsZero() && now.Sub(c.lp.active) > d {
+			l.s.log.Debug("resp connection idle: closed", "conn", c.id, "remote", c.addr)
+			l.closeConn(c)
+		}
+	}
 }
 
 // closeConn closes c. A worker still running one of its commands finishes

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -61,6 +62,11 @@ type respParser struct {
 	marks    []int // the current request's arguments, as offsets from start
 	refused  *refusal
 	name     []byte // a refused request's name, copied
+
+	// budget, if set, is shared by every connection's parser: a buffer
+	// grown past parserBufSize holds held bytes of it (see makeRoom).
+	budget *pendingBudget
+	held   int64
 
 	reqs []request // returned by the last call, reused by the next
 	args [][]byte  // backing array of the requests' args
@@ -158,7 +164,10 @@ func (p *respParser) ReadRequests(src io.Reader) ([]request, error) {
 		if p.err != nil {
 			return nil, p.err
 		}
-		p.makeRoom()
+		if !p.makeRoom() {
+			p.err = errOverBudget
+			return nil, p.err
+		}
 		n, err := src.Read(p.buf[p.end:])
 		p.end += n
 		if err != nil {
@@ -185,6 +194,7 @@ func (p *respParser) shrink() {
 	if len(p.buf) > parserBufSize && p.start == p.end {
 		p.buf = make([]byte, parserBufSize)
 		p.start, p.pos, p.end, p.scan = 0, 0, 0, 0
+		p.release()
 	}
 	if cap(p.args) > maxKeepArgs || cap(p.marks) > 2*maxKeepArgs {
 		p.reqs, p.args, p.marks = nil, nil, nil
@@ -197,18 +207,29 @@ func (p *respParser) shrink() {
 // into a buffer twice as large if it fills this one (no larger than the
 // request needs, once its last bulk is being read): the buffer grows with
 // the input received, never with the lengths a client declares.
-func (p *respParser) makeRoom() {
+//
+// A larger buffer takes its bytes past parserBufSize from the budget shared
+// by all connections: makeRoom returns false, leaving the buffer as it was,
+// when the budget has not enough left.
+func (p *respParser) makeRoom() bool {
 	if p.start == p.end {
 		p.start, p.pos, p.end, p.scan = 0, 0, 0, 0
 	}
 	if p.end < len(p.buf) && (p.start == 0 || p.end <= len(p.buf)/2) {
-		return
+		return true
 	}
 	buf := p.buf
 	if need := max(p.need, p.end-p.start+1); need > len(buf) {
 		size := 2 * len(buf)
 		if p.state == psBulk && p.argsLeft == 1 {
 			size = min(size, need) // the request ends with this bulk
+		}
+		if p.budget != nil {
+			held := int64(size - parserBufSize)
+			if !p.budget.take(held - p.held) {
+				return false
+			}
+			p.held = held
 		}
 		buf = make([]byte, size)
 	}
@@ -218,7 +239,44 @@ func (p *respParser) makeRoom() {
 	p.scan -= p.start
 	p.end -= p.start
 	p.start = 0
+	return true
 }
+
+// release gives back the budget the buffer holds; the connection's
+// goroutine calls it when the buffer shrinks and when the connection
+// closes.
+func (p *respParser) release() {
+	if p.budget != nil && p.held != 0 {
+		p.budget.take(-p.held)
+		p.held = 0
+	}
+}
+
+// pendingBudget bounds the bytes all connections' parsers hold past their
+// initial buffers, that is for requests not yet complete (see
+// Config.RESPPendingBytes). Safe for concurrent use.
+type pendingBudget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// take takes n bytes (gives them back if n < 0), unless that would pass
+// the limit.
+func (b *pendingBudget) take(n int64) bool {
+	for {
+		used := b.used.Load()
+		if n > 0 && used+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
+// errOverBudget refuses a request whose buffer would pass the budget of
+// incomplete requests: the connection gets an error reply and is closed.
+var errOverBudget = errors.New("incomplete requests hold too much memory on the server (resp-pending-bytes); try again later")
 
 // parse parses the buffered input, appending complete requests to p.reqs,
 // until the input ends or a frame is malformed.

@@ -14,52 +14,101 @@ import (
 // a scan resumes from the last key it returned. The server maps each cursor
 // it hands out, a random 63-bit number, to that key in a table shared by all
 // connections (clients with connection pools may continue a scan on another
-// connection). The table keeps the most recently used cursors, bounded in
-// count and bytes; an evicted or unknown cursor gets an error, never a
-// silently restarted scan.
+// connection). Each cursor belongs to the connection that opened it, and
+// each connection holds at most maxConnCursors cursors and maxConnCursorBytes
+// of keys: past that its own least recently used cursor goes. The whole table
+// is bounded too (maxCursors, maxCursorBytes); past that the least recently
+// used cursor of the connection holding the most goes. So a client that
+// opens scans without end evicts only its own, never those of a client with
+// fewer. A connection's cursors go when it closes. An evicted or unknown
+// cursor gets an error, never a silently restarted scan.
 const (
-	maxCursors     = 10000
-	maxCursorBytes = 16 << 20
-	defaultCount   = 10
-	maxCount       = 1000
+	maxCursors         = 10000
+	maxCursorBytes     = 16 << 20
+	maxConnCursors     = 100
+	maxConnCursorBytes = 1 << 20
+	defaultCount       = 10
+	maxCount           = 1000
 )
 
 type cursorTable struct {
-	mu       sync.Mutex
-	byID     map[uint64]*list.Element
-	lru      *list.List // of *cursorEntry, most recent first
-	bytes    int
-	maxN     int
-	maxBytes int
+	mu                 sync.Mutex
+	byID               map[uint64]*list.Element
+	owners             map[int64]*cursorOwner
+	n, bytes           int
+	maxN, maxBytes     int
+	ownerN, ownerBytes int
+}
+
+// cursorOwner is the cursors of one connection.
+type cursorOwner struct {
+	lru   list.List // of *cursorEntry, most recent first
+	bytes int
 }
 
 type cursorEntry struct {
-	id  uint64
-	key []byte
+	id    uint64
+	owner int64
+	key   []byte
 }
 
-func newCursorTable(maxN, maxBytes int) *cursorTable {
-	return &cursorTable{byID: make(map[uint64]*list.Element), lru: list.New(), maxN: maxN, maxBytes: maxBytes}
+func newCursorTable(maxN, maxBytes, ownerN, ownerBytes int) *cursorTable {
+	return &cursorTable{
+		byID: make(map[uint64]*list.Element), owners: make(map[int64]*cursorOwner),
+		maxN: maxN, maxBytes: maxBytes, ownerN: ownerN, ownerBytes: ownerBytes,
+	}
 }
 
-// put stores key and returns a new cursor for it.
-func (t *cursorTable) put(key []byte) uint64 {
+// put stores key as a cursor of connection owner and returns the cursor.
+func (t *cursorTable) put(owner int64, key []byte) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var id uint64
 	for id == 0 || t.byID[id] != nil {
 		id = rand.Uint64() >> 1
 	}
-	t.byID[id] = t.lru.PushFront(&cursorEntry{id: id, key: bytes.Clone(key)})
+	o := t.owners[owner]
+	if o == nil {
+		o = &cursorOwner{}
+		o.lru.Init()
+		t.owners[owner] = o
+	}
+	t.byID[id] = o.lru.PushFront(&cursorEntry{id: id, owner: owner, key: bytes.Clone(key)})
+	o.bytes += len(key)
+	t.n++
 	t.bytes += len(key)
-	for t.lru.Len() > t.maxN || t.bytes > t.maxBytes {
-		e := t.lru.Back()
-		ce := e.Value.(*cursorEntry)
-		t.lru.Remove(e)
-		delete(t.byID, ce.id)
-		t.bytes -= len(ce.key)
+	for o.lru.Len() > t.ownerN || o.bytes > t.ownerBytes {
+		t.evictOldest(o)
+	}
+	for t.n > t.maxN || t.bytes > t.maxBytes {
+		t.evictOldest(t.biggest())
 	}
 	return id
+}
+
+// biggest returns the owner holding the most cursors (by count, then
+// bytes). Called over the table's bounds only.
+func (t *cursorTable) biggest() *cursorOwner {
+	var big *cursorOwner
+	for _, o := range t.owners {
+		if big == nil || o.lru.Len() > big.lru.Len() || (o.lru.Len() == big.lru.Len() && o.bytes > big.bytes) {
+			big = o
+		}
+	}
+	return big
+}
+
+func (t *cursorTable) evictOldest(o *cursorOwner) {
+	e := o.lru.Back()
+	ce := e.Value.(*cursorEntry)
+	o.lru.Remove(e)
+	o.bytes -= len(ce.key)
+	delete(t.byID, ce.id)
+	t.n--
+	t.bytes -= len(ce.key)
+	if o.lru.Len() == 0 {
+		delete(t.owners, ce.owner)
+	}
 }
 
 // get returns the key of cursor id.
@@ -70,8 +119,19 @@ func (t *cursorTable) get(id uint64) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	t.lru.MoveToFront(e)
-	return e.Value.(*cursorEntry).key, true
+	ce := e.Value.(*cursorEntry)
+	t.owners[ce.owner].lru.MoveToFront(e)
+	return ce.key, true
+}
+
+// drop removes the cursors of connection owner.
+func (t *cursorTable) drop(owner int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.owners[owner]
+	for o != nil && o.lru.Len() > 0 {
+		t.evictOldest(o)
+	}
 }
 
 // cmdScan answers SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
@@ -140,7 +200,7 @@ func cmdScan(c *respConn, args [][]byte) {
 	}
 	next := "0"
 	if len(kvs) == count {
-		next = strconv.FormatUint(c.s.cursors.put(kvs[len(kvs)-1].Key), 10)
+		next = strconv.FormatUint(c.s.cursors.put(c.id, kvs[len(kvs)-1].Key), 10)
 	}
 	keys := kvs[:0]
 	for _, kv := range kvs {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -89,6 +90,21 @@ type Config struct {
 	// A connection over the limit gets "-ERR max number of clients reached"
 	// and is closed, as Redis does.
 	MaxClients int
+	// RESPIdleTimeout closes a RESP connection that sent nothing and was
+	// sent nothing for this long, as Redis's "timeout" does (CONFIG SET
+	// timeout changes it at run time). Zero, the default as in Redis,
+	// keeps idle connections open: connection pools hold them.
+	RESPIdleTimeout time.Duration
+	// RESPPendingBytes bounds the memory all RESP connections together
+	// hold for requests not yet complete: a value being sent, a pipeline
+	// cut mid-request (default 128 MiB, 8 values of the largest size;
+	// negative: no bound). A connection whose partial request would pass
+	// it is refused: it gets "-ERR incomplete requests hold too much
+	// memory..." and is closed. It is the newcomer that is refused, not
+	// the connections holding the budget, whose requests may be nearly
+	// done; RESPIdleTimeout and the client's own timeouts free it from
+	// clients that stall.
+	RESPPendingBytes int
 	// RESPIO chooses how RESP connections are served: "loop" (the default
 	// on Linux) multiplexes them all on one event-loop goroutine over
 	// epoll, so that unpipelined requests need no goroutine wake-ups and
@@ -101,6 +117,24 @@ type Config struct {
 	// never wait for another client's fsync, at a higher cost per request
 	// (the default, and only choice, elsewhere).
 	RESPIO string
+	// HTTPMaxConns bounds the number of open HTTP connections (default
+	// 4096). Past it the listener accepts no more until one closes; new
+	// connections wait in the kernel's backlog.
+	HTTPMaxConns int
+	// HTTPReadHeaderTimeout bounds the time to read a request's line and
+	// headers (default 10s), and for a request other than PUT, whose body
+	// no handler reads, the time to receive the rest of it as well;
+	// HTTPIdleTimeout the time a keep-alive connection waits for its next
+	// request (default 2m).
+	HTTPReadHeaderTimeout time.Duration
+	HTTPIdleTimeout       time.Duration
+	// HTTPMinRate is the slowest, in bytes per second, a client may send a
+	// request body or read a response (default 1024; negative disables),
+	// measured over each HTTPRateWindow (default 10s): a client that moves
+	// fewer than HTTPMinRate*HTTPRateWindow bytes in a window is cut off;
+	// a body that comes too slowly gets 408 body_too_slow.
+	HTTPMinRate    int
+	HTTPRateWindow time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
@@ -116,7 +150,15 @@ const (
 	DefaultMaxKeySize   = engine.MaxKeyLimit
 	DefaultMaxValueSize = 16 << 20
 	DefaultMaxClients   = 10000
-	defaultMaxRequest   = 64 << 20
+
+	DefaultRESPPendingBytes = 128 << 20
+
+	DefaultHTTPMaxConns          = 4096
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+	DefaultHTTPIdleTimeout       = 2 * time.Minute
+	DefaultHTTPMinRate           = 1024
+	DefaultHTTPRateWindow        = 10 * time.Second
+	defaultMaxRequest            = 64 << 20
 )
 
 // Server serves a Store over RESP and HTTP. Its methods are safe for
@@ -130,6 +172,10 @@ type Server struct {
 	cmds    map[string]*respCommand
 	setCmd  *respCommand // cmds["set"], counted once per batch of plain SETs
 	cursors *cursorTable
+	pending *pendingBudget
+	// idleTimeout is RESPIdleTimeout, in nanoseconds, as CONFIG SET
+	// timeout last set it.
+	idleTimeout atomic.Int64
 
 	closing atomic.Bool
 	nextID  atomic.Int64
@@ -175,6 +221,34 @@ func New(store Store, cfg Config) (*Server, error) {
 	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
 	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
 	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
+	if cfg.RESPIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("server: RESPIdleTimeout must not be negative (got %v)", cfg.RESPIdleTimeout))
+	}
+	switch {
+	case cfg.RESPPendingBytes == 0:
+		cfg.RESPPendingBytes = DefaultRESPPendingBytes
+	case cfg.RESPPendingBytes < 0:
+		cfg.RESPPendingBytes = math.MaxInt
+	}
+	cfg.HTTPMaxConns = check("HTTPMaxConns", cfg.HTTPMaxConns, DefaultHTTPMaxConns)
+	checkDur := func(name string, v, def time.Duration) time.Duration {
+		switch {
+		case v < 0:
+			errs = append(errs, fmt.Errorf("server: %s must not be negative (got %v)", name, v))
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	cfg.HTTPReadHeaderTimeout = checkDur("HTTPReadHeaderTimeout", cfg.HTTPReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
+	cfg.HTTPIdleTimeout = checkDur("HTTPIdleTimeout", cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	cfg.HTTPRateWindow = checkDur("HTTPRateWindow", cfg.HTTPRateWindow, DefaultHTTPRateWindow)
+	switch {
+	case cfg.HTTPMinRate == 0:
+		cfg.HTTPMinRate = DefaultHTTPMinRate
+	case cfg.HTTPMinRate < 0:
+		cfg.HTTPMinRate = 0 // disabled
+	}
 	minRequest := cfg.MaxKeySize + cfg.MaxValueSize + 1<<20
 	cfg.MaxRequestSize = check("MaxRequestSize", cfg.MaxRequestSize, max(defaultMaxRequest, minRequest))
 	if cfg.MaxRequestSize < minRequest && len(errs) == 0 {
@@ -212,13 +286,15 @@ func New(store Store, cfg Config) (*Server, error) {
 		log:       log,
 		metrics:   m,
 		started:   time.Now(),
-		cursors:   newCursorTable(maxCursors, maxCursorBytes),
+		cursors:   newCursorTable(maxCursors, maxCursorBytes, maxConnCursors, maxConnCursorBytes),
 		listeners: make(map[*net.Listener]struct{}),
 		conns:     make(map[*respConn]struct{}),
 		https:     make(map[*http.Server]struct{}),
 
 		shutdownReq: make(chan struct{}),
 	}
+	s.pending = &pendingBudget{limit: int64(cfg.RESPPendingBytes)}
+	s.idleTimeout.Store(int64(cfg.RESPIdleTimeout))
 	s.connsDone = sync.NewCond(&s.mu)
 	s.cmds = s.commandTable()
 	s.setCmd = s.cmds["set"]

@@ -40,6 +40,15 @@ type config struct {
 	logLevel           string
 	logFormat          string
 	pprof              string
+	shutdownTimeout    time.Duration
+
+	respIdleTimeout       time.Duration
+	respPendingBytes      byteSize
+	httpMaxConns          int
+	httpReadHeaderTimeout time.Duration
+	httpIdleTimeout       time.Duration
+	httpMinRate           byteSize
+	httpRateWindow        time.Duration
 }
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
@@ -70,6 +79,22 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 		"checkpoint early once this much log was written since the last checkpoint (bounds the replay after a crash)")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
+	fs.DurationVar(&c.respIdleTimeout, "resp-idle-timeout", 0,
+		"close a RESP connection idle this long, as Redis's timeout (0: never; CONFIG SET timeout changes it)")
+	c.respPendingBytes = server.DefaultRESPPendingBytes
+	fs.Var(&c.respPendingBytes, "resp-pending-bytes",
+		"most memory all RESP connections together may hold for requests not yet complete; a client past it is refused")
+	fs.IntVar(&c.httpMaxConns, "http-max-conns", server.DefaultHTTPMaxConns,
+		"most HTTP connections at once; more wait in the listen backlog until one closes")
+	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", server.DefaultHTTPReadHeaderTimeout,
+		"time allowed to read an HTTP request's headers")
+	fs.DurationVar(&c.httpIdleTimeout, "http-idle-timeout", server.DefaultHTTPIdleTimeout,
+		"how long an idle keep-alive HTTP connection stays open")
+	c.httpMinRate = server.DefaultHTTPMinRate
+	fs.Var(&c.httpMinRate, "http-min-rate",
+		"slowest an HTTP client may send a body or read a response, in bytes per second over each --http-rate-window (0: no minimum)")
+	fs.DurationVar(&c.httpRateWindow, "http-rate-window", server.DefaultHTTPRateWindow,
+		"the window --http-min-rate is measured over")
 	fs.StringVar(&c.respIO, "resp-io", "",
 		"how RESP connections are served: loop (one epoll event loop; the default on Linux) or goroutines (one per connection)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -77,6 +102,8 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.pprof, "pprof", "",
 		"serve net/http/pprof: on the HTTP listener with --pprof alone, or on the given address")
 	fs.Lookup("pprof").NoOptDefVal = pprofOnHTTP
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second,
+		"on SIGINT or SIGTERM, how long in-flight requests may take to finish before their connections are closed")
 	fs.VisitAll(func(f *pflag.Flag) {
 		f.Usage += " (env " + envName(f.Name) + ")"
 	})
@@ -162,6 +189,21 @@ func (c *config) validate() []error {
 	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
 		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
 	}
+	if c.respIdleTimeout < 0 {
+		errs = append(errs, errors.New("--resp-idle-timeout must not be negative"))
+	}
+	if c.respPendingBytes < 1<<20 {
+		errs = append(errs, errors.New("--resp-pending-bytes must be at least 1MiB"))
+	}
+	if c.httpMaxConns < 1 {
+		errs = append(errs, errors.New("--http-max-conns must be at least 1"))
+	}
+	if c.httpReadHeaderTimeout <= 0 || c.httpIdleTimeout <= 0 || c.httpRateWindow <= 0 {
+		errs = append(errs, errors.New("--http-read-header-timeout, --http-idle-timeout and --http-rate-window must be positive"))
+	}
+	if c.shutdownTimeout < 0 {
+		errs = append(errs, errors.New("--shutdown-timeout must not be negative"))
+	}
 	if c.pprof == pprofOnHTTP && c.httpListen == "" {
 		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))
 	}
@@ -216,6 +258,15 @@ func preallocate(b byteSize) int {
 	return int(b)
 }
 
+// httpMinRate maps --http-min-rate, where 0 disables, to
+// server.Config.HTTPMinRate, where 0 is the default.
+func httpMinRate(b byteSize) int {
+	if b == 0 {
+		return -1
+	}
+	return int(b)
+}
+
 func usage(fs *pflag.FlagSet) string {
 	return `kvd: a durable key-value store served over RESP (the Redis protocol) and HTTP/JSON.
 
@@ -232,8 +283,9 @@ less memory and more CPU.
 
 On startup kvd logs one line with the message "kvd listening" and the
 addresses it listens on, as resp=HOST:PORT http=HOST:PORT (http=off when
-disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish,
-the log is fsynced and checkpointed, and kvd exits 0.
+disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish
+(connections still open after --shutdown-timeout are closed), the log is
+fsynced and checkpointed, and kvd exits 0.
 
 Flags:
 ` + fs.FlagUsagesWrapped(100) + `

@@ -32,10 +32,6 @@ import (
 // replaces the module version that buildinfo.Version reports.
 var version string
 
-// shutdownTimeout bounds how long in-flight requests may take to finish
-// after a signal before their connections are closed.
-const shutdownTimeout = 30 * time.Second
-
 // defaultGCPercent is the garbage collector's target (GOGC) unless the
 // environment sets GOGC: the heap may grow to three times what is live
 // before a collection, instead of Go's default of twice. Every write
@@ -127,11 +123,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxKeySize:   opts.MaxKeySize,
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
-		RESPIO:       cfg.respIO,
-		Pprof:        cfg.pprof == pprofOnHTTP,
-		Version:      version,
-		Metrics:      metrics,
-		Logger:       log,
+
+		RESPIdleTimeout:       cfg.respIdleTimeout,
+		RESPPendingBytes:      int(cfg.respPendingBytes),
+		HTTPMaxConns:          cfg.httpMaxConns,
+		HTTPReadHeaderTimeout: cfg.httpReadHeaderTimeout,
+		HTTPIdleTimeout:       cfg.httpIdleTimeout,
+		HTTPMinRate:           httpMinRate(cfg.httpMinRate),
+		HTTPRateWindow:        cfg.httpRateWindow,
+		RESPIO:                cfg.respIO,
+		Pprof:                 cfg.pprof == pprofOnHTTP,
+		Version:               version,
+		Metrics:               metrics,
+		Logger:                log,
 	})
 	if err != nil {
 		return err
@@ -218,17 +222,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Error("server failed; shutting down", "err", serveErr)
 	}
 
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	// In-flight requests get the grace period to finish; then the
+	// connections still open are closed. That is a clean stop too: what
+	// those clients were sending was not acknowledged.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	var errs []error
 	if serveErr != nil {
 		errs = append(errs, serveErr)
 	}
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("grace period over: closed the connections still open", "grace", cfg.shutdownTimeout)
+	} else if err != nil {
 		errs = append(errs, fmt.Errorf("shutdown: %w", err))
 	}
-	if pprofSrv != nil {
-		pprofSrv.Shutdown(sctx)
+	if pprofSrv != nil && pprofSrv.Shutdown(sctx) != nil {
+		pprofSrv.Close()
 	}
 	for range n {
 		if err := <-errc; err != nil {
