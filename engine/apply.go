@@ -143,25 +143,43 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			}
 		}
 	}
+	now := b.at // every decision on expiry is taken at the batch's time
 	lookupEntry := func(key []byte) (memEntry, bool) {
 		e, found, err := db.lookupLocked(key, &tx, false)
 		if err != nil {
 			panic("engine: lookup failed after its check: " + err.Error())
 		}
+		if found && e.expiredAt(now) {
+			return memEntry{}, false
+		}
 		return e, found
 	}
-	lookup := func(key []byte) ([]byte, bool) {
-		e, found := lookupEntry(key)
-		return e.value, found
-	}
-	put := func(key, value []byte) {
-		e := memEntry{value: value, create: rev, mod: rev, inherit: true}
+	put := func(key, value []byte, expires int64) {
+		e := memEntry{value: value, create: rev, mod: rev, expires: expires, at: now, inherit: true}
 		if old, ok := db.memGet(key); ok {
-			if old.del {
+			if !e.inheritsFrom(old) {
 				e.inherit = false
 			} else {
 				e.create, e.inherit = old.create, old.inherit
 			}
+		}
+		db.active.set(key, e)
+	}
+	// setExpiry gives the live entry e of key a new expiry at revision rev.
+	setExpiry := func(key []byte, e memEntry, expires int64) {
+		if expires != 0 && expires <= now {
+			db.active.set(key, memEntry{del: true})
+			return
+		}
+		e.mod, e.expires, e.at = rev, expires, now
+		if _, ok := db.memGet(key); !ok {
+			// From the state file: its create revision is resolved.
+			e.inherit = false
+		}
+		// The value may alias the read view or the other memtable.
+		e.value = bytes.Clone(e.value)
+		if e.value == nil {
+			e.value = []byte{}
 		}
 		db.active.set(key, e)
 	}
@@ -171,27 +189,52 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		var r Result
 		switch op.kind {
 		case opPut:
-			put(key, b.keep(op))
+			put(key, b.keep(op), 0)
 			r.Applied = true
 		case opDelete:
-			if _, found := lookup(key); found {
+			if e, found, _ := db.lookupLocked(key, &tx, false); found {
+				// An expired key is removed too, but did not count.
 				db.active.set(key, memEntry{del: true})
-				r.Applied = true
+				r.Applied = !e.expiredAt(now)
 			}
-		case opPutIf:
-			old, found := lookup(key)
+		case opPutIf, opPutEx:
+			old, found := lookupEntry(key)
 			if op.cond&ReturnOld != 0 && found {
-				r.Old = b.keepOld(old)
+				r.Old = b.keepOld(old.value)
 			}
 			if (op.cond&IfAbsent == 0 || !found) && (op.cond&IfPresent == 0 || found) {
-				put(key, b.keep(op))
+				expires := op.exp
+				if op.cond&KeepExpiry != 0 {
+					expires = old.expires // 0 if not found
+				}
+				put(key, b.keep(op), expires)
+				r.Applied = true
+			}
+		case opExpire, opPersist:
+			e, found := lookupEntry(key)
+			if !found {
+				break
+			}
+			if op.econd&ExpireReturnValue != 0 {
+				r.Old = b.keepOld(e.value)
+			}
+			if op.kind == opPersist {
+				if e.expires != 0 {
+					setExpiry(key, e, 0)
+					r.Applied = true
+				}
+				break
+			}
+			if expireHolds(op.econd, e.expires, op.exp) {
+				setExpiry(key, e, op.exp)
 				r.Applied = true
 			}
 		case opIncrBy:
 			var n int64
-			if old, found := lookup(key); found {
+			old, found := lookupEntry(key)
+			if found {
 				var ok bool
-				if n, ok = parseInt(old); !ok {
+				if n, ok = parseInt(old.value); !ok {
 					r.Err = ErrNotInteger
 					break
 				}
@@ -201,12 +244,22 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				r.Err = ErrOverflow
 				break
 			}
-			put(key, strconv.AppendInt(nil, sum, 10))
+			put(key, strconv.AppendInt(nil, sum, 10), old.expires) // INCR keeps the expiry
 			r.Applied, r.Int = true, sum
 		case opCAS:
 			e, found := lookupEntry(key)
 			if found {
 				r.ModRevision = e.mod
+			}
+			if op.casDel && !found {
+				// A key that has expired but is not yet removed is
+				// removed by a compare on its mod revision: how the
+				// sweep removes it (expiry.go).
+				if raw, ok, _ := db.lookupLocked(key, &tx, false); ok && raw.mod == op.ifRev {
+					db.active.set(key, memEntry{del: true})
+					r.Applied = true
+					break
+				}
 			}
 			if r.ModRevision != op.ifRev {
 				break
@@ -217,13 +270,29 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				db.active.set(key, memEntry{del: true})
 				r.ModRevision = 0
 			case !op.casDel:
-				put(key, b.keep(op))
+				put(key, b.keep(op), 0)
 				r.ModRevision = rev
 			}
 		}
 		b.results = append(b.results, r)
 	}
 	return nil
+}
+
+// expireHolds reports whether an expiry of next may replace cur (0: none)
+// under c (EXPIRE NX, XX, GT, LT; no expiry counts as never expiring).
+func expireHolds(c ExpireCond, cur, next int64) bool {
+	switch {
+	case c&ExpireNX != 0 && cur != 0:
+		return false
+	case c&ExpireXX != 0 && cur == 0:
+		return false
+	case c&ExpireGT != 0 && (cur == 0 || next <= cur):
+		return false
+	case c&ExpireLT != 0 && cur != 0 && next >= cur:
+		return false
+	}
+	return true
 }
 
 // reads reports whether applying b reads the state.
