@@ -76,10 +76,10 @@ type batchOp struct {
 	econd  ExpireCond // expire and persist only
 	exp    int64      // put-ex and expire: the expiry, Unix ms
 	delta  int64      // incr-by only
-	ifRev  uint64  // cas only: the mod revision it requires
-	casDel bool    // cas only: delete instead of put
-	k0, k1 int     // key = data[k0:k1]
-	v0, v1 int     // value = data[v0:v1]
+	ifRev  uint64     // cas only: the mod revision it requires
+	casDel bool       // cas only: delete instead of put
+	k0, k1 int        // key = data[k0:k1]
+	v0, v1 int        // value = data[v0:v1]
 }
 
 // Operation kinds, as encoded.

@@ -54,7 +54,7 @@ type DB struct {
 	checkpoints atomic.Uint64
 	// expiredRemoved counts the expired keys the expirer removed.
 	expiredRemoved atomic.Uint64
-	fatal       atomic.Pointer[error]
+	fatal          atomic.Pointer[error]
 	// checkpointFailures counts checkpoints that failed without failing
 	// the DB; checkpointErr is the last one's error, nil once one succeeds.
 	checkpointFailures atomic.Uint64
