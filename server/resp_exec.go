@@ -57,6 +57,7 @@ const (
 	replyIncr                    // INCR and its kin: the new value, or the op's error
 	replyCount                   // DEL: the number of keys deleted
 	replyCAS                     // CAS, CAD: the key's new mod revision, or REVMISMATCH
+	replyApplied                 // EXPIRE and its kin, PERSIST: 1 if applied, else 0
 )
 
 type runResult uint8
@@ -252,6 +253,8 @@ func (c *respConn) finishWrite(err error) {
 			c.writeInt(res[0].Int)
 		}
 	case replyCount:
+		c.writeInt(applied)
+	case replyApplied:
 		c.writeInt(applied)
 	case replyCAS:
 		if res[0].Applied {
