@@ -55,7 +55,7 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 
 // Handler returns the HTTP API as an http.Handler:
 //
-//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N
+//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N, ?ttl=DURATION
 //	GET    /v1/kv/{key}    raw body; 404 if missing
 //	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
 //	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64
@@ -72,6 +72,13 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 // no value), checked when the store applies it; otherwise it answers 409
 // revision_mismatch with the key's current mod revision in the error's
 // mod_revision field and in X-Kvd-Mod-Revision (0 if it holds no value).
+//
+// ?ttl makes the key expire after a Go duration (30s, 1500ms, 2h45m; at
+// least 1ms) from when the server reads the request; a PUT without it
+// clears the key's expiry, as Redis's SET does. It cannot be combined with
+// ?cas. GET of a key that has an expiry carries X-Kvd-Expires-At (Unix
+// milliseconds) and X-Kvd-TTL-Ms (milliseconds left); the list gives it as
+// expires_at. An expired key is not found.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern, name string, h http.HandlerFunc) {
@@ -201,6 +208,25 @@ func casParam(r *http.Request) (uint64, bool, error) {
 	return n, true, nil
 }
 
+// ttlParam returns the expiry time (Unix ms) that ?ttl=DURATION asks for,
+// or 0 without one.
+func ttlParam(r *http.Request) (int64, error) {
+	q := r.URL.Query()
+	if !q.Has("ttl") {
+		return 0, nil
+	}
+	v := q.Get("ttl")
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Millisecond {
+		return 0, badRequest("ttl must be a duration of at least 1ms, such as 30s, 1500ms or 2h, not %q", v)
+	}
+	at, ok := expireTime(d.Milliseconds(), unitMillis)
+	if !ok {
+		return 0, badRequest("ttl %q is too long", v)
+	}
+	return at, nil
+}
+
 // writeResult is the JSON body of a write response.
 type writeResult struct {
 	Revision uint64 `json:"revision"`
@@ -233,6 +259,15 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	expiresAt, err := ttlParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if cas && expiresAt != 0 {
+		s.fail(w, badRequest("ttl and cas cannot be combined"))
+		return
+	}
 	limit := int64(s.cfg.MaxValueSize)
 	if r.ContentLength > limit {
 		// Refuse from the declared length, without reading the body.
@@ -258,7 +293,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.writeCAS(w, r, &b, expected, d, nil)
 		return
 	}
-	b.Put(key, buf.Bytes())
+	if expiresAt != 0 {
+		b.PutExpiresAt(key, buf.Bytes(), 0, expiresAt)
+	} else {
+		b.Put(key, buf.Bytes())
+	}
 	start := time.Now()
 	c, err := s.store.WriteContext(r.Context(), &b, writeOptions(d))
 	s.observeCommit(c, start)
@@ -303,6 +342,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(e.Value)))
 	h.Set("X-Kvd-Mod-Revision", strconv.FormatUint(e.ModRevision, 10))
 	h.Set("X-Kvd-Create-Revision", strconv.FormatUint(e.CreateRevision, 10))
+	if e.ExpiresAt != 0 {
+		h.Set("X-Kvd-Expires-At", strconv.FormatInt(e.ExpiresAt, 10))
+		h.Set("X-Kvd-TTL-Ms", strconv.FormatInt(max(e.ExpiresAt-time.Now().UnixMilli(), 0), 10))
+	}
 	w.Write(e.Value)
 }
 
@@ -363,6 +406,7 @@ type listItem struct {
 	KeyBase64 []byte `json:"key_base64,omitempty"`
 	Value     any    `json:"value"`
 	Size      int    `json:"size"`
+	ExpiresAt int64  `json:"expires_at,omitempty"` // Unix ms; absent: no expiry
 }
 
 type listResult struct {
@@ -411,7 +455,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		kvs, res.More = kvs[:limit], true
 	}
 	for _, kv := range kvs {
-		it := listItem{Size: len(kv.Value)}
+		it := listItem{Size: len(kv.Value), ExpiresAt: kv.ExpiresAt}
 		if utf8.Valid(kv.Key) {
 			it.Key = string(kv.Key)
 		} else {
