@@ -51,13 +51,13 @@ type pendingWrite struct {
 type writeReply uint8
 
 const (
-	replyOK    writeReply = iota // +OK per request: SET runs, MSET, SET without NX, XX or GET
-	replyPutIf                   // SET NX or XX: +OK if written, else null
-	replyOld                     // SET ... GET: the previous value, or null
-	replyIncr                    // INCR and its kin: the new value, or the op's error
-	replyCount                   // DEL: the number of keys deleted
-	replyCAS                     // CAS, CAD: the key's new mod revision, or REVMISMATCH
-	replyApplied                 // EXPIRE and its kin, PERSIST: 1 if applied, else 0
+	replyOK      writeReply = iota // +OK per request: SET runs, MSET, SET without NX, XX or GET
+	replyPutIf                     // SET NX or XX: +OK if written, else null
+	replyOld                       // SET ... GET: the previous value, or null
+	replyIncr                      // INCR and its kin: the new value, or the op's error
+	replyCount                     // DEL: the number of keys deleted
+	replyCAS                       // CAS, CAD: the key's new mod revision, or REVMISMATCH
+	replyApplied                   // EXPIRE and its kin, PERSIST: 1 if applied, else 0
 )
 
 type runResult uint8
