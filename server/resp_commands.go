@@ -415,6 +415,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("total_connections_received", s.totalConns.Load())
 		field("total_commands_processed", s.totalCommands.Load())
 		field("rejected_connections", s.rejected.Load())
+		field("expired_keys", s.store.Stats().ExpiredRemoved)
 	})
 	c.writeBulkString(b.String())
 }

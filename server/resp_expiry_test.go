@@ -159,5 +159,8 @@ func TestRESPExpiredKeyLeavesScan(t *testing.T) {
 			{cmd("DBSIZE"), integer(1)},
 			{cmd("SCAN", "0"), array(bulk("0"), array(bulk("keep")))},
 		})
+		if info := c.do("INFO", "stats"); !strings.Contains(info, "expired_keys:5\r\n") {
+			t.Fatalf("INFO stats after 5 keys expired: %q", info)
+		}
 	})
 }
