@@ -134,7 +134,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		defer tx.Rollback()
 	}
 	for _, op := range b.ops {
-		if op.kind == opPut {
+		if op.blind() {
 			continue
 		}
 		if _, ok := db.memGet(b.key(op)); !ok {
@@ -197,7 +197,14 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				db.active.set(key, memEntry{del: true})
 				r.Applied = !e.expiredAt(now)
 			}
-		case opPutIf, opPutEx:
+		case opPutEx:
+			if op.blind() {
+				put(key, b.keep(op), op.exp)
+				r.Applied = true
+				break
+			}
+			fallthrough
+		case opPutIf:
 			old, found := lookupEntry(key)
 			if op.cond&ReturnOld != 0 && found {
 				r.Old = b.keepOld(old.value)
@@ -295,10 +302,16 @@ func expireHolds(c ExpireCond, cur, next int64) bool {
 	return true
 }
 
+// blind reports whether op writes without reading the state: a put, with
+// an expiry or not, without conditions.
+func (op batchOp) blind() bool {
+	return op.kind == opPut || (op.kind == opPutEx && op.cond == 0)
+}
+
 // reads reports whether applying b reads the state.
 func (b *Batch) reads() bool {
 	for _, op := range b.ops {
-		if op.kind != opPut {
+		if !op.blind() {
 			return true
 		}
 	}
