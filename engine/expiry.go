@@ -131,7 +131,12 @@ func (sw *sweeper) sweep(db *DB) []expiredKey {
 			tx.Rollback()
 		}
 	}()
+	seen := make(map[string]bool)
 	check := func(key []byte) {
+		if seen[string(key)] {
+			return // in a memtable's index and the state file's
+		}
+		seen[string(key)] = true
 		e, found, err := db.lookupLocked(key, &tx, false)
 		if err == nil && found && e.expiredAt(now) {
 			out = append(out, expiredKey{bytes.Clone(key), e.mod})
