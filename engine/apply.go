@@ -27,7 +27,10 @@ import (
 //
 // Apply must not be mixed with local writes (Put, Write, Submit, Update)
 // that assign revisions of their own, except to build a history that Apply
-// then continues.
+// then continues. The removals of expired keys are such writes: a DB that
+// Apply drives is opened with Options.NoExpiryRemoval. Apply takes the
+// batch's timestamp as it is encoded (see Batch.SetTimestamp): it does not
+// stamp it.
 func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, error) {
 	b, err := decodeBatch(payload)
 	if err != nil {
