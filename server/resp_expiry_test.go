@@ -162,5 +162,8 @@ func TestRESPExpiredKeyLeavesScan(t *testing.T) {
 		if info := c.do("INFO", "stats"); !strings.Contains(info, "expired_keys:5\r\n") {
 			t.Fatalf("INFO stats after 5 keys expired: %q", info)
 		}
+		if m := doHTTP(t, "GET", "http://"+ts.httpAddr+"/metrics", nil, nil).body; !strings.Contains(m, "kvd_expired_keys_total 5\n") {
+			t.Fatalf("metrics after 5 keys expired lack kvd_expired_keys_total 5")
+		}
 	})
 }
