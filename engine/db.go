@@ -245,7 +245,7 @@ func (db *DB) GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) e
 // local clock is not found, and its removal is queued (see expiry.go).
 func (db *DB) readLocked(key []byte, tx **bolt.Tx, revs bool) (memEntry, bool, error) {
 	e, found, err := db.lookupLocked(key, tx, revs)
-	if found && e.expiredAt(db.now()) {
+	if found && e.expires != 0 && e.expiredAt(db.now()) { // the clock only for keys that expire
 		db.queueExpired(key, e.mod)
 		return memEntry{}, false, nil
 	}
