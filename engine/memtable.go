@@ -51,6 +51,10 @@ func (e memEntry) inheritsFrom(below memEntry) bool {
 // key and value (map slot, list slot, tree slot, entry).
 const memEntryOverhead = 112
 
+// expiryIndexOverhead approximates the memory an entry of a memtable's
+// expiry index costs beyond its key (string header, tree slot).
+const expiryIndexOverhead = 32
+
 // memtable holds committed writes until a checkpoint moves them into the
 // state file. A hash map serves point reads and overwrites. Key order, which
 // only scans and checkpoints need, is built lazily: a new key is appended to
@@ -94,7 +98,10 @@ func newMemtable() *memtable {
 
 func (t *memtable) set(key []byte, e memEntry) {
 	if e.expires != 0 && !e.del {
+		// Counted as a key: an entry dropped by the sweep stays counted
+		// until the memtable is checkpointed.
 		t.expiring.Insert(string(expiryKey(nil, e.expires, key)))
+		t.bytes += int64(8+len(key)) + expiryIndexOverhead
 	}
 	if old, ok := t.byKey[string(key)]; ok {
 		t.bytes += int64(len(e.value)) - int64(len(old.value))
