@@ -100,8 +100,10 @@ func (t *memtable) set(key []byte, e memEntry) {
 	if e.expires != 0 && !e.del {
 		// Counted as a key: an entry dropped by the sweep stays counted
 		// until the memtable is checkpointed.
-		t.expiring.Insert(string(expiryKey(nil, e.expires, key)))
-		t.bytes += int64(8+len(key)) + expiryIndexOverhead
+		if k := string(expiryKey(nil, e.expires, key)); !t.expiring.Contains(k) {
+			t.expiring.Insert(k)
+			t.bytes += int64(len(k)) + expiryIndexOverhead
+		}
 	}
 	if old, ok := t.byKey[string(key)]; ok {
 		t.bytes += int64(len(e.value)) - int64(len(old.value))
