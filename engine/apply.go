@@ -28,7 +28,10 @@ import (
 //
 // Apply must not be mixed with local writes (Put, Write, Submit, Update)
 // that assign revisions of their own, except to build a history that Apply
-// then continues.
+// then continues. The removals of expired keys are such writes: a DB that
+// Apply drives is opened with Options.NoExpiryRemoval. Apply takes the
+// batch's timestamp as it is encoded (see Batch.SetTimestamp): it does not
+// stamp it.
 func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, error) {
 	b, err := decodeBatch(payload)
 	if err != nil {
@@ -138,14 +141,16 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 	}
 	var stateKeys [][]byte // the state file's keys, for a delete-all
 	for _, op := range b.ops {
-		if op.kind == opDeleteAll && stateKeys == nil {
-			var err error
-			if stateKeys, err = db.stateKeys(tx); err != nil {
-				return err
+		if op.kind == opDeleteAll {
+			if stateKeys == nil {
+				var err error
+				if stateKeys, err = db.stateKeys(tx); err != nil {
+					return err
+				}
 			}
 			continue
 		}
-		if op.kind == opPut || op.kind == opDeleteAll {
+		if op.blind() {
 			continue
 		}
 		// A get reports the create revision, which the state file may
@@ -156,26 +161,44 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			}
 		}
 	}
+	now := b.at // every decision on expiry is taken at the batch's time
 	lookupRevs := func(key []byte, revs bool) (memEntry, bool) {
 		e, found, err := db.lookupLocked(key, &tx, revs)
 		if err != nil {
 			panic("engine: lookup failed after its check: " + err.Error())
 		}
+		if found && e.expiredAt(now) {
+			return memEntry{}, false
+		}
 		return e, found
 	}
 	lookupEntry := func(key []byte) (memEntry, bool) { return lookupRevs(key, false) }
-	lookup := func(key []byte) ([]byte, bool) {
-		e, found := lookupEntry(key)
-		return e.value, found
-	}
-	put := func(key, value []byte) {
-		e := memEntry{value: value, create: rev, mod: rev, inherit: true}
+	put := func(key, value []byte, expires int64) {
+		e := memEntry{value: value, create: rev, mod: rev, expires: expires, at: now, inherit: true}
 		if old, ok := db.memGet(key); ok {
-			if old.del {
+			if !e.inheritsFrom(old) {
 				e.inherit = false
 			} else {
 				e.create, e.inherit = old.create, old.inherit
 			}
+		}
+		db.active.set(key, e)
+	}
+	// setExpiry gives the live entry e of key a new expiry at revision rev.
+	setExpiry := func(key []byte, e memEntry, expires int64) {
+		if expires != 0 && expires <= now {
+			db.active.set(key, memEntry{del: true})
+			return
+		}
+		e.mod, e.expires, e.at = rev, expires, now
+		if _, ok := db.memGet(key); !ok {
+			// From the state file: its create revision is resolved.
+			e.inherit = false
+		}
+		// The value may alias the read view or the other memtable.
+		e.value = bytes.Clone(e.value)
+		if e.value == nil {
+			e.value = []byte{}
 		}
 		db.active.set(key, e)
 	}
@@ -184,31 +207,66 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		return nil
 	}
 	for _, op := range b.ops {
-		key := b.key(op)
+		var key []byte
+		if op.kind != opDeleteAll {
+			key = b.key(op)
+		}
 		var r Result
 		switch op.kind {
 		case opPut:
-			put(key, b.keep(op))
+			put(key, b.keep(op), 0)
 			r.Applied = true
 		case opDelete:
-			if _, found := lookup(key); found {
+			if e, found, _ := db.lookupLocked(key, &tx, false); found {
+				// An expired key is removed too, but did not count.
 				db.active.set(key, memEntry{del: true})
-				r.Applied = true
+				r.Applied = !e.expiredAt(now)
 			}
+		case opPutEx:
+			if op.blind() {
+				put(key, b.keep(op), op.exp)
+				r.Applied = true
+				break
+			}
+			fallthrough
 		case opPutIf:
-			old, found := lookup(key)
+			old, found := lookupEntry(key)
 			if op.cond&ReturnOld != 0 && found {
-				r.Old = b.keepOld(old)
+				r.Old = b.keepOld(old.value)
 			}
 			if (op.cond&IfAbsent == 0 || !found) && (op.cond&IfPresent == 0 || found) {
-				put(key, b.keep(op))
+				expires := op.exp
+				if op.cond&KeepExpiry != 0 {
+					expires = old.expires // 0 if not found
+				}
+				put(key, b.keep(op), expires)
+				r.Applied = true
+			}
+		case opExpire, opPersist:
+			e, found := lookupEntry(key)
+			if !found {
+				break
+			}
+			if op.econd&ExpireReturnValue != 0 {
+				r.Old = b.keepOld(e.value)
+			}
+			if op.kind == opPersist {
+				if e.expires != 0 {
+					setExpiry(key, e, 0)
+					r.Applied = true
+				}
+				break
+			}
+			if expireHolds(op.econd, e.expires, op.exp) {
+				setExpiry(key, e, op.exp)
 				r.Applied = true
 			}
 		case opIncrBy:
 			var n int64
-			if old, found := lookup(key); found {
+			old, found := lookupEntry(key)
+			if found {
 				var ok bool
-				if n, ok = parseInt(old); !ok {
+				if n, ok = parseInt(old.value); !ok {
 					r.Err = ErrNotInteger
 					break
 				}
@@ -218,22 +276,23 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				r.Err = ErrOverflow
 				break
 			}
-			put(key, strconv.AppendInt(nil, sum, 10))
+			put(key, strconv.AppendInt(nil, sum, 10), old.expires) // INCR keeps the expiry
 			r.Applied, r.Int = true, sum
 		case opAppend:
-			old, _ := lookup(key)
-			if len(old)+len(b.value(op)) > db.opts.MaxValueSize {
-				r.Err = fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(old)+len(b.value(op)), db.opts.MaxValueSize)
+			old, _ := lookupEntry(key)
+			if len(old.value)+len(b.value(op)) > db.opts.MaxValueSize {
+				r.Err = fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(old.value)+len(b.value(op)), db.opts.MaxValueSize)
 				break
 			}
-			v := append(append(make([]byte, 0, len(old)+len(b.value(op))), old...), b.value(op)...)
-			put(key, v)
+			v := append(append(make([]byte, 0, len(old.value)+len(b.value(op))), old.value...), b.value(op)...)
+			put(key, v, old.expires) // APPEND keeps the expiry
 			r.Applied, r.Int = true, int64(len(v))
 		case opIncrFloat:
 			var f float64
-			if old, found := lookup(key); found {
+			old, found := lookupEntry(key)
+			if found {
 				var ok bool
-				if f, ok = ParseFloat(old); !ok {
+				if f, ok = ParseFloat(old.value); !ok {
 					r.Err = ErrNotFloat
 					break
 				}
@@ -244,13 +303,15 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				break
 			}
 			v := formatFloat(sum)
-			put(key, v)
+			put(key, v, old.expires) // INCRBYFLOAT keeps the expiry
 			r.Applied, r.Value = true, b.keepOld(v)
 		case opGetDelete:
-			if old, found := lookup(key); found {
-				r.Old = b.keepOld(old)
+			if e, found, _ := db.lookupLocked(key, &tx, false); found {
+				// An expired key is removed too, but had no value.
 				db.active.set(key, memEntry{del: true})
-				r.Applied = true
+				if !e.expiredAt(now) {
+					r.Old, r.Applied = b.keepOld(e.value), true
+				}
 			}
 		case opDeleteAll:
 			r.Int = db.deleteAll(stateKeys)
@@ -259,6 +320,16 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			e, found := lookupEntry(key)
 			if found {
 				r.ModRevision = e.mod
+			}
+			if op.casDel && !found {
+				// A key that has expired but is not yet removed is
+				// removed by a compare on its mod revision: how the
+				// sweep removes it (expiry.go).
+				if raw, ok, _ := db.lookupLocked(key, &tx, false); ok && raw.mod == op.ifRev {
+					db.active.set(key, memEntry{del: true})
+					r.Applied = true
+					break
+				}
 			}
 			if r.ModRevision != op.ifRev {
 				break
@@ -269,7 +340,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				db.active.set(key, memEntry{del: true})
 				r.ModRevision = 0
 			case !op.casDel:
-				put(key, b.keep(op))
+				put(key, b.keep(op), 0)
 				r.ModRevision = rev
 			}
 		case opGet:
@@ -313,6 +384,22 @@ func (b *Batch) requireFails(lookup func([]byte) (memEntry, bool)) bool {
 			r.Applied = r.ModRevision == op.ifRev
 		}
 		b.results = append(b.results, r)
+	}
+	return true
+}
+
+// expireHolds reports whether an expiry of next may replace cur (0: none)
+// under c (EXPIRE NX, XX, GT, LT; no expiry counts as never expiring).
+func expireHolds(c ExpireCond, cur, next int64) bool {
+	switch {
+	case c&ExpireNX != 0 && cur != 0:
+		return false
+	case c&ExpireXX != 0 && cur == 0:
+		return false
+	case c&ExpireGT != 0 && (cur == 0 || next <= cur):
+		return false
+	case c&ExpireLT != 0 && cur != 0 && next >= cur:
+		return false
 	}
 	return true
 }
@@ -374,10 +461,16 @@ func (db *DB) deleteAll(stateKeys [][]byte) int64 {
 	return n
 }
 
+// blind reports whether op writes without reading the state: a put, with
+// an expiry or not, without conditions.
+func (op batchOp) blind() bool {
+	return op.kind == opPut || (op.kind == opPutEx && op.cond == 0)
+}
+
 // reads reports whether applying b reads the state.
 func (b *Batch) reads() bool {
 	for _, op := range b.ops {
-		if op.kind != opPut {
+		if !op.blind() {
 			return true
 		}
 	}

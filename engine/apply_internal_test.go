@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -21,16 +22,33 @@ func randomBatches(rng *rand.Rand, n int) [][]byte {
 	fdeltas := []float64{0.1, -2.5, 1e308, 3}
 	deltas := []int64{1, -1, 100, -100, math.MaxInt64, math.MinInt64}
 	conds := []PutCond{0, IfAbsent, IfPresent, ReturnOld, IfAbsent | ReturnOld, IfPresent | ReturnOld}
+	econds := []ExpireCond{0, ExpireNX, ExpireXX, ExpireGT, ExpireLT, ExpireXX | ExpireGT, ExpireReturnValue | ExpireLT}
 	out := make([][]byte, n)
 	for i := range out {
 		var b Batch
+		// Batches 10ms apart, with expiries around them: a key set to
+		// expire soon has expired for the batches a few revisions later.
+		at := batchEpoch + int64(i)*10
+		b.SetTimestamp(at)
+		exp := func() int64 { return at - 20 + rng.Int64N(200) }
 		for range 1 + rng.IntN(5) {
 			key := []byte("k" + strconv.Itoa(rng.IntN(6)))
 			v := []byte(values[rng.IntN(len(values))])
 			// A revision a compare-and-set may find: the batch's own
 			// (i+1, after its earlier ops), recent ones, or 0.
 			rev := uint64(max(0, i+1-rng.IntN(8)))
-			switch rng.IntN(12) {
+			switch rng.IntN(16) {
+			case 12:
+				c := conds[rng.IntN(len(conds))]
+				if rng.IntN(3) == 0 {
+					b.PutExpiresAt(key, v, c|KeepExpiry, 0)
+				} else {
+					b.PutExpiresAt(key, v, c, exp())
+				}
+			case 13, 14:
+				b.Expire(key, exp(), econds[rng.IntN(len(econds))])
+			case 15:
+				b.Persist(key, econds[rng.IntN(2)]&ExpireReturnValue)
 			case 0:
 				b.Put(key, v)
 			case 1:
@@ -87,6 +105,7 @@ func stateHash(t testing.TB, db *DB) [32]byte {
 		h.Write(kv.Value)
 		h.Write(binary.AppendUvarint(nil, kv.CreateRevision))
 		h.Write(binary.AppendUvarint(nil, kv.ModRevision))
+		h.Write(binary.AppendVarint(nil, kv.ExpiresAt))
 	}
 	return [32]byte(h.Sum(nil))
 }
@@ -106,12 +125,37 @@ func resultString(r Result) string {
 			!errors.Is(r.Err, ErrNotFloat) && !errors.Is(r.Err, ErrFloatRange) && !errors.Is(r.Err, ErrRequireFailed))
 }
 
+// batchEpoch is the timestamp of the first of randomBatches, in Unix ms.
+const batchEpoch = 1_700_000_000_000
+
+// testClock is a clock a test sets, in Unix ms.
+type testClock struct{ ms atomic.Int64 }
+
+func (c *testClock) now() time.Time { return time.UnixMilli(c.ms.Load()) }
+
+// scanAt scans db with its clock c at ms, then puts the clock back.
+func scanAt(t testing.TB, db *DB, c *testClock, ms int64) []KV {
+	t.Helper()
+	old := c.ms.Swap(ms)
+	defer c.ms.Store(old)
+	kvs, err := db.Scan(ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kvs
+}
+
 // TestApplyIsDeterministic applies the same encoded batches to two fresh
 // engines: one commits them as local writes, the other applies them with
 // Apply and is restarted halfway without a final checkpoint, so that it
 // replays (and re-evaluates) the conditional operations of its log. Both
 // checkpoint often, so evaluation also reads the state file. Per-op results
-// and state hashes must be equal.
+// and state hashes must be equal. The batches carry timestamps and expiry
+// operations, and the two engines' clocks jump about, before the batches'
+// times and after them: what expiry decides when a batch is applied
+// depends on its timestamp, never on the clock of the engine applying it.
+// (The hashes are taken with the clocks at 0, when reads see every key as
+// the batches left it, expired or not.)
 func TestApplyIsDeterministic(t *testing.T) {
 	seed := rand.Uint64()
 	if s := os.Getenv("KVD_APPLY_SEED"); s != "" {
@@ -120,10 +164,15 @@ func TestApplyIsDeterministic(t *testing.T) {
 	t.Logf("seed %d (set KVD_APPLY_SEED to repeat)", seed)
 	const n = 400
 	batches := randomBatches(rand.New(rand.NewPCG(seed, 0)), n)
-	opts := Options{CheckpointLogBytes: 2 << 10, CommitMode: CommitAsync}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	opts := Options{CheckpointLogBytes: 2 << 10, CommitMode: CommitAsync, NoExpiryRemoval: true}
 	wo := WriteOptions{}
+	var localClock, appliedClock testClock
+	localOpts, appliedOpts := opts, opts
+	localOpts.clock, appliedOpts.clock = localClock.now, appliedClock.now
+	opts = appliedOpts
 
-	local, err := Open(t.TempDir(), opts)
+	local, err := Open(t.TempDir(), localOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +188,16 @@ func TestApplyIsDeterministic(t *testing.T) {
 	// a crash after the log is written would, and opens it with o.
 	quiet := opts
 	quiet.CheckpointLogBytes, quiet.CheckpointInterval = 1<<30, time.Hour
+	hash := func(db *DB) [32]byte {
+		t.Helper()
+		l, a := localClock.ms.Load(), appliedClock.ms.Load()
+		localClock.ms.Store(0)
+		appliedClock.ms.Store(0)
+		defer localClock.ms.Store(l)
+		defer appliedClock.ms.Store(a)
+		return stateHash(t, db)
+	}
+	var expired int // keys hidden from a read at the last batch's time
 	restart := func(o Options) {
 		t.Helper()
 		if err := applied.close(false); err != nil {
@@ -151,6 +210,8 @@ func TestApplyIsDeterministic(t *testing.T) {
 	var differ, aborted int
 	for i, p := range batches {
 		rev := uint64(i + 1)
+		localClock.ms.Store(batchEpoch + rng.Int64N(int64(n)*20) - int64(n)*5)
+		appliedClock.ms.Store(rng.Int64N(2) * (batchEpoch + int64(n)*20))
 		b, err := DecodeBatch(p)
 		if err != nil {
 			t.Fatal(err)
@@ -178,6 +239,23 @@ func TestApplyIsDeterministic(t *testing.T) {
 			aborted++
 		}
 
+		if i%10 == 9 {
+			// A read at the batch's time hides the keys that have
+			// expired by then, and only those.
+			at := batchEpoch + int64(i)*10
+			all := scanAt(t, applied, &appliedClock, 0)
+			live := scanAt(t, local, &localClock, at)
+			n := 0
+			for _, kv := range all {
+				if kv.ExpiresAt != 0 && kv.ExpiresAt <= at {
+					n++
+				}
+			}
+			if len(live) != len(all)-n {
+				t.Fatalf("revision %d: of %d keys %d have expired, yet a read sees %d", rev, len(all), n, len(live))
+			}
+			expired += n
+		}
 		if i == n/4 {
 			// Checkpoints run in the background: let both engines
 			// have one, so that later batches read the state file.
@@ -197,7 +275,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 			if applied.memRev <= applied.applied.Load() {
 				t.Fatalf("nothing replayed at the restart (state file at %d)", applied.applied.Load())
 			}
-			if stateHash(t, applied) != stateHash(t, local) {
+			if hash(applied) != hash(local) {
 				t.Fatalf("state after the restart at revision %d differs", rev)
 			}
 			// A state machine that restarts applies its tail again.
@@ -217,8 +295,11 @@ func TestApplyIsDeterministic(t *testing.T) {
 	if aborted == 0 || aborted > n/2 {
 		t.Fatalf("%d of %d batches aborted by a require: the batches test it badly", aborted, n)
 	}
-	if stateHash(t, applied) != stateHash(t, local) {
+	if hash(applied) != hash(local) {
 		t.Fatal("final states differ")
+	}
+	if expired == 0 {
+		t.Fatal("no key had expired at any of the checks: the batches test no expiry")
 	}
 	if r := applied.WrittenRevision(); r != n {
 		t.Fatalf("applied engine at revision %d, want %d", r, n)

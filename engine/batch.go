@@ -27,7 +27,16 @@ import (
 // which logs may still hold and which is still decoded (never written):
 // that one starts with its operation count, a uint32 that is never zero.
 //
-//	version 1:
+//	version 2:
+//	  0x00 0x00 0x00 0x00 | version 0x02 | timestamp int64 BE (Unix ms; 0: none) | op+
+//	  op:  as in version 1, and:
+//	       7 put-ex   cond byte (PutCond bits, and 8 KeepExpiry) | varint (zigzag) expiry
+//	                  (Unix ms; 0: none) | uvarint value length | value
+//	       8 expire   cond byte (ExpireCond bits: 1 NX, 2 XX, 4 GT, 8 LT, 16 ReturnValue) |
+//	                  varint (zigzag) expiry (Unix ms)
+//	       9 persist  cond byte (ExpireCond: 16 ReturnValue or 0)
+//
+//	version 1 (read only; no timestamp: no key counts as expired when applying it):
 //	  0x00 0x00 0x00 0x00 | version 0x01 | op+
 //	  op:  kind byte | uvarint key length | key (not empty) | by kind:
 //	       0 put      uvarint value length | value
@@ -55,6 +64,10 @@ type Batch struct {
 	rev   uint64
 	data  []byte
 	ops   []batchOp
+	// at is the batch's timestamp (Unix ms), also in data; stamped marks
+	// one given by SetTimestamp, which Submit keeps.
+	at      int64
+	stamped bool
 	// owned marks a batch made inside the engine: the memtable may keep
 	// slices of its data instead of copying them.
 	owned bool
@@ -70,24 +83,29 @@ type Batch struct {
 
 type batchOp struct {
 	kind   byte
-	cond   PutCond // put-if only
-	delta  int64   // incr-by only
-	fdelta float64 // incr-by-float only
-	ifRev  uint64  // cas and require: the mod revision it requires
-	casDel bool    // cas only: delete instead of put
-	k0, k1 int     // key = data[k0:k1]
-	v0, v1 int     // value = data[v0:v1]
+	cond   PutCond    // put-if and put-ex only
+	econd  ExpireCond // expire and persist only
+	exp    int64      // put-ex and expire: the expiry, Unix ms
+	delta  int64      // incr-by only
+	fdelta float64    // incr-by-float only
+	ifRev  uint64     // cas and require: the mod revision it requires
+	casDel bool       // cas only: delete instead of put
+	k0, k1 int        // key = data[k0:k1]
+	v0, v1 int        // value = data[v0:v1]
 }
 
 // Operation kinds, as encoded.
 const (
-	opPut    byte = 0
-	opDelete byte = 1
-	opPutIf  byte = 2
-	opIncrBy byte = 3
-	opCAS    byte = 4
-	opGet    byte = 5
-	opReq    byte = 6
+	opPut     byte = 0
+	opDelete  byte = 1
+	opPutIf   byte = 2
+	opIncrBy  byte = 3
+	opCAS     byte = 4
+	opGet     byte = 5
+	opReq     byte = 6
+	opPutEx   byte = 7
+	opExpire  byte = 8
+	opPersist byte = 9
 
 	opAppend    byte = 10
 	opIncrFloat byte = 11
@@ -99,8 +117,10 @@ const (
 const casDelete = 1
 
 const (
-	batchVersion = 1
-	headerLen    = 5 // four zero bytes and the version
+	batchVersion   = 2
+	batchVersionV1 = 1
+	headerLenV1    = 5  // four zero bytes and the version
+	headerLen      = 13 // and the timestamp
 )
 
 // PutCond is the condition and options of a PutIf: Redis's SET NX, XX and
@@ -114,12 +134,43 @@ const (
 	IfPresent
 	// ReturnOld reports the key's previous value in Result.Old (SET GET).
 	ReturnOld
+	// KeepExpiry keeps the key's expiry (SET KEEPTTL), for PutExpiresAt
+	// only; any other put clears it.
+	KeepExpiry
 
 	putCondMask = IfAbsent | IfPresent | ReturnOld
 )
 
 func (c PutCond) valid() bool {
 	return c&^putCondMask == 0 && c&(IfAbsent|IfPresent) != IfAbsent|IfPresent
+}
+
+// ExpireCond is the condition and options of an Expire or Persist:
+// Redis's EXPIRE NX, XX, GT and LT, and GETEX's returned value.
+type ExpireCond uint8
+
+const (
+	// ExpireNX sets the expiry only if the key has none.
+	ExpireNX ExpireCond = 1 << iota
+	// ExpireXX sets it only if the key has one.
+	ExpireXX
+	// ExpireGT sets it only if it is later than the key's (a key without
+	// one counts as never expiring: GT never holds for it).
+	ExpireGT
+	// ExpireLT sets it only if it is earlier than the key's (a key without
+	// one counts as never expiring: LT always holds for it).
+	ExpireLT
+	// ExpireReturnValue reports the key's value in Result.Old (GETEX).
+	ExpireReturnValue
+
+	expireCondMask = ExpireNX | ExpireXX | ExpireGT | ExpireLT | ExpireReturnValue
+)
+
+func (c ExpireCond) valid() bool {
+	if c&^expireCondMask != 0 || c&(ExpireGT|ExpireLT) == ExpireGT|ExpireLT {
+		return false
+	}
+	return c&ExpireNX == 0 || c&(ExpireXX|ExpireGT|ExpireLT) == 0
 }
 
 // Result is the outcome of one operation of an applied batch.
@@ -158,7 +209,39 @@ type Result struct {
 	Err error
 }
 
-// Put adds a write of value under key. The Batch copies both.
+// SetTimestamp sets the batch's timestamp, in Unix milliseconds: the time
+// at which every decision of its operations that depends on expiry is
+// taken (whether a key is live for PutIf, IncrBy, CompareAndPut, Delete's
+// result, Expire...), so that every node that applies the batch takes the
+// same. Submit, Write and Update stamp a batch with the local clock unless
+// SetTimestamp gave it one; DB.Apply takes the timestamp the encoded batch
+// carries. Reset clears it.
+func (b *Batch) SetTimestamp(ms int64) {
+	b.header()
+	b.at, b.stamped = ms, true
+	binary.BigEndian.PutUint64(b.data[5:], uint64(ms))
+}
+
+// Timestamp returns the batch's timestamp (see SetTimestamp): 0 until it is
+// set or the batch is submitted, and for a decoded batch that carries none.
+func (b *Batch) Timestamp() int64 { return b.at }
+
+// stamp sets the timestamp of a batch about to be submitted.
+func (b *Batch) stamp(now int64) {
+	if !b.stamped && len(b.data) >= headerLen && b.data[4] == batchVersion {
+		b.at = now
+		binary.BigEndian.PutUint64(b.data[5:], uint64(now))
+	}
+}
+
+func (b *Batch) header() {
+	if len(b.data) == 0 {
+		b.data = append(b.data, 0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0)
+	}
+}
+
+// Put adds a write of value under key. The Batch copies both. Like any
+// put but PutExpiresAt with KeepExpiry, it clears the key's expiry.
 func (b *Batch) Put(key, value []byte) {
 	b.add(batchOp{kind: opPut}, key, value)
 }
@@ -258,17 +341,44 @@ func (b *Batch) GetDelete(key []byte) {
 // Result.Int is the number of keys deleted. It costs a tombstone in memory
 // per key until the next checkpoint.
 func (b *Batch) DeleteAll() {
-	if len(b.data) == 0 {
-		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
-	}
+	b.header()
 	b.data = append(b.data, opDeleteAll)
 	b.ops = append(b.ops, batchOp{kind: opDeleteAll})
 }
 
+// PutExpiresAt is PutIf with an expiry: the key expires at expiresAt, in
+// Unix milliseconds (SET EX, PX, EXAT, PXAT), or, with expiresAt 0, has
+// none; cond may also hold KeepExpiry (SET KEEPTTL), which keeps the
+// expiry the key has, if it is live, and needs expiresAt 0. An expiry that
+// has passed when the batch is applied writes a key that has expired: no
+// read returns it. A bad cond or a negative expiresAt makes the batch fail
+// its write with ErrBadBatch. The Batch copies key and value.
+func (b *Batch) PutExpiresAt(key, value []byte, cond PutCond, expiresAt int64) {
+	b.add(batchOp{kind: opPutEx, cond: cond, exp: expiresAt}, key, value)
+}
+
+// Expire adds a change of key's expiry to expiresAt, in Unix milliseconds
+// (EXPIRE, PEXPIREAT...), if the key is live and cond holds when the batch
+// is applied; an expiry not after the batch's timestamp deletes the key, as
+// in Redis. Result.Applied reports whether the expiry was set (or the key
+// deleted); with ExpireReturnValue, Result.Old is the key's value if it was
+// live. The key keeps its value and create revision and gets the batch's
+// revision as its mod revision. A bad cond makes the batch fail its write
+// with ErrBadBatch. The Batch copies key.
+func (b *Batch) Expire(key []byte, expiresAt int64, cond ExpireCond) {
+	b.add(batchOp{kind: opExpire, econd: cond, exp: expiresAt}, key, nil)
+}
+
+// Persist adds the removal of key's expiry (PERSIST). Result.Applied
+// reports whether the key was live and had one (its mod revision is then
+// the batch's); cond may be ExpireReturnValue (GETEX PERSIST), which
+// reports the key's value in Result.Old. The Batch copies key.
+func (b *Batch) Persist(key []byte, cond ExpireCond) {
+	b.add(batchOp{kind: opPersist, econd: cond}, key, nil)
+}
+
 func (b *Batch) add(op batchOp, key, value []byte) {
-	if len(b.data) == 0 {
-		b.data = append(b.data, 0, 0, 0, 0, batchVersion)
-	}
+	b.header()
 	b.data = append(b.data, op.kind)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
 	op.k0 = len(b.data)
@@ -283,6 +393,18 @@ func (b *Batch) add(op batchOp, key, value []byte) {
 		op.v0 = len(b.data)
 		b.data = append(b.data, value...)
 		op.v1 = len(b.data)
+	case opPutEx:
+		b.data = append(b.data, byte(op.cond))
+		b.data = binary.AppendVarint(b.data, op.exp)
+		b.data = binary.AppendUvarint(b.data, uint64(len(value)))
+		op.v0 = len(b.data)
+		b.data = append(b.data, value...)
+		op.v1 = len(b.data)
+	case opExpire:
+		b.data = append(b.data, byte(op.econd))
+		b.data = binary.AppendVarint(b.data, op.exp)
+	case opPersist:
+		b.data = append(b.data, byte(op.econd))
 	case opIncrBy:
 		b.data = binary.AppendVarint(b.data, op.delta)
 	case opIncrFloat:
@@ -325,6 +447,7 @@ func (b *Batch) Len() int { return len(b.ops) }
 func (b *Batch) Reset() {
 	b.data = b.data[:0]
 	b.ops = b.ops[:0]
+	b.at, b.stamped = 0, false
 	b.clearResults()
 }
 
@@ -371,8 +494,18 @@ func (b *Batch) check(o *Options) error {
 		if op.kind == opPutIf && !op.cond.valid() {
 			return fmt.Errorf("%w: put-if condition %#x", ErrBadBatch, op.cond)
 		}
+		if op.kind == opPutEx && !validPutEx(op.cond, op.exp) {
+			return fmt.Errorf("%w: put-ex condition %#x with expiry %d", ErrBadBatch, op.cond, op.exp)
+		}
+		if (op.kind == opExpire && !op.econd.valid()) || (op.kind == opPersist && op.econd&^ExpireReturnValue != 0) {
+			return fmt.Errorf("%w: expire condition %#x", ErrBadBatch, op.econd)
+		}
 	}
 	return nil
+}
+
+func validPutEx(c PutCond, exp int64) bool {
+	return (c &^ KeepExpiry).valid() && exp >= 0 && (c&KeepExpiry == 0 || exp == 0)
 }
 
 func checkKey(key []byte, o *Options) error {
@@ -404,11 +537,19 @@ func decodeBatch(payload []byte) (*Batch, error) {
 	if binary.LittleEndian.Uint32(payload) != 0 {
 		return decodeLegacy(payload)
 	}
-	if len(payload) <= headerLen || payload[4] != batchVersion {
+	b := &Batch{data: payload}
+	d := decoder{p: payload}
+	switch {
+	case len(payload) > headerLenV1 && payload[4] == batchVersionV1:
+		d.i = headerLenV1
+	case len(payload) > headerLen && payload[4] == batchVersion:
+		d.i = headerLen
+		b.at = int64(binary.BigEndian.Uint64(payload[5:]))
+		b.stamped = b.at != 0
+	default:
 		return nil, ErrBadBatch
 	}
-	d := decoder{p: payload, i: headerLen}
-	b := &Batch{data: payload}
+	v2 := payload[4] == batchVersion
 	for d.i < len(payload) {
 		kind := d.byte()
 		op := batchOp{kind: kind}
@@ -429,6 +570,18 @@ func decodeBatch(payload []byte) (*Batch, error) {
 			if !op.cond.valid() {
 				d.bad = true
 			}
+		case opPutEx:
+			op.cond = PutCond(d.byte())
+			op.exp = d.varint()
+			op.v0, op.v1 = d.field()
+			d.bad = d.bad || !v2 || !validPutEx(op.cond, op.exp)
+		case opExpire:
+			op.econd = ExpireCond(d.byte())
+			op.exp = d.varint()
+			d.bad = d.bad || !v2 || !op.econd.valid()
+		case opPersist:
+			op.econd = ExpireCond(d.byte())
+			d.bad = d.bad || !v2 || op.econd&^ExpireReturnValue != 0
 		case opIncrBy:
 			op.delta = d.varint()
 		case opCAS:

@@ -44,6 +44,7 @@ func sameOps(a, b *Batch) bool {
 		y := b.ops[i]
 		if x.kind != y.kind || x.cond != y.cond || x.delta != y.delta || x.ifRev != y.ifRev || x.casDel != y.casDel ||
 			math.Float64bits(x.fdelta) != math.Float64bits(y.fdelta) ||
+			x.econd != y.econd || x.exp != y.exp ||
 			!bytes.Equal(a.key(x), b.key(y)) || !bytes.Equal(a.value(x), b.value(y)) {
 			return false
 		}
@@ -83,7 +84,16 @@ func reencode(b *Batch) *Batch {
 			again.GetDelete(b.key(op))
 		case opDeleteAll:
 			again.DeleteAll()
+		case opPutEx:
+			again.PutExpiresAt(b.key(op), b.value(op), op.cond, op.exp)
+		case opExpire:
+			again.Expire(b.key(op), op.exp, op.econd)
+		case opPersist:
+			again.Persist(b.key(op), op.econd)
 		}
+	}
+	if b.at != 0 {
+		again.SetTimestamp(b.at)
 	}
 	return &again
 }
@@ -102,6 +112,10 @@ func FuzzDecodeBatch(f *testing.F) {
 	b.Get([]byte("g"))
 	b.Require([]byte("r"), 1<<50)
 	b.Require([]byte("r0"), 0)
+	b.PutExpiresAt([]byte("x"), []byte("v"), KeepExpiry|IfPresent, 0)
+	b.Expire([]byte("x"), 1_700_000_000_000, ExpireLT|ExpireReturnValue)
+	b.Persist([]byte("x"), 0)
+	b.SetTimestamp(1_700_000_000_000)
 	f.Add(b.Bytes())
 	f.Add(legacyBatch([2]string{"k", "v"}, [2]string{"d", "<del>"}))
 	f.Add([]byte{1, 0, 0, 0, 0, 1, 'k', 0})
@@ -120,7 +134,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		again := reencode(got)
 		back, err := DecodeBatch(again.Bytes())
-		if err != nil || !sameOps(got, back) {
+		if err != nil || !sameOps(got, back) || back.Timestamp() != got.Timestamp() {
 			t.Fatalf("batch decoded from %x changed in a round trip (%v)", payload, err)
 		}
 	})
@@ -136,7 +150,7 @@ func FuzzBatchRoundTrip(f *testing.F) {
 		for i := 0; i+1 < len(prog); i += 2 {
 			key := []byte{prog[i+1], byte(i)}
 			value := prog[i:] // any length, sometimes empty
-			switch prog[i] % 13 {
+			switch prog[i] % 16 {
 			case 0:
 				b.Put(key, value)
 			case 1:
@@ -163,6 +177,12 @@ func FuzzBatchRoundTrip(f *testing.F) {
 				b.GetDelete(key)
 			case 12:
 				b.DeleteAll()
+			case 13:
+				b.PutExpiresAt(key, value, PutCond(prog[i]>>4)&(IfAbsent|ReturnOld), delta&(1<<62-1))
+			case 14:
+				b.Expire(key, delta, ExpireCond(prog[i]>>4)&(ExpireXX|ExpireGT|ExpireReturnValue))
+			case 15:
+				b.Persist(key, ExpireCond(prog[i]>>4)&ExpireReturnValue)
 			}
 		}
 		if b.Len() == 0 {
@@ -202,7 +222,7 @@ func TestBatchRoundTrip(t *testing.T) {
 		got.ops[6].kind != opCAS || got.ops[6].ifRev != 0 || !got.ops[6].casDel || string(got.key(got.ops[6])) != "g" {
 		t.Fatalf("decoded %+v", got.ops)
 	}
-	if !bytes.Equal(b.Bytes()[:headerLen], []byte{0, 0, 0, 0, batchVersion}) {
+	if !bytes.Equal(b.Bytes()[:headerLen], []byte{0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0}) {
 		t.Fatalf("header %x", b.Bytes()[:headerLen])
 	}
 }
@@ -211,15 +231,24 @@ func TestDecodeRefuses(t *testing.T) {
 	var nxxx Batch
 	nxxx.PutIf([]byte("k"), nil, IfAbsent|IfPresent)
 	for name, p := range map[string][]byte{
-		"header only":     {0, 0, 0, 0, batchVersion},
-		"unknown version": {0, 0, 0, 0, 2, opDelete, 1, 'k'},
-		"unknown kind":    {0, 0, 0, 0, batchVersion, 0xff, 1, 'k'},
-		"require trunc":   {0, 0, 0, 0, batchVersion, opReq, 1, 'k', 0x80},
-		"cas flags":       {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 2, 0},
-		"cas truncated":   {0, 0, 0, 0, batchVersion, opCAS, 1, 'k', 0, 0x80},
-		"float truncated": {0, 0, 0, 0, batchVersion, opIncrFloat, 1, 'k', 0, 0, 0, 0, 0, 0, 0},
-		"empty key":       {0, 0, 0, 0, batchVersion, opDelete, 0},
-		"truncated":       {0, 0, 0, 0, batchVersion, opPut, 1, 'k', 2, 'v'},
+		"header only":     {0, 0, 0, 0, batchVersionV1},
+		"unknown version": {0, 0, 0, 0, 3, opDelete, 1, 'k'},
+		"unknown kind":    {0, 0, 0, 0, batchVersionV1, 0xff, 1, 'k'},
+		"require trunc":   {0, 0, 0, 0, batchVersionV1, opReq, 1, 'k', 0x80},
+		"cas flags":       {0, 0, 0, 0, batchVersionV1, opCAS, 1, 'k', 2, 0},
+		"cas truncated":   {0, 0, 0, 0, batchVersionV1, opCAS, 1, 'k', 0, 0x80},
+		"float truncated": {0, 0, 0, 0, batchVersionV1, opIncrFloat, 1, 'k', 0, 0, 0, 0, 0, 0, 0},
+		"empty key":       {0, 0, 0, 0, batchVersionV1, opDelete, 0},
+		"truncated":       {0, 0, 0, 0, batchVersionV1, opPut, 1, 'k', 2, 'v'},
+		"v2 header only":  {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 1},
+		"v2 short header": {0, 0, 0, 0, batchVersion, 0, 0, 0, opDelete, 1, 'k'},
+		"put-ex in v1":    {0, 0, 0, 0, batchVersionV1, opPutEx, 1, 'k', 0, 0, 0},
+		"put-ex keep+exp": {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opPutEx, 1, 'k', byte(KeepExpiry), 2, 0},
+		"put-ex negative": {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opPutEx, 1, 'k', 0, 1, 0},
+		"expire NX GT":    {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opExpire, 1, 'k', byte(ExpireNX | ExpireGT), 2},
+		"expire GT LT":    {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opExpire, 1, 'k', byte(ExpireGT | ExpireLT), 2},
+		"persist NX":      {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opPersist, 1, 'k', byte(ExpireNX)},
+		"expire short":    {0, 0, 0, 0, batchVersion, 0, 0, 0, 0, 0, 0, 0, 0, opExpire, 1, 'k', 0},
 		"NX and XX":       nxxx.Bytes(),
 		"legacy extra":    append(legacyBatch([2]string{"k", "v"}), 0),
 		"legacy kind":     {1, 0, 0, 0, opPutIf, 1, 'k', 0, 0},
@@ -320,5 +349,32 @@ func TestBatchAppend(t *testing.T) {
 	back, err := DecodeBatch(a.Bytes())
 	if err != nil || !sameOps(back, &want) || !bytes.Equal(a.Bytes(), want.Bytes()) {
 		t.Fatalf("appended batch decodes to %+v (%v)", back, err)
+	}
+}
+
+func TestExpiryBatchRoundTrip(t *testing.T) {
+	var b Batch
+	b.PutExpiresAt([]byte("a"), []byte("1"), IfAbsent|ReturnOld, 1_700_000_000_123)
+	b.PutExpiresAt([]byte("b"), []byte("2"), KeepExpiry, 0)
+	b.Expire([]byte("c"), -5, ExpireXX|ExpireGT|ExpireReturnValue)
+	b.Persist([]byte("d"), ExpireReturnValue)
+	b.SetTimestamp(1_700_000_000_000)
+	got, err := DecodeBatch(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Timestamp() != 1_700_000_000_000 || !sameOps(got, &b) {
+		t.Fatalf("decoded at %d: %+v", got.Timestamp(), got.ops)
+	}
+	o := got.ops
+	if o[0].kind != opPutEx || o[0].exp != 1_700_000_000_123 || o[0].cond != IfAbsent|ReturnOld || string(got.value(o[0])) != "1" ||
+		o[1].cond != KeepExpiry || o[1].exp != 0 ||
+		o[2].kind != opExpire || o[2].exp != -5 || o[2].econd != ExpireXX|ExpireGT|ExpireReturnValue ||
+		o[3].kind != opPersist || o[3].econd != ExpireReturnValue {
+		t.Fatalf("decoded %+v", o)
+	}
+	b.Reset()
+	if b.Timestamp() != 0 {
+		t.Fatalf("timestamp %d after Reset", b.Timestamp())
 	}
 }

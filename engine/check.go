@@ -346,10 +346,14 @@ func (c *checker) bucket(page uint64, name, value []byte, depth int) error {
 				return nil
 			}
 			c.report.Keys++
-			if c.report.Format == stateFormatV1 {
+			decode := decodeRecord
+			switch c.report.Format {
+			case stateFormatV1:
 				return nil // bare values: nothing to check
+			case stateFormatV2:
+				decode = decodeRecordV2
 			}
-			if _, ok := decodeRecord(key, rec); !ok {
+			if _, ok := decode(key, rec); !ok {
 				c.problem(page, key, "value record does not match its checksum (%d bytes)", len(rec))
 			}
 			return nil

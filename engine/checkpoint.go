@@ -144,30 +144,50 @@ func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		var err error
 		var arena []byte // bbolt keeps the records until the commit
+		exp := tx.Bucket(bucketExpiry)
+		var ekey []byte
 		frozen.ordered().Scan(func(k string, e *memEntry) bool {
 			key := []byte(k)
+			// The record replaced: its create revision may be inherited,
+			// its expiry's index entry goes.
+			var below memEntry
+			if old := kv.Get(key); old != nil {
+				var ok bool
+				if below, ok = decodeRecord(key, old); !ok {
+					err = db.corruptValue(key)
+					return false
+				}
+				if below.expires != 0 && (e.del || below.expires != e.expires) {
+					ekey = expiryKey(ekey[:0], below.expires, key)
+					if err = exp.Delete(ekey); err != nil {
+						return false
+					}
+				}
+			} else {
+				below.del = true
+			}
 			if e.del {
 				err = kv.Delete(key)
 				return err == nil
 			}
 			create := e.create
-			if e.inherit {
-				if old := kv.Get(key); old != nil {
-					below, ok := decodeRecord(key, old)
-					if !ok {
-						err = db.corruptValue(key)
-						return false
-					}
-					create = below.create
-				}
+			if e.inherit && e.inheritsFrom(below) {
+				create = below.create
 			}
 			need := recordHeaderLen + len(e.value)
-			if cap(arena)-len(arena) < need {
-				arena = make([]byte, 0, max(need, 1<<20))
+			if cap(arena)-len(arena) < need+8+len(key) {
+				arena = make([]byte, 0, max(need+8+len(key), 1<<20))
 			}
 			r0 := len(arena)
-			arena = appendRecord(arena, key, create, e.mod, e.value)
-			err = kv.Put(key, arena[r0:])
+			arena = appendRecord(arena, key, create, e.mod, e.expires, e.value)
+			if err = kv.Put(key, arena[r0:]); err != nil {
+				return false
+			}
+			if e.expires != 0 && below.expires != e.expires {
+				k0 := len(arena)
+				arena = expiryKey(arena, e.expires, key)
+				err = exp.Put(arena[k0:], nil)
+			}
 			return err == nil
 		})
 		if err != nil {

@@ -152,6 +152,7 @@ func (db *DB) submit(b *Batch, wo WriteOptions, ctx context.Context) (Commit, er
 			return Commit{}, err
 		}
 	}
+	b.stamp(db.now())
 	db.wmu.RLock()
 	if db.closed {
 		db.wmu.RUnlock()

@@ -52,7 +52,9 @@ type DB struct {
 
 	applied     atomic.Uint64
 	checkpoints atomic.Uint64
-	fatal       atomic.Pointer[error]
+	// expiredRemoved counts the expired keys the expirer removed.
+	expiredRemoved atomic.Uint64
+	fatal          atomic.Pointer[error]
 	// checkpointFailures counts checkpoints that failed without failing
 	// the DB; checkpointErr is the last one's error, nil once one succeeds.
 	checkpointFailures atomic.Uint64
@@ -64,6 +66,8 @@ type DB struct {
 
 	bpMu   sync.Mutex // backpressure: writers wait on bpCond for a checkpoint
 	bpCond *sync.Cond
+
+	expired chan expiredKey // removals queued by reads (expiry.go)
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -79,10 +83,12 @@ var (
 	keyApplied = []byte("applied-revision")
 )
 
-// stateFormat is the format of the state file this build writes: 2 since
-// values are stored in value records (record.go); 1 stored bare values.
+// stateFormat is the format of the state file this build writes: 3 since
+// value records hold an expiry and bucket "expiry" indexes it (record.go);
+// 2 had value records without expiry, 1 stored bare values.
 const (
-	stateFormat   = "2"
+	stateFormat   = "3"
+	stateFormatV2 = "2"
 	stateFormatV1 = "1"
 )
 
@@ -119,6 +125,11 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.wg.Add(1)
 	go db.checkpointer()
+	if !opts.NoExpiryRemoval {
+		db.expired = make(chan expiredKey, expiredQueue)
+		db.wg.Add(1)
+		go db.expirer()
+	}
 	return db, nil
 }
 
@@ -151,7 +162,7 @@ func (db *DB) AppendGet(dst, key []byte) ([]byte, error) {
 
 func (db *DB) appendGetLocked(dst, key []byte) ([]byte, error) {
 	var tx *bolt.Tx
-	e, found, err := db.lookupLocked(key, &tx, false)
+	e, found, err := db.readLocked(key, &tx, false)
 	if found {
 		dst = append(dst, e.value...)
 	}
@@ -176,8 +187,12 @@ type Entry struct {
 	// format 1 held have the revision that file was checkpointed at,
 	// since it did not record theirs (see the package doc, On disk).
 	CreateRevision uint64
-	// ModRevision is the revision of the write that last set the key.
+	// ModRevision is the revision of the write that last set the key, or
+	// changed its expiry.
 	ModRevision uint64
+	// ExpiresAt is the key's expiry time in Unix milliseconds, 0 if it has
+	// none (see the package doc, Expiry).
+	ExpiresAt int64
 }
 
 // GetEntry returns the value and revisions of key, or ErrNotFound. It sees
@@ -186,10 +201,10 @@ func (db *DB) GetEntry(key []byte) (Entry, error) {
 	db.smu.RLock()
 	defer db.smu.RUnlock()
 	var tx *bolt.Tx
-	e, found, err := db.lookupLocked(key, &tx, true)
+	e, found, err := db.readLocked(key, &tx, true)
 	var out Entry
 	if found {
-		out = Entry{Value: append([]byte{}, e.value...), CreateRevision: e.create, ModRevision: e.mod}
+		out = Entry{Value: append([]byte{}, e.value...), CreateRevision: e.create, ModRevision: e.mod, ExpiresAt: e.expires}
 	}
 	if tx != nil {
 		tx.Rollback()
@@ -217,13 +232,24 @@ func (db *DB) GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) e
 		}
 	}()
 	for i, key := range keys {
-		e, found, err := db.lookupLocked(key, &tx, false)
+		e, found, err := db.readLocked(key, &tx, false)
 		if err != nil {
 			return err
 		}
 		fn(i, e.value, found)
 	}
 	return nil
+}
+
+// readLocked is lookupLocked for a read: a key that has expired by the
+// local clock is not found, and its removal is queued (see expiry.go).
+func (db *DB) readLocked(key []byte, tx **bolt.Tx, revs bool) (memEntry, bool, error) {
+	e, found, err := db.lookupLocked(key, tx, revs)
+	if found && e.expires != 0 && e.expiredAt(db.now()) { // the clock only for keys that expire
+		db.queueExpired(key, e.mod)
+		return memEntry{}, false, nil
+	}
+	return e, found, err
 }
 
 // lookupLocked finds key's entry without copying its value: the value stays
@@ -251,10 +277,10 @@ func (db *DB) lookupLocked(key []byte, tx **bolt.Tx, revs bool) (memEntry, bool,
 				return memEntry{}, false, nil
 			}
 			top, found = e, true
-		case e.del:
+		case !top.inheritsFrom(e):
 			top.inherit = false
 		default:
-			top.create, top.inherit = e.create, e.inherit
+			top.create, top.inherit, top.at = e.create, e.inherit, e.at
 		}
 		if !revs || !top.inherit {
 			return top, true, nil
@@ -264,7 +290,7 @@ func (db *DB) lookupLocked(key []byte, tx **bolt.Tx, revs bool) (memEntry, bool,
 	if err != nil || !found {
 		return e, ok, err
 	}
-	if ok {
+	if ok && top.inheritsFrom(e) {
 		top.create = e.create
 	}
 	top.inherit = false
@@ -427,6 +453,7 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 		return 0, err
 	}
 	t.b.owned = true
+	t.b.stamp(db.now())
 	rev, err := db.enqueue(&t.b)
 	db.wmu.Unlock()
 	if err != nil {
@@ -501,6 +528,9 @@ type Stats struct {
 	WALSegments          int
 	MemtableBytes        int64
 	Checkpoints          uint64
+	// ExpiredRemoved counts the expired keys that this DB removed since
+	// Open (see the package doc, Expiry).
+	ExpiredRemoved uint64
 	// CheckpointFailures counts checkpoints that failed for want of space
 	// (or another failed write of the state file) and will be tried again;
 	// CheckpointErr is the last one's error, nil once a checkpoint succeeds.
@@ -575,6 +605,7 @@ func (db *DB) Stats() Stats {
 		WALSegments:          ws.Segments,
 		MemtableBytes:        db.memBytes.Load(),
 		Checkpoints:          db.checkpoints.Load(),
+		ExpiredRemoved:       db.expiredRemoved.Load(),
 		CheckpointFailures:   db.checkpointFailures.Load(),
 		LogWriteFailures:     ws.WriteFailures,
 		LogRecordsRefused:    ws.RecordsRefused,

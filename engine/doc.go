@@ -57,6 +57,46 @@
 // with ErrAlreadyApplied. Applying the same batches in the same order gives
 // the same state and the same results on any node.
 //
+// # Expiry
+//
+// A key may carry an absolute expiry time in Unix milliseconds
+// (Batch.PutExpiresAt, Batch.Expire, Batch.Persist; Entry.ExpiresAt). It is
+// stored with the key, in the memtable and in the key's value record, and
+// so survives restarts and crashes as the value does. Any put clears it
+// except PutExpiresAt with KeepExpiry; IncrBy keeps it, as Redis's INCR
+// does.
+//
+// Every batch carries a timestamp, that of the node that submitted it
+// (Submit, Write and Update stamp it with the local clock unless
+// Batch.SetTimestamp gave it one). Every decision that expiry takes when a
+// batch is applied (whether a key is live for PutIf, IncrBy, the compares,
+// Expire's conditions, a Delete's result) is taken at that timestamp,
+// never by the clock of the node applying it: replay and replicas decide
+// alike. Batches of older builds carry no timestamp, and for them no key
+// has expired.
+//
+// Reads (Get, AppendGet, GetEntry, GetEach, Scan, Count, Txn.Get) use the
+// local clock: a key is invisible from its expiry time on, whether or not
+// it has been removed. Removal is an ordinary write, decided by the node
+// that runs the expirer and logged like any other: a batch of
+// CompareAndDelete on the mod revision the expired key had, so that a key
+// written again meanwhile stays (a CompareAndDelete removes a key that has
+// expired, unlike any other operation, which sees it as absent). A read
+// that finds an expired key queues its removal; a sweep every 100ms takes
+// at most 256 due keys from the expiry indexes (one per memtable, in
+// memory, and the state file's bucket "expiry"). Stats.ExpiredRemoved
+// counts the removals. A replica whose writes all come through Apply sets
+// Options.NoExpiryRemoval and gets the removals from the leader's log;
+// until one arrives its reads hide the key by its own clock.
+//
+// Why the expiry lives in the value record (state format 3) and not in a
+// bucket beside it: a read of a key then costs one lookup and one checksum,
+// as before, and the expiry is covered by the record's checksum and
+// written in the same put as the value, so they can never disagree. The
+// sweep needs keys in expiry order, which the records cannot give: bucket
+// "expiry" is that index, written by the checkpoint in the same
+// transaction as the records, and checked by the sweep against them.
+//
 // # Recovery
 //
 // After any crash the store recovers exactly the batches 1..k for some k at
@@ -86,14 +126,15 @@
 // # On disk
 //
 // The state file (DIR/state.db) is a bbolt file with a bucket "meta"
-// (format, applied-revision) and a bucket "kv" mapping each live key to a
-// value record:
+// (format, applied-revision), a bucket "kv" mapping each live key to a
+// value record, and a bucket "expiry" indexing the keys that have an expiry
+// by time (keys of expiry uint64 BE followed by the key, empty values):
 //
-//	+-----------+----------------+----------------+-----------------+
-//	| crc32c    | create rev     | mod rev        | value           |
-//	| uint32 BE | uint64 BE      | uint64 BE      | (rest, 0+ bytes)|
-//	+-----------+----------------+----------------+-----------------+
-//	0           4                12               20
+//	+-----------+-------------+-------------+---------------+-----------------+
+//	| crc32c    | create rev  | mod rev     | expires at    | value           |
+//	| uint32 BE | uint64 BE   | uint64 BE   | int64 BE (ms) | (rest, 0+ bytes)|
+//	+-----------+-------------+-------------+---------------+-----------------+
+//	0           4             12            20              28
 //
 // The checksum is CRC-32C over the key followed by the record from offset
 // 4, checked on every read of the record: a read of a record that does not
@@ -103,14 +144,19 @@
 // trusts its page headers: a read that a damaged page makes fault or panic
 // fails with ErrCorruptState instead of crashing (fault.go). Both are
 // counted in Stats.Corruptions, and Check examines a closed store's file
-// page by page. This is state format 2. Format 1 stored bare values, without
-// revisions: Open migrates such a file in one transaction, and gives each
-// of its keys create = mod = the revision the file was checkpointed at
-// (logged at Info, "engine: migrated state file"). That is the newest
-// revision that can have written them: never older than their true
-// revisions, and older than every later write. Log records newer than the
-// file then replay with their own revisions. Other formats fail Open with
-// ErrFormat.
+// page by page. This is state format 3; "expires at" is 0 for a key
+// without expiry.
+//
+// Format 2 had the same record without "expires at" and no bucket
+// "expiry": Open migrates such a file in one transaction, keeping each
+// key's revisions, with no expiry. Format 1 stored bare values, without
+// revisions: Open migrates it too, and gives each of its keys create = mod
+// = the revision the file was checkpointed at (logged at Info, "engine:
+// migrated state file"). That is the newest revision that can have written
+// them: never older than their true revisions, and older than every later
+// write. Log records newer than the file then replay with their own
+// revisions. Other formats fail Open with ErrFormat. A migrated file cannot
+// be opened by a build of an older format.
 //
 // # Failures
 //
@@ -141,6 +187,10 @@
 //   - Scans and Update hold back the application of new writes while they
 //     run: keep scans bounded with ScanOptions.Limit and Update functions
 //     short.
+//   - Expiry has the precision of the clocks: a key expires by each
+//     node's clock for its reads, and by the submitter's clock for the
+//     decisions of writes. Clocks that disagree make reads disagree by as
+//     much, never the state.
 //   - One process at a time: Open takes an flock (LockFileEx on Windows) on
 //     DIR/LOCK and fails with ErrLocked otherwise.
 package engine

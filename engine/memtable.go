@@ -19,16 +19,41 @@ import (
 // (in the frozen memtable, then in the state file) if the key is live
 // there, and create otherwise. A later put of the key copies create and
 // inherit; a put after a deletion in the memtables creates the key anew.
+//
+// A key with an expiry has expires, its absolute expiry time in Unix
+// milliseconds (0: none). at is the timestamp of the batch that wrote the
+// entry (0 for batches that carry none): an entry below that had expired
+// by then was not live for the write, which therefore created the key anew.
 type memEntry struct {
 	value       []byte
 	create, mod uint64 // revisions that created and last wrote the key
+	expires     int64  // expiry time, Unix ms; 0: none
+	at          int64  // timestamp of the writing batch, Unix ms; 0: none
 	inherit     bool   // create is the entry's below, if live, instead
 	del         bool
+}
+
+// expiredAt reports whether e holds a value that has expired at time now
+// (Unix ms). A time of 0, that of batches that carry none, sees no key
+// expired.
+func (e memEntry) expiredAt(now int64) bool {
+	return e.expires != 0 && now != 0 && e.expires <= now
+}
+
+// inheritsFrom reports whether e, with inherit set, takes the create
+// revision of below, the key's entry under it: if below was live when e
+// was written.
+func (e memEntry) inheritsFrom(below memEntry) bool {
+	return !below.del && !below.expiredAt(e.at)
 }
 
 // memEntryOverhead approximates the memory a memtable entry costs beyond its
 // key and value (map slot, list slot, tree slot, entry).
 const memEntryOverhead = 112
+
+// expiryIndexOverhead approximates the memory an entry of a memtable's
+// expiry index costs beyond its key (string header, tree slot).
+const expiryIndexOverhead = 32
 
 // memtable holds committed writes until a checkpoint moves them into the
 // state file. A hash map serves point reads and overwrites. Key order, which
@@ -52,6 +77,13 @@ type memtable struct {
 	omu      sync.Mutex // serializes ordered
 	unsorted []keyed    // entries of byKey not yet in tree
 	tree     btree.Map[string, *memEntry]
+
+	// expiring indexes the entries set with an expiry by expiryKey (expiry
+	// time, then key), for the sweep. It may hold entries since
+	// overwritten: the sweep checks each against the key's entry and
+	// drops it. set adds to it (DB.smu held exclusively); the sweep, the
+	// only other user, drops from it under DB.smu shared (expiry.go).
+	expiring btree.Set[string]
 }
 
 // keyed is an entry with its key, as the unsorted list holds it.
@@ -65,6 +97,14 @@ func newMemtable() *memtable {
 }
 
 func (t *memtable) set(key []byte, e memEntry) {
+	if e.expires != 0 && !e.del {
+		// Counted as a key: an entry dropped by the sweep stays counted
+		// until the memtable is checkpointed.
+		if k := string(expiryKey(nil, e.expires, key)); !t.expiring.Contains(k) {
+			t.expiring.Insert(k)
+			t.bytes += int64(len(k)) + expiryIndexOverhead
+		}
+	}
 	if old, ok := t.byKey[string(key)]; ok {
 		t.bytes += int64(len(e.value)) - int64(len(old.value))
 		*old = e

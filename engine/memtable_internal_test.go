@@ -61,3 +61,22 @@ func TestMemtableOrderedConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestMemtableCountsExpiryIndex: an entry with an expiry costs its index
+// entry once, however often the key is written with the same expiry.
+func TestMemtableCountsExpiryIndex(t *testing.T) {
+	m := newMemtable()
+	m.set([]byte("k"), memEntry{value: []byte("v")})
+	plain := m.bytes
+	m.set([]byte("k"), memEntry{value: []byte("v"), expires: 5})
+	once := m.bytes
+	if want := plain + 9 + expiryIndexOverhead; once != want {
+		t.Fatalf("with an expiry: %d bytes, want %d", once, want)
+	}
+	for range 10 {
+		m.set([]byte("k"), memEntry{value: []byte("v"), expires: 5})
+	}
+	if m.bytes != once || m.expiring.Len() != 1 {
+		t.Fatalf("after rewrites with the same expiry: %d bytes, %d index entries; want %d, 1", m.bytes, m.expiring.Len(), once)
+	}
+}

@@ -125,8 +125,19 @@ type Options struct {
 	MaxKeySize int
 	// MaxValueSize is the longest value accepted. Default 16 MiB.
 	MaxValueSize int
+	// NoExpiryRemoval stops the DB from removing expired keys itself (see
+	// the package doc, Expiry): for a replica whose writes all come
+	// through Apply, which gets the removals as batches of the node that
+	// decides them. Reads hide expired keys either way.
+	NoExpiryRemoval bool
 	// Logger receives the engine's messages. Nil discards them.
 	Logger *slog.Logger
+
+	// Set by tests only (export_test.go): the clock (nil: time.Now), and
+	// the sweep's period and bound (0: sweepInterval, sweepLimit).
+	clock         func() time.Time
+	sweepInterval time.Duration
+	sweepLimit    int
 }
 
 // withDefaults fills the defaults and checks every field, reporting all
@@ -183,6 +194,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.clock == nil {
+		o.clock = time.Now
+	}
+	if o.sweepInterval <= 0 {
+		o.sweepInterval = sweepInterval
+	}
+	if o.sweepLimit <= 0 {
+		o.sweepLimit = sweepLimit
 	}
 	if len(errs) > 0 {
 		return o, fmt.Errorf("engine: invalid options: %w", errors.Join(errs...))

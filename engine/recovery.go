@@ -77,6 +77,9 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketExpiry); err != nil {
+			return err
+		}
 		if v := meta.Get(keyApplied); v != nil {
 			if len(v) != 8 {
 				return fmt.Errorf("engine: state file: bad applied revision")
@@ -86,15 +89,16 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 		switch f := meta.Get(keyFormat); {
 		case f == nil:
 			return meta.Put(keyFormat, []byte(stateFormat))
-		case string(f) == stateFormatV1:
-			n, err := migrateV1(tx, applied)
+		case string(f) == stateFormatV1 || string(f) == stateFormatV2:
+			from := string(f)
+			n, err := migrate(tx, from, applied)
 			if err != nil {
-				return fmt.Errorf("migrate from format %s: %w", stateFormatV1, err)
+				return fmt.Errorf("migrate from format %s: %w", from, err)
 			}
-			db.log.Info("engine: migrated state file", "from", stateFormatV1, "to", stateFormat, "keys", n, "rev", applied)
+			db.log.Info("engine: migrated state file", "from", from, "to", stateFormat, "keys", n, "rev", applied)
 			return nil
 		case string(f) != stateFormat:
-			return fmt.Errorf("%w: state file has format %q, this build reads %q and %q", ErrFormat, f, stateFormatV1, stateFormat)
+			return fmt.Errorf("%w: state file has format %q, this build reads %q, %q and %q", ErrFormat, f, stateFormatV1, stateFormatV2, stateFormat)
 		}
 		return nil
 	})
@@ -104,21 +108,37 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	return applied, nil
 }
 
-// migrateV1 rewrites a state file of format 1, whose values are bare, in
-// the current format, in tx: each value goes into a value record with
-// create and mod revisions both applied, the revision the file was
-// checkpointed at. Format 1 did not record the revisions of keys; applied
-// is the newest revision that can have written them, so the revisions a
-// key gets are never older than its true ones, and every write after the
-// migration has a greater one. The whole file is rewritten in one
-// transaction: a crash leaves it in format 1, and the next Open migrates
-// it again.
-func migrateV1(tx *bolt.Tx, applied uint64) (int, error) {
+// migrate rewrites a state file of format 1 or 2 in the current format,
+// in tx. Neither had expiry, so no key gets one, and the expiry index
+// starts empty.
+//
+// Format 2's records keep their revisions. Format 1's values were bare: each
+// goes into a value record with create and mod revisions both applied, the
+// revision the file was checkpointed at. Format 1 did not record the
+// revisions of keys; applied is the newest revision that can have written
+// them, so the revisions a key gets are never older than its true ones, and
+// every write after the migration has a greater one.
+//
+// The whole file is rewritten in one transaction: a crash leaves it in its
+// old format, and the next Open migrates it again. A format 2 record that
+// does not check fails the migration (ErrCorruptValue), which leaves the
+// file as it was.
+func migrate(tx *bolt.Tx, from string, applied uint64) (int, error) {
 	c := tx.Bucket(bucketKV).Cursor()
 	n := 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		key := bytes.Clone(k)
-		if err := c.Bucket().Put(key, appendRecord(nil, key, applied, applied, v)); err != nil {
+		var rec []byte
+		if from == stateFormatV1 {
+			rec = appendRecord(nil, key, applied, applied, 0, v)
+		} else {
+			e, ok := decodeRecordV2(key, v)
+			if !ok {
+				return n, fmt.Errorf("%w: key of %d bytes", ErrCorruptValue, len(key))
+			}
+			rec = appendRecord(nil, key, e.create, e.mod, 0, e.value)
+		}
+		if err := c.Bucket().Put(key, rec); err != nil {
 			return n, err
 		}
 		n++

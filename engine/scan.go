@@ -13,6 +13,7 @@ type KV struct {
 	Key, Value     []byte
 	CreateRevision uint64
 	ModRevision    uint64
+	ExpiresAt      int64 // Unix ms; 0: no expiry
 }
 
 // ScanOptions select a key range.
@@ -24,7 +25,8 @@ type ScanOptions struct {
 	KeysOnly bool   // leave Value nil
 }
 
-// Scan returns the live pairs in the range in ascending key order. Writes
+// Scan returns the live pairs in the range in ascending key order: keys
+// that have expired by the local clock are left out. Writes
 // wait while a scan runs, so scans should use a Limit.
 func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 	start := o.Start
@@ -38,6 +40,7 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 		}
 		return bytes.HasPrefix(k, o.Prefix)
 	}
+	now := db.now()
 	db.smu.RLock()
 	defer db.smu.RUnlock()
 	if db.active == nil {
@@ -73,7 +76,9 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 			if err != nil {
 				return err
 			}
-			if !e.del {
+			if e.expiredAt(now) {
+				db.queueExpired(key, e.mod)
+			} else if !e.del {
 				// Resolve an inherited create revision from the
 				// sources below (see memEntry).
 				for _, s := range srcs[win+1:] {
@@ -85,13 +90,13 @@ func (db *DB) Scan(o ScanOptions) ([]KV, error) {
 						if err != nil {
 							return err
 						}
-						if below.del {
+						if !e.inheritsFrom(below) {
 							break
 						}
-						e.create, e.inherit = below.create, below.inherit
+						e.create, e.inherit, e.at = below.create, below.inherit, below.at
 					}
 				}
-				kv := KV{Key: bytes.Clone(key), CreateRevision: e.create, ModRevision: e.mod}
+				kv := KV{Key: bytes.Clone(key), CreateRevision: e.create, ModRevision: e.mod, ExpiresAt: e.expires}
 				if !o.KeysOnly {
 					kv.Value = bytes.Clone(e.value)
 				}

@@ -156,7 +156,7 @@ func TestStateFileDamage(t *testing.T) {
 	if len(pages) < 20 || !pages[0].Branch || pages[0].Count < 10 {
 		t.Fatalf("the state file has %d pages under a root of %d children; the test wants a branch over 20 leaves", len(pages), pages[0].Count)
 	}
-	if r, err := engine.Check(pristine, engine.CheckOptions{}); err != nil || !r.OK() || r.Keys != faultKeys || r.Format != "2" {
+	if r, err := engine.Check(pristine, engine.CheckOptions{}); err != nil || !r.OK() || r.Keys != faultKeys || r.Format != "3" {
 		t.Fatalf("Check of the undamaged store: %+v, %v", r, err)
 	}
 

@@ -63,7 +63,7 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 
 // Handler returns the HTTP API as an http.Handler:
 //
-//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N
+//	PUT    /v1/kv/{key}    raw body; ?durability=sync|async, ?cas=N, ?ttl=DURATION
 //	GET    /v1/kv/{key}    raw body; 404 if missing
 //	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
 //	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64|none (see listPageBytes)
@@ -81,6 +81,13 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 // no value), checked when the store applies it; otherwise it answers 409
 // revision_mismatch with the key's current mod revision in the error's
 // mod_revision field and in X-Kvd-Mod-Revision (0 if it holds no value).
+//
+// ?ttl makes the key expire after a Go duration (30s, 1500ms, 2h45m; at
+// least 1ms) from when the server reads the request; a PUT without it
+// clears the key's expiry, as Redis's SET does. It cannot be combined with
+// ?cas. GET of a key that has an expiry carries X-Kvd-Expires-At (Unix
+// milliseconds) and X-Kvd-TTL-Ms (milliseconds left); the list gives it as
+// expires_at. An expired key is not found.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern, name string, h http.HandlerFunc) {
@@ -255,6 +262,25 @@ func casParam(r *http.Request) (uint64, bool, error) {
 	return n, true, nil
 }
 
+// ttlParam returns the expiry time (Unix ms) that ?ttl=DURATION asks for,
+// or 0 without one.
+func ttlParam(r *http.Request) (int64, error) {
+	q := r.URL.Query()
+	if !q.Has("ttl") {
+		return 0, nil
+	}
+	v := q.Get("ttl")
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Millisecond {
+		return 0, badRequest("ttl must be a duration of at least 1ms, such as 30s, 1500ms or 2h, not %q", v)
+	}
+	at, ok := expireTime(d.Milliseconds(), unitMillis)
+	if !ok {
+		return 0, badRequest("ttl %q is too long", v)
+	}
+	return at, nil
+}
+
 // writeResult is the JSON body of a write response.
 type writeResult struct {
 	Revision uint64 `json:"revision"`
@@ -285,6 +311,15 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 	expected, cas, err := casParam(r)
 	if err != nil {
 		s.fail(w, err)
+		return
+	}
+	expiresAt, err := ttlParam(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if cas && expiresAt != 0 {
+		s.fail(w, badRequest("ttl and cas cannot be combined"))
 		return
 	}
 	limit := int64(s.cfg.MaxValueSize)
@@ -323,7 +358,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.writeCAS(w, r, &b, expected, d, nil)
 		return
 	}
-	b.Put(key, buf.Bytes())
+	if expiresAt != 0 {
+		b.PutExpiresAt(key, buf.Bytes(), 0, expiresAt)
+	} else {
+		b.Put(key, buf.Bytes())
+	}
 	start := time.Now()
 	c, err := s.store.WriteContext(r.Context(), &b, writeOptions(d))
 	s.observeCommit(c, start)
@@ -368,6 +407,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(e.Value)))
 	h.Set("X-Kvd-Mod-Revision", strconv.FormatUint(e.ModRevision, 10))
 	h.Set("X-Kvd-Create-Revision", strconv.FormatUint(e.CreateRevision, 10))
+	if e.ExpiresAt != 0 {
+		h.Set("X-Kvd-Expires-At", strconv.FormatInt(e.ExpiresAt, 10))
+		h.Set("X-Kvd-TTL-Ms", strconv.FormatInt(max(e.ExpiresAt-time.Now().UnixMilli(), 0), 10))
+	}
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -426,10 +469,11 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 
 // GET /v1/kv answers
 //
-//	{"items":[{"key":"a","value":"...","size":3},...],"more":false}
+//	{"items":[{"key":"a","value":"...","size":3,"expires_at":1700000000000},...],"more":false}
 //
 // A key that is not valid UTF-8 comes as key_base64 instead of key; with
-// values=none an item has only its key. A page ends after limit items or
+// values=none an item has only its key (and expiry). expires_at, in Unix
+// milliseconds, is there for a key that has an expiry. A page ends after limit items or
 // once its keys and values pass listPageBytes, whichever comes first (it
 // always holds at least one item); "more" is true when more keys follow:
 // continue with after=<the last key>. The reply is streamed as it is
@@ -502,11 +546,11 @@ page:
 				more = true
 				break page
 			}
-			var value []byte
+			value, expiresAt := []byte(nil), kv.ExpiresAt
 			if mode != listKeysOnly {
 				var e engine.Entry
 				e, err = s.store.GetEntry(kv.Key)
-				value = e.Value
+				value, expiresAt = e.Value, e.ExpiresAt
 				if errors.Is(err, engine.ErrNotFound) {
 					continue // deleted since the scan
 				}
@@ -518,7 +562,7 @@ page:
 			if items > 0 {
 				bw.WriteByte(',')
 			}
-			writeListItem(bw, kv.Key, value, mode)
+			writeListItem(bw, kv.Key, value, expiresAt, mode)
 			items++
 			size += len(kv.Key) + len(value)
 			if _, err := bw.Write(nil); err != nil {
@@ -542,7 +586,7 @@ page:
 
 // writeListItem writes one item of a GET /v1/kv reply, encoding the value
 // as it goes.
-func writeListItem(bw *bufio.Writer, key, value []byte, mode listMode) {
+func writeListItem(bw *bufio.Writer, key, value []byte, expiresAt int64, mode listMode) {
 	if utf8.Valid(key) {
 		bw.WriteString(`{"key":`)
 		writeJSONString(bw, key)
@@ -552,6 +596,10 @@ func writeListItem(bw *bufio.Writer, key, value []byte, mode listMode) {
 		enc.Write(key)
 		enc.Close()
 		bw.WriteByte('"')
+	}
+	if expiresAt != 0 {
+		bw.WriteString(`,"expires_at":`)
+		bw.WriteString(strconv.FormatInt(expiresAt, 10))
 	}
 	switch mode {
 	case listKeysOnly:

@@ -114,6 +114,10 @@ func (m *Metrics) register(s *Server) {
 			Help: "Checkpoints that failed (a full disk, say) and were tried again later.",
 		}, func() float64 { return float64(s.store.Stats().CheckpointFailures) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kvd_expired_keys_total",
+			Help: "Expired keys this server removed (reads hide them from their expiry time on, removed or not).",
+		}, func() float64 { return float64(s.store.Stats().ExpiredRemoved) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "kvd_state_corruptions_total",
 			Help: "Reads that found the state file damaged (a value whose checksum does not match, or a damaged page): not 0 means degraded; a restart does not repair it.",
 		}, func() float64 { return float64(s.store.Stats().Corruptions) }),

@@ -71,6 +71,16 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "cas", arity: -4, flags: []string{"write", "fast"}, keyArgs: true,
 			valueArg: func(i int) bool { return i == 3 }, write: cmdCAS},
 		{name: "cad", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdCAD},
+		{name: "expire", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdExpire},
+		{name: "pexpire", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdExpire},
+		{name: "expireat", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdExpire},
+		{name: "pexpireat", arity: -3, flags: []string{"write", "fast"}, keyArgs: true, write: cmdExpire},
+		{name: "persist", arity: -2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdPersist},
+		{name: "getex", arity: -2, flags: []string{"write", "fast"}, keyArgs: true, write: cmdGetEx},
+		{name: "ttl", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdTTL},
+		{name: "pttl", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdTTL},
+		{name: "expiretime", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdTTL},
+		{name: "pexpiretime", inline: true, arity: 2, flags: []string{"readonly", "fast"}, keyArgs: true, run: cmdTTL},
 		{name: "scan", arity: -2, flags: []string{"readonly"}, run: cmdScan},
 		{name: "waitaof", arity: 4, flags: []string{}, run: cmdWaitAOF},
 		{name: "msetnx", arity: -3, flags: []string{"write"}, keyArgs: true,
@@ -451,6 +461,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("total_connections_received", s.totalConns.Load())
 		field("total_commands_processed", s.totalCommands.Load())
 		field("rejected_connections", s.rejected.Load())
+		field("expired_keys", s.store.Stats().ExpiredRemoved)
 	})
 	// Keyspace counts the keys (as DBSIZE, reading every key); Redis
 	// leaves an empty database out.

@@ -58,7 +58,7 @@ const (
 	replyIncr                      // INCR and its kin, APPEND: the new value or length, or the op's error
 	replyCount                     // DEL: the number of keys deleted
 	replyCAS                       // CAS, CAD: the key's new mod revision, or REVMISMATCH
-	replyApplied                   // SETNX: 1 if the op applied, else 0
+	replyApplied                   // SETNX, EXPIRE and its kin, PERSIST: 1 if the op applied, else 0
 	replyFloat                     // INCRBYFLOAT: the new value, or the op's error
 )
 

@@ -35,13 +35,19 @@ func (c *respConn) trailingDurability(args [][]byte) ([][]byte, engine.Durabilit
 // (see respConn.submit and finishWrite). They return the batch's
 // durability and how to answer, or false after replying with an error.
 
-// cmdSet answers SET key value [NX|XX] [GET] [KEEPTTL] [SYNC|ASYNC]. kvd
-// has no expiry: EX, PX, EXAT and PXAT are refused.
+// cmdSet answers SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]
+// [SYNC|ASYNC]. Without an expiry option, or KEEPTTL, it clears the key's
+// expiry, as in Redis.
 func cmdSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 	key, value := args[1], args[2]
 	var cond engine.PutCond
+	var at int64
+	expiry := false // EX, PX, EXAT, PXAT or KEEPTTL seen
 	d := c.durability
-	for _, opt := range args[3:] {
+	opts := args[3:]
+	for i := 0; i < len(opts); i++ {
+		opt := opts[i]
+		u, isExp := expiryOption(opt)
 		switch {
 		case equalFold(opt, "nx") && cond&engine.IfPresent == 0:
 			cond |= engine.IfAbsent
@@ -49,14 +55,20 @@ func cmdSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 			cond |= engine.IfPresent
 		case equalFold(opt, "get"):
 			cond |= engine.ReturnOld
-		case equalFold(opt, "keepttl"):
+		case equalFold(opt, "keepttl") && !expiry:
+			cond |= engine.KeepExpiry
+			expiry = true
+		case isExp && !expiry && i+1 < len(opts):
+			var ok bool
+			if at, ok = c.setExpiry(opts[i+1], u, "set"); !ok {
+				return 0, 0, false
+			}
+			expiry = true
+			i++
 		case equalFold(opt, "sync"):
 			d = engine.DurabilitySync
 		case equalFold(opt, "async"):
 			d = engine.DurabilityAsync
-		case equalFold(opt, "ex"), equalFold(opt, "px"), equalFold(opt, "exat"), equalFold(opt, "pxat"):
-			c.writeError("ERR kvd does not support key expiry (EX, PX, EXAT, PXAT)")
-			return 0, 0, false
 		default:
 			c.writeError(respErrSyntax)
 			return 0, 0, false
@@ -71,17 +83,23 @@ func cmdSet(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 		return 0, 0, false
 	}
 	c.batch.Reset()
+	reply := replyPutIf
+	if cond&engine.ReturnOld != 0 {
+		reply = replyOld
+	}
 	switch {
-	case cond == 0:
+	case cond == 0 && !expiry:
 		c.batch.Put(key, value)
 		return d, replyOK, true
-	case cond&engine.ReturnOld != 0:
-		c.batch.PutIf(key, value, cond)
-		return d, replyOld, true
+	case expiry:
+		c.batch.PutExpiresAt(key, value, cond, at)
 	default:
 		c.batch.PutIf(key, value, cond)
-		return d, replyPutIf, true
 	}
+	if cond&(engine.IfAbsent|engine.IfPresent|engine.ReturnOld) == 0 {
+		reply = replyOK
+	}
+	return d, reply, true
 }
 
 // cmdDel answers DEL key [key ...] [SYNC|ASYNC] with the number of keys

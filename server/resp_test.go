@@ -62,7 +62,6 @@ func TestRESPCommands(t *testing.T) {
 				{cmd("GET", "k2"), bulk("e")},
 				{cmd("SET", "k2", "f", "NX", "XX"), "-ERR syntax error\r\n"},
 				{cmd("SET", "k2", "f", "BOGUS"), "-ERR syntax error\r\n"},
-				{cmd("SET", "k2", "f", "EX", "10"), "-ERR kvd does not support key expiry (EX, PX, EXAT, PXAT)\r\n"},
 				{cmd("SET", "k2"), "-ERR wrong number of arguments for 'set' command\r\n"},
 			}},
 			{"del exists", []step{

@@ -34,7 +34,8 @@ import (
 // call returns.
 type Store interface {
 	// GetEntry returns the value of key with its create and mod
-	// revisions, or an error wrapping engine.ErrNotFound.
+	// revisions and its expiry, or an error wrapping engine.ErrNotFound.
+	// Like every read, it does not find a key that has expired.
 	GetEntry(key []byte) (engine.Entry, error)
 	// GetEach looks keys up in one consistent state, without copying
 	// their values (GET, MGET, EXISTS).
