@@ -181,7 +181,9 @@ func getDiskStatus(t testing.TB, k *kvd) diskStatus {
 }
 
 // fillDisk writes a file at path that leaves about room bytes free on its
-// file system.
+// file system. kvd may write meanwhile (a checkpoint, the log's zero fill):
+// if the file system fills before the file is written, the file is cut
+// back by room instead.
 func fillDisk(t testing.TB, path string, room int64) {
 	t.Helper()
 	var fs unix.Statfs_t
@@ -197,6 +199,16 @@ func fillDisk(t testing.TB, path string, room int64) {
 	buf := make([]byte, 1<<20)
 	for size > 0 {
 		n, err := f.Write(buf[:min(int64(len(buf)), size)])
+		if errors.Is(err, unix.ENOSPC) {
+			fi, serr := f.Stat()
+			if serr != nil {
+				t.Fatal(serr)
+			}
+			if err := f.Truncate(max(fi.Size()-room, 0)); err != nil {
+				t.Fatalf("fill the disk: cut the filler back: %v", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("fill the disk: %v", err)
 		}
