@@ -75,6 +75,23 @@ func expiryOption(opt []byte) (expireUnit, bool) {
 	return 0, false
 }
 
+// cmdSetEx answers SETEX key seconds value and PSETEX key milliseconds
+// value, which are SET key value EX seconds and SET key value PX
+// milliseconds: +OK.
+func cmdSetEx(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
+	name, u := "setex", unitSeconds
+	if equalFold(args[0], "psetex") {
+		name, u = "psetex", unitMillis
+	}
+	at, ok := c.setExpiry(args[2], u, name)
+	if !ok || !c.checkKeyValue(args[1], args[3]) {
+		return 0, 0, false
+	}
+	c.batch.Reset()
+	c.batch.PutExpiresAt(args[1], args[3], 0, at)
+	return c.durability, replyOK, true
+}
+
 // cmdExpire answers EXPIRE key seconds, PEXPIRE key ms, EXPIREAT key
 // unix-seconds and PEXPIREAT key unix-ms, each with [NX|XX|GT|LT]
 // [SYNC|ASYNC]: 1 if the expiry was set, 0 if the key does not exist or
