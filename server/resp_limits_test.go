@@ -363,9 +363,11 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	_, err = server.New(db, server.Config{MaxKeySize: -1, MaxClients: -2})
-	if err == nil || !strings.Contains(err.Error(), "MaxKeySize") || !strings.Contains(err.Error(), "MaxClients") {
-		t.Errorf("New with two bad fields = %v, want both reported", err)
+	_, err = server.New(db, server.Config{MaxKeySize: -1, MaxClients: -2, HTTPIdleTimeout: -time.Second})
+	for _, field := range []string{"MaxKeySize", "MaxClients", "HTTPIdleTimeout must not be negative (got -1s)"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("New with three bad fields = %v, want %q reported", err, field)
+		}
 	}
 	if _, err := server.New(nil, server.Config{}); err == nil {
 		t.Errorf("New(nil store) succeeded")

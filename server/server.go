@@ -210,15 +210,7 @@ func New(store Store, cfg Config) (*Server, error) {
 		return nil, errors.New("server: nil store")
 	}
 	var errs []error
-	check := func(name string, v int, def int) int {
-		switch {
-		case v < 0:
-			errs = append(errs, fmt.Errorf("server: %s must not be negative (got %d)", name, v))
-		case v == 0:
-			return def
-		}
-		return v
-	}
+	check := func(name string, v, def int) int { return orDefault(&errs, name, v, def) }
 	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
 	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
 	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
@@ -232,15 +224,7 @@ func New(store Store, cfg Config) (*Server, error) {
 		cfg.RESPPendingBytes = math.MaxInt
 	}
 	cfg.HTTPMaxConns = check("HTTPMaxConns", cfg.HTTPMaxConns, DefaultHTTPMaxConns)
-	checkDur := func(name string, v, def time.Duration) time.Duration {
-		switch {
-		case v < 0:
-			errs = append(errs, fmt.Errorf("server: %s must not be negative (got %v)", name, v))
-		case v == 0:
-			return def
-		}
-		return v
-	}
+	checkDur := func(name string, v, def time.Duration) time.Duration { return orDefault(&errs, name, v, def) }
 	cfg.HTTPReadHeaderTimeout = checkDur("HTTPReadHeaderTimeout", cfg.HTTPReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
 	cfg.HTTPIdleTimeout = checkDur("HTTPIdleTimeout", cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
 	cfg.HTTPRateWindow = checkDur("HTTPRateWindow", cfg.HTTPRateWindow, DefaultHTTPRateWindow)
@@ -401,6 +385,18 @@ func (s *Server) Clients() int {
 // writeOptions turns a request's durability into engine write options.
 func writeOptions(d engine.Durability) engine.WriteOptions {
 	return engine.WriteOptions{Durability: d}
+}
+
+// orDefault returns v, or def if v is zero; a negative v adds an error
+// naming the Config field name to *errs.
+func orDefault[T int | time.Duration](errs *[]error, name string, v, def T) T {
+	switch {
+	case v < 0:
+		*errs = append(*errs, fmt.Errorf("server: %s must not be negative (got %v)", name, v))
+	case v == 0:
+		return def
+	}
+	return v
 }
 
 // observeCommit records the latency of commit c, started at start, by the
