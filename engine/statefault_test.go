@@ -138,7 +138,11 @@ var stateDamages = []stateDamage{
 			kvtest.XorFile(t, path, root.BranchElemOff(6)+3, 0x40) // pos + 1 GiB
 			return root.ID, nil                                    // every search compares with its key
 		},
-		faults: true,
+		// 1 GiB past the page is usually unmapped, but the race
+		// detector maps far more of the address space: there the key
+		// read may be readable garbage, which routes searches without a
+		// fault (seen once). No wrong data either way.
+		faults: !raceEnabled,
 		want:   "branch element 6",
 	},
 }
