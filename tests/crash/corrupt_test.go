@@ -856,14 +856,29 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 	dir := filepath.Join(work, "data")
 	cfg := fixedConfig(pristine, 4<<10)
 	ws := smallHistory(rng, pick(150, 400))
-	// Small writes last, so that the segment they start (after the
-	// history's large last record) still has room for the writes after
-	// the checkpoint: a segment holding both sides of it.
-	for i := range 3 {
-		ws = append(ws, seqWrite{kind: opSet, keys: []string{fmt.Sprintf("pre/%d", i)}, vals: []string{fmt.Sprint("before the checkpoint ", i)}})
-	}
 	k := startKVD(t, cfg)
 	writeSeq(t, k, ws, 1)
+	// Small writes last, until one of them starts a segment: that segment
+	// then has room for the writes after the checkpoint too, and holds
+	// both sides of it. (A fixed number of them could leave the segment
+	// of the history's last records just full, and the checkpoint at a
+	// segment's end.)
+	history := uint64(len(ws))
+	for i := 0; ; i++ {
+		segs := segments(t, pristine)
+		// The last segment holds a small write (a segment is made as soon
+		// as the one before it is full, before anything is written to it).
+		if first, err := strconv.ParseUint(segs[len(segs)-1], 10, 64); err == nil && first > history && first <= uint64(len(ws)) {
+			t.Logf("history of %d writes, then %d small writes; the last segment starts at %d", history, i, first)
+			break
+		}
+		if i == 200 {
+			t.Fatalf("200 small writes after the history started no segment: %v", segs)
+		}
+		w := seqWrite{kind: opSet, keys: []string{fmt.Sprintf("pre/%d", i)}, vals: []string{fmt.Sprint("before the checkpoint ", i)}}
+		writeSeq(t, k, []seqWrite{w}, uint64(len(ws))+1)
+		ws = append(ws, w)
+	}
 	if err := k.stop(); err != nil { // a clean stop checkpoints
 		t.Fatalf("kvd stop: %v\n%s", err, tail(k.Log(), 2000))
 	}
@@ -906,6 +921,14 @@ func TestDamageBelowCheckpoint(t *testing.T) {
 		}
 	}
 	if len(below) != int(applied) || len(besideNext) == 0 {
+		for _, seg := range segs {
+			recs := readRecords(t, filepath.Join(pristine, "wal", seg))
+			if len(recs) > 0 {
+				t.Logf("segment %s: revisions %d..%d", seg, recs[0].rev, recs[len(recs)-1].rev)
+			} else {
+				t.Logf("segment %s: no records", seg)
+			}
+		}
 		t.Fatalf("found %d records of revisions 1..%d in the log, %d of them in the segment holding %d; want all, and some",
 			len(below), applied, len(besideNext), applied+1)
 	}
