@@ -82,7 +82,7 @@ type MemoryStatus struct {
 	MemtableBytes    int64 `json:"memtable_bytes"`
 	MemtableMaxBytes int64 `json:"memtable_max_bytes"`
 	// HeapLiveBytes is the Go heap the last garbage collection found
-	// live; HeapTotalBytes the heap memory the runtime holds from the
+	// live (0 before the first one); HeapTotalBytes the heap memory the runtime holds from the
 	// system (live objects, garbage not yet collected, free spans not yet
 	// returned); HeapReleasedBytes what it returned.
 	HeapLiveBytes     uint64 `json:"heap_live_bytes"`
