@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The budget is the runtime's soft limit, so that garbage does not pile
 	// up to GOGC's multiple of the live heap; GOMEMLIMIT, if set, wins.
 	limitFrom := "GOMEMLIMIT"
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
+	if os.Getenv("GOMEMLIMIT") == "" { // as the runtime reads it
 		debug.SetMemoryLimit(int64(cfg.maxMemory))
 		limitFrom = "max-memory"
 	}
