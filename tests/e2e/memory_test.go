@@ -10,8 +10,22 @@ import (
 
 	"github.com/kvdstore/kvd/client"
 	"github.com/kvdstore/kvd/internal/kvtest"
-	"github.com/kvdstore/kvd/server"
 )
+
+// memoryStatus is what the tests read of GET /v1/status.
+type memoryStatus struct {
+	Checkpoints uint64 `json:"checkpoints"`
+	Memory      struct {
+		MaxMemory        int64 `json:"max_memory"`
+		MemtableBytes    int64 `json:"memtable_bytes"`
+		MemtableMaxBytes int64 `json:"memtable_max_bytes"`
+		GoMemoryLimit    int64 `json:"go_memory_limit"`
+		HeapLiveBytes    int64 `json:"heap_live_bytes"`
+		HeapTotalBytes   int64 `json:"heap_total_bytes"`
+		RSSAnonBytes     int64 `json:"rss_anon_bytes"`
+		RSSFileBytes     int64 `json:"rss_file_bytes"`
+	} `json:"memory"`
+}
 
 // TestGarbageCollectorTarget: kvd runs the garbage collector with GOGC=200
 // unless the environment sets GOGC, and INFO memory reports what is in
@@ -91,7 +105,7 @@ func TestMaxMemory(t *testing.T) {
 				}
 			}
 
-			var st server.Status
+			var st memoryStatus
 			if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
 				t.Fatal(err)
 			}
@@ -129,14 +143,14 @@ func TestMaxMemory(t *testing.T) {
 				t.Fatal(err)
 			}
 			if i%(10*batch) == 0 {
-				var st server.Status
+				var st memoryStatus
 				if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
 					t.Fatal(err)
 				}
 				peak = max(peak, st.Memory.MemtableBytes)
 			}
 		}
-		var st server.Status
+		var st memoryStatus
 		if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
 			t.Fatal(err)
 		}
