@@ -58,7 +58,7 @@ type config struct {
 	respPendingBytesSet bool
 }
 
-// defaultMaxMemory is --max-memory's default. Its shares (memoryShares) are
+// defaultMaxMemory is --max-memory's default. Its shares (below) are
 // the sizes kvd used before it had a budget: 256 MiB of memtables,
 // checkpoints from 64 MiB, 128 MiB of pending requests.
 const defaultMaxMemory = 1 << 30
