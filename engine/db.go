@@ -526,8 +526,12 @@ type Stats struct {
 	RecordsPerFsync      Histogram     // records made durable by each of those fsyncs
 	WALBytes             int64         // bytes in log segment files on disk, the tail's zero fill included
 	WALSegments          int
-	MemtableBytes        int64
-	Checkpoints          uint64
+	// MemtableBytes is the memory the memtables hold (writes not yet
+	// checkpointed, as the engine estimates it); MaxMemtableBytes is its
+	// bound (Options.MaxMemtableBytes), past which writers wait.
+	MemtableBytes    int64
+	MaxMemtableBytes int64
+	Checkpoints      uint64
 	// ExpiredRemoved counts the expired keys that this DB removed since
 	// Open (see the package doc, Expiry).
 	ExpiredRemoved uint64
@@ -604,6 +608,7 @@ func (db *DB) Stats() Stats {
 		WALBytes:             db.wal.Size(),
 		WALSegments:          ws.Segments,
 		MemtableBytes:        db.memBytes.Load(),
+		MaxMemtableBytes:     db.opts.MaxMemtableBytes,
 		Checkpoints:          db.checkpoints.Load(),
 		ExpiredRemoved:       db.expiredRemoved.Load(),
 		CheckpointFailures:   db.checkpointFailures.Load(),

@@ -660,6 +660,8 @@ type Status struct {
 	WALSegments   int       `json:"wal_segments"`
 	MemtableBytes int64     `json:"memtable_bytes"`
 	Checkpoints   uint64    `json:"checkpoints"`
+	// Memory is the memory budget and the process's memory.
+	Memory MemoryStatus `json:"memory"`
 	// Recovery is what the start-up cut from the log to recover.
 	Recovery         Recovery `json:"recovery"`
 	UptimeSeconds    float64  `json:"uptime_seconds"`
@@ -751,6 +753,7 @@ func (s *Server) Status() Status {
 		WALSegments:   st.WALSegments,
 		MemtableBytes: st.MemtableBytes,
 		Checkpoints:   st.Checkpoints,
+		Memory:        s.memoryStatus(st.MemtableBytes, st.MaxMemtableBytes),
 		Recovery: Recovery{Cuts: st.Recovery.Cuts, Bytes: st.Recovery.Bytes, Records: st.Recovery.Records,
 			Reason: st.Recovery.Reason},
 		UptimeSeconds:    time.Since(s.started).Seconds(),

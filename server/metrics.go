@@ -87,6 +87,7 @@ func (m *Metrics) register(s *Server) {
 	}
 	m.reg.MustRegister(
 		&fsyncHistograms{s: s},
+		&memoryCollector{s: s},
 		stat("kvd_written_revision", "Last revision written to the write-ahead log (visible to reads).",
 			func(st engine.Stats) float64 { return float64(st.WrittenRevision) }),
 		stat("kvd_durable_revision", "Last revision known to be fsynced.",
@@ -178,4 +179,48 @@ func constHistogram(desc *prometheus.Desc, h engine.Histogram) prometheus.Metric
 		n += h.Counts[len(h.Bounds)]
 	}
 	return prometheus.MustNewConstHistogram(desc, n, h.Sum, buckets)
+}
+
+// memoryCollector exports the memory budget and the memory in use, read
+// once per scrape. The Go collector's go_memstats_* and the process
+// collector's process_resident_memory_bytes tell more of the same.
+type memoryCollector struct{ s *Server }
+
+var (
+	memoryBudgetDesc = prometheus.NewDesc("kvd_memory_budget_bytes",
+		"The memory budget kvd was given (--max-memory); 0 if not set.", nil, nil)
+	memtableDesc = prometheus.NewDesc("kvd_memtable_bytes",
+		"Memory the memtables hold: writes not yet checkpointed into the state file.", nil, nil)
+	memtableMaxDesc = prometheus.NewDesc("kvd_memtable_max_bytes",
+		"Bound of the memtables, past which writes wait for a checkpoint.", nil, nil)
+	heapLiveDesc = prometheus.NewDesc("kvd_heap_live_bytes",
+		"Go heap the last garbage collection found live.", nil, nil)
+	heapTotalDesc = prometheus.NewDesc("kvd_heap_total_bytes",
+		"Go heap memory held from the system: objects live or not yet collected, and free spans not yet returned.", nil, nil)
+	rssAnonDesc = prometheus.NewDesc("kvd_rss_anon_bytes",
+		"Anonymous resident memory (RssAnon in /proc/self/status; 0 where unknown).", nil, nil)
+	rssFileDesc = prometheus.NewDesc("kvd_rss_file_bytes",
+		"File-backed resident memory, the state file's cached pages among it, which the kernel may reclaim (RssFile in /proc/self/status; 0 where unknown).", nil, nil)
+)
+
+func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{memoryBudgetDesc, memtableDesc, memtableMaxDesc,
+		heapLiveDesc, heapTotalDesc, rssAnonDesc, rssFileDesc} {
+		ch <- d
+	}
+}
+
+func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.store.Stats()
+	m := c.s.memoryStatus(st.MemtableBytes, st.MaxMemtableBytes)
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	gauge(memoryBudgetDesc, float64(m.MaxMemory))
+	gauge(memtableDesc, float64(m.MemtableBytes))
+	gauge(memtableMaxDesc, float64(m.MemtableMaxBytes))
+	gauge(heapLiveDesc, float64(m.HeapLiveBytes))
+	gauge(heapTotalDesc, float64(m.HeapTotalBytes))
+	gauge(rssAnonDesc, float64(m.RSSAnonBytes))
+	gauge(rssFileDesc, float64(m.RSSFileBytes))
 }

@@ -406,6 +406,19 @@ func cmdInfo(c *respConn, args [][]byte) {
 		}
 		field("gogc", m.gcPercent)
 		field("gc_cycles", m.gcCycles)
+		// The budget (Config.MaxMemory) and what counts against it.
+		st := s.store.Stats()
+		field("max_memory", s.cfg.MaxMemory)
+		field("memtable_bytes", st.MemtableBytes)
+		field("memtable_max_bytes", st.MaxMemtableBytes)
+		field("heap_live_bytes", m.heapLive)
+		field("heap_total_bytes", m.heapTotal)
+		field("heap_released_bytes", m.heapReleased)
+		field("go_memory_limit", m.goMemoryLimit)
+		if m.rssAnon >= 0 {
+			field("rss_anon_bytes", m.rssAnon)
+			field("rss_file_bytes", m.rssFile)
+		}
 	})
 	section("persistence", func() {
 		st := s.store.Stats()

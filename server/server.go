@@ -136,6 +136,12 @@ type Config struct {
 	// a body that comes too slowly gets 408 body_too_slow.
 	HTTPMinRate    int
 	HTTPRateWindow time.Duration
+	// MaxMemory is the memory budget the process was given (kvd's
+	// --max-memory), which INFO memory, /v1/status and /metrics report
+	// beside the memory in use. The server does not enforce it: whoever
+	// sets it derives the store's memtable bound, RESPPendingBytes and the
+	// Go runtime's memory limit from it. 0 (not set) is reported as 0.
+	MaxMemory int64
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
@@ -214,6 +220,9 @@ func New(store Store, cfg Config) (*Server, error) {
 	cfg.MaxKeySize = check("MaxKeySize", cfg.MaxKeySize, DefaultMaxKeySize)
 	cfg.MaxValueSize = check("MaxValueSize", cfg.MaxValueSize, DefaultMaxValueSize)
 	cfg.MaxClients = check("MaxClients", cfg.MaxClients, DefaultMaxClients)
+	if cfg.MaxMemory < 0 {
+		errs = append(errs, fmt.Errorf("server: MaxMemory must not be negative (got %d)", cfg.MaxMemory))
+	}
 	if cfg.RESPIdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("server: RESPIdleTimeout must not be negative (got %v)", cfg.RESPIdleTimeout))
 	}

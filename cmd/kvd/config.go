@@ -34,6 +34,7 @@ type config struct {
 	walPreallocate     byteSize
 	checkpointBytes    byteSize
 	checkpointLogBytes byteSize
+	maxMemory          byteSize
 	maxValueSize       byteSize
 	maxClients         int
 	respIO             string
@@ -49,7 +50,33 @@ type config struct {
 	httpIdleTimeout       time.Duration
 	httpMinRate           byteSize
 	httpRateWindow        time.Duration
+
+	// Whether --checkpoint-bytes and --resp-pending-bytes were given (on
+	// the command line or in the environment): if not, they are derived
+	// from --max-memory.
+	checkpointBytesSet  bool
+	respPendingBytesSet bool
 }
+
+// defaultMaxMemory is --max-memory's default. Its shares (below) are
+// the sizes kvd used before it had a budget: 256 MiB of memtables,
+// checkpoints from 64 MiB, 128 MiB of pending requests.
+const defaultMaxMemory = 1 << 30
+
+// minMaxMemory is the smallest --max-memory: 4 MiB of memtables.
+const minMaxMemory = 16 << 20
+
+// The shares of --max-memory, as divisors: the memtables get a quarter of
+// the budget, a checkpoint starts at a quarter of that, and the requests
+// RESP connections hold before they are complete get at most an eighth of
+// the budget. The rest is for what the budget does not bound by itself:
+// garbage between collections, the log's segment in memory, connection and
+// read buffers.
+const (
+	memtableShare    = 4
+	checkpointShare  = 4 // of the memtables' share
+	respPendingShare = 8
+)
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
 	c.flushBytes = 1 << 20
@@ -74,16 +101,21 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	c.walPreallocate = 1 << 20
 	fs.Var(&c.walPreallocate, "wal-preallocate",
 		"keep this much of the log's tail segment zero-filled ahead of its records, so fsyncs commit no file size; 0 disables")
-	fs.Var(&c.checkpointBytes, "checkpoint-bytes", "checkpoint early once this much is held in memory")
+	fs.Var(&c.checkpointBytes, "checkpoint-bytes",
+		"checkpoint early once this much is held in memory (default: a sixteenth of --max-memory, a quarter of the memtables' share); at most the memtables' share")
 	fs.Var(&c.checkpointLogBytes, "checkpoint-log-bytes",
 		"checkpoint early once this much log was written since the last checkpoint (bounds the replay after a crash)")
+	c.maxMemory = defaultMaxMemory
+	fs.Var(&c.maxMemory, "max-memory",
+		"memory budget: the memtables get a quarter (writes wait for a checkpoint past it), pending RESP requests at most an eighth, "+
+			"and it is the Go runtime's soft memory limit unless GOMEMLIMIT is set; the state file's pages are page cache, outside it")
 	fs.Var(&c.maxValueSize, "max-value-size", "largest value accepted (e.g. 16MiB)")
 	fs.IntVar(&c.maxClients, "max-clients", server.DefaultMaxClients, "most RESP connections at once")
 	fs.DurationVar(&c.respIdleTimeout, "resp-idle-timeout", 0,
 		"close a RESP connection idle this long, as Redis's timeout (0: never; CONFIG SET timeout changes it)")
 	c.respPendingBytes = server.DefaultRESPPendingBytes
 	fs.Var(&c.respPendingBytes, "resp-pending-bytes",
-		"most memory all RESP connections together may hold for requests not yet complete; a client past it is refused")
+		"most memory all RESP connections together may hold for requests not yet complete; a client past it is refused (default: at most an eighth of --max-memory)")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", server.DefaultHTTPMaxConns,
 		"most HTTP connections at once; more wait in the listen backlog until one closes")
 	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", server.DefaultHTTPReadHeaderTimeout,
@@ -134,8 +166,33 @@ func (c *config) parse(fs *pflag.FlagSet, args []string, lookupEnv func(string) 
 			}
 		}
 	})
+	c.checkpointBytesSet = fs.Changed("checkpoint-bytes")
+	c.respPendingBytesSet = fs.Changed("resp-pending-bytes")
 	errs = append(errs, c.validate()...)
+	if len(errs) == 0 {
+		errs = append(errs, c.derive()...)
+	}
 	return errors.Join(errs...)
+}
+
+// memtableMax is the memtables' share of --max-memory.
+func (c *config) memtableMax() int64 { return int64(c.maxMemory) / memtableShare }
+
+// derive fills --checkpoint-bytes and --resp-pending-bytes, unless given,
+// from --max-memory, and checks that a given --checkpoint-bytes fits in the
+// memtables' share.
+func (c *config) derive() []error {
+	if !c.checkpointBytesSet {
+		c.checkpointBytes = byteSize(c.memtableMax() / checkpointShare)
+	} else if int64(c.checkpointBytes) > c.memtableMax() {
+		mt := byteSize(c.memtableMax())
+		return []error{fmt.Errorf("--checkpoint-bytes %s is over the memtables' share of --max-memory (%s, a quarter of %s): raise --max-memory",
+			c.checkpointBytes.String(), mt.String(), c.maxMemory.String())}
+	}
+	if !c.respPendingBytesSet {
+		c.respPendingBytes = min(server.DefaultRESPPendingBytes, c.maxMemory/respPendingShare)
+	}
+	return nil
 }
 
 func (c *config) validate() []error {
@@ -173,6 +230,9 @@ func (c *config) validate() []error {
 	}
 	if c.checkpointLogBytes < 1<<10 {
 		errs = append(errs, errors.New("--checkpoint-log-bytes must be at least 1KiB"))
+	}
+	if c.maxMemory < minMaxMemory {
+		errs = append(errs, errors.New("--max-memory must be at least 16MiB"))
 	}
 	if c.maxValueSize <= 0 || c.maxValueSize > 512<<20 {
 		errs = append(errs, errors.New("--max-value-size must be from 1 byte to 512MiB"))
@@ -243,6 +303,7 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 		Preallocate:        preallocate(c.walPreallocate),
 		CheckpointBytes:    int64(c.checkpointBytes),
 		CheckpointLogBytes: int64(c.checkpointLogBytes),
+		MaxMemtableBytes:   c.memtableMax(),
 		MaxKeySize:         server.DefaultMaxKeySize,
 		MaxValueSize:       int(c.maxValueSize),
 		Logger:             log,
@@ -278,8 +339,9 @@ With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
 and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment
 variable named after it (--data-dir: KVD_DATA_DIR); a flag on the command
 line wins. Sizes take a unit: 512KiB, 16MiB, 1GiB (or plain bytes). kvd
-runs Go's garbage collector with GOGC=200 unless GOGC is set: lower uses
-less memory and more CPU.
+runs Go's garbage collector with GOGC=200 unless GOGC is set (lower uses
+less memory and more CPU), and with --max-memory as its soft memory limit
+unless GOMEMLIMIT is set.
 
 On startup kvd logs one line with the message "kvd listening" and the
 addresses it listens on, as resp=HOST:PORT http=HOST:PORT (http=off when

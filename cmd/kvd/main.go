@@ -107,8 +107,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return &usageError{err}
 	}
 
+	// The budget is the runtime's soft limit, so that garbage does not pile
+	// up to GOGC's multiple of the live heap; GOMEMLIMIT, if set, wins.
+	limitFrom := "GOMEMLIMIT"
+	if os.Getenv("GOMEMLIMIT") == "" { // as the runtime reads it
+		debug.SetMemoryLimit(int64(cfg.maxMemory))
+		limitFrom = "max-memory"
+	}
 	metrics := server.NewMetrics()
 	opts := cfg.engineOptions(log)
+	log.Info("memory budget", "max_memory", int64(cfg.maxMemory),
+		"memtable_max_bytes", opts.MaxMemtableBytes, "checkpoint_bytes", opts.CheckpointBytes,
+		"resp_pending_bytes", int64(cfg.respPendingBytes),
+		"go_memory_limit", debug.SetMemoryLimit(-1), "go_memory_limit_from", limitFrom)
 	db, err := engine.Open(cfg.dataDir, opts)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", cfg.dataDir, err)
@@ -126,6 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 		RESPIdleTimeout:       cfg.respIdleTimeout,
 		RESPPendingBytes:      int(cfg.respPendingBytes),
+		MaxMemory:             int64(cfg.maxMemory),
 		HTTPMaxConns:          cfg.httpMaxConns,
 		HTTPReadHeaderTimeout: cfg.httpReadHeaderTimeout,
 		HTTPIdleTimeout:       cfg.httpIdleTimeout,

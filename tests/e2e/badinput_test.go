@@ -141,7 +141,7 @@ func TestFlags(t *testing.T) {
 	for _, flag := range []string{"--data-dir", "--listen", "--http-listen", "--commit-mode", "--flush-interval",
 		"--flush-bytes", "--max-value-size", "--max-clients", "--log-level", "--log-format",
 		"--group-commit-delay", "--checkpoint-interval", "--wal-retain", "--pprof", "--segment-size",
-		"--checkpoint-bytes", "KVD_DATA_DIR"} {
+		"--checkpoint-bytes", "--max-memory", "KVD_DATA_DIR"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("--help lacks %s", flag)
 		}
@@ -160,6 +160,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"--max-value-size", "12XB"}, nil, "unknown unit"},
 		{[]string{"--log-format", "xml", "--max-clients", "0"}, nil, "--max-clients must be at least 1"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+		{[]string{"--max-memory", "8MiB"}, nil, "--max-memory must be at least 16MiB"},
+		{[]string{"--max-memory", "64MiB"}, []string{"KVD_CHECKPOINT_BYTES=32MiB"},
+			"--checkpoint-bytes 32MiB is over the memtables' share of --max-memory (16MiB"},
 	} {
 		_, errOut, code := runTool(t, "", tc.env, kvdBin, append([]string{"--data-dir", t.TempDir()}, tc.args...)...)
 		if code != 2 || !strings.Contains(errOut, tc.wantErr) {

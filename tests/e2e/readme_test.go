@@ -184,11 +184,12 @@ func parseTranscript(b readmeBlock) []transcriptStep {
 }
 
 var (
-	// volatile matches a field whose value is a time, a duration or a
-	// count of fsyncs, which differ from run to run, in INFO ("name:v"),
-	// JSON ("name":v) and kvctl status ("name:   v"); group 1 is the
-	// field's name and separator.
-	volatile = regexp.MustCompile(`("?[a-z_ ]*(?:seconds|_ms|fsyncs?|uptime|records|count)[a-z_ ]*"?[:=] *)-?[0-9][0-9.e+-]*[a-zµ]*`)
+	// volatile matches a field whose value is a time, a duration, a
+	// count of fsyncs or the process's heap or resident memory, which
+	// differ from run to run, in INFO ("name:v"), JSON ("name":v) and
+	// kvctl status ("name:   v"); group 1 is the field's name and
+	// separator.
+	volatile = regexp.MustCompile(`("?[a-z_ ]*(?:seconds|_ms|fsyncs?|uptime|records|count|heap_|rss_)[a-z_ ]*"?[:=] *)-?[0-9][0-9.e+-]*[a-zµ]*`)
 	dateLine = regexp.MustCompile(`(?m)^Date: .*$`)
 	// version matches the version a build reports: "devel", or with its
 	// VCS revision in a clone.

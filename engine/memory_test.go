@@ -1,0 +1,134 @@
+package engine_test
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
+)
+
+// TestMemoryStaysBounded writes far more than the memtable bound (1 KiB
+// values, every key new, from several writers at once) and checks that
+// the memtables never hold more than their bound plus one write per writer,
+// and that the Go heap live after a collection stays below a bound that a
+// memtable growing with the load would pass: it grows with the keys
+// written only through the engine's bookkeeping, not with their values.
+//
+// It runs in a process of its own: the live heap is the process's, and the
+// load's heap would otherwise stay mapped for the tests after it, some of
+// which read damaged state files whose bad offsets must land on unmapped
+// memory.
+func TestMemoryStaysBounded(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
+	const (
+		writers  = 4
+		valSize  = 1 << 10
+		maxMem   = 8 << 20
+		phases   = 4
+		keySlack = 64 // bytes a memtable entry of the test costs beyond its value, rounded up
+	)
+	puts := 200_000
+	if raceEnabled || testing.Short() {
+		puts = 40_000
+	}
+	opts := engine.Options{
+		CommitMode:       engine.CommitAsync,
+		CheckpointBytes:  maxMem / 2,
+		MaxMemtableBytes: maxMem,
+		SegmentSize:      1 << 20,
+	}
+	db := open(t, t.TempDir(), opts)
+	if got := db.Stats().MaxMemtableBytes; got != maxMem {
+		t.Fatalf("Stats().MaxMemtableBytes = %d, want %d", got, maxMem)
+	}
+
+	// Each writer has one write in flight at a time (Put returns once the
+	// write is applied), so the memtables may pass their bound by at most
+	// one entry per writer.
+	slack := int64(writers * (valSize + keySlack + 112))
+	var peak atomic.Int64
+	done := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			if mb := db.Stats().MemtableBytes; mb > peak.Load() {
+				peak.Store(mb)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+
+	// The bound on the live heap: the memtables (their estimate is close
+	// to what they cost), the log's in-memory segment, the read view and
+	// the test's own values, twice over, plus what the runtime and the
+	// test binary hold anyway. 200,000 keys of 1 KiB held in memory would
+	// be about 230 MiB.
+	heapBound := uint64(2*maxMem + 32<<20)
+	val := bytes.Repeat([]byte("v"), valSize)
+	per := puts / phases / writers
+	var heapPeak uint64
+	for phase := range phases {
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				for i := range per {
+					key := fmt.Appendf(nil, "p%d-w%d-%08d", phase, w, i)
+					if _, err := db.Put(key, val, engine.WriteOptions{}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		live := heapLive(t)
+		heapPeak = max(heapPeak, live)
+		t.Logf("after %d puts: live heap %d MiB, memtable peak %d KiB, checkpoints %d",
+			(phase+1)*per*writers, live>>20, peak.Load()>>10, db.Stats().Checkpoints)
+	}
+	close(done)
+	sampler.Wait()
+
+	if p := peak.Load(); p > maxMem+slack {
+		t.Errorf("memtables reached %d bytes, bound %d plus %d for the writes in flight", p, maxMem, slack)
+	}
+	if heapPeak > heapBound {
+		t.Errorf("live heap reached %d bytes after a collection, want at most %d", heapPeak, heapBound)
+	}
+	st := db.Stats()
+	if st.Checkpoints < uint64(puts*valSize/maxMem) {
+		t.Errorf("%d checkpoints for %d MiB written under a %d MiB bound", st.Checkpoints, puts*valSize>>20, maxMem>>20)
+	}
+}
+
+// heapLive is the heap the last garbage collection found live.
+func heapLive(t testing.TB) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatalf("runtime/metrics: no %s", s[0].Name)
+	}
+	return s[0].Value.Uint64()
+}
