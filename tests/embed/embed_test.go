@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 const kvdModule = "github.com/kvdstore/kvd"
@@ -366,14 +368,7 @@ func writeEmbedder(t *testing.T, root string) string {
 // it the test skips, except under CI=true, where it fails.
 func goTool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the go command is not on PATH (CI=true: failing instead of skipping): %v", err)
-		}
-		t.Skipf("needs the go command on PATH: %v", err)
-	}
-	return p
+	return kvtest.NeedTool(t, "go", "install Go from go.dev/dl")
 }
 
 // goEnv returns the environment for the go commands run in the embedding
