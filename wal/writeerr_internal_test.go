@@ -55,6 +55,21 @@ func recPayload(tag string, size int) []byte {
 	return append([]byte(tag+":"), bytes.Repeat([]byte{'.'}, max(0, size-len(tag)-1))...)
 }
 
+// wantReplay closes l and checks that the directory's records are exactly
+// want, by revision (see closeAndReplay).
+func wantReplay(t *testing.T, l *Log, dir string, want map[uint64]string) {
+	t.Helper()
+	got := closeAndReplay(t, l, dir)
+	if len(got) != len(want) {
+		t.Errorf("reopen found %d records, %d were written", len(got), len(want))
+	}
+	for rev, p := range want {
+		if got[rev] != p {
+			t.Errorf("revision %d: %.20q, want %.20q", rev, got[rev], p)
+		}
+	}
+}
+
 // closeAndReplay closes l and returns the payloads of the directory's records by
 // revision, failing unless they are revisions 1..n without a gap.
 func closeAndReplay(t *testing.T, l *Log, dir string) map[uint64]string {
@@ -200,15 +215,7 @@ func TestWriteErrorRefusesAndRecovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := closeAndReplay(t, l, dir)
-	if len(got) != len(want) {
-		t.Errorf("reopen found %d records, %d were written", len(got), len(want))
-	}
-	for rev, p := range want {
-		if got[rev] != p {
-			t.Errorf("revision %d: %.20q, want %.20q", rev, got[rev], p)
-		}
-	}
+	wantReplay(t, l, dir, want)
 }
 
 // TestWriteErrorAcrossSegments fails a batch after tidwall/wal sealed the
@@ -269,15 +276,7 @@ func TestWriteErrorAcrossSegments(t *testing.T) {
 	if rev, ok := lastKey(want); !ok || rev != b+1 {
 		t.Errorf("last revision %d, want %d: refused revisions are given again", rev, b+1)
 	}
-	got := closeAndReplay(t, l, dir)
-	if len(got) != len(want) {
-		t.Errorf("reopen found %d records, %d were written", len(got), len(want))
-	}
-	for rev, p := range want {
-		if got[rev] != p {
-			t.Errorf("revision %d: %.20q, want %.20q", rev, got[rev], p)
-		}
-	}
+	wantReplay(t, l, dir, want)
 }
 
 func lastKey(m map[uint64]string) (uint64, bool) {
@@ -570,13 +569,5 @@ func TestZeroFillFailureThenRefusal(t *testing.T) {
 		t.Fatalf("write after the limit is lifted: %v", err)
 	}
 	want[rev] = string(p)
-	got := closeAndReplay(t, l, dir)
-	if len(got) != len(want) {
-		t.Errorf("reopen found %d records, want %d", len(got), len(want))
-	}
-	for rev, p := range want {
-		if got[rev] != p {
-			t.Errorf("revision %d: %.20q, want %.20q", rev, got[rev], p)
-		}
-	}
+	wantReplay(t, l, dir, want)
 }
