@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/kvdstore/kvd/wal"
 )
 
 // StableStore is a raft.StableStore (the current term, the last vote) kept
 // in a file of its own, never beside unsynced data: every Set writes the
 // whole file under a temporary name, fsyncs it, renames it into place and
-// fsyncs the directory before it returns, so that a vote or a term, once
+// fsyncs the directory (wal.WriteFileDurably) before it returns, so that a vote or a term, once
 // Raft acts on it, survives a power loss. It holds a handful of small keys.
 //
 // The file: "kvd-raft-stable 1\n", then per key uvarint key length | key |
@@ -139,43 +140,8 @@ func (s *StableStore) write() error {
 		b = append(b, v...)
 	}
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	tmp := s.path + ".tmp"
-	if err := writeSynced(tmp, b); err != nil {
-		return fmt.Errorf("replication: write the stable store: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("replication: write the stable store: %w", err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := wal.WriteFileDurably(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("replication: write the stable store: %w", err)
 	}
 	return nil
-}
-
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

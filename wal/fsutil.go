@@ -24,6 +24,24 @@ func SyncDir(dir string) error {
 	return nil
 }
 
+// WriteFileDurably replaces the file at path with data, atomically and
+// durably: it writes path+".tmp", fsyncs it (the platform's durability
+// call, see syncFile), renames it into place and fsyncs the directory. A
+// crash leaves the old file or the new one, and perhaps the temporary file.
+func WriteFileDurably(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return fmt.Errorf("wal: write %s: %w", path, err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("wal: write %s: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
 // syncFile fsyncs the file at path with (*os.File).Sync: fsync(2) on Linux,
 // F_FULLFSYNC on macOS, FlushFileBuffers on Windows.
 func syncFile(path string) error {

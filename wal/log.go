@@ -419,18 +419,7 @@ func checkFormat(dir string) error {
 
 // writeFormat writes the FORMAT file atomically and durably.
 func writeFormat(dir string) error {
-	path := filepath.Join(dir, formatFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(formatVersion), 0o640); err != nil {
-		return fmt.Errorf("wal: write format: %w", err)
-	}
-	if err := syncFile(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("wal: write format: %w", err)
-	}
-	return SyncDir(dir)
+	return WriteFileDurably(filepath.Join(dir, formatFile), []byte(formatVersion), 0o640)
 }
 
 func (l *Log) openTail() (*os.File, error) {
