@@ -33,6 +33,9 @@ import (
 // batch's timestamp as it is encoded (see Batch.SetTimestamp): it does not
 // stamp it.
 func (db *DB) Apply(rev uint64, payload []byte, wo WriteOptions) ([]Result, error) {
+	if db.replica != nil {
+		return nil, ErrReplica
+	}
 	b, err := decodeBatch(payload)
 	if err != nil {
 		return nil, err

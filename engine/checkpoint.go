@@ -75,6 +75,10 @@ func (db *DB) checkpoint() error {
 		return nil
 	}
 	frozen, rev := db.active, db.memRev
+	var index uint64 // a replica's log index at rev
+	if db.replica != nil {
+		index = db.replica.index
+	}
 	db.frozen, db.active = frozen, newMemtable()
 	// Readers fall back to their own transactions until the commit is done.
 	view := db.view
@@ -87,12 +91,19 @@ func (db *DB) checkpoint() error {
 			return db.setFatal(fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err))
 		}
 	}
+	if db.replica != nil {
+		// Never past what the replicated log has made durable.
+		if err := db.replica.log.WaitDurable(index); err != nil {
+			db.unfreeze(frozen)
+			return db.checkpointFailed(fmt.Errorf("engine: checkpoint at index %d: %w", index, err))
+		}
+	}
 	start := time.Now()
 	// The transaction reads pages of the state file (the old records, for
 	// their create revisions, and the pages it rewrites): a damaged one
 	// gives ErrCorruptState, which fails the DB (see fault.go).
 	var err error
-	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev)) })
+	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev, index)) })
 	if gerr != nil {
 		err = gerr
 	}
@@ -139,7 +150,7 @@ func (db *DB) checkpoint() error {
 
 // checkpointTx is the transaction of a checkpoint: it writes frozen's
 // entries as value records and rev as the applied revision.
-func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
+func (db *DB) checkpointTx(frozen *memtable, rev, index uint64) func(*bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		var err error
@@ -193,7 +204,13 @@ func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))
+		meta := tx.Bucket(bucketMeta)
+		if db.replica != nil {
+			if err := meta.Put(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index)); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))
 	}
 }
 

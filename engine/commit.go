@@ -137,6 +137,9 @@ func (db *DB) TrySubmit(b *Batch, wo WriteOptions) (Commit, error) {
 // submit checks b, waits for room (with ctx; a nil ctx does not wait), and
 // queues b.
 func (db *DB) submit(b *Batch, wo WriteOptions, ctx context.Context) (Commit, error) {
+	if db.replica != nil {
+		return Commit{}, ErrReplica
+	}
 	if err := b.check(&db.opts); err != nil {
 		return Commit{}, err
 	}

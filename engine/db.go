@@ -27,8 +27,11 @@ type DB struct {
 	log  *slog.Logger
 
 	lock *os.File
-	wal  *wal.Log
+	wal  *wal.Log // nil in a replica
 	bdb  *bolt.DB
+	// replica is set when the DB is the state machine of a replicated log
+	// (replica.go), nil when it owns its log.
+	replica *replica
 
 	mode atomic.Int32 // CommitMode
 
@@ -434,6 +437,10 @@ func (db *DB) Update(wo WriteOptions, fn func(*Txn) error) (uint64, error) {
 		db.wmu.Unlock()
 		return 0, err
 	}
+	if db.replica != nil {
+		db.wmu.Unlock()
+		return 0, ErrReplica
+	}
 	// Let every enqueued record reach the memtable, or be refused.
 	if err := db.settle(); err != nil {
 		db.wmu.Unlock()
@@ -479,6 +486,9 @@ func (db *DB) Sync() error {
 	if db.isClosed() {
 		return ErrClosed
 	}
+	if db.replica != nil {
+		return db.replicaSync()
+	}
 	return db.walErr(db.wal.Sync())
 }
 
@@ -497,14 +507,27 @@ func (db *DB) SetFlushInterval(d time.Duration) error {
 	if d <= 0 {
 		return fmt.Errorf("engine: flush interval %v must be positive", d)
 	}
+	if db.replica != nil {
+		return errors.New("engine: a replica's flush interval is its log's")
+	}
 	db.wal.SetFlushInterval(d)
 	return nil
 }
 
 // FlushInterval returns how often async writes are fsynced.
-func (db *DB) FlushInterval() time.Duration { return db.wal.FlushInterval() }
+func (db *DB) FlushInterval() time.Duration {
+	if db.replica != nil {
+		return db.replicaFlushInterval()
+	}
+	return db.wal.FlushInterval()
+}
 
-func (db *DB) committed() uint64 { return db.wal.Written() }
+func (db *DB) committed() uint64 {
+	if db.replica != nil {
+		return db.replica.written.Load()
+	}
+	return db.wal.Written()
+}
 
 func (db *DB) failure() error {
 	if p := db.fatal.Load(); p != nil {
@@ -585,16 +608,27 @@ type RecoveryStats struct {
 
 // WrittenRevision returns the last revision written to the log: every
 // write up to it is visible to reads.
-func (db *DB) WrittenRevision() uint64 { return db.wal.Written() }
+func (db *DB) WrittenRevision() uint64 { return db.committed() }
 
 // DurableRevision returns the last revision known to be fsynced. Cheaper
 // than Stats.
-func (db *DB) DurableRevision() uint64 { return db.wal.Durable() }
+func (db *DB) DurableRevision() uint64 {
+	if db.replica != nil {
+		return db.replica.durableRev()
+	}
+	return db.wal.Durable()
+}
 
 // Stats returns the DB's current revisions and counters. It lists the log
 // directory to size it: call it for status, not on every request.
 func (db *DB) Stats() Stats {
-	ws := db.wal.Stats()
+	if db.replica != nil {
+		return db.statsWith(wal.Stats{}, 0)
+	}
+	return db.statsWith(db.wal.Stats(), db.wal.Size())
+}
+
+func (db *DB) statsWith(ws wal.Stats, walBytes int64) Stats {
 	s := Stats{
 		CommitMode:           db.CommitMode(),
 		WrittenRevision:      ws.Written,
@@ -605,7 +639,7 @@ func (db *DB) Stats() Stats {
 		MaxFsync:             ws.MaxFsync,
 		FsyncSeconds:         ws.FsyncSeconds,
 		RecordsPerFsync:      ws.RecordsPerFsync,
-		WALBytes:             db.wal.Size(),
+		WALBytes:             walBytes,
 		WALSegments:          ws.Segments,
 		MemtableBytes:        db.memBytes.Load(),
 		MaxMemtableBytes:     db.opts.MaxMemtableBytes,
@@ -627,6 +661,10 @@ func (db *DB) Stats() Stats {
 	if c := db.lastCorruption.Load(); c != nil {
 		s.Corruptions = db.corruptions.Load()
 		s.CorruptionErr, s.CorruptionTime = c.err, c.at
+	}
+	if db.replica != nil {
+		db.replicaStats(&s)
+		return s
 	}
 	if r := db.wal.Recovery(); len(r.Cuts) > 0 {
 		s.Recovery = RecoveryStats{Cuts: len(r.Cuts), Bytes: r.Bytes(), Records: r.Records(), Reason: r.Cuts[0].Reason}
@@ -656,16 +694,20 @@ func (db *DB) close(checkpoint bool) error {
 	close(db.stop)
 	db.wg.Wait()
 	var errs []error
-	if err := db.wal.Drain(); err != nil {
-		errs = append(errs, db.walErr(err))
+	if db.wal != nil {
+		if err := db.wal.Drain(); err != nil {
+			errs = append(errs, db.walErr(err))
+		}
 	}
 	if checkpoint && db.failure() == nil && len(errs) == 0 {
 		if err := db.checkpoint(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := db.wal.Close(); err != nil && len(errs) == 0 {
-		errs = append(errs, db.walErr(err))
+	if db.wal != nil {
+		if err := db.wal.Close(); err != nil && len(errs) == 0 {
+			errs = append(errs, db.walErr(err))
+		}
 	}
 	db.smu.Lock()
 	db.active, db.frozen = nil, nil

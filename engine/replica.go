@@ -1,0 +1,273 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvdstore/kvd/wal"
+)
+
+// A replica is a DB that is the state machine of a replicated log (a Raft
+// log, say) instead of the owner of a log of its own. The replicated log
+// orders batches and makes them durable; the replica applies them, in
+// order, to its memtable (ApplyEntry) and checkpoints them into its state
+// file, which then records the log index of the last entry it holds. There
+// is no second log: after a crash the state file is where the replica
+// restarts from, and the replicated log's entries after its index are
+// applied again.
+//
+// The state file is never checkpointed past what the replicated log has
+// made durable (ReplicaLog.WaitDurable): after a power loss it holds a
+// prefix of what survived in the log, as a single node's state file holds
+// a prefix of its own log.
+//
+// A replica's revisions are its own: every applied entry gets the next
+// revision, whatever its index, so that they stay gapless while the log's
+// indexes skip the entries that are not batches (elections, configuration
+// changes). Every replica that applies the same entries assigns the same
+// revisions.
+
+// ReplicaLog is the replicated log a replica applies: what it needs to
+// know of its durability.
+type ReplicaLog interface {
+	// Durable returns the last index known to be durable in the log.
+	Durable() uint64
+	// WaitDurable returns once every entry up to index is durable.
+	WaitDurable(index uint64) error
+}
+
+// ErrReplica is returned by local writes to a replica, which applies its
+// log's entries only (ApplyEntry).
+var ErrReplica = errors.New("engine: a replica takes writes from its log only")
+
+// keyAppliedIndex is the state file's meta key for the replicated log index
+// of the last entry it holds.
+var keyAppliedIndex = []byte("applied-index")
+
+type replica struct {
+	log ReplicaLog
+
+	index   uint64        // last index applied; guarded by DB.smu
+	written atomic.Uint64 // last revision applied
+
+	mu      sync.Mutex
+	pending []indexRev // applied, not known durable, oldest first
+	durable uint64     // last revision known durable; guarded by mu
+}
+
+type indexRev struct{ index, rev uint64 }
+
+// OpenReplica opens (creating if needed) the store in dir as the state
+// machine of log. It has no log of its own: dir holds the state file only.
+// Opening starts from the state file, whose AppliedIndex is the last entry
+// it holds; the caller applies the log's entries after it. Expired keys
+// are hidden from reads but not removed (Options.NoExpiryRemoval is set):
+// whoever orders the log decides their removal.
+func OpenReplica(dir string, opts Options, log ReplicaLog) (*DB, error) {
+	if log == nil {
+		return nil, errors.New("engine: OpenReplica needs a log")
+	}
+	opts.NoExpiryRemoval = true
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("engine: create data dir: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "wal")); err == nil {
+		return nil, fmt.Errorf("engine: %s holds a single node's log (wal/): a replica's directory must not", dir)
+	}
+	db := &DB{
+		dir:     dir,
+		opts:    opts,
+		log:     opts.Logger,
+		active:  newMemtable(),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		replica: &replica{log: log},
+	}
+	db.bpCond = sync.NewCond(&db.bpMu)
+	db.mode.Store(int32(opts.CommitMode))
+	if db.lock, err = lockDir(dir); err != nil {
+		return nil, err
+	}
+	if err := db.recoverReplica(); err != nil {
+		if db.bdb != nil {
+			db.bdb.Close()
+		}
+		db.lock.Close()
+		return nil, err
+	}
+	db.wg.Add(1)
+	go db.checkpointer()
+	return db, nil
+}
+
+func (db *DB) recoverReplica() error {
+	statePath := filepath.Join(db.dir, "state.db")
+	_, statErr := os.Stat(statePath)
+	if err := checkStateFile(statePath); err != nil {
+		return err
+	}
+	applied, err := db.openState(statePath)
+	if err != nil {
+		return err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		if err := wal.SyncDir(db.dir); err != nil {
+			return err
+		}
+	}
+	index, err := db.stateIndex()
+	if err != nil {
+		return err
+	}
+	r := db.replica
+	r.index, r.durable = index, applied
+	r.written.Store(applied)
+	db.applied.Store(applied)
+	db.memRev = applied
+	if db.view, err = newReadView(db.bdb); err != nil {
+		return fmt.Errorf("engine: begin read view: %w", err)
+	}
+	db.log.Info("engine: opened replica", "dir", db.dir, "applied", applied, "index", index)
+	return nil
+}
+
+// stateIndex reads the applied index from the state file's meta.
+func (db *DB) stateIndex() (uint64, error) {
+	tx, err := db.bdb.Begin(false)
+	if err != nil {
+		return 0, fmt.Errorf("engine: read state: %w", err)
+	}
+	defer tx.Rollback()
+	v := tx.Bucket(bucketMeta).Get(keyAppliedIndex)
+	switch {
+	case v == nil:
+		if db.applied.Load() != 0 || tx.Bucket(bucketKV).Stats().KeyN != 0 {
+			return 0, fmt.Errorf("engine: %s holds a single node's state file, which a replica cannot take over", db.dir)
+		}
+		return 0, nil
+	case len(v) != 8:
+		return 0, fmt.Errorf("%w: bad applied index in the state file", ErrCorruptState)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// AppliedIndex returns the log index of the last entry a replica applied,
+// 0 for a DB that is not a replica.
+func (db *DB) AppliedIndex() uint64 {
+	if db.replica == nil {
+		return 0
+	}
+	db.smu.RLock()
+	defer db.smu.RUnlock()
+	return db.replica.index
+}
+
+// IsReplica reports whether db was opened with OpenReplica.
+func (db *DB) IsReplica() bool { return db.replica != nil }
+
+// ApplyEntry applies payload, an encoded batch (Batch.Bytes), as the entry
+// at index of the replica's log, and returns the revision it gets and the
+// result of each of its operations. Entries are applied in index order,
+// with gaps where the log holds entries that are not batches. An index the
+// replica already holds (at or below AppliedIndex) is skipped with
+// ErrAlreadyApplied: after a restart the log applies again entries that
+// the state file holds. The batch keeps the timestamp it was encoded with.
+//
+// A batch that fails to apply (ErrBadBatch, a limit, a damaged state file
+// read) changes nothing and gets no revision; as every replica decides
+// alike, the log moves on. The entry's index is recorded all the same.
+func (db *DB) ApplyEntry(index uint64, payload []byte) (uint64, []Result, error) {
+	r := db.replica
+	if r == nil {
+		return 0, nil, errors.New("engine: ApplyEntry on a DB that is not a replica")
+	}
+	b, berr := decodeBatch(payload)
+	if berr == nil {
+		berr = b.check(&db.opts)
+	}
+	if err := db.waitForRoom(context.Background()); err != nil {
+		return 0, nil, err
+	}
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if db.closed {
+		return 0, nil, ErrClosed
+	}
+	if err := db.failure(); err != nil {
+		return 0, nil, err
+	}
+	db.smu.Lock()
+	if index <= r.index {
+		last := r.index
+		db.smu.Unlock()
+		return 0, nil, fmt.Errorf("%w: index %d, the replica has %d", ErrAlreadyApplied, index, last)
+	}
+	if berr != nil {
+		r.index = index
+		db.smu.Unlock()
+		return 0, nil, berr
+	}
+	before := db.active.bytes
+	rev := db.memRev + 1
+	if err := db.applyBatch(rev, b); err != nil {
+		db.smu.Unlock()
+		// The state file could not be read: the replica cannot follow its
+		// log any more.
+		return 0, nil, db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
+	}
+	db.active.logBytes += int64(len(payload))
+	db.memRev, r.index = rev, index
+	grown := db.active.bytes - before
+	size, logged := db.active.bytes, db.active.logBytes
+	db.smu.Unlock()
+	r.written.Store(rev)
+	r.mu.Lock()
+	r.pending = append(r.pending, indexRev{index, rev})
+	r.mu.Unlock()
+	db.memBytes.Add(grown)
+	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
+		db.kickCheckpoint()
+	}
+	return rev, b.results, nil
+}
+
+// durableRev is the replica's last revision known durable in its log.
+func (r *replica) durableRev() uint64 {
+	d := r.log.Durable()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for n < len(r.pending) && r.pending[n].index <= d {
+		r.durable = r.pending[n].rev
+		n++
+	}
+	if n > 0 {
+		r.pending = append(r.pending[:0], r.pending[n:]...)
+	}
+	return r.durable
+}
+
+// sync returns once every entry applied is durable in the log.
+func (db *DB) replicaSync() error {
+	return db.replica.log.WaitDurable(db.AppliedIndex())
+}
+
+// replicaStats fills the parts of s that a replica knows.
+func (db *DB) replicaStats(s *Stats) {
+	s.WrittenRevision = db.replica.written.Load()
+	s.DurableRevision = db.replica.durableRev()
+}
+
+// flushIntervalOf is the replica's: the log's flusher is its owner's.
+func (db *DB) replicaFlushInterval() time.Duration { return db.opts.FlushInterval }

@@ -1,0 +1,189 @@
+package engine_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+)
+
+// fakeLog is a replicated log whose durable index the test moves.
+type fakeLog struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	durable uint64
+	closed  bool
+}
+
+func newFakeLog() *fakeLog {
+	l := &fakeLog{}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *fakeLog) Durable() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.durable
+}
+
+func (l *fakeLog) WaitDurable(index uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.durable < index {
+		if l.closed {
+			return errors.New("fake log closed")
+		}
+		l.cond.Wait()
+	}
+	return nil
+}
+
+func (l *fakeLog) setDurable(i uint64) {
+	l.mu.Lock()
+	l.durable = i
+	l.cond.Broadcast()
+	l.mu.Unlock()
+}
+
+func (l *fakeLog) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.cond.Broadcast()
+	l.mu.Unlock()
+}
+
+func putPayload(key, value string) []byte {
+	var b engine.Batch
+	b.Put([]byte(key), []byte(value))
+	b.SetTimestamp(1)
+	return b.Bytes()
+}
+
+// TestReplicaApply: entries with gaps between their indexes get gapless
+// revisions; an index already applied is skipped, before and after a
+// restart; local writes are refused; the state file keeps the index.
+func TestReplicaApply(t *testing.T) {
+	dir := t.TempDir()
+	log := newFakeLog()
+	db, err := engine.OpenReplica(dir, engine.Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes := []uint64{3, 4, 7, 8, 12}
+	for i, idx := range indexes {
+		rev, res, err := db.ApplyEntry(idx, putPayload(fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", idx)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev != uint64(i+1) || len(res) != 1 || !res[0].Applied {
+			t.Fatalf("entry %d: revision %d, results %+v; want revision %d, applied", idx, rev, res, i+1)
+		}
+	}
+	if _, _, err := db.ApplyEntry(8, putPayload("k1", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
+		t.Fatalf("reapplied index 8: %v, want ErrAlreadyApplied", err)
+	}
+	if _, err := db.Put([]byte("local"), []byte("x"), engine.WriteOptions{}); !errors.Is(err, engine.ErrReplica) {
+		t.Fatalf("local put on a replica: %v, want ErrReplica", err)
+	}
+	if got := db.WrittenRevision(); got != 5 {
+		t.Fatalf("written revision %d, want 5", got)
+	}
+	if got := db.DurableRevision(); got != 0 {
+		t.Fatalf("durable revision %d before the log made anything durable, want 0", got)
+	}
+	log.setDurable(7)
+	if got := db.DurableRevision(); got != 3 {
+		t.Fatalf("durable revision %d with the log durable to index 7, want 3", got)
+	}
+	log.setDurable(12)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = engine.OpenReplica(dir, engine.Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := db.AppliedIndex(); got != 12 {
+		t.Fatalf("applied index after restart %d, want 12", got)
+	}
+	if got, err := db.Get([]byte("k2")); err != nil || string(got) != "v7" {
+		t.Fatalf("k2 after restart = %q, %v", got, err)
+	}
+	if _, _, err := db.ApplyEntry(12, putPayload("k4", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
+		t.Fatalf("reapplied index 12 after restart: %v, want ErrAlreadyApplied", err)
+	}
+	rev, _, err := db.ApplyEntry(15, putPayload("k5", "v15"))
+	if err != nil || rev != 6 {
+		t.Fatalf("entry 15 after restart: revision %d, %v; want 6", rev, err)
+	}
+	log.setDurable(15)
+}
+
+// TestReplicaCheckpointWaitsForDurableLog: the state file never holds an
+// entry that the log has not made durable. A checkpoint of entries beyond
+// the durable index waits; if the log fails instead (a power loss took
+// them), the state file keeps its older index and a restart applies the
+// log again from there.
+func TestReplicaCheckpointWaitsForDurableLog(t *testing.T) {
+	dir := t.TempDir()
+	log := newFakeLog()
+	db, err := engine.OpenReplica(dir, engine.Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 10; i++ {
+		if _, _, err := db.ApplyEntry(i, putPayload(fmt.Sprintf("k%d", i), "v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.setDurable(4)
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while its checkpoint's entries were not durable", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	log.close() // the log fails: entries 5-10 never become durable
+	if err := <-closed; err == nil {
+		t.Fatal("Close succeeded although its checkpoint could not wait for the log")
+	}
+
+	db, err = engine.OpenReplica(dir, engine.Options{}, newFakeLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := db.AppliedIndex(); got != 0 {
+		t.Fatalf("applied index %d after a checkpoint past the durable log, want 0", got)
+	}
+	if _, err := db.Get([]byte("k1")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("k1 found (%v) in a state file checkpointed past its log", err)
+	}
+}
+
+// TestReplicaRefusesSingleNodeDir: a replica does not take over a single
+// node's data directory, whose state its log does not hold.
+func TestReplicaRefusesSingleNodeDir(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Put([]byte("k"), []byte("v"), engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := engine.OpenReplica(dir, engine.Options{}, newFakeLog()); err == nil {
+		db.Close()
+		t.Fatal("OpenReplica opened a single node's data directory")
+	}
+}
