@@ -176,9 +176,29 @@ func (db *DB) AppliedIndex() uint64 {
 // IsReplica reports whether db was opened with OpenReplica.
 func (db *DB) IsReplica() bool { return db.replica != nil }
 
+// Outcome is what applying a batch gave: its revision, the result of each
+// of its operations and whether a failed require aborted it (see
+// Batch.Results and Batch.Aborted).
+type Outcome struct {
+	Revision uint64
+	Results  []Result
+	Aborted  bool
+}
+
+// SetOutcome gives b the outcome of its application elsewhere (by a
+// replica, on another node): Results and Aborted then report it, as after
+// a local write.
+func (b *Batch) SetOutcome(o Outcome) {
+	b.rev, b.results, b.aborted = o.Revision, o.Results, o.Aborted
+}
+
+// AppliedCommit is the Commit of a batch that was applied elsewhere and is
+// acknowledged already: its waits return at once.
+func AppliedCommit(rev uint64, sync bool) Commit { return Commit{rev: rev, sync: sync} }
+
 // ApplyEntry applies payload, an encoded batch (Batch.Bytes), as the entry
-// at index of the replica's log, and returns the revision it gets and the
-// result of each of its operations. Entries are applied in index order,
+// at index of the replica's log, and returns its outcome: the revision it
+// gets and the result of each of its operations. Entries are applied in index order,
 // with gaps where the log holds entries that are not batches. An index the
 // replica already holds (at or below AppliedIndex) is skipped with
 // ErrAlreadyApplied: after a restart the log applies again entries that
@@ -187,36 +207,36 @@ func (db *DB) IsReplica() bool { return db.replica != nil }
 // A batch that fails to apply (ErrBadBatch, a limit, a damaged state file
 // read) changes nothing and gets no revision; as every replica decides
 // alike, the log moves on. The entry's index is recorded all the same.
-func (db *DB) ApplyEntry(index uint64, payload []byte) (uint64, []Result, error) {
+func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 	r := db.replica
 	if r == nil {
-		return 0, nil, errors.New("engine: ApplyEntry on a DB that is not a replica")
+		return Outcome{}, errors.New("engine: ApplyEntry on a DB that is not a replica")
 	}
 	b, berr := decodeBatch(payload)
 	if berr == nil {
 		berr = b.check(&db.opts)
 	}
 	if err := db.waitForRoom(context.Background()); err != nil {
-		return 0, nil, err
+		return Outcome{}, err
 	}
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	if db.closed {
-		return 0, nil, ErrClosed
+		return Outcome{}, ErrClosed
 	}
 	if err := db.failure(); err != nil {
-		return 0, nil, err
+		return Outcome{}, err
 	}
 	db.smu.Lock()
 	if index <= r.index {
 		last := r.index
 		db.smu.Unlock()
-		return 0, nil, fmt.Errorf("%w: index %d, the replica has %d", ErrAlreadyApplied, index, last)
+		return Outcome{}, fmt.Errorf("%w: index %d, the replica has %d", ErrAlreadyApplied, index, last)
 	}
 	if berr != nil {
 		r.index = index
 		db.smu.Unlock()
-		return 0, nil, berr
+		return Outcome{}, berr
 	}
 	before := db.active.bytes
 	rev := db.memRev + 1
@@ -224,7 +244,7 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (uint64, []Result, error)
 		db.smu.Unlock()
 		// The state file could not be read: the replica cannot follow its
 		// log any more.
-		return 0, nil, db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
+		return Outcome{}, db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
 	}
 	db.active.logBytes += int64(len(payload))
 	db.memRev, r.index = rev, index
@@ -239,7 +259,7 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (uint64, []Result, error)
 	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
 		db.kickCheckpoint()
 	}
-	return rev, b.results, nil
+	return Outcome{Revision: rev, Results: b.results, Aborted: b.aborted}, nil
 }
 
 // durableRev is the replica's last revision known durable in its log.
@@ -271,3 +291,8 @@ func (db *DB) replicaStats(s *Stats) {
 
 // flushIntervalOf is the replica's: the log's flusher is its owner's.
 func (db *DB) replicaFlushInterval() time.Duration { return db.opts.FlushInterval }
+
+// ValidateBatch checks b against the DB's limits (key and value sizes,
+// the operations' arguments) as a write would: what a node checks before it
+// proposes a batch to a replicated log.
+func (db *DB) ValidateBatch(b *Batch) error { return b.check(&db.opts) }

@@ -75,15 +75,15 @@ func TestReplicaApply(t *testing.T) {
 	}
 	indexes := []uint64{3, 4, 7, 8, 12}
 	for i, idx := range indexes {
-		rev, res, err := db.ApplyEntry(idx, putPayload(fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", idx)))
+		o, err := db.ApplyEntry(idx, putPayload(fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", idx)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rev != uint64(i+1) || len(res) != 1 || !res[0].Applied {
-			t.Fatalf("entry %d: revision %d, results %+v; want revision %d, applied", idx, rev, res, i+1)
+		if o.Revision != uint64(i+1) || len(o.Results) != 1 || !o.Results[0].Applied {
+			t.Fatalf("entry %d: revision %d, results %+v; want revision %d, applied", idx, o.Revision, o.Results, i+1)
 		}
 	}
-	if _, _, err := db.ApplyEntry(8, putPayload("k1", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
+	if _, err := db.ApplyEntry(8, putPayload("k1", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
 		t.Fatalf("reapplied index 8: %v, want ErrAlreadyApplied", err)
 	}
 	if _, err := db.Put([]byte("local"), []byte("x"), engine.WriteOptions{}); !errors.Is(err, engine.ErrReplica) {
@@ -115,12 +115,12 @@ func TestReplicaApply(t *testing.T) {
 	if got, err := db.Get([]byte("k2")); err != nil || string(got) != "v7" {
 		t.Fatalf("k2 after restart = %q, %v", got, err)
 	}
-	if _, _, err := db.ApplyEntry(12, putPayload("k4", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
+	if _, err := db.ApplyEntry(12, putPayload("k4", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
 		t.Fatalf("reapplied index 12 after restart: %v, want ErrAlreadyApplied", err)
 	}
-	rev, _, err := db.ApplyEntry(15, putPayload("k5", "v15"))
-	if err != nil || rev != 6 {
-		t.Fatalf("entry 15 after restart: revision %d, %v; want 6", rev, err)
+	o, err := db.ApplyEntry(15, putPayload("k5", "v15"))
+	if err != nil || o.Revision != 6 {
+		t.Fatalf("entry 15 after restart: revision %d, %v; want 6", o.Revision, err)
 	}
 	log.setDurable(15)
 }
@@ -138,7 +138,7 @@ func TestReplicaCheckpointWaitsForDurableLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := uint64(1); i <= 10; i++ {
-		if _, _, err := db.ApplyEntry(i, putPayload(fmt.Sprintf("k%d", i), "v")); err != nil {
+		if _, err := db.ApplyEntry(i, putPayload(fmt.Sprintf("k%d", i), "v")); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,33 @@
 // Package replication runs kvd's store on a Raft cluster
-// (github.com/hashicorp/raft). It is being built: so far it holds the Raft
-// log and stable stores over kvd's own write-ahead log.
+// (github.com/hashicorp/raft).
+//
+// # A node
+//
+// A Node is one member: a Raft node whose log is kvd's write-ahead log
+// (LogStore), whose term and vote are in a file fsynced at every change
+// (StableStore), and whose state machine is an engine replica
+// (engine.OpenReplica): the state file, checkpointed from the applied
+// entries, never past what the local log has fsynced, and holding the
+// index of the last entry it has. There is no second log, and no snapshot
+// is restored at start: Raft applies again the entries after the state
+// file's index, which the replica skips when it has them.
+//
+// Every write is one command entry holding an encoded engine.Batch; the
+// state machine gives each applied batch the next revision, so revisions
+// stay gapless while Raft's indexes also count elections and configuration
+// changes. A command's first extension byte carries its durability
+// (SyncFlag): a sync write is committed once a quorum has fsynced it, an
+// async one once a quorum has written it, each node fsyncing within its
+// flush interval. A follower forwards writes to the leader over the
+// cluster port, which carries Raft's traffic and kvd's own cluster calls
+// (forwarded writes, read indexes, joins) told apart by their first byte.
+//
+// Reads are served by the node asked, at a consistency level (Store):
+// linearizable reads get the leader's commit index, confirmed by a quorum
+// (concurrent reads share one confirmation), and wait until the node has
+// applied it; a leader counts only once it has applied a command of its
+// own term. Snapshots are not taken yet: the log is kept whole, and a new
+// member is sent every entry.
 //
 // # The log store
 //
@@ -106,6 +133,17 @@ func (s *LogStore) Stats() wal.Stats { return s.log.Stats() }
 
 // DurableIndex returns the last index known to be fsynced.
 func (s *LogStore) DurableIndex() uint64 { return s.log.DurableIndex() }
+
+// Durable returns the last index known to be fsynced, and WaitDurable
+// returns once the entries up to index are: the log as an engine replica
+// sees it (engine.ReplicaLog).
+func (s *LogStore) Durable() uint64                { return s.log.DurableIndex() }
+func (s *LogStore) WaitDurable(index uint64) error { return s.log.WaitDurable(index) }
+
+// SetFlushInterval changes how often entries written without an fsync are
+// fsynced; FlushInterval returns it.
+func (s *LogStore) SetFlushInterval(d time.Duration) { s.log.SetFlushInterval(d) }
+func (s *LogStore) FlushInterval() time.Duration     { return s.log.FlushInterval() }
 
 // Sync returns once every entry stored so far is durable.
 func (s *LogStore) Sync() error { return s.log.Sync() }

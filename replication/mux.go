@@ -1,0 +1,126 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// One port carries both Raft's traffic and kvd's own cluster calls
+// (forwarded writes, read indexes, joins): the first byte a dialer sends
+// names the protocol.
+const (
+	protoRaft    byte = 1
+	protoCluster byte = 2
+)
+
+// mux accepts connections on the cluster port and hands each to Raft's
+// stream layer or to the cluster call server, by its first byte.
+type mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	raft      chan net.Conn
+	cluster   func(net.Conn)
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+}
+
+func newMux(ln net.Listener, advertise net.Addr, cluster func(net.Conn)) *mux {
+	m := &mux{ln: ln, advertise: advertise, raft: make(chan net.Conn), cluster: cluster, closed: make(chan struct{})}
+	m.wg.Add(1)
+	go m.serve()
+	return m
+}
+
+func (m *mux) serve() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			time.Sleep(10 * time.Millisecond) // EMFILE and the like: do not spin
+			continue
+		}
+		go m.route(c)
+	}
+}
+
+// route reads c's first byte, with a deadline so that a silent dialer does
+// not hold a goroutine forever.
+func (m *mux) route(c net.Conn) {
+	var b [1]byte
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	switch b[0] {
+	case protoRaft:
+		select {
+		case m.raft <- c:
+		case <-m.closed:
+			c.Close()
+		}
+	case protoCluster:
+		m.cluster(c)
+	default:
+		c.Close()
+	}
+}
+
+func (m *mux) close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		err = m.ln.Close()
+	})
+	m.wg.Wait()
+	return err
+}
+
+// raftLayer is Raft's view of the mux: a raft.StreamLayer.
+type raftLayer struct{ m *mux }
+
+func (l raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raft:
+		return c, nil
+	case <-l.m.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l raftLayer) Close() error   { return l.m.close() }
+func (l raftLayer) Addr() net.Addr { return l.m.advertise }
+
+func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialProto(string(addr), protoRaft, timeout)
+}
+
+func dialProto(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{proto}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("replication: dial %s: %w", addr, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,851 @@
+package replication
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/wal"
+)
+
+// Errors of a cluster node.
+var (
+	// ErrNoLeader: the cluster has no leader that this node knows of (an
+	// election is under way, or no quorum is reachable). Nothing was
+	// executed.
+	ErrNoLeader = errors.New("replication: no leader")
+	// ErrLeadershipLost: the write was sent to a leader that lost its
+	// leadership, or stopped answering, before it was known committed: it
+	// may or may not have been executed. It wraps engine.ErrOutcomeUnknown.
+	ErrLeadershipLost = errors.New("replication: leadership lost before the write was known committed")
+	// errNotLeader: the node asked is not the leader (any more).
+	errNotLeader = errors.New("replication: not the leader")
+)
+
+// Flags in the first byte of a command entry's Extensions.
+const (
+	// flagNoop marks a command that applies nothing: a leader's first
+	// command of its term, which its reads wait for, and the barrier of
+	// Sync. It gets no revision.
+	flagNoop = 2
+)
+
+// Config configures a cluster node.
+type Config struct {
+	// Dir is the node's data directory: its state file, and raft/ for its
+	// Raft log, term and vote, and node ID.
+	Dir string
+	// NodeID names the node in the cluster. Empty: the ID kept in
+	// Dir/raft/node-id, or a new random one, kept there.
+	NodeID string
+	// Listen is the cluster port's address (Raft and kvd's cluster calls);
+	// Advertise the address other nodes reach it at (default: the address
+	// listened on).
+	Listen, Advertise string
+	// Bootstrap starts a new cluster of this node alone, unless the node
+	// already has Raft state.
+	Bootstrap bool
+	// Join lists cluster addresses of members: a node without Raft state
+	// asks them, until one answers, to add it as a voter.
+	Join []string
+	// Engine holds the state machine's options. CommitMode and
+	// FlushInterval are the cluster's commit mode and the Raft log's
+	// flush interval.
+	Engine engine.Options
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout override
+	// hashicorp/raft's defaults (1 s, 1 s, 500 ms) when not zero.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// ApplyTimeout bounds a write's wait for the leader (forwarding, a
+	// full queue) and a read's for its read index. Default 10 s.
+	ApplyTimeout time.Duration
+	// Logger receives the node's messages; nil discards them. RaftLog
+	// receives hashicorp/raft's own (warnings and errors, in its format);
+	// nil discards them.
+	Logger  *slog.Logger
+	RaftLog io.Writer
+}
+
+// Node is one member of a kvd cluster: a Raft node whose log is kvd's
+// write-ahead log (LogStore) and whose state machine is an engine replica.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	id        raft.ServerID
+	advertise string
+
+	db     *engine.DB
+	logs   *LogStore
+	stable *StableStore
+	snaps  raft.SnapshotStore
+	trans  *raft.NetworkTransport
+	mux    *mux
+	raft   *raft.Raft
+	peers  peers
+
+	mode atomic.Int32 // default engine.CommitMode
+
+	// fsmIndex is the index of the last entry the state machine went
+	// through (applied, skipped, or a configuration); fsmCh is closed and
+	// replaced each time it moves.
+	fsmMu    sync.Mutex
+	fsmIndex uint64
+	fsmCh    chan struct{}
+
+	readyTerm atomic.Uint64 // the term whose first command this leader applied
+
+	vmu      sync.Mutex // coalesces leadership checks (verifyLeader)
+	vnext    *verifyCall
+	vrunning bool
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts the node: it opens the state file and the Raft log in
+// cfg.Dir, listens on the cluster port, and bootstraps or joins a cluster
+// as cfg says.
+func Open(cfg Config) (*Node, error) {
+	if cfg.Listen == "" {
+		return nil, errors.New("replication: a cluster node needs a listen address")
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: logger, fsmCh: make(chan struct{}), stop: make(chan struct{})}
+	n.mode.Store(int32(cfg.Engine.CommitMode))
+	raftDir := filepath.Join(cfg.Dir, "raft")
+	if err := os.MkdirAll(raftDir, 0o750); err != nil {
+		return nil, fmt.Errorf("replication: create %s: %w", raftDir, err)
+	}
+	id, err := nodeID(raftDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	n.id = raft.ServerID(id)
+
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStores()
+		}
+	}()
+	walOpts := wal.Options{FlushInterval: cfg.Engine.FlushInterval, Logger: logger}
+	if n.logs, err = OpenLogStore(filepath.Join(raftDir, "log"), 1, walOpts); err != nil {
+		return nil, err
+	}
+	if n.stable, err = OpenStableStore(filepath.Join(raftDir, "stable")); err != nil {
+		return nil, err
+	}
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, 1, hclog.NewNullLogger()); err != nil {
+		return nil, fmt.Errorf("replication: snapshot store: %w", err)
+	}
+	engOpts := cfg.Engine
+	engOpts.Logger = logger
+	if n.db, err = engine.OpenReplica(cfg.Dir, engOpts, n.logs); err != nil {
+		return nil, err
+	}
+	n.fsmIndex = n.db.AppliedIndex()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("replication: listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = ln.Addr().String()
+	}
+	n.advertise = cfg.Advertise
+	adv, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("replication: advertise address %q: %w", cfg.Advertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		ln.Close()
+		return nil, fmt.Errorf("replication: advertise address %q: other nodes need an address they can reach", cfg.Advertise)
+	}
+	n.mux = newMux(ln, adv, n.serveCluster)
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{n.mux},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  hclog.NewNullLogger(),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = n.id
+	rc.NoSnapshotRestoreOnStart = true // the state file is the state machine
+	rc.SnapshotThreshold = 1 << 62     // snapshots are not taken yet: see the package doc
+	rc.SnapshotInterval = 24 * time.Hour
+	rc.Logger = hclog.NewNullLogger()
+	if cfg.RaftLog != nil {
+		rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: cfg.RaftLog})
+	}
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	existing, err := raft.HasExistingState(n.logs, n.stable, n.snaps)
+	if err != nil {
+		return nil, fmt.Errorf("replication: read raft state: %w", err)
+	}
+	if n.raft, err = raft.NewRaft(rc, (*fsm)(n), n.logs, n.stable, n.snaps, n.trans); err != nil {
+		return nil, fmt.Errorf("replication: start raft: %w", err)
+	}
+	ok = true
+	switch {
+	case existing:
+		if cfg.Bootstrap || len(cfg.Join) > 0 {
+			n.log.Info("replication: node has raft state; --bootstrap and --join are ignored", "id", id)
+		}
+	case cfg.Bootstrap:
+		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: n.id, Address: raft.ServerAddress(n.advertise)}}})
+		if err := f.Error(); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("replication: bootstrap: %w", err)
+		}
+	case len(cfg.Join) > 0:
+		n.wg.Add(1)
+		go n.joinLoop(cfg.Join)
+	}
+	n.wg.Add(1)
+	go n.watchLeadership()
+	n.log.Info("replication: node started", "id", id, "cluster", n.advertise, "existing_state", existing)
+	return n, nil
+}
+
+// nodeID returns the node's ID: given, else kept in dir/node-id, else a
+// new random one, kept there (an address change is not an identity change).
+func nodeID(dir, given string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	kept, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		k := strings.TrimSpace(string(kept))
+		if given != "" && given != k {
+			return "", fmt.Errorf("replication: --node-id %q, but this data directory belongs to node %q", given, k)
+		}
+		return k, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("replication: read node ID: %w", err)
+	}
+	id := given
+	if id == "" {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		id = hex.EncodeToString(b[:])
+	}
+	if err := wal.WriteFileDurably(path, []byte(id+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("replication: keep node ID: %w", err)
+	}
+	return id, nil
+}
+
+// ID returns the node's ID; ClusterAddr the address other nodes reach it at.
+func (n *Node) ID() string          { return string(n.id) }
+func (n *Node) ClusterAddr() string { return n.advertise }
+
+// DB returns the node's state machine, for reads.
+func (n *Node) DB() *engine.DB { return n.db }
+
+// Leader returns the leader's ID and cluster address, empty if unknown.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// watchLeadership applies a no-op command at the start of each term this
+// node leads: linearizable reads wait until it is applied (see readIndex).
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	ch := n.raft.LeaderCh()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case leader := <-ch:
+			if leader {
+				n.wg.Add(1)
+				go func() {
+					defer n.wg.Done()
+					n.becomeReady()
+				}()
+			}
+		}
+	}
+}
+
+func (n *Node) becomeReady() {
+	for n.IsLeader() {
+		term := n.raft.CurrentTerm()
+		f := n.raft.ApplyLog(raft.Log{Data: nil, Extensions: []byte{flagNoop}}, n.cfg.ApplyTimeout)
+		if err := f.Error(); err == nil {
+			if n.raft.CurrentTerm() == term {
+				n.readyTerm.Store(term)
+			}
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ---- the state machine ----
+
+// fsm is the Node as Raft's state machine.
+type fsm Node
+
+// applied is the answer of the state machine to a command.
+type applied struct {
+	o   engine.Outcome
+	err error
+}
+
+func (f *fsm) Apply(l *raft.Log) any {
+	n := (*Node)(f)
+	defer n.advance(l.Index)
+	if len(l.Extensions) > 0 && l.Extensions[0]&flagNoop != 0 {
+		return applied{}
+	}
+	o, err := n.db.ApplyEntry(l.Index, l.Data)
+	if errors.Is(err, engine.ErrAlreadyApplied) {
+		// Applied before a restart: the state file holds it.
+		return applied{err: err}
+	}
+	if err != nil && !errors.Is(err, engine.ErrBadBatch) {
+		n.log.Error("replication: apply failed", "index", l.Index, "err", err)
+	}
+	return applied{o: o, err: err}
+}
+
+// StoreConfiguration makes the node a raft.ConfigurationStore, so that the
+// index of a configuration entry reaches fsmIndex too.
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) { (*Node)(f).advance(index) }
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return nil, errors.New("replication: snapshots are not supported yet")
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	rc.Close()
+	return errors.New("replication: snapshots are not supported yet")
+}
+
+func (n *Node) advance(index uint64) {
+	n.fsmMu.Lock()
+	if index > n.fsmIndex {
+		n.fsmIndex = index
+		close(n.fsmCh)
+		n.fsmCh = make(chan struct{})
+	}
+	n.fsmMu.Unlock()
+}
+
+// waitApplied waits until the state machine has gone through index.
+func (n *Node) waitApplied(index uint64, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		n.fsmMu.Lock()
+		at, ch := n.fsmIndex, n.fsmCh
+		n.fsmMu.Unlock()
+		if at >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("replication: timed out waiting to apply index %d (at %d)", index, at)
+		case <-n.stop:
+			return engine.ErrClosed
+		}
+	}
+}
+
+// ---- writes ----
+
+// apply proposes an encoded batch on the leader (this node) and returns
+// its outcome once committed and applied here.
+func (n *Node) apply(data []byte, flags byte) (engine.Outcome, error) {
+	f := n.raft.ApplyLog(raft.Log{Data: data, Extensions: []byte{flags}}, n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// Not appended: another leader will take it.
+			return engine.Outcome{}, errNotLeader
+		case errors.Is(err, raft.ErrLeadershipLost):
+			return engine.Outcome{}, fmt.Errorf("%w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown)
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return engine.Outcome{}, fmt.Errorf("replication: the leader's queue is full: %w", engine.ErrWriteRefused)
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return engine.Outcome{}, engine.ErrClosed
+		}
+		return engine.Outcome{}, err
+	}
+	r := f.Response().(applied)
+	if errors.Is(r.err, engine.ErrAlreadyApplied) {
+		// Cannot happen for a new entry: the state file is behind the log.
+		return engine.Outcome{}, fmt.Errorf("replication: entry %d was applied before it was proposed: %w", f.Index(), engine.ErrOutcomeUnknown)
+	}
+	return r.o, r.err
+}
+
+// Propose commits an encoded batch through the leader, forwarding it when
+// this node is not the leader, and returns its outcome. sync asks for a
+// quorum to have fsynced it before it counts as committed.
+func (n *Node) Propose(data []byte, sync bool) (engine.Outcome, error) {
+	flags := byte(0)
+	if sync {
+		flags |= SyncFlag
+	}
+	return onLeader(n, func() (engine.Outcome, error) { return n.apply(data, flags) }, opApply, append([]byte{flags}, data...), decodeOutcome)
+}
+
+// Sync returns once a quorum has fsynced every entry committed before the
+// call: a sync-flagged no-op through the leader.
+func (n *Node) Sync() error {
+	_, err := onLeader(n, func() (struct{}, error) {
+		_, err := n.apply(nil, flagNoop|SyncFlag)
+		return struct{}{}, err
+	}, opSync, nil, func([]byte) (struct{}, error) { return struct{}{}, nil })
+	return err
+}
+
+// onLeader runs local on the leader, or makes the call op on the leader
+// when this node is not it, retrying while the leader changes, within the
+// apply timeout.
+func onLeader[T any](n *Node, local func() (T, error), op byte, payload []byte, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	deadline := time.Now().Add(n.cfg.ApplyTimeout)
+	for {
+		var err error
+		if n.IsLeader() {
+			var v T
+			if v, err = local(); err == nil {
+				return v, nil
+			}
+		} else if _, addr := n.Leader(); addr == "" {
+			err = ErrNoLeader
+		} else {
+			var resp []byte
+			if resp, err = n.peers.call(addr, op, payload, time.Until(deadline)); err == nil {
+				return decode(resp)
+			}
+			if errors.Is(err, errSentNoAnswer) && op == opApply {
+				return zero, fmt.Errorf("%w: %w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown, err)
+			}
+		}
+		if !errors.Is(err, errNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errSentNoAnswer) {
+			return zero, err
+		}
+		if time.Now().After(deadline) {
+			if errors.Is(err, errNotLeader) {
+				err = ErrNoLeader
+			}
+			return zero, err
+		}
+		select {
+		case <-n.stop:
+			return zero, engine.ErrClosed
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ---- reads ----
+
+// ReadIndex returns an index that a linearizable read must wait for this
+// node to apply: the leader's commit index, confirmed by a quorum still
+// following it. With verify false, the leader does not confirm its
+// leadership (the leader consistency level: it may be stale while a
+// deposed leader has not noticed).
+func (n *Node) ReadIndex(verify bool) (uint64, error) {
+	flag := byte(0)
+	if verify {
+		flag = 1
+	}
+	return onLeader(n, func() (uint64, error) { return n.leaderReadIndex(verify) }, opReadIndex, []byte{flag},
+		func(p []byte) (uint64, error) {
+			d := &decoder{p: p}
+			i := d.uvarint()
+			return i, d.err
+		})
+}
+
+func (n *Node) leaderReadIndex(verify bool) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, errNotLeader
+	}
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		// This leader has not yet applied a command of its term: its
+		// commit index may lag the previous leader's.
+		if err := n.waitReady(); err != nil {
+			return 0, err
+		}
+	}
+	index := n.raft.CommitIndex()
+	if verify {
+		if err := n.verifyLeader(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return 0, errNotLeader
+			}
+			return 0, err
+		}
+	}
+	return index, nil
+}
+
+func (n *Node) waitReady() error {
+	deadline := time.Now().Add(n.cfg.ApplyTimeout)
+	for n.readyTerm.Load() != n.raft.CurrentTerm() {
+		if !n.IsLeader() {
+			return errNotLeader
+		}
+		if time.Now().After(deadline) {
+			return ErrNoLeader
+		}
+		select {
+		case <-n.stop:
+			return engine.ErrClosed
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+type verifyCall struct {
+	done chan struct{}
+	err  error
+}
+
+// verifyLeader confirms that a quorum still follows this leader. Reads
+// that ask while a confirmation is under way share the next one, which
+// starts after they asked.
+func (n *Node) verifyLeader() error {
+	n.vmu.Lock()
+	if n.vnext == nil {
+		n.vnext = &verifyCall{done: make(chan struct{})}
+	}
+	c := n.vnext
+	if !n.vrunning {
+		n.vrunning = true
+		go n.runVerifies()
+	}
+	n.vmu.Unlock()
+	<-c.done
+	return c.err
+}
+
+func (n *Node) runVerifies() {
+	for {
+		n.vmu.Lock()
+		c := n.vnext
+		n.vnext = nil
+		if c == nil {
+			n.vrunning = false
+			n.vmu.Unlock()
+			return
+		}
+		n.vmu.Unlock()
+		c.err = n.raft.VerifyLeader().Error()
+		close(c.done)
+	}
+}
+
+// Barrier makes a read linearizable: it returns once this node has
+// applied every write committed before the call.
+func (n *Node) Barrier() error {
+	index, err := n.ReadIndex(true)
+	if err != nil {
+		return err
+	}
+	return n.waitApplied(index, n.cfg.ApplyTimeout)
+}
+
+// LeaderBarrier is Barrier without the leader's confirmation.
+func (n *Node) LeaderBarrier() error {
+	index, err := n.ReadIndex(false)
+	if err != nil {
+		return err
+	}
+	return n.waitApplied(index, n.cfg.ApplyTimeout)
+}
+
+// ---- membership ----
+
+func (n *Node) joinLoop(addrs []string) {
+	defer n.wg.Done()
+	payload := appendBytes(appendBytes(nil, []byte(n.id)), []byte(n.advertise))
+	backoff := 100 * time.Millisecond
+	for {
+		for _, a := range addrs {
+			if _, err := n.peers.call(a, opJoin, payload, 5*time.Second); err == nil {
+				n.log.Info("replication: joined the cluster", "through", a)
+				return
+			} else {
+				n.log.Warn("replication: join failed; retrying", "through", a, "err", err)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// AddVoter adds (or readdresses) a voting member, through the leader.
+func (n *Node) AddVoter(id, addr string) error {
+	payload := appendBytes(appendBytes(nil, []byte(id)), []byte(addr))
+	_, err := onLeader(n, func() (struct{}, error) { return struct{}{}, n.addVoter(id, addr) }, opJoin, payload,
+		func([]byte) (struct{}, error) { return struct{}{}, nil })
+	return err
+}
+
+func (n *Node) addVoter(id, addr string) error {
+	if !n.IsLeader() {
+		return errNotLeader
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) {
+			return nil // a member already
+		}
+		if s.Address == raft.ServerAddress(addr) && s.ID != raft.ServerID(id) {
+			// Another ID at that address: a node rebuilt in place.
+			if err := n.raft.RemoveServer(s.ID, 0, n.cfg.ApplyTimeout).Error(); err != nil {
+				return err
+			}
+		}
+	}
+	err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout).Error()
+	if errors.Is(err, raft.ErrNotLeader) {
+		return errNotLeader
+	}
+	return err
+}
+
+// RemoveServer removes a member, through the leader.
+func (n *Node) RemoveServer(id string) error {
+	_, err := onLeader(n, func() (struct{}, error) {
+		if !n.IsLeader() {
+			return struct{}{}, errNotLeader
+		}
+		err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error()
+		if errors.Is(err, raft.ErrNotLeader) {
+			err = errNotLeader
+		}
+		return struct{}{}, err
+	}, opRemove, []byte(id), func([]byte) (struct{}, error) { return struct{}{}, nil })
+	return err
+}
+
+// Member is one member of the cluster's configuration.
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+}
+
+// Members returns the cluster's configuration as this node knows it.
+func (n *Node) Members() ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	_, leader := n.raft.LeaderWithID()
+	var ms []Member
+	for _, s := range f.Configuration().Servers {
+		ms = append(ms, Member{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader})
+	}
+	return ms, nil
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	ID            string        `json:"id"`
+	Address       string        `json:"address"`
+	State         string        `json:"state"`
+	Term          uint64        `json:"term"`
+	LeaderID      string        `json:"leader_id"`
+	LeaderAddress string        `json:"leader_address"`
+	CommitIndex   uint64        `json:"commit_index"`
+	AppliedIndex  uint64        `json:"applied_index"`
+	LastIndex     uint64        `json:"last_index"`
+	DurableIndex  uint64        `json:"durable_index"`
+	Revision      uint64        `json:"applied_revision"`
+	LastContact   time.Duration `json:"last_contact_ns"`
+	Members       []Member      `json:"members"`
+}
+
+// Status returns the node's view of the cluster.
+func (n *Node) Status() Status {
+	lid, laddr := n.Leader()
+	n.fsmMu.Lock()
+	applied := n.fsmIndex
+	n.fsmMu.Unlock()
+	s := Status{
+		ID: string(n.id), Address: n.advertise, State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
+		LeaderID: lid, LeaderAddress: laddr, CommitIndex: n.raft.CommitIndex(), AppliedIndex: applied,
+		LastIndex: n.raft.LastIndex(), DurableIndex: n.logs.DurableIndex(), Revision: n.db.WrittenRevision(),
+	}
+	if !n.IsLeader() {
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			s.LastContact = time.Since(lc)
+		}
+	}
+	s.Members, _ = n.Members()
+	return s
+}
+
+// ---- the cluster calls' server ----
+
+func (n *Node) serveCluster(c net.Conn) {
+	defer c.Close()
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	for {
+		op, p, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		resp, err := n.handle(op, p)
+		status := statusOK
+		if err != nil {
+			status, resp = statusOf(err), []byte(err.Error())
+		}
+		if err := writeFrame(w, status, resp); err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) handle(op byte, p []byte) ([]byte, error) {
+	switch op {
+	case opApply:
+		if len(p) < 1 {
+			return nil, errors.New("replication: empty apply call")
+		}
+		if !n.IsLeader() {
+			return nil, errNotLeader
+		}
+		o, err := n.apply(p[1:], p[0])
+		if err != nil {
+			return nil, err
+		}
+		return encodeOutcome(nil, o), nil
+	case opReadIndex:
+		i, err := n.leaderReadIndex(len(p) > 0 && p[0] == 1)
+		if err != nil {
+			return nil, err
+		}
+		return binaryUvarint(i), nil
+	case opSync:
+		if !n.IsLeader() {
+			return nil, errNotLeader
+		}
+		_, err := n.apply(nil, flagNoop|SyncFlag)
+		return nil, err
+	case opJoin:
+		d := &decoder{p: p}
+		id, addr := string(d.bytes()), string(d.bytes())
+		if d.err != nil || id == "" || addr == "" {
+			return nil, errors.New("replication: malformed join call")
+		}
+		if !n.IsLeader() {
+			// Joins go through: the joiner may know any member.
+			return nil, n.AddVoter(id, addr)
+		}
+		return nil, n.addVoter(id, addr)
+	case opRemove:
+		if !n.IsLeader() {
+			return nil, errNotLeader
+		}
+		return nil, n.RemoveServer(string(p))
+	case opStatus:
+		return json.Marshal(n.Status())
+	}
+	return nil, fmt.Errorf("replication: unknown cluster call %d", op)
+}
+
+func binaryUvarint(i uint64) []byte { return binary.AppendUvarint(nil, i) }
+
+// ---- shutdown ----
+
+// Close stops the node: Raft first (a leader hands its leadership over
+// first), then its state machine, which checkpoints, then its log.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.raft != nil && n.IsLeader() {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Info("replication: leadership transfer before shutdown failed", "err", err)
+			}
+		}
+		close(n.stop)
+		var errs []error
+		if n.raft != nil {
+			errs = append(errs, n.raft.Shutdown().Error())
+		}
+		if n.trans != nil {
+			n.trans.Close()
+		}
+		if n.mux != nil {
+			n.mux.close()
+		}
+		n.wg.Wait()
+		n.peers.close()
+		errs = append(errs, n.closeStores())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) closeStores() error {
+	var errs []error
+	if n.db != nil {
+		errs = append(errs, n.db.Close())
+	}
+	if n.logs != nil {
+		errs = append(errs, n.logs.Close())
+	}
+	return errors.Join(errs...)
+}

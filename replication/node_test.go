@@ -1,0 +1,258 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
+)
+
+// testNodeConfig is a node's config with the short timeouts of tests.
+func testNodeConfig(dir string) Config {
+	return Config{
+		Dir:                dir,
+		Listen:             "127.0.0.1:0",
+		HeartbeatTimeout:   200 * time.Millisecond,
+		ElectionTimeout:    200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		ApplyTimeout:       10 * time.Second,
+		Engine:             engine.Options{FlushInterval: 5 * time.Millisecond},
+	}
+}
+
+type testCluster struct {
+	t     *testing.T
+	dirs  []string
+	addrs []string
+	nodes []*Node // nil while stopped
+}
+
+// startCluster starts n nodes: the first bootstraps, the others join it.
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t}
+	for i := range n {
+		dir := filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))
+		cfg := testNodeConfig(dir)
+		cfg.NodeID = fmt.Sprintf("n%d", i+1)
+		if i == 0 {
+			cfg.Bootstrap = true
+		} else {
+			cfg.Join = []string{c.addrs[0]}
+		}
+		node, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.dirs = append(c.dirs, dir)
+		c.addrs = append(c.addrs, node.ClusterAddr())
+		c.nodes = append(c.nodes, node)
+		t.Cleanup(func() {
+			if c.nodes[i] != nil {
+				c.nodes[i].Close()
+			}
+		})
+		if i == 0 {
+			kvtest.Eventually(t, 10*time.Second, "n1 to lead", node.IsLeader)
+		}
+	}
+	kvtest.Eventually(t, 20*time.Second, "every node to be a member", func() bool {
+		ms, err := c.nodes[0].Members()
+		return err == nil && len(ms) == n
+	})
+	return c
+}
+
+// restart starts node i again on its data directory and address.
+func (c *testCluster) restart(i int) {
+	c.t.Helper()
+	cfg := testNodeConfig(c.dirs[i])
+	cfg.Listen = c.addrs[i]
+	node, err := Open(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes[i] = node
+}
+
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	var at int
+	kvtest.Eventually(c.t, 20*time.Second, "a leader", func() bool {
+		for i, n := range c.nodes {
+			if n != nil && n.IsLeader() {
+				at = i
+				return true
+			}
+		}
+		return false
+	})
+	return at
+}
+
+func put(t *testing.T, s *Store, key, value string, d engine.Durability) uint64 {
+	t.Helper()
+	var b engine.Batch
+	b.Put([]byte(key), []byte(value))
+	cm, err := s.WriteContext(t.Context(), &b, engine.WriteOptions{Durability: d})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	return cm.Revision()
+}
+
+// TestClusterWritesAndReads: writes sent to any node (followers forward
+// them) get gapless revisions, across a leader's stop and restart and an
+// election; a linearizable read on any node sees every write acknowledged
+// before it; the nodes end with the same state.
+func TestClusterWritesAndReads(t *testing.T) {
+	c := startCluster(t, 3)
+	var revs []uint64
+	for i := range 30 {
+		n := c.nodes[i%3]
+		d := engine.DurabilitySync
+		if i%2 == 1 {
+			d = engine.DurabilityAsync
+		}
+		key := fmt.Sprintf("k%02d", i)
+		revs = append(revs, put(t, n.Store(Linearizable), key, fmt.Sprint(i), d))
+		// Read it back at once on another node.
+		other := c.nodes[(i+1)%3].Store(Linearizable)
+		e, err := other.GetEntry([]byte(key))
+		if err != nil || string(e.Value) != fmt.Sprint(i) || e.ModRevision != revs[i] {
+			t.Fatalf("linearizable read of %s on node %d: %q rev %d, %v; want %d at rev %d", key, (i+1)%3+1, e.Value, e.ModRevision, err, i, revs[i])
+		}
+	}
+
+	// Stop the leader: the others elect a new one and go on.
+	l := c.leader()
+	if err := c.nodes[l].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[l] = nil
+	for i := 30; i < 40; i++ {
+		n := c.nodes[(l+1+i%2)%3]
+		revs = append(revs, put(t, n.Store(Linearizable), fmt.Sprintf("k%02d", i), fmt.Sprint(i), engine.DurabilitySync))
+	}
+	c.restart(l)
+	if err := c.nodes[l].Store(Linearizable).Sync(); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]uint64, 40)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	if !slices.Equal(revs, want) {
+		t.Fatalf("revisions of 40 writes across an election: %v, want 1..40", revs)
+	}
+	for i, n := range c.nodes {
+		s := n.Store(Linearizable)
+		kvs, err := s.Scan(engine.ScanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(kvs) != 40 {
+			t.Fatalf("node %d holds %d keys, want 40", i+1, len(kvs))
+		}
+		for j, kv := range kvs {
+			if string(kv.Value) != fmt.Sprint(j) {
+				t.Fatalf("node %d: %s = %q, want %d", i+1, kv.Key, kv.Value, j)
+			}
+		}
+	}
+}
+
+// TestClusterConcurrentWrites: concurrent writers on every node; every
+// acknowledged write is present on every node, with its revision, and the
+// revisions are exactly 1..N.
+func TestClusterConcurrentWrites(t *testing.T) {
+	c := startCluster(t, 3)
+	const writers, each = 6, 40
+	var mu sync.Mutex
+	got := map[uint64]string{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := c.nodes[w%3].Store(Linearizable)
+			for i := range each {
+				key := fmt.Sprintf("w%d-%d", w, i)
+				var b engine.Batch
+				b.Put([]byte(key), []byte(key))
+				d := engine.DurabilityAsync
+				if i%3 == 0 {
+					d = engine.DurabilitySync
+				}
+				cm, err := s.WriteContext(t.Context(), &b, engine.WriteOptions{Durability: d})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if old, dup := got[cm.Revision()]; dup {
+					t.Errorf("revision %d given to %s and %s", cm.Revision(), old, key)
+				}
+				got[cm.Revision()] = key
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for r := uint64(1); r <= writers*each; r++ {
+		if _, ok := got[r]; !ok {
+			t.Fatalf("no write got revision %d of 1..%d", r, writers*each)
+		}
+	}
+	for i, n := range c.nodes {
+		s := n.Store(Linearizable)
+		for rev, key := range got {
+			e, err := s.GetEntry([]byte(key))
+			if err != nil || e.ModRevision != rev {
+				t.Fatalf("node %d: %s at revision %d, %v; want revision %d", i+1, key, e.ModRevision, err, rev)
+			}
+		}
+	}
+}
+
+// TestClusterNoLeader: with a majority gone, writes and linearizable reads
+// fail with ErrNoLeader, and stale reads still answer.
+func TestClusterNoLeader(t *testing.T) {
+	c := startCluster(t, 3)
+	put(t, c.nodes[0].Store(Linearizable), "k", "v", engine.DurabilitySync)
+	kvtest.Eventually(t, 10*time.Second, "every node to apply k", func() bool {
+		for _, n := range c.nodes {
+			if _, err := n.DB().Get([]byte("k")); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	for _, i := range []int{1, 2} {
+		c.nodes[i].Close()
+		c.nodes[i] = nil
+	}
+	n := c.nodes[0]
+	n.cfg.ApplyTimeout = 2 * time.Second
+	s := n.Store(Linearizable)
+	var b engine.Batch
+	b.Put([]byte("k2"), []byte("v"))
+	if _, err := s.WriteContext(t.Context(), &b, engine.WriteOptions{}); !errors.Is(err, ErrNoLeader) && !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("write without a quorum: %v, want ErrNoLeader or an unknown outcome", err)
+	}
+	if _, err := s.GetEntry([]byte("k")); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("linearizable read without a quorum: %v, want ErrNoLeader", err)
+	}
+	if e, err := n.Store(Stale).GetEntry([]byte("k")); err != nil || string(e.Value) != "v" {
+		t.Fatalf("stale read without a quorum: %q, %v", e.Value, err)
+	}
+}

@@ -1,0 +1,204 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+)
+
+// Consistency is how current a read on a cluster is.
+type Consistency int32
+
+const (
+	// Linearizable reads see every write acknowledged before they began,
+	// on any node: the leader confirms with a quorum that it still leads
+	// (confirmations are shared by concurrent reads), and the node
+	// serving the read waits until it has applied the leader's commit
+	// index.
+	Linearizable Consistency = iota
+	// Leader reads skip the leader's confirmation: a leader cut off from
+	// the others serves what it has until it notices, for up to its lease
+	// (LeaderLeaseTimeout) and longer if its process is paused.
+	Leader
+	// Stale reads are served by the node from what it has applied, with
+	// no call to the leader: they may miss recent writes.
+	Stale
+)
+
+func (c Consistency) String() string {
+	switch c {
+	case Linearizable:
+		return "linearizable"
+	case Leader:
+		return "leader"
+	case Stale:
+		return "stale"
+	}
+	return fmt.Sprintf("Consistency(%d)", int32(c))
+}
+
+// ParseConsistency parses "linearizable", "leader" or "stale".
+func ParseConsistency(s string) (Consistency, error) {
+	for _, c := range []Consistency{Linearizable, Leader, Stale} {
+		if s == c.String() {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("replication: consistency %q: want linearizable, leader or stale", s)
+}
+
+// Store is a Node as a key-value store: what kvd's server serves on a
+// cluster (it has the methods of server.Store). Writes go through the
+// leader (forwarded when this node is not it) and return once committed
+// and applied: committed means a quorum has fsynced the entry when the
+// write is sync, written it when async. Reads are served by this node at
+// the store's consistency level.
+type Store struct {
+	n           *Node
+	consistency atomic.Int32
+}
+
+// Store returns the node's store, reading at consistency c by default.
+func (n *Node) Store(c Consistency) *Store {
+	s := &Store{n: n}
+	s.consistency.Store(int32(c))
+	return s
+}
+
+// Node returns the store's node.
+func (s *Store) Node() *Node { return s.n }
+
+// SetConsistency changes the default consistency of reads.
+func (s *Store) SetConsistency(c Consistency) { s.consistency.Store(int32(c)) }
+
+// Consistency returns the default consistency of reads.
+func (s *Store) Consistency() Consistency { return Consistency(s.consistency.Load()) }
+
+// ReadBarrier returns once a read at consistency c may be served here.
+func (s *Store) ReadBarrier(c Consistency) error {
+	switch c {
+	case Linearizable:
+		return s.n.Barrier()
+	case Leader:
+		return s.n.LeaderBarrier()
+	}
+	return nil
+}
+
+func (s *Store) barrier() error { return s.ReadBarrier(s.Consistency()) }
+
+func (s *Store) GetEntry(key []byte) (engine.Entry, error) {
+	if err := s.barrier(); err != nil {
+		return engine.Entry{}, err
+	}
+	return s.n.db.GetEntry(key)
+}
+
+func (s *Store) GetEach(keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	if err := s.barrier(); err != nil {
+		return err
+	}
+	return s.n.db.GetEach(keys, fn)
+}
+
+func (s *Store) Scan(o engine.ScanOptions) ([]engine.KV, error) {
+	if err := s.barrier(); err != nil {
+		return nil, err
+	}
+	return s.n.db.Scan(o)
+}
+
+func (s *Store) Count() (int, error) {
+	if err := s.barrier(); err != nil {
+		return 0, err
+	}
+	return s.n.db.Count()
+}
+
+// WriteContext proposes b through the leader and waits until it is
+// committed and applied (ctx is checked before; once proposed the write
+// is not withdrawn, and the apply timeout bounds the wait). b's Results
+// then hold its outcome.
+func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
+	sync := s.syncOf(wo)
+	if err := ctx.Err(); err != nil {
+		return engine.Commit{}, err
+	}
+	if err := s.n.db.ValidateBatch(b); err != nil {
+		return engine.Commit{}, err
+	}
+	if b.Len() == 0 {
+		return engine.AppliedCommit(s.n.db.WrittenRevision(), sync), nil
+	}
+	if b.Timestamp() == 0 {
+		b.SetTimestamp(time.Now().UnixMilli())
+	}
+	o, err := s.n.Propose(bytes.Clone(b.Bytes()), sync)
+	if err != nil {
+		return engine.AppliedCommit(0, sync), err
+	}
+	b.SetOutcome(o)
+	return engine.AppliedCommit(o.Revision, sync), nil
+}
+
+// TrySubmit returns engine.ErrThrottled: a write on a cluster waits for a
+// quorum, so the caller commits it with WriteContext where it may block.
+func (s *Store) TrySubmit(*engine.Batch, engine.WriteOptions) (engine.Commit, error) {
+	return engine.Commit{}, engine.ErrThrottled
+}
+
+func (s *Store) syncOf(wo engine.WriteOptions) bool {
+	switch wo.Durability {
+	case engine.DurabilitySync:
+		return true
+	case engine.DurabilityAsync:
+		return false
+	}
+	return s.CommitMode() == engine.CommitSync
+}
+
+// Sync returns once a quorum has fsynced every write acknowledged before
+// the call.
+func (s *Store) Sync() error { return s.n.Sync() }
+
+func (s *Store) SetCommitMode(m engine.CommitMode) {
+	if m == engine.CommitSync || m == engine.CommitAsync {
+		s.n.mode.Store(int32(m))
+	}
+}
+
+func (s *Store) CommitMode() engine.CommitMode { return engine.CommitMode(s.n.mode.Load()) }
+
+// SetFlushInterval changes how often this node fsyncs the entries written
+// without one.
+func (s *Store) SetFlushInterval(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("replication: flush interval %v must be positive", d)
+	}
+	s.n.logs.SetFlushInterval(d)
+	return nil
+}
+
+func (s *Store) FlushInterval() time.Duration { return s.n.logs.FlushInterval() }
+
+// WrittenRevision is the last revision this node applied; DurableRevision
+// the last whose entry this node's log has fsynced.
+func (s *Store) WrittenRevision() uint64 { return s.n.db.WrittenRevision() }
+func (s *Store) DurableRevision() uint64 { return s.n.db.DurableRevision() }
+
+// Stats returns the state machine's figures with this node's Raft log's.
+func (s *Store) Stats() engine.Stats {
+	st := s.n.db.Stats()
+	st.CommitMode = s.CommitMode()
+	ws := s.n.logs.Stats()
+	st.Fsyncs, st.RecordsSynced, st.MaxFsync = ws.Fsyncs, ws.RecordsSynced, ws.MaxFsync
+	st.FsyncSeconds, st.RecordsPerFsync = ws.FsyncSeconds, ws.RecordsPerFsync
+	st.WALSegments = ws.Segments
+	st.OldestUnsynced, st.MaxUnsyncedLastMinute, st.MaxUnsyncedSinceOpen = ws.OldestUnsynced, ws.MaxUnsyncedLastMinute, ws.MaxUnsyncedSinceOpen
+	st.LogWriteFailures, st.LogRecordsRefused, st.LogWriteErr = ws.WriteFailures, ws.RecordsRefused, ws.LastWriteErr
+	return st
+}
