@@ -69,6 +69,9 @@ func (n *Node) Store(c Consistency) *Store {
 	return s
 }
 
+// ClusterStatus returns the node's view of the cluster.
+func (s *Store) ClusterStatus() Status { return s.n.Status() }
+
 // Node returns the store's node.
 func (s *Store) Node() *Node { return s.n }
 

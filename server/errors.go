@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
 )
 
 // ErrServerClosed is returned by [Server.ServeRESP] and [Server.ServeHTTPAPI]
@@ -39,6 +40,13 @@ const (
 	// apply a write twice. The cause follows.
 	respErrOutcomeUnknown = "UNKNOWN outcome unknown: the write may or may not have been executed (the write-ahead log failed); read before retrying"
 	respErrClosed         = "ERR store is closed"
+	// respErrNoLeader: on a cluster, no leader is known (an election is
+	// under way, or no quorum is reachable); nothing was executed. The
+	// code is Redis Cluster's for a cluster that cannot serve.
+	respErrNoLeader = "CLUSTERDOWN no leader: the cluster has no leader that this node can reach; nothing was executed"
+	// respErrLeadershipLost: on a cluster, the write reached a leader
+	// that lost its leadership before it was known committed.
+	respErrLeadershipLost = "UNKNOWN outcome unknown: the write may or may not have been executed (the leader lost its leadership before it was known committed); read before retrying"
 	// respErrCorrupt: the key's value, or a page of the state file on
 	// the way to it, is damaged; the detail follows. Other keys still
 	// read (see "When the state file is damaged" in README.md).
@@ -56,6 +64,10 @@ const (
 // error reply (without the leading '-').
 func respError(err error) string {
 	switch {
+	case errors.Is(err, replication.ErrNoLeader):
+		return respErrNoLeader
+	case errors.Is(err, replication.ErrLeadershipLost):
+		return respErrLeadershipLost
 	case errors.Is(err, engine.ErrKeyTooLarge):
 		return respErrKeyTooLarge
 	case errors.Is(err, engine.ErrValueTooLarge):
@@ -95,6 +107,7 @@ const (
 	codeLogFailed        = "log_failed"
 	codeWriteRefused     = "log_write_failed"
 	codeOutcomeUnknown   = "outcome_unknown"
+	codeNoLeader         = "no_leader"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeRevisionMismatch = "revision_mismatch"
@@ -128,6 +141,12 @@ func httpErrorFor(err error) *httpError {
 		return he
 	case errors.Is(err, engine.ErrNotFound):
 		return &httpError{http.StatusNotFound, codeNotFound, "key not found"}
+	case errors.Is(err, replication.ErrNoLeader):
+		return &httpError{http.StatusServiceUnavailable, codeNoLeader,
+			"the cluster has no leader that this node can reach; nothing was executed"}
+	case errors.Is(err, replication.ErrLeadershipLost):
+		return &httpError{http.StatusServiceUnavailable, codeOutcomeUnknown,
+			"the write may or may not have been executed (the leader lost its leadership before it was known committed); read before retrying"}
 	case errors.Is(err, engine.ErrKeyTooLarge):
 		return &httpError{http.StatusRequestURITooLong, codeKeyTooLarge, "key too large"}
 	case errors.Is(err, engine.ErrValueTooLarge):

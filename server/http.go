@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
 )
 
 // HTTP API limits for GET /v1/kv.
@@ -687,6 +688,8 @@ type Status struct {
 	StateCorruptions        uint64 `json:"state_corruptions"`
 	StateLastCorruption     string `json:"state_last_corruption,omitempty"`
 	StateLastCorruptionTime string `json:"state_last_corruption_time,omitempty"`
+	// Cluster is the node's view of its cluster, in cluster mode.
+	Cluster *replication.Status `json:"cluster,omitempty"`
 }
 
 // Revisions are the store's revision counters: written (visible to
@@ -777,6 +780,9 @@ func (s *Server) Status() Status {
 		out.StateCorruptions = st.Corruptions
 		out.StateLastCorruption = st.CorruptionErr.Error()
 		out.StateLastCorruptionTime = st.CorruptionTime.UTC().Format(time.RFC3339Nano)
+	}
+	if cs, ok := s.clusterStatus(); ok {
+		out.Cluster = &cs
 	}
 	return out
 }

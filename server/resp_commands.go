@@ -474,6 +474,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 			field("log_status", "ok")
 		}
 	})
+	section("replication", func() { s.infoReplication(field) })
 	section("stats", func() {
 		field("total_connections_received", s.totalConns.Load())
 		field("total_commands_processed", s.totalCommands.Load())

@@ -42,6 +42,7 @@ type config struct {
 	logFormat          string
 	pprof              string
 	shutdownTimeout    time.Duration
+	cluster            clusterConfig
 
 	respIdleTimeout       time.Duration
 	respPendingBytes      byteSize
@@ -136,6 +137,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.Lookup("pprof").NoOptDefVal = pprofOnHTTP
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second,
 		"on SIGINT or SIGTERM, how long in-flight requests may take to finish before their connections are closed")
+	c.cluster.addFlags(fs)
 	fs.VisitAll(func(f *pflag.Flag) {
 		f.Usage += " (env " + envName(f.Name) + ")"
 	})
@@ -264,6 +266,7 @@ func (c *config) validate() []error {
 	if c.shutdownTimeout < 0 {
 		errs = append(errs, errors.New("--shutdown-timeout must not be negative"))
 	}
+	errs = append(errs, c.cluster.validate()...)
 	if c.pprof == pprofOnHTTP && c.httpListen == "" {
 		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))
 	}

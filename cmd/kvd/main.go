@@ -120,17 +120,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"memtable_max_bytes", opts.MaxMemtableBytes, "checkpoint_bytes", opts.CheckpointBytes,
 		"resp_pending_bytes", int64(cfg.respPendingBytes),
 		"go_memory_limit", debug.SetMemoryLimit(-1), "go_memory_limit_from", limitFrom)
-	db, err := engine.Open(cfg.dataDir, opts)
+	store, closeStore, err := openStore(&cfg, opts, log, stderr)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", cfg.dataDir, err)
+		return err
 	}
 	defer func() {
-		if db != nil {
-			db.Close()
+		if closeStore != nil {
+			closeStore()
 		}
 	}()
 
-	srv, err := server.New(db, server.Config{
+	srv, err := server.New(store, server.Config{
 		MaxKeySize:   opts.MaxKeySize,
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
@@ -256,8 +256,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			errs = append(errs, err)
 		}
 	}
-	err = db.Close()
-	db = nil
+	err = closeStore()
+	closeStore = nil
 	if err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
+	"github.com/kvdstore/kvd/server"
+)
+
+// clusterConfig holds the flags of cluster mode: kvd runs on a Raft
+// cluster when --raft-listen is given, as a single node otherwise.
+type clusterConfig struct {
+	raftListen      string
+	raftAdvertise   string
+	nodeID          string
+	bootstrap       bool
+	join            []string
+	readConsistency string
+	// Raft's timeouts; zero keeps hashicorp/raft's defaults.
+	heartbeatTimeout, electionTimeout, leaderLeaseTimeout time.Duration
+}
+
+func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.raftListen, "raft-listen", "",
+		"cluster mode: the cluster port's listen address (Raft and kvd's calls between nodes); empty: a single node")
+	fs.StringVar(&c.raftAdvertise, "raft-advertise", "",
+		"cluster mode: the address other nodes reach the cluster port at (default: --raft-listen)")
+	fs.StringVar(&c.nodeID, "node-id", "",
+		"cluster mode: this node's ID (default: the one kept in the data directory, or a new random one)")
+	fs.BoolVar(&c.bootstrap, "bootstrap", false,
+		"cluster mode: start a new cluster of this node alone (ignored once the node has Raft state)")
+	fs.StringSliceVar(&c.join, "join", nil,
+		"cluster mode: cluster addresses of members to join through, comma-separated (retried; ignored once the node has Raft state)")
+	fs.StringVar(&c.readConsistency, "read-consistency", "linearizable",
+		"cluster mode: default consistency of reads: linearizable, leader or stale")
+	fs.DurationVar(&c.heartbeatTimeout, "raft-heartbeat-timeout", time.Second,
+		"cluster mode: a follower that hears nothing from the leader this long starts an election")
+	fs.DurationVar(&c.electionTimeout, "raft-election-timeout", time.Second,
+		"cluster mode: a candidate that wins no election this long starts another")
+	fs.DurationVar(&c.leaderLeaseTimeout, "raft-leader-lease-timeout", 500*time.Millisecond,
+		"cluster mode: a leader that hears from no quorum this long steps down (at most --raft-heartbeat-timeout)")
+}
+
+func (c *clusterConfig) enabled() bool { return c.raftListen != "" }
+
+func (c *clusterConfig) validate() []error {
+	var errs []error
+	if _, err := replication.ParseConsistency(c.readConsistency); err != nil {
+		errs = append(errs, fmt.Errorf("--read-consistency must be linearizable, leader or stale, not %q", c.readConsistency))
+	}
+	if !c.enabled() {
+		if c.bootstrap || len(c.join) > 0 || c.raftAdvertise != "" || c.nodeID != "" {
+			errs = append(errs, errors.New("--bootstrap, --join, --raft-advertise and --node-id need --raft-listen (cluster mode)"))
+		}
+		return errs
+	}
+	if c.bootstrap && len(c.join) > 0 {
+		errs = append(errs, errors.New("--bootstrap and --join exclude each other: bootstrap the first node, join the others to it"))
+	}
+	for _, a := range append([]string{c.raftListen, c.raftAdvertise}, c.join...) {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("cluster address %q: %w", a, err))
+		}
+	}
+	if c.heartbeatTimeout < 5*time.Millisecond || c.electionTimeout < 5*time.Millisecond || c.leaderLeaseTimeout < 5*time.Millisecond {
+		errs = append(errs, errors.New("--raft-heartbeat-timeout, --raft-election-timeout and --raft-leader-lease-timeout must be at least 5ms"))
+	}
+	if c.leaderLeaseTimeout > c.heartbeatTimeout {
+		errs = append(errs, errors.New("--raft-leader-lease-timeout must not exceed --raft-heartbeat-timeout"))
+	}
+	if strings.ContainsAny(c.nodeID, " \t\n") {
+		errs = append(errs, fmt.Errorf("--node-id %q must not hold spaces", c.nodeID))
+	}
+	return errs
+}
+
+// openStore opens the store kvd serves: the engine on a single node, a
+// cluster node's store in cluster mode. close closes it.
+func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Writer) (store server.Store, close func() error, err error) {
+	if !cfg.cluster.enabled() {
+		db, err := engine.Open(cfg.dataDir, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open %s: %w", cfg.dataDir, err)
+		}
+		return db, db.Close, nil
+	}
+	consistency, _ := replication.ParseConsistency(cfg.cluster.readConsistency) // validated
+	node, err := replication.Open(replication.Config{
+		Dir:       cfg.dataDir,
+		NodeID:    cfg.cluster.nodeID,
+		Listen:    cfg.cluster.raftListen,
+		Advertise: cfg.cluster.raftAdvertise,
+		Bootstrap: cfg.cluster.bootstrap,
+		Join:      cfg.cluster.join,
+		Engine:    opts,
+
+		HeartbeatTimeout:   cfg.cluster.heartbeatTimeout,
+		ElectionTimeout:    cfg.cluster.electionTimeout,
+		LeaderLeaseTimeout: cfg.cluster.leaderLeaseTimeout,
+		Logger:             log,
+		RaftLog:            stderr,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open cluster node in %s: %w", cfg.dataDir, err)
+	}
+	log.Info("cluster mode", "node_id", node.ID(), "raft", node.ClusterAddr(), "read_consistency", consistency.String())
+	return node.Store(consistency), node.Close, nil
+}
