@@ -60,6 +60,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -83,6 +84,31 @@ type LogStore struct {
 
 	mu  sync.Mutex // serializes the changes: StoreLogs and DeleteRange
 	buf []byte     // guarded by mu
+
+	// applied returns the index of the last entry the state machine has
+	// applied (nil: no check); diverged is set once Raft asked to delete
+	// an applied entry (see DeleteRange).
+	applied  atomic.Pointer[func() uint64]
+	diverged atomic.Pointer[error]
+}
+
+// ErrDiverged: this node's log or state holds entries that the cluster's
+// leader does not: after a power loss of a majority in async mode, a node
+// may have applied entries the others lost. The node stops serving; it
+// must be rebuilt from the others (see README, "Rebuilding a diverged
+// node").
+var ErrDiverged = errors.New("replication: this node has diverged from the cluster")
+
+// SetApplied gives the store the state machine's applied index, so that
+// DeleteRange refuses to delete an applied entry.
+func (s *LogStore) SetApplied(f func() uint64) { s.applied.Store(&f) }
+
+// Diverged returns the divergence DeleteRange found, nil if none.
+func (s *LogStore) Diverged() error {
+	if p := s.diverged.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // OpenLogStore opens (or creates) the Raft log in dir, a directory of its
@@ -264,10 +290,23 @@ func wantsSync(e *raft.Log) bool {
 // everything after a user restore. A prefix is dropped in whole segments
 // (entries below max may stay readable until their segment goes); a
 // suffix and the whole log go at once, durably.
+//
+// A committed entry is never deleted from a node's end in Raft, and an
+// applied entry is committed: a deletion of the log's end that reaches an
+// applied entry (see SetApplied) can only mean that this node holds what
+// the cluster lost. It is refused with ErrDiverged, and the store stays
+// diverged (Diverged).
 func (s *LogStore) DeleteRange(min, max uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	first, last := s.bounds()
+	if f := s.applied.Load(); f != nil && first != 0 && max >= last && min <= last {
+		if applied := (*f)(); min <= applied {
+			err := fmt.Errorf("%w: the leader replaces entries %d..%d, and entries up to %d are applied here", ErrDiverged, min, last, applied)
+			s.diverged.CompareAndSwap(nil, &err)
+			return err
+		}
+	}
 	switch {
 	case first == 0 || min > max || max < first || min > last:
 		return nil // nothing held in the range

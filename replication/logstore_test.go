@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -335,5 +336,32 @@ func TestOpenPastTheEnd(t *testing.T) {
 			wantBounds(t, s, 12, 13)
 			wantData(t, s, 13, "cmd 13")
 		})
+	}
+}
+
+// TestDeleteAppliedIsDivergence: deleting the log's end is allowed down to
+// the first entry not applied; reaching an applied entry is refused with
+// ErrDiverged, which stays. Deleting a prefix is never divergence.
+func TestDeleteAppliedIsDivergence(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "log"), 1)
+	if err := s.StoreLogs(commands(1, 10, false)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetApplied(func() uint64 { return 6 })
+	if err := s.DeleteRange(8, 10); err != nil {
+		t.Fatalf("delete of entries not applied: %v", err)
+	}
+	if err := s.DeleteRange(1, 3); err != nil {
+		t.Fatalf("delete of a prefix: %v", err)
+	}
+	if s.Diverged() != nil {
+		t.Fatalf("diverged after legitimate deletions: %v", s.Diverged())
+	}
+	err := s.DeleteRange(6, 7)
+	if !errors.Is(err, ErrDiverged) || !errors.Is(s.Diverged(), ErrDiverged) {
+		t.Fatalf("delete of applied entry 6: %v, Diverged %v; want ErrDiverged", err, s.Diverged())
+	}
+	if last, _ := s.LastIndex(); last != 7 {
+		t.Fatalf("the refused delete left the log ending at %d, want 7", last)
 	}
 }

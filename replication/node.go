@@ -168,6 +168,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.fsmIndex = n.db.AppliedIndex()
+	n.logs.SetApplied(n.db.AppliedIndex)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -197,6 +198,7 @@ func Open(cfg Config) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = n.id
 	rc.NoSnapshotRestoreOnStart = true // the state file is the state machine
+	rc.BatchApplyCh = true             // concurrent writes reach the leader loop together
 	rc.SnapshotThreshold = 1 << 62     // snapshots are not taken yet: see the package doc
 	rc.SnapshotInterval = 24 * time.Hour
 	rc.Logger = hclog.NewNullLogger()
@@ -701,6 +703,11 @@ func (n *Node) Members() ([]Member, error) {
 	return ms, nil
 }
 
+// Diverged returns ErrDiverged, with what was found, once this node has
+// found that it holds applied entries the cluster does not: it then
+// refuses reads and writes until it is rebuilt.
+func (n *Node) Diverged() error { return n.logs.Diverged() }
+
 // Status is a node's view of the cluster.
 type Status struct {
 	ID            string        `json:"id"`
@@ -715,6 +722,7 @@ type Status struct {
 	DurableIndex  uint64        `json:"durable_index"`
 	Revision      uint64        `json:"applied_revision"`
 	LastContact   time.Duration `json:"last_contact_ns"`
+	Diverged      string        `json:"diverged,omitempty"`
 	Members       []Member      `json:"members"`
 }
 
@@ -735,6 +743,9 @@ func (n *Node) Status() Status {
 		}
 	}
 	s.Members, _ = n.Members()
+	if err := n.Diverged(); err != nil {
+		s.Diverged = err.Error()
+	}
 	return s
 }
 

@@ -92,7 +92,12 @@ func (s *Store) ReadBarrier(c Consistency) error {
 	return nil
 }
 
-func (s *Store) barrier() error { return s.ReadBarrier(s.Consistency()) }
+func (s *Store) barrier() error {
+	if err := s.n.Diverged(); err != nil {
+		return err
+	}
+	return s.ReadBarrier(s.Consistency())
+}
 
 func (s *Store) GetEntry(key []byte) (engine.Entry, error) {
 	if err := s.barrier(); err != nil {
@@ -129,6 +134,9 @@ func (s *Store) Count() (int, error) {
 func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
 	sync := s.syncOf(wo)
 	if err := ctx.Err(); err != nil {
+		return engine.Commit{}, err
+	}
+	if err := s.n.Diverged(); err != nil {
 		return engine.Commit{}, err
 	}
 	if err := s.n.db.ValidateBatch(b); err != nil {

@@ -46,6 +46,10 @@ const (
 	respErrNoLeader = "CLUSTERDOWN no leader: the cluster has no leader that this node can reach; nothing was executed"
 	// respErrLeadershipLost: on a cluster, the write reached a leader
 	// that lost its leadership before it was known committed.
+	// respErrDiverged: this node holds entries the cluster lost (after a
+	// power loss of a majority in async mode) and serves nothing until it
+	// is rebuilt.
+	respErrDiverged       = "DIVERGED this node has diverged from the cluster and serves nothing until it is rebuilt (see README, \"Rebuilding a diverged node\")"
 	respErrLeadershipLost = "UNKNOWN outcome unknown: the write may or may not have been executed (the leader lost its leadership before it was known committed); read before retrying"
 	// respErrCorrupt: the key's value, or a page of the state file on
 	// the way to it, is damaged; the detail follows. Other keys still
@@ -66,6 +70,8 @@ func respError(err error) string {
 	switch {
 	case errors.Is(err, replication.ErrNoLeader):
 		return respErrNoLeader
+	case errors.Is(err, replication.ErrDiverged):
+		return respErrDiverged
 	case errors.Is(err, replication.ErrLeadershipLost):
 		return respErrLeadershipLost
 	case errors.Is(err, engine.ErrKeyTooLarge):
@@ -108,6 +114,7 @@ const (
 	codeWriteRefused     = "log_write_failed"
 	codeOutcomeUnknown   = "outcome_unknown"
 	codeNoLeader         = "no_leader"
+	codeDiverged         = "diverged"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeRevisionMismatch = "revision_mismatch"
@@ -144,6 +151,9 @@ func httpErrorFor(err error) *httpError {
 	case errors.Is(err, replication.ErrNoLeader):
 		return &httpError{http.StatusServiceUnavailable, codeNoLeader,
 			"the cluster has no leader that this node can reach; nothing was executed"}
+	case errors.Is(err, replication.ErrDiverged):
+		return &httpError{http.StatusServiceUnavailable, codeDiverged, oneLine(err.Error()) +
+			"; this node serves nothing until it is rebuilt (see README, \"Rebuilding a diverged node\")"}
 	case errors.Is(err, replication.ErrLeadershipLost):
 		return &httpError{http.StatusServiceUnavailable, codeOutcomeUnknown,
 			"the write may or may not have been executed (the leader lost its leadership before it was known committed); read before retrying"}

@@ -86,6 +86,17 @@ func (c *clusterConfig) validate() []error {
 	return errs
 }
 
+// respIOFor is --resp-io, whose default on a cluster is goroutines: a
+// read or write there waits for the leader, which would stall an event
+// loop that serves every connection, while goroutines wait alone (and
+// concurrent linearizable reads share the leader's confirmation).
+func (c *config) respIOFor() string {
+	if c.respIO == "" && c.cluster.enabled() {
+		return "goroutines"
+	}
+	return c.respIO
+}
+
 // openStore opens the store kvd serves: the engine on a single node, a
 // cluster node's store in cluster mode. close closes it.
 func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Writer) (store server.Store, close func() error, err error) {

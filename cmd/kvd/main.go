@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		HTTPIdleTimeout:       cfg.httpIdleTimeout,
 		HTTPMinRate:           httpMinRate(cfg.httpMinRate),
 		HTTPRateWindow:        cfg.httpRateWindow,
-		RESPIO:                cfg.respIO,
+		RESPIO:                cfg.respIOFor(),
 		Pprof:                 cfg.pprof == pprofOnHTTP,
 		Version:               version,
 		Metrics:               metrics,
