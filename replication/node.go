@@ -399,6 +399,27 @@ func (n *Node) waitApplied(index uint64, timeout time.Duration) error {
 	}
 }
 
+// waitRevision waits until the state machine has applied revision rev.
+func (n *Node) waitRevision(rev uint64, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		n.fsmMu.Lock()
+		ch := n.fsmCh
+		n.fsmMu.Unlock()
+		if at := n.db.WrittenRevision(); at >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("replication: timed out waiting to apply revision %d (at %d)", rev, n.db.WrittenRevision())
+		case <-n.stop:
+			return engine.ErrClosed
+		}
+	}
+}
+
 // ---- writes ----
 
 // apply proposes an encoded batch on the leader (this node) and returns

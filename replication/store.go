@@ -3,6 +3,7 @@ package replication
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,33 @@ func ParseConsistency(s string) (Consistency, error) {
 type Store struct {
 	n           *Node
 	consistency atomic.Int32
+	// read, when set, fixes the reads' options (At); nil: the default
+	// consistency, with no bound on staleness.
+	read *ReadOptions
+}
+
+// ReadOptions say how current a read must be.
+type ReadOptions struct {
+	Consistency Consistency
+	// MaxStale refuses a stale or leader read on a follower that has not
+	// heard from the leader for longer (ErrTooStale); 0: no bound.
+	MaxStale time.Duration
+	// MinRev makes a read wait until the node has applied revision MinRev
+	// (read-your-writes on a follower with the revision a write
+	// returned), at most the apply timeout; 0: no wait.
+	MinRev uint64
+}
+
+// ErrTooStale: a read's MaxStale was exceeded: the node has not heard from
+// the leader for longer.
+var ErrTooStale = errors.New("replication: this node has not heard from the leader within max_stale")
+
+// At returns a view of the store whose reads follow o (its writes are the
+// store's).
+func (s *Store) At(o ReadOptions) *Store {
+	v := &Store{n: s.n, read: &o}
+	v.consistency.Store(int32(o.Consistency))
+	return v
 }
 
 // Store returns the node's store, reading at consistency c by default.
@@ -95,6 +123,18 @@ func (s *Store) ReadBarrier(c Consistency) error {
 func (s *Store) barrier() error {
 	if err := s.n.Diverged(); err != nil {
 		return err
+	}
+	if o := s.read; o != nil {
+		if o.MinRev > 0 {
+			if err := s.n.waitRevision(o.MinRev, s.n.cfg.ApplyTimeout); err != nil {
+				return err
+			}
+		}
+		if o.MaxStale > 0 && o.Consistency != Linearizable && !s.n.IsLeader() {
+			if lc := s.n.raft.LastContact(); lc.IsZero() || time.Since(lc) > o.MaxStale {
+				return fmt.Errorf("%w (%v)", ErrTooStale, o.MaxStale)
+			}
+		}
 	}
 	return s.ReadBarrier(s.Consistency())
 }

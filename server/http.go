@@ -398,7 +398,12 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	e, err := s.store.GetEntry(key)
+	reads, err := s.readsFor(w, r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	e, err := reads.GetEntry(key)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -500,6 +505,11 @@ const (
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	reads, err := s.readsFor(w, r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	limit := defaultListLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -530,7 +540,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if opts.Prefix != nil && bytes.Compare(opts.Start, opts.Prefix) < 0 {
 		opts.Start = opts.Prefix
 	}
-	keys, err := s.store.Scan(opts)
+	keys, err := reads.Scan(opts)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -550,7 +560,7 @@ page:
 			value, expiresAt := []byte(nil), kv.ExpiresAt
 			if mode != listKeysOnly {
 				var e engine.Entry
-				e, err = s.store.GetEntry(kv.Key)
+				e, err = reads.GetEntry(kv.Key)
 				value, expiresAt = e.Value, e.ExpiresAt
 				if errors.Is(err, engine.ErrNotFound) {
 					continue // deleted since the scan
@@ -574,7 +584,7 @@ page:
 			break
 		}
 		opts.Start = append(bytes.Clone(keys[len(keys)-1].Key), 0)
-		if keys, err = s.store.Scan(opts); err != nil {
+		if keys, err = reads.Scan(opts); err != nil {
 			s.log.Warn("http list failed mid-reply", "err", err)
 			panic(http.ErrAbortHandler)
 		}

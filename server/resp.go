@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
 )
 
 // ServeRESP accepts RESP connections on ln and serves them until
@@ -149,8 +150,9 @@ type respConn struct {
 	lastActive atomic.Int64                // unix nanoseconds of the last read of requests
 	lastCmd    atomic.Pointer[respCommand] // the last command run
 	resp3      bool
-	durability engine.Durability // CLIENT DURABILITY; default: server mode
-	lastRev    uint64            // revision of this connection's last successful write
+	durability engine.Durability        // CLIENT DURABILITY; default: server mode
+	lastRev    uint64                   // revision of this connection's last successful write
+	readOpts   *replication.ReadOptions // CLIENT CONSISTENCY on a cluster; nil: the server's
 	quit       bool
 
 	// Goroutine model only.

@@ -212,6 +212,8 @@ var clientHelp = []string{
 	"    Accepted and ignored.",
 	"DURABILITY [SYNC|ASYNC|DEFAULT]",
 	"    Get or set when this connection's writes are acknowledged: once fsynced (sync), once written (async), or by the server's commit mode (default).",
+	"CONSISTENCY [LINEARIZABLE|LEADER|STALE|DEFAULT] [MAXSTALE <ms>] [MINREV <revision>]",
+	"    Cluster mode: get or set how current this connection's reads are; leader and stale reads also wait for the connection's last write.",
 	"LASTREV",
 	"    Return the revision of this connection's last successful write (0 before any).",
 	"HELP",

@@ -320,6 +320,8 @@ func cmdClient(c *respConn, args [][]byte) {
 		c.clientKill(args[2:])
 	case equalFold(sub, "help") && len(args) == 2:
 		c.writeHelp(clientHelp...)
+	case equalFold(sub, "consistency"):
+		c.clientConsistency(args[2:])
 	case equalFold(sub, "lastrev") && len(args) == 2:
 		c.writeInt(int64(c.lastRev))
 	case equalFold(sub, "durability") && len(args) == 2:
@@ -346,7 +348,7 @@ func cmdClient(c *respConn, args [][]byte) {
 }
 
 func cmdDBSize(c *respConn, _ [][]byte) {
-	n, err := c.s.store.Count()
+	n, err := c.reads().Count()
 	if err != nil {
 		c.writeError(respError(err))
 		return

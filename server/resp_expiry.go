@@ -219,7 +219,7 @@ func cmdGetEx(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) 
 // seconds or milliseconds: -2 if the key does not exist, -1 if it has no
 // expiry.
 func cmdTTL(c *respConn, args [][]byte) {
-	e, err := c.s.store.GetEntry(args[1])
+	e, err := c.reads().GetEntry(args[1])
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
 		c.writeInt(-2)

@@ -10,7 +10,7 @@ import (
 )
 
 func cmdGet(c *respConn, args [][]byte) {
-	if err := c.s.store.GetEach(args[1:2], c.writeValue); err != nil {
+	if err := c.reads().GetEach(args[1:2], c.writeValue); err != nil {
 		c.writeError(respError(err))
 	}
 }
@@ -124,7 +124,7 @@ func cmdDel(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 // The keys are looked up in one consistent state, as MGET's.
 func cmdExists(c *respConn, args [][]byte) {
 	var n int64
-	err := c.s.store.GetEach(args[1:], func(_ int, _ []byte, found bool) {
+	err := c.reads().GetEach(args[1:], func(_ int, _ []byte, found bool) {
 		if found {
 			n++
 		}
@@ -141,7 +141,7 @@ func cmdExists(c *respConn, args [][]byte) {
 func cmdMGet(c *respConn, args [][]byte) {
 	mark := len(c.out)
 	c.writeArray(len(args) - 1)
-	if err := c.s.store.GetEach(args[1:], c.writeValue); err != nil {
+	if err := c.reads().GetEach(args[1:], c.writeValue); err != nil {
 		c.out = c.out[:mark]
 		c.writeError(respError(err))
 	}
@@ -219,7 +219,7 @@ func cmdIncr(c *respConn, args [][]byte) (engine.Durability, writeReply, bool) {
 // cmdGetRev answers kvd's GETREV key with [value, mod_revision,
 // create_revision], or null if the key holds no value.
 func cmdGetRev(c *respConn, args [][]byte) {
-	e, err := c.s.store.GetEntry(args[1])
+	e, err := c.reads().GetEntry(args[1])
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
 		c.writeNull()

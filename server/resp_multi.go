@@ -183,7 +183,7 @@ func cmdWatch(c *respConn, args [][]byte) {
 	}
 	for _, k := range args[1:] {
 		var rev uint64
-		e, err := c.s.store.GetEntry(k)
+		e, err := c.reads().GetEntry(k)
 		switch {
 		case errors.Is(err, engine.ErrNotFound):
 		case err != nil:

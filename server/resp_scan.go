@@ -193,7 +193,7 @@ func cmdScan(c *respConn, args [][]byte) {
 	if opts.Prefix != nil && bytes.Compare(opts.Start, opts.Prefix) < 0 {
 		opts.Start = opts.Prefix
 	}
-	kvs, err := c.s.store.Scan(opts)
+	kvs, err := c.reads().Scan(opts)
 	if err != nil {
 		c.writeError(respError(err))
 		return

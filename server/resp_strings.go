@@ -105,7 +105,7 @@ func (c *respConn) checkKeyValue(key, value []byte) bool {
 // cmdStrlen answers STRLEN key: the value's length, 0 if it has none.
 func cmdStrlen(c *respConn, args [][]byte) {
 	var n int
-	if err := c.s.store.GetEach(args[1:2], func(_ int, v []byte, _ bool) { n = len(v) }); err != nil {
+	if err := c.reads().GetEach(args[1:2], func(_ int, v []byte, _ bool) { n = len(v) }); err != nil {
 		c.writeError(respError(err))
 		return
 	}
@@ -115,7 +115,7 @@ func cmdStrlen(c *respConn, args [][]byte) {
 // cmdType answers TYPE key: string, or none if the key holds no value.
 func cmdType(c *respConn, args [][]byte) {
 	var found bool
-	if err := c.s.store.GetEach(args[1:2], func(_ int, _ []byte, ok bool) { found = ok }); err != nil {
+	if err := c.reads().GetEach(args[1:2], func(_ int, _ []byte, ok bool) { found = ok }); err != nil {
 		c.writeError(respError(err))
 		return
 	}
@@ -143,7 +143,7 @@ func cmdMemory(c *respConn, args [][]byte) {
 			}
 		}
 		n, found := 0, false
-		if err := c.s.store.GetEach(args[2:3], func(_ int, v []byte, ok bool) { n, found = len(v), ok }); err != nil {
+		if err := c.reads().GetEach(args[2:3], func(_ int, v []byte, ok bool) { n, found = len(v), ok }); err != nil {
 			c.writeError(respError(err))
 			return
 		}
@@ -199,7 +199,7 @@ func cmdKeys(c *respConn, args [][]byte) {
 	size := 0
 	var after []byte
 	for {
-		kvs, err := c.s.store.Scan(engine.ScanOptions{Start: after, Prefix: prefix, Limit: keysChunk, KeysOnly: true})
+		kvs, err := c.reads().Scan(engine.ScanOptions{Start: after, Prefix: prefix, Limit: keysChunk, KeysOnly: true})
 		if err != nil {
 			c.writeError(respError(err))
 			return

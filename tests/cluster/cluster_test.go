@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -372,5 +374,83 @@ func TestKillAllAsync(t *testing.T) {
 			c.checkAcked(h)
 			t.Logf("%d writes acknowledged before kill -9 of every node, %d failed %v", len(h.acked), h.unknown, h.errs)
 		})
+	}
+}
+
+// TestAnyNodeServes: every node takes writes and reads over RESP and HTTP
+// (followers forward them); a connection's stale reads on a follower see
+// its own writes; bad consistency options get clear errors.
+func TestAnyNodeServes(t *testing.T) {
+	c := newCluster(t, "sync")
+	ctx := t.Context()
+	l := c.leader()
+	var f *node
+	for _, n := range c.nodes {
+		if n != l {
+			f = n
+			break
+		}
+	}
+	// RESP on a follower, through the leader.
+	rdb := c.client(f)
+	for i := range 20 {
+		if err := rdb.Set(ctx, fmt.Sprintf("r%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := rdb.Incr(ctx, "counter").Result(); err != nil || n != 1 {
+		t.Fatalf("INCR on a follower: %d, %v", n, err)
+	}
+	// Stale reads with read-your-writes on the connection.
+	conn := rdb.Conn()
+	defer conn.Close()
+	if err := conn.Do(ctx, "CLIENT", "CONSISTENCY", "stale").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		key := fmt.Sprintf("s%d", i)
+		if err := conn.Set(ctx, key, i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := conn.Get(ctx, key).Result(); err != nil || v != strconv.Itoa(i) {
+			t.Fatalf("stale read of the connection's own write %s on a follower: %q, %v", key, v, err)
+		}
+	}
+	if err := conn.Do(ctx, "CLIENT", "CONSISTENCY", "eventually").Err(); err == nil || !strings.Contains(err.Error(), "consistency must be") {
+		t.Fatalf("CLIENT CONSISTENCY eventually: %v, want a clear error", err)
+	}
+
+	// HTTP on a follower.
+	base := "http://" + f.p.HTTPAddr
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/kv/h1", strings.NewReader("hello"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT on a follower: %s", resp.Status)
+	}
+	for _, q := range []string{"", "?consistency=linearizable", "?consistency=leader", "?consistency=stale&min_rev=1", "?consistency=stale&max_stale=5s"} {
+		resp, err := http.Get(base + "/v1/kv/h1" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "hello" {
+			t.Fatalf("GET%s on a follower: %s %q", q, resp.Status, body)
+		}
+		if !strings.HasPrefix(resp.Header.Get("X-Kvd-Leader"), l.name+"@") {
+			t.Fatalf("GET%s: X-Kvd-Leader %q, want the leader %s", q, resp.Header.Get("X-Kvd-Leader"), l.name)
+		}
+	}
+	resp, err = http.Get(base + "/v1/kv/h1?consistency=sometimes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("GET with a bad consistency: %s, want 400", resp.Status)
 	}
 }
