@@ -97,6 +97,9 @@ var replyKinds = []struct {
 	{"MISCONF write refused", ErrWriteRefused},
 	{"MISCONF", ErrLogFailed},
 	{"UNKNOWN ", ErrOutcomeUnknown},
+	{"CLUSTERDOWN", ErrNoLeader},
+	{"DIVERGED", ErrDiverged},
+	{"TOOSTALE", ErrTooStale},
 }
 
 // mapError translates an error from go-redis into the client's errors,

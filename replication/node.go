@@ -620,6 +620,30 @@ func (n *Node) Barrier() error {
 	return n.waitApplied(index, n.cfg.ApplyTimeout)
 }
 
+// ErrCatchingUp: the node has not yet applied what the leader has
+// committed (Ready).
+var ErrCatchingUp = errors.New("replication: catching up with the leader")
+
+// Ready returns nil once the node can serve linearizable reads at once: it
+// has not diverged, a leader confirms its leadership, and this node has
+// applied the leader's commit index. Else it says why.
+func (n *Node) Ready() error {
+	if err := n.Diverged(); err != nil {
+		return err
+	}
+	index, err := n.ReadIndex(true)
+	if err != nil {
+		return err
+	}
+	n.fsmMu.Lock()
+	applied := n.fsmIndex
+	n.fsmMu.Unlock()
+	if applied < index {
+		return fmt.Errorf("%w: applied index %d of the leader's commit index %d", ErrCatchingUp, applied, index)
+	}
+	return nil
+}
+
 // LeaderBarrier is Barrier without the leader's confirmation.
 func (n *Node) LeaderBarrier() error {
 	index, err := n.ReadIndex(false)
@@ -670,8 +694,8 @@ func (n *Node) addVoter(id, addr string) error {
 		return err
 	}
 	for _, s := range f.Configuration().Servers {
-		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) {
-			return nil // a member already
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter {
+			return nil // a voter already
 		}
 		if s.Address == raft.ServerAddress(addr) && s.ID != raft.ServerID(id) {
 			// Another ID at that address: a node rebuilt in place.
@@ -700,6 +724,78 @@ func (n *Node) RemoveServer(id string) error {
 		return struct{}{}, err
 	}, opRemove, []byte(id), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	return err
+}
+
+// Kinds of membership change for opMember.
+const (
+	memberNonvoter byte = 1
+	memberDemote   byte = 2
+)
+
+// AddNonvoter adds a member that receives the log but does not vote: a
+// read replica, or a new node to promote (AddVoter) once it caught up.
+func (n *Node) AddNonvoter(id, addr string) error {
+	return n.changeMember(memberNonvoter, id, addr)
+}
+
+// Demote makes a voter a nonvoter.
+func (n *Node) Demote(id string) error { return n.changeMember(memberDemote, id, "") }
+
+func (n *Node) changeMember(kind byte, id, addr string) error {
+	payload := appendBytes(appendBytes([]byte{kind}, []byte(id)), []byte(addr))
+	_, err := onLeader(n, func() (struct{}, error) { return struct{}{}, n.changeMemberLocal(kind, id, addr) }, opMember, payload,
+		func([]byte) (struct{}, error) { return struct{}{}, nil })
+	return err
+}
+
+func (n *Node) changeMemberLocal(kind byte, id, addr string) error {
+	if !n.IsLeader() {
+		return errNotLeader
+	}
+	var f raft.IndexFuture
+	switch kind {
+	case memberNonvoter:
+		f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout)
+	case memberDemote:
+		f = n.raft.DemoteVoter(raft.ServerID(id), 0, n.cfg.ApplyTimeout)
+	default:
+		return fmt.Errorf("replication: unknown membership change %d", kind)
+	}
+	err := f.Error()
+	if errors.Is(err, raft.ErrNotLeader) {
+		err = errNotLeader
+	}
+	return err
+}
+
+// TransferLeadership hands the leadership to the member id, or to the
+// most up-to-date follower when id is empty.
+func (n *Node) TransferLeadership(id string) error {
+	_, err := onLeader(n, func() (struct{}, error) { return struct{}{}, n.transferLocal(id) }, opTransfer, []byte(id),
+		func([]byte) (struct{}, error) { return struct{}{}, nil })
+	return err
+}
+
+func (n *Node) transferLocal(id string) error {
+	if !n.IsLeader() {
+		return errNotLeader
+	}
+	if id == "" {
+		return n.raft.LeadershipTransfer().Error()
+	}
+	ms, err := n.Members()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			if m.Leader {
+				return nil
+			}
+			return n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(m.Address)).Error()
+		}
+	}
+	return fmt.Errorf("replication: no member %q", id)
 }
 
 // Member is one member of the cluster's configuration.
@@ -835,6 +931,18 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		return nil, n.RemoveServer(string(p))
 	case opStatus:
 		return json.Marshal(n.Status())
+	case opMember:
+		if len(p) < 1 {
+			return nil, errors.New("replication: malformed membership call")
+		}
+		d := &decoder{p: p[1:]}
+		id, addr := string(d.bytes()), string(d.bytes())
+		if d.err != nil || id == "" {
+			return nil, errors.New("replication: malformed membership call")
+		}
+		return nil, n.changeMemberLocal(p[0], id, addr)
+	case opTransfer:
+		return nil, n.transferLocal(string(p))
 	}
 	return nil, fmt.Errorf("replication: unknown cluster call %d", op)
 }

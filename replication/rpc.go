@@ -27,6 +27,8 @@ const (
 	opJoin      byte = 4 // payload: id | address (length-prefixed) → none
 	opStatus    byte = 5 // payload: none → status JSON
 	opRemove    byte = 6 // payload: id → none
+	opMember    byte = 7 // payload: kind byte | id | address → none (add a nonvoter, demote)
+	opTransfer  byte = 8 // payload: id (empty: any) → none
 )
 
 const (

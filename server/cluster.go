@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -185,4 +186,206 @@ func (c *respConn) clientConsistency(args [][]byte) {
 	}
 	c.readOpts = &o
 	c.writeOK()
+}
+
+// clusterNode is a store that runs on a cluster node.
+type clusterNode interface {
+	Node() *replication.Node
+}
+
+func (s *Server) node() *replication.Node {
+	if cn, ok := s.store.(clusterNode); ok {
+		return cn.Node()
+	}
+	return nil
+}
+
+const respErrNotCluster = "ERR this kvd is a single node: start it with --raft-listen for cluster mode"
+
+// cmdRaft answers kvd's RAFT command group:
+//
+//	RAFT STATUS                       this node's view, as JSON
+//	RAFT MEMBERS                      [id, address, voter|nonvoter, leader|follower] per member
+//	RAFT ADD id address [NONVOTER]    add (or readdress) a member
+//	RAFT PROMOTE id address           make a nonvoter a voter
+//	RAFT DEMOTE id                    make a voter a nonvoter
+//	RAFT REMOVE id                    remove a member
+//	RAFT TRANSFER [id]                hand the leadership over
+//
+// Membership changes and transfers go through the leader.
+func cmdRaft(c *respConn, args [][]byte) {
+	n := c.s.node()
+	if n == nil {
+		c.writeError(respErrNotCluster)
+		return
+	}
+	sub, rest := args[1], args[2:]
+	var err error
+	switch {
+	case equalFold(sub, "status") && len(rest) == 0:
+		b, _ := json.Marshal(n.Status())
+		c.writeBulkString(string(b))
+		return
+	case equalFold(sub, "members") && len(rest) == 0:
+		ms, err := n.Members()
+		if err != nil {
+			c.writeError(respError(err))
+			return
+		}
+		c.writeArray(len(ms))
+		for _, m := range ms {
+			c.writeArray(4)
+			c.writeBulkString(m.ID)
+			c.writeBulkString(m.Address)
+			c.writeBulkString(map[bool]string{true: "voter", false: "nonvoter"}[m.Voter])
+			c.writeBulkString(map[bool]string{true: "leader", false: "follower"}[m.Leader])
+		}
+		return
+	case equalFold(sub, "add") && len(rest) == 2:
+		err = n.AddVoter(string(rest[0]), string(rest[1]))
+	case equalFold(sub, "add") && len(rest) == 3 && equalFold(rest[2], "nonvoter"):
+		err = n.AddNonvoter(string(rest[0]), string(rest[1]))
+	case equalFold(sub, "promote") && len(rest) == 2:
+		err = n.AddVoter(string(rest[0]), string(rest[1]))
+	case equalFold(sub, "demote") && len(rest) == 1:
+		err = n.Demote(string(rest[0]))
+	case equalFold(sub, "remove") && len(rest) == 1:
+		err = n.RemoveServer(string(rest[0]))
+	case equalFold(sub, "transfer") && len(rest) <= 1:
+		id := ""
+		if len(rest) == 1 {
+			id = string(rest[0])
+		}
+		err = n.TransferLeadership(id)
+	case equalFold(sub, "help") && len(rest) == 0:
+		c.writeHelp(raftHelp...)
+		return
+	default:
+		c.writeError("ERR unknown RAFT subcommand or wrong number of arguments for '" + printable(sub, 64) + "'. Try RAFT HELP.")
+		return
+	}
+	if err != nil {
+		c.writeError(respError(err))
+		return
+	}
+	c.writeOK()
+}
+
+var raftHelp = []string{
+	"RAFT <subcommand> [<arg> ...]. Subcommands are:",
+	"STATUS",
+	"    This node's view of the cluster, as JSON.",
+	"MEMBERS",
+	"    Every member: id, address, voter or nonvoter, leader or follower.",
+	"ADD <id> <address> [NONVOTER]",
+	"    Add a member (or give a member a new address).",
+	"PROMOTE <id> <address>",
+	"    Make a nonvoter a voter.",
+	"DEMOTE <id>",
+	"    Make a voter a nonvoter.",
+	"REMOVE <id>",
+	"    Remove a member.",
+	"TRANSFER [<id>]",
+	"    Hand the leadership to <id>, or to the most up-to-date follower.",
+	"HELP",
+	"    Print this help.",
+}
+
+// clusterRoutes registers the cluster endpoints:
+//
+//	GET    /v1/cluster                 this node's view (replication.Status)
+//	GET    /v1/cluster/members         the members
+//	POST   /v1/cluster/members         {"id","address","voter"}: add, readdress, promote or demote a member
+//	DELETE /v1/cluster/members/{id}    remove a member
+//	POST   /v1/cluster/transfer        {"id"} (empty: any): hand the leadership over
+//	GET    /readyz                     200 once this node can serve linearizable reads
+//
+// On a single node they answer 404 not_cluster (but /readyz, 200).
+func (s *Server) clusterRoutes(route func(pattern, name string, h http.HandlerFunc)) {
+	withNode := func(h func(w http.ResponseWriter, r *http.Request, n *replication.Node)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			n := s.node()
+			if n == nil {
+				writeJSONError(w, &httpError{http.StatusNotFound, codeNotCluster, "this kvd is a single node: start it with --raft-listen for cluster mode"})
+				return
+			}
+			h(w, r, n)
+		}
+	}
+	route("GET /v1/cluster", "cluster", withNode(func(w http.ResponseWriter, _ *http.Request, n *replication.Node) {
+		writeJSON(w, http.StatusOK, n.Status())
+	}))
+	route("GET /v1/cluster/members", "cluster_members", withNode(func(w http.ResponseWriter, _ *http.Request, n *replication.Node) {
+		ms, err := n.Members()
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	}))
+	route("POST /v1/cluster/members", "cluster_members", withNode(func(w http.ResponseWriter, r *http.Request, n *replication.Node) {
+		var req struct {
+			ID      string `json:"id"`
+			Address string `json:"address"`
+			Voter   *bool  `json:"voter"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.ID == "" {
+			s.fail(w, badRequest(`the body must be {"id": ..., "address": ..., "voter": true|false}`))
+			return
+		}
+		voter := req.Voter == nil || *req.Voter
+		var err error
+		switch {
+		case voter && req.Address == "":
+			err = badRequest("address is required to add or promote a voter")
+		case voter:
+			err = n.AddVoter(req.ID, req.Address)
+		case req.Address != "":
+			err = n.AddNonvoter(req.ID, req.Address)
+		default:
+			err = n.Demote(req.ID)
+		}
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		ms, _ := n.Members()
+		writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	}))
+	route("DELETE /v1/cluster/members/{id}", "cluster_members", withNode(func(w http.ResponseWriter, r *http.Request, n *replication.Node) {
+		if err := n.RemoveServer(r.PathValue("id")); err != nil {
+			s.fail(w, err)
+			return
+		}
+		ms, _ := n.Members()
+		writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	}))
+	route("POST /v1/cluster/transfer", "cluster_transfer", withNode(func(w http.ResponseWriter, r *http.Request, n *replication.Node) {
+		var req struct {
+			ID string `json:"id"`
+		}
+		if r.ContentLength != 0 {
+			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+				s.fail(w, badRequest(`the body must be {"id": ...} or empty`))
+				return
+			}
+		}
+		if err := n.TransferLeadership(req.ID); err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	}))
+	route("GET /readyz", "readyz", func(w http.ResponseWriter, _ *http.Request) {
+		n := s.node()
+		if n == nil {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			return
+		}
+		if err := n.Ready(); err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 }

@@ -72,6 +72,8 @@ func respError(err error) string {
 		return respErrNoLeader
 	case errors.Is(err, replication.ErrDiverged):
 		return respErrDiverged
+	case errors.Is(err, replication.ErrTooStale):
+		return "TOOSTALE " + oneLine(err.Error())
 	case errors.Is(err, replication.ErrLeadershipLost):
 		return respErrLeadershipLost
 	case errors.Is(err, engine.ErrKeyTooLarge):
@@ -115,6 +117,9 @@ const (
 	codeOutcomeUnknown   = "outcome_unknown"
 	codeNoLeader         = "no_leader"
 	codeDiverged         = "diverged"
+	codeNotCluster       = "not_cluster"
+	codeCatchingUp       = "catching_up"
+	codeTooStale         = "too_stale"
 	codeUnavailable      = "unavailable"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeRevisionMismatch = "revision_mismatch"
@@ -151,6 +156,10 @@ func httpErrorFor(err error) *httpError {
 	case errors.Is(err, replication.ErrNoLeader):
 		return &httpError{http.StatusServiceUnavailable, codeNoLeader,
 			"the cluster has no leader that this node can reach; nothing was executed"}
+	case errors.Is(err, replication.ErrCatchingUp):
+		return &httpError{http.StatusServiceUnavailable, codeCatchingUp, oneLine(err.Error())}
+	case errors.Is(err, replication.ErrTooStale):
+		return &httpError{http.StatusServiceUnavailable, codeTooStale, oneLine(err.Error())}
 	case errors.Is(err, replication.ErrDiverged):
 		return &httpError{http.StatusServiceUnavailable, codeDiverged, oneLine(err.Error()) +
 			"; this node serves nothing until it is rebuilt (see README, \"Rebuilding a diverged node\")"}

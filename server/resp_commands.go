@@ -52,6 +52,7 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "select", inline: true, arity: 2, flags: []string{"fast"}, run: cmdSelect},
 		{name: "command", arity: -1, flags: []string{"random"}, run: cmdCommand},
 		{name: "client", arity: -2, flags: []string{"admin"}, run: cmdClient},
+		{name: "raft", arity: -2, flags: []string{"admin"}, run: cmdRaft},
 		{name: "info", arity: -1, flags: []string{"random"}, run: cmdInfo},
 		{name: "config", arity: -2, flags: []string{"admin"}, run: cmdConfig},
 		{name: "dbsize", arity: 1, flags: []string{"readonly"}, run: cmdDBSize},

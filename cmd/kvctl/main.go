@@ -47,6 +47,9 @@ func commands() []*command {
 		scanCommand(),
 		syncCommand(),
 		statusCommand(),
+		memberCommand(),
+		leaderCommand(),
+		clusterCommand(),
 		benchCommand(),
 	}
 }

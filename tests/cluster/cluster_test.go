@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -28,20 +29,20 @@ import (
 	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
-var kvdBin string
+var kvdBin, kvctlBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
 
 func testMain(m *testing.M) int {
-	dir, err := kvtest.Build(nil, "github.com/kvdstore/kvd/cmd/kvd")
+	dir, err := kvtest.Build(nil, "github.com/kvdstore/kvd/cmd/kvd", "github.com/kvdstore/kvd/cmd/kvctl")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "building kvd: %v\n", err)
+		fmt.Fprintf(os.Stderr, "building kvd and kvctl: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	kvdBin = filepath.Join(dir, "kvd")
+	kvdBin, kvctlBin = filepath.Join(dir, "kvd"), filepath.Join(dir, "kvctl")
 	return m.Run()
 }
 
@@ -452,5 +453,103 @@ func TestAnyNodeServes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("GET with a bad consistency: %s, want 400", resp.Status)
+	}
+}
+
+// kvctl runs kvctl against n and returns its output.
+func kvctl(t *testing.T, n *node, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), kvctlBin, append([]string{"--addr", n.p.RESPAddr}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kvctl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestMembership: kvctl lists the members, hands the leadership over,
+// adds a node as a nonvoter that catches up and is promoted, and removes a
+// member; /readyz answers 200 on a node that caught up.
+func TestMembership(t *testing.T) {
+	c := newCluster(t, "sync")
+	ctx := t.Context()
+	rdb := c.client(c.nodes[0])
+	for i := range 50 {
+		if err := rdb.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := kvctl(t, c.nodes[1], "member", "list"); strings.Count(out, "voter") != 3 || !strings.Contains(out, "leader") {
+		t.Fatalf("member list:\n%s", out)
+	}
+
+	// Leadership transfer to a named follower.
+	l := c.leader()
+	var to *node
+	for _, n := range c.nodes {
+		if n != l {
+			to = n
+			break
+		}
+	}
+	out := kvctl(t, c.nodes[2], "leader", "transfer", to.name)
+	if !strings.HasPrefix(out, to.name+" ") {
+		t.Fatalf("leader transfer %s printed %q", to.name, out)
+	}
+	if got := c.leader(); got != to {
+		t.Fatalf("leader after transfer to %s: %s", to.name, got.name)
+	}
+
+	// A fourth node, started with neither --bootstrap nor --join, added as
+	// a nonvoter: it receives the log, then is promoted.
+	n4 := &node{name: "n4", ip: "127.0.0.14", dir: filepath.Join(t.TempDir(), "n4")}
+	c.start(n4)
+	kvctl(t, c.nodes[0], "member", "add", "n4", n4.raft, "--nonvoter")
+	r4 := c.client(n4)
+	kvtest.Eventually(t, 30*time.Second, "n4 to catch up", func() bool {
+		v, err := r4.Do(ctx, "GET", "k49").Text()
+		return err == nil && v == "49"
+	})
+	resp, err := http.Get("http://" + n4.p.HTTPAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz on n4 after catching up: %s", resp.Status)
+	}
+	if out := kvctl(t, c.nodes[0], "member", "list"); !strings.Contains(out, "nonvoter") {
+		t.Fatalf("member list after adding n4 as a nonvoter:\n%s", out)
+	}
+	if out := kvctl(t, c.nodes[0], "member", "promote", "n4", n4.raft); strings.Count(out, "nonvoter") != 0 || strings.Count(out, "voter") != 4 {
+		t.Fatalf("member list after promoting n4:\n%s", out)
+	}
+
+	// Remove a follower: three members remain, and writes go on.
+	var gone *node
+	for _, n := range c.nodes {
+		if n != c.leader() {
+			gone = n
+			break
+		}
+	}
+	if out := kvctl(t, n4, "member", "remove", gone.name); strings.Contains(out, gone.name+" ") || strings.Count(out, "voter") != 3 {
+		t.Fatalf("member list after removing %s:\n%s", gone.name, out)
+	}
+	if err := r4.Set(ctx, "after-remove", "v", 0).Err(); err != nil {
+		t.Fatalf("write after removing a member: %v", err)
+	}
+
+	// The cluster endpoints answer as documented.
+	var st struct {
+		State   string `json:"state"`
+		Members []struct {
+			ID string `json:"id"`
+		} `json:"members"`
+	}
+	if err := kvtest.GetJSON(ctx, http.DefaultClient, "http://"+n4.p.HTTPAddr+"/v1/cluster", &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != 3 || st.State == "" {
+		t.Fatalf("/v1/cluster on n4: %+v", st)
 	}
 }
