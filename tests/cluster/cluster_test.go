@@ -520,9 +520,21 @@ func TestMembership(t *testing.T) {
 	if out := kvctl(t, c.nodes[0], "member", "list"); !strings.Contains(out, "nonvoter") {
 		t.Fatalf("member list after adding n4 as a nonvoter:\n%s", out)
 	}
-	if out := kvctl(t, c.nodes[0], "member", "promote", "n4", n4.raft); strings.Count(out, "nonvoter") != 0 || strings.Count(out, "voter") != 4 {
-		t.Fatalf("member list after promoting n4:\n%s", out)
+	kvctl(t, c.nodes[0], "member", "promote", "n4", n4.raft)
+	// The node asked shows the new configuration once it has it.
+	waitMembers := func(n *node, what string, ok func(out string) bool) {
+		t.Helper()
+		var out string
+		if !kvtest.WaitFor(10*time.Second, 100*time.Millisecond, func() bool {
+			out = kvctl(t, n, "member", "list")
+			return ok(out)
+		}) {
+			t.Fatalf("member list on %s %s:\n%s", n.name, what, out)
+		}
 	}
+	waitMembers(c.nodes[0], "after promoting n4", func(out string) bool {
+		return strings.Count(out, "nonvoter") == 0 && strings.Count(out, "voter") == 4
+	})
 
 	// Remove a follower: three members remain, and writes go on.
 	var gone *node
@@ -532,9 +544,10 @@ func TestMembership(t *testing.T) {
 			break
 		}
 	}
-	if out := kvctl(t, n4, "member", "remove", gone.name); strings.Contains(out, gone.name+" ") || strings.Count(out, "voter") != 3 {
-		t.Fatalf("member list after removing %s:\n%s", gone.name, out)
-	}
+	kvctl(t, n4, "member", "remove", gone.name)
+	waitMembers(n4, "after removing "+gone.name, func(out string) bool {
+		return !strings.Contains(out, gone.name+" ") && strings.Count(out, "voter") == 3
+	})
 	if err := r4.Set(ctx, "after-remove", "v", 0).Err(); err != nil {
 		t.Fatalf("write after removing a member: %v", err)
 	}
