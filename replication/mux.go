@@ -24,6 +24,7 @@ const (
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
+	local     net.Addr // to dial other nodes from (localAddr)
 	raft      chan net.Conn
 	cluster   func(net.Conn)
 
@@ -33,7 +34,7 @@ type mux struct {
 }
 
 func newMux(ln net.Listener, advertise net.Addr, cluster func(net.Conn)) *mux {
-	m := &mux{ln: ln, advertise: advertise, raft: make(chan net.Conn), cluster: cluster, closed: make(chan struct{})}
+	m := &mux{ln: ln, advertise: advertise, local: localAddr(ln), raft: make(chan net.Conn), cluster: cluster, closed: make(chan struct{})}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -110,11 +111,24 @@ func (l raftLayer) Close() error   { return l.m.close() }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialProto(string(addr), protoRaft, timeout)
+	return dialProto(l.m.local, string(addr), protoRaft, timeout)
 }
 
-func dialProto(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+// localAddr is the address a node dials other nodes from: the IP its
+// cluster port listens on, when that is one address (not all of them), so
+// that other nodes, and the proxies of tests, see connections come from
+// the node's own address.
+func localAddr(ln net.Listener) net.Addr {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || a.IP == nil || a.IP.IsUnspecified() {
+		return nil
+	}
+	return &net.TCPAddr{IP: a.IP}
+}
+
+func dialProto(local net.Addr, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, LocalAddr: local}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -188,6 +188,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replication: advertise address %q: other nodes need an address they can reach", cfg.Advertise)
 	}
 	n.mux = newMux(ln, adv, n.serveCluster)
+	n.peers.local = n.mux.local
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{n.mux},
 		MaxPool: 4,

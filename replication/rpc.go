@@ -103,8 +103,9 @@ func statusOf(err error) byte {
 
 // peers keeps connections to other nodes' cluster ports.
 type peers struct {
-	mu   sync.Mutex
-	idle map[string][]*peerConn
+	local net.Addr // to dial from; nil: any
+	mu    sync.Mutex
+	idle  map[string][]*peerConn
 }
 
 type peerConn struct {
@@ -158,7 +159,7 @@ func (p *peers) get(addr string, timeout time.Duration) (*peerConn, error) {
 		return pc, nil
 	}
 	p.mu.Unlock()
-	c, err := dialProto(addr, protoCluster, timeout)
+	c, err := dialProto(p.local, addr, protoCluster, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("replication: dial %s: %w", addr, err)
 	}

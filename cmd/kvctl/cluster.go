@@ -123,9 +123,15 @@ func leaderCommand() *command {
 			return err
 		}
 		defer cl.Close()
+		// moved reports whether st shows the transfer done.
+		moved := func(client.ClusterStatus) bool { return true }
 		switch {
 		case len(args) == 0:
 		case args[0] == "transfer" && len(args) <= 2:
+			before, err := cl.ClusterStatus(ctx)
+			if err != nil {
+				return err
+			}
 			id := ""
 			if len(args) == 2 {
 				id = args[1]
@@ -133,13 +139,16 @@ func leaderCommand() *command {
 			if err := cl.TransferLeader(ctx, id); err != nil {
 				return err
 			}
+			moved = func(st client.ClusterStatus) bool {
+				return st.LeaderID != "" && st.LeaderID != before.LeaderID && (id == "" || st.LeaderID == id)
+			}
 		default:
 			return usagef("leader: want no argument, or transfer [ID]")
 		}
 		st, err := cl.ClusterStatus(ctx)
-		// After a transfer the new leader is known once it has won its
-		// election: wait for it a little.
-		for deadline := time.Now().Add(5 * time.Second); err == nil && len(args) > 0 && st.LeaderID == "" && time.Now().Before(deadline); {
+		// After a transfer the node asked knows the new leader once it
+		// has heard from it: wait for that a little.
+		for deadline := time.Now().Add(5 * time.Second); err == nil && !moved(st) && time.Now().Before(deadline); {
 			time.Sleep(50 * time.Millisecond)
 			st, err = cl.ClusterStatus(ctx)
 		}
