@@ -57,6 +57,8 @@ type replica struct {
 	index   uint64        // last index applied; guarded by DB.smu
 	written atomic.Uint64 // last revision applied
 
+	sweeper sweeper // SweepExpired's position
+
 	mu      sync.Mutex
 	pending []indexRev // applied, not known durable, oldest first
 	durable uint64     // last revision known durable; guarded by mu
@@ -69,7 +71,7 @@ type indexRev struct{ index, rev uint64 }
 // Opening starts from the state file, whose AppliedIndex is the last entry
 // it holds; the caller applies the log's entries after it. Expired keys
 // are hidden from reads but not removed (Options.NoExpiryRemoval is set):
-// whoever orders the log decides their removal.
+// whoever orders the log decides their removal (SweepExpired).
 func OpenReplica(dir string, opts Options, log ReplicaLog) (*DB, error) {
 	if log == nil {
 		return nil, errors.New("engine: OpenReplica needs a log")
@@ -96,6 +98,8 @@ func OpenReplica(dir string, opts Options, log ReplicaLog) (*DB, error) {
 	}
 	db.bpCond = sync.NewCond(&db.bpMu)
 	db.mode.Store(int32(opts.CommitMode))
+	// Reads queue the expired keys they meet; SweepExpired takes them.
+	db.expired = make(chan expiredKey, expiredQueue)
 	if db.lock, err = lockDir(dir); err != nil {
 		return nil, err
 	}
@@ -296,3 +300,42 @@ func (db *DB) replicaFlushInterval() time.Duration { return db.opts.FlushInterva
 // the operations' arguments) as a write would: what a node checks before it
 // proposes a batch to a replicated log.
 func (db *DB) ValidateBatch(b *Batch) error { return b.check(&db.opts) }
+
+// ExpiredKey is a key found expired, with the mod revision it had then.
+type ExpiredKey struct {
+	Key         []byte
+	ModRevision uint64
+}
+
+// SweepExpired returns up to the sweep's limit of expired keys that a
+// replica's reads and its sweep of the expiry indexes found, for the node
+// that decides removals (the leader) to remove with CompareAndDelete on
+// their mod revisions, through the log: a replica removes nothing itself.
+// Called by one goroutine at a time.
+func (db *DB) SweepExpired() []ExpiredKey {
+	r := db.replica
+	if r == nil {
+		return nil
+	}
+	var out []ExpiredKey
+	seen := map[string]bool{}
+	add := func(k expiredKey) {
+		if !seen[string(k.key)] {
+			seen[string(k.key)] = true
+			out = append(out, ExpiredKey{Key: k.key, ModRevision: k.mod})
+		}
+	}
+drain:
+	for len(out) < db.opts.sweepLimit {
+		select {
+		case k := <-db.expired:
+			add(k)
+		default:
+			break drain
+		}
+	}
+	for _, k := range r.sweeper.sweep(db) {
+		add(k)
+	}
+	return out
+}

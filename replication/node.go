@@ -110,6 +110,8 @@ type Node struct {
 
 	readyTerm atomic.Uint64 // the term whose first command this leader applied
 
+	expiredRemoved atomic.Uint64 // expired keys this node removed as leader
+
 	vmu      sync.Mutex // coalesces leadership checks (verifyLeader)
 	vnext    *verifyCall
 	vrunning bool
@@ -300,10 +302,14 @@ func (n *Node) watchLeadership() {
 			return
 		case leader := <-ch:
 			if leader {
-				n.wg.Add(1)
+				n.wg.Add(2)
 				go func() {
 					defer n.wg.Done()
 					n.becomeReady()
+				}()
+				go func() {
+					defer n.wg.Done()
+					n.removeExpired()
 				}()
 			}
 		}
@@ -325,6 +331,46 @@ func (n *Node) becomeReady() {
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// expirySweep is how often a leader looks for expired keys to remove.
+const expirySweep = 100 * time.Millisecond
+
+// removeExpired runs while this node leads: it removes the expired keys
+// that reads and the sweep find, with a batch of compare-and-deletes on
+// the mod revisions seen, through the log like any write, so that every
+// node removes the same keys at the same revision (a key written again
+// meanwhile stays).
+func (n *Node) removeExpired() {
+	t := time.NewTicker(expirySweep)
+	defer t.Stop()
+	for n.IsLeader() {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		keys := n.db.SweepExpired()
+		if len(keys) == 0 {
+			continue
+		}
+		var b engine.Batch
+		for _, k := range keys {
+			b.CompareAndDelete(k.Key, k.ModRevision)
+		}
+		b.SetTimestamp(time.Now().UnixMilli())
+		o, err := n.apply(b.Bytes(), 0)
+		if err != nil {
+			continue // found again later
+		}
+		removed := 0
+		for _, r := range o.Results {
+			if r.Applied {
+				removed++
+			}
+		}
+		n.expiredRemoved.Add(uint64(removed))
 	}
 }
 

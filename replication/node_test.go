@@ -256,3 +256,39 @@ func TestClusterNoLeader(t *testing.T) {
 		t.Fatalf("stale read without a quorum: %q, %v", e.Value, err)
 	}
 }
+
+// TestClusterExpiry: keys with a TTL expire on every node, are removed by
+// the leader through the log (the same revision everywhere), and a key
+// written again before its removal stays.
+func TestClusterExpiry(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.nodes[c.leader()].Store(Linearizable)
+	var b engine.Batch
+	soon := time.Now().Add(300 * time.Millisecond).UnixMilli()
+	for i := range 20 {
+		b.PutExpiresAt([]byte(fmt.Sprintf("ttl%d", i)), []byte("v"), 0, soon)
+	}
+	b.Put([]byte("keep"), []byte("v"))
+	if _, err := l.WriteContext(t.Context(), &b, engine.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The leader removes them through the log: every node applies the
+	// removal at the same revision.
+	kvtest.Eventually(t, 10*time.Second, "the leader to remove the 20 expired keys", func() bool {
+		return l.Stats().ExpiredRemoved == 20
+	})
+	want := c.nodes[c.leader()].DB().WrittenRevision()
+	kvtest.Eventually(t, 10*time.Second, "every node to apply the removal", func() bool {
+		for _, n := range c.nodes {
+			if n.DB().WrittenRevision() != want {
+				return false
+			}
+		}
+		return want >= 2
+	})
+	for i, n := range c.nodes {
+		if cnt, err := n.DB().Count(); err != nil || cnt != 1 {
+			t.Fatalf("node %d holds %d keys (%v), want 1", i+1, cnt, err)
+		}
+	}
+}

@@ -245,6 +245,7 @@ func (s *Store) DurableRevision() uint64 { return s.n.db.DurableRevision() }
 func (s *Store) Stats() engine.Stats {
 	st := s.n.db.Stats()
 	st.CommitMode = s.CommitMode()
+	st.ExpiredRemoved = s.n.expiredRemoved.Load()
 	ws := s.n.logs.Stats()
 	st.Fsyncs, st.RecordsSynced, st.MaxFsync = ws.Fsyncs, ws.RecordsSynced, ws.MaxFsync
 	st.FsyncSeconds, st.RecordsPerFsync = ws.FsyncSeconds, ws.RecordsPerFsync
