@@ -389,3 +389,40 @@ func (s *Server) clusterRoutes(route func(pattern, name string, h http.HandlerFu
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
+
+// waitAOFCluster is WAITAOF on a cluster. numreplicas counts other voters
+// whose fsynced log covers the connection's last write: a barrier through
+// the leader that a quorum fsyncs proves it for a quorum, so it answers
+// the quorum less one (1 of 3 voters, 2 of 5) once the barrier commits, 0
+// if it does not within the timeout. numlocal is 1 once this node's own
+// log has fsynced the connection's last write, waited for until the
+// timeout when numlocal asks for it.
+func (c *respConn) waitAOFCluster(n *replication.Node, numLocal, numReplicas int64, timeout time.Duration) (local, replicas int64, err error) {
+	start := time.Now()
+	if numReplicas > 0 || numLocal > 0 {
+		synced, err := c.s.syncWithin(timeout)
+		if err != nil {
+			return 0, 0, err
+		}
+		if synced {
+			if ms, err := n.Members(); err == nil {
+				voters := 0
+				for _, m := range ms {
+					if m.Voter {
+						voters++
+					}
+				}
+				replicas = int64(voters / 2)
+			}
+		}
+	}
+	for {
+		if c.s.store.DurableRevision() >= c.lastRev {
+			return 1, replicas, nil
+		}
+		if numLocal == 0 || (timeout > 0 && time.Since(start) >= timeout) {
+			return 0, replicas, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

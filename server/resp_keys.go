@@ -334,6 +334,17 @@ func cmdWaitAOF(c *respConn, args [][]byte) {
 		c.writeError("ERR numlocal and numreplicas must not be negative")
 		return
 	}
+	if n := c.s.node(); n != nil {
+		local, replicas, err := c.waitAOFCluster(n, numLocal, numReplicas, time.Duration(timeout)*time.Millisecond)
+		if err != nil {
+			c.writeError(respError(err))
+			return
+		}
+		c.writeArray(2)
+		c.writeInt(local)
+		c.writeInt(replicas)
+		return
+	}
 	local := int64(0)
 	if numLocal == 0 {
 		if c.s.store.DurableRevision() >= c.lastRev {
