@@ -111,6 +111,8 @@ type Node struct {
 	readyTerm atomic.Uint64 // the term whose first command this leader applied
 
 	expiredRemoved atomic.Uint64 // expired keys this node removed as leader
+	leaderChanges  atomic.Uint64 // leader changes observed
+	observer       *raft.Observer
 
 	vmu      sync.Mutex // coalesces leadership checks (verifyLeader)
 	vnext    *verifyCall
@@ -240,8 +242,25 @@ func Open(cfg Config) (*Node, error) {
 		n.wg.Add(1)
 		go n.joinLoop(cfg.Join)
 	}
-	n.wg.Add(1)
+	obs := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.observer)
+	n.wg.Add(2)
 	go n.watchLeadership()
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-obs:
+				n.leaderChanges.Add(1)
+			}
+		}
+	}()
 	n.log.Info("replication: node started", "id", id, "cluster", n.advertise, "existing_state", existing)
 	return n, nil
 }
@@ -886,6 +905,7 @@ type Status struct {
 	DurableIndex  uint64        `json:"durable_index"`
 	Revision      uint64        `json:"applied_revision"`
 	LastContact   time.Duration `json:"last_contact_ns"`
+	LeaderChanges uint64        `json:"leader_changes"`
 	Diverged      string        `json:"diverged,omitempty"`
 	Members       []Member      `json:"members"`
 }
@@ -900,6 +920,7 @@ func (n *Node) Status() Status {
 		ID: string(n.id), Address: n.advertise, State: n.raft.State().String(), Term: n.raft.CurrentTerm(),
 		LeaderID: lid, LeaderAddress: laddr, CommitIndex: n.raft.CommitIndex(), AppliedIndex: applied,
 		LastIndex: n.raft.LastIndex(), DurableIndex: n.logs.DurableIndex(), Revision: n.db.WrittenRevision(),
+		LeaderChanges: n.leaderChanges.Load(),
 	}
 	if !n.IsLeader() {
 		if lc := n.raft.LastContact(); !lc.IsZero() {
@@ -1008,6 +1029,9 @@ func (n *Node) Close() error {
 			}
 		}
 		close(n.stop)
+		if n.observer != nil {
+			n.raft.DeregisterObserver(n.observer)
+		}
 		var errs []error
 		if n.raft != nil {
 			errs = append(errs, n.raft.Shutdown().Error())

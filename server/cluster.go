@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kvdstore/kvd/replication"
 )
 
@@ -425,4 +427,65 @@ func (c *respConn) waitAOFCluster(n *replication.Node, numLocal, numReplicas int
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// raftCollector exports a cluster node's Raft figures, read once per
+// scrape; on a single node it exports nothing. It describes nothing up
+// front (an unchecked collector), since what it exports depends on the
+// mode.
+type raftCollector struct{ s *Server }
+
+var (
+	raftTermDesc      = prometheus.NewDesc("kvd_raft_term", "The node's current Raft term.", nil, nil)
+	raftCommitDesc    = prometheus.NewDesc("kvd_raft_commit_index", "The Raft commit index this node knows.", nil, nil)
+	raftAppliedDesc   = prometheus.NewDesc("kvd_raft_applied_index", "The last Raft index this node's state machine went through.", nil, nil)
+	raftLastDesc      = prometheus.NewDesc("kvd_raft_last_index", "The last index in this node's Raft log.", nil, nil)
+	raftDurableDesc   = prometheus.NewDesc("kvd_raft_durable_index", "The last index this node's Raft log has fsynced.", nil, nil)
+	raftContactDesc   = prometheus.NewDesc("kvd_raft_last_contact_seconds", "Time since this follower last heard from the leader (0 on the leader).", nil, nil)
+	raftStateDesc     = prometheus.NewDesc("kvd_raft_state", "1 for the node's Raft state.", []string{"state"}, nil)
+	raftLeaderChgDesc = prometheus.NewDesc("kvd_raft_leader_changes_total", "Leader changes this node has seen since it started.", nil, nil)
+	raftMembersDesc   = prometheus.NewDesc("kvd_raft_members", "Members of the cluster's configuration, by suffrage.", []string{"suffrage"}, nil)
+	raftDivergedDesc  = prometheus.NewDesc("kvd_raft_diverged", "1 once this node found it holds entries the cluster lost; it serves nothing until rebuilt.", nil, nil)
+)
+
+func (c *raftCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.s.node()
+	if n == nil {
+		return
+	}
+	st := n.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(raftTermDesc, float64(st.Term))
+	gauge(raftCommitDesc, float64(st.CommitIndex))
+	gauge(raftAppliedDesc, float64(st.AppliedIndex))
+	gauge(raftLastDesc, float64(st.LastIndex))
+	gauge(raftDurableDesc, float64(st.DurableIndex))
+	gauge(raftContactDesc, st.LastContact.Seconds())
+	for _, s := range []string{"Leader", "Follower", "Candidate", "Shutdown"} {
+		v := 0.0
+		if st.State == s {
+			v = 1
+		}
+		gauge(raftStateDesc, v, strings.ToLower(s))
+	}
+	ch <- prometheus.MustNewConstMetric(raftLeaderChgDesc, prometheus.CounterValue, float64(st.LeaderChanges))
+	voters, nonvoters := 0, 0
+	for _, m := range st.Members {
+		if m.Voter {
+			voters++
+		} else {
+			nonvoters++
+		}
+	}
+	gauge(raftMembersDesc, float64(voters), "voter")
+	gauge(raftMembersDesc, float64(nonvoters), "nonvoter")
+	diverged := 0.0
+	if st.Diverged != "" {
+		diverged = 1
+	}
+	gauge(raftDivergedDesc, diverged)
 }

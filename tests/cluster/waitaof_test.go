@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -29,5 +32,29 @@ func TestWaitAOF(t *testing.T) {
 			t.Fatalf("WAITAOF 0 3 200 on %s: %v, %v; want one replica confirmed", n.name, got, err)
 		}
 		conn.Close()
+	}
+}
+
+// TestClusterMetrics: /metrics shows each node's Raft figures, one leader
+// among them.
+func TestClusterMetrics(t *testing.T) {
+	c := newCluster(t, "sync")
+	l := c.leader()
+	for _, n := range c.nodes {
+		resp, err := http.Get("http://" + n.p.HTTPAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		leader := `kvd_raft_state{state="leader"} 0`
+		if n == l {
+			leader = `kvd_raft_state{state="leader"} 1`
+		}
+		for _, want := range []string{leader, `kvd_raft_members{suffrage="voter"} 3`, "kvd_raft_term ", "kvd_raft_commit_index ", "kvd_raft_diverged 0"} {
+			if !strings.Contains(string(body), want) {
+				t.Fatalf("%s /metrics lacks %q", n.name, want)
+			}
+		}
 	}
 }
