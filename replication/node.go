@@ -232,6 +232,8 @@ func Open(cfg Config) (*Node, error) {
 		if cfg.Bootstrap || len(cfg.Join) > 0 {
 			n.log.Info("replication: node has raft state; --bootstrap and --join are ignored", "id", id)
 		}
+		n.wg.Add(1)
+		go n.announceAddress()
 	case cfg.Bootstrap:
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: n.id, Address: raft.ServerAddress(n.advertise)}}})
 		if err := f.Error(); err != nil {
@@ -732,6 +734,55 @@ func (n *Node) joinLoop(addrs []string) {
 				return
 			} else {
 				n.log.Warn("replication: join failed; retrying", "through", a, "err", err)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// announceAddress runs at the start of a node with Raft state: if the
+// configuration it knows has it at another address than the one it now
+// advertises (it moved), it asks the other members, until one answers, to
+// give it its new address, keeping its ID and suffrage: an address change
+// is not an identity change.
+func (n *Node) announceAddress() {
+	defer n.wg.Done()
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	var self *raft.Server
+	var others []string
+	for _, s := range f.Configuration().Servers {
+		if s.ID == n.id {
+			self = &s
+		} else {
+			others = append(others, string(s.Address))
+		}
+	}
+	if self == nil || string(self.Address) == n.advertise {
+		return
+	}
+	n.log.Info("replication: this node moved; telling the cluster", "id", n.id, "was", self.Address, "now", n.advertise)
+	var payload []byte
+	op := opJoin
+	if self.Suffrage == raft.Voter {
+		payload = appendBytes(appendBytes(nil, []byte(n.id)), []byte(n.advertise))
+	} else {
+		op = opMember
+		payload = appendBytes(appendBytes([]byte{memberNonvoter}, []byte(n.id)), []byte(n.advertise))
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		for _, a := range others {
+			if _, err := n.peers.call(a, op, payload, 5*time.Second); err == nil {
+				n.log.Info("replication: the cluster has this node's new address", "through", a)
+				return
 			}
 		}
 		select {

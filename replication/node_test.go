@@ -292,3 +292,48 @@ func TestClusterExpiry(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterNodeMoves: a follower restarted on a new address keeps its ID
+// and gets its new address into the configuration, and then takes part
+// again: it receives writes made while it was away and after.
+func TestClusterNodeMoves(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.leader()
+	f := (l + 1) % 3
+	put(t, c.nodes[l].Store(Linearizable), "before", "1", engine.DurabilitySync)
+	if err := c.nodes[f].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[f] = nil
+	put(t, c.nodes[l].Store(Linearizable), "away", "2", engine.DurabilitySync)
+
+	old := c.addrs[f]
+	c.addrs[f] = "127.0.0.1:0" // a new port
+	c.restart(f)
+	moved := c.nodes[f].ClusterAddr()
+	if moved == old {
+		t.Fatalf("restarted on the same address %s", old)
+	}
+	kvtest.Eventually(t, 20*time.Second, "the configuration to hold the new address", func() bool {
+		ms, err := c.nodes[l].Members()
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.ID == c.nodes[f].ID() {
+				return m.Address == moved && m.Voter
+			}
+		}
+		return false
+	})
+	put(t, c.nodes[f].Store(Linearizable), "after", "3", engine.DurabilitySync)
+	s := c.nodes[f].Store(Stale)
+	kvtest.Eventually(t, 10*time.Second, "the moved node to hold every write", func() bool {
+		for _, k := range []string{"before", "away", "after"} {
+			if _, err := s.GetEntry([]byte(k)); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+}
