@@ -339,3 +339,9 @@ drain:
 	}
 	return out
 }
+
+// LockDir takes the lock of the data directory dir, as Open does, for a
+// tool that changes a stopped store's files (such as a cluster node's
+// recovery): ErrLocked while a process has the store open. Close the
+// returned file to release it.
+func LockDir(dir string) (*os.File, error) { return lockDir(dir) }

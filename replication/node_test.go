@@ -337,3 +337,36 @@ func TestClusterNodeMoves(t *testing.T) {
 		return true
 	})
 }
+
+// TestRecoverLostQuorum: two of three nodes are lost for good; the
+// survivor, recovered offline with itself as the only peer, starts, leads
+// and keeps every write.
+func TestRecoverLostQuorum(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.leader()
+	for i := range 10 {
+		put(t, c.nodes[l].Store(Linearizable), fmt.Sprintf("k%d", i), "v", engine.DurabilitySync)
+	}
+	survivor := (l + 1) % 3
+	kvtest.Eventually(t, 10*time.Second, "the survivor to apply every write", func() bool {
+		return c.nodes[survivor].DB().WrittenRevision() == 10
+	})
+	for i := range c.nodes {
+		c.nodes[i].Close()
+		c.nodes[i] = nil
+	}
+	if err := Recover(c.dirs[survivor], []Peer{{ID: fmt.Sprintf("n%d", survivor+1), Address: c.addrs[survivor]}}); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(survivor)
+	n := c.nodes[survivor]
+	kvtest.Eventually(t, 20*time.Second, "the survivor to lead", n.IsLeader)
+	s := n.Store(Linearizable)
+	put(t, s, "after", "v", engine.DurabilitySync)
+	if cnt, err := s.Count(); err != nil || cnt != 11 {
+		t.Fatalf("the recovered node holds %d keys (%v), want 11", cnt, err)
+	}
+	if ms, _ := n.Members(); len(ms) != 1 {
+		t.Fatalf("the recovered cluster has members %+v, want the survivor alone", ms)
+	}
+}

@@ -129,3 +129,52 @@ func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Wri
 	log.Info("cluster mode", "node_id", node.ID(), "raft", node.ClusterAddr(), "read_consistency", consistency.String())
 	return node.Store(consistency), node.Close, nil
 }
+
+// runRecover is "kvd recover": it gives a stopped cluster node a new
+// configuration (replication.Recover), for a cluster that lost its quorum
+// for good.
+func runRecover(args []string, stdout io.Writer) error {
+	var dataDir string
+	var peers []string
+	fs := pflag.NewFlagSet("kvd recover", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&dataDir, "data-dir", "./kvd-data", "data directory of the stopped node to recover")
+	fs.StringSliceVar(&peers, "peers", nil,
+		"the new configuration, the same on every surviving node: ID=ADDRESS[,ID=ADDRESS...]; ID=ADDRESS/nonvoter for a nonvoter")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: kvd recover --data-dir DIR --peers ID=ADDRESS[,ID=ADDRESS...]\n\n"+
+				"Gives a stopped cluster node a new configuration, for a cluster that lost its quorum for good.\n"+
+				"Run it on every surviving node with the same --peers, then start them. See README,\n"+
+				"\"Recovering from a lost quorum\".\n\n%s", fs.FlagUsages())
+			return nil
+		}
+		return &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Errorf("recover: unexpected argument %q", fs.Arg(0))}
+	}
+	if len(peers) == 0 {
+		return &usageError{errors.New("recover: --peers is required")}
+	}
+	var ps []replication.Peer
+	for _, p := range peers {
+		id, addr, ok := strings.Cut(p, "=")
+		addr, suffrage, _ := strings.Cut(addr, "/")
+		if !ok || id == "" || addr == "" || (suffrage != "" && suffrage != "nonvoter") {
+			return &usageError{fmt.Errorf("recover: peer %q: want ID=ADDRESS or ID=ADDRESS/nonvoter", p)}
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return &usageError{fmt.Errorf("recover: peer %q: %w", p, err)}
+		}
+		ps = append(ps, replication.Peer{ID: id, Address: addr, Nonvoter: suffrage == "nonvoter"})
+	}
+	if err := replication.Recover(dataDir, ps); err != nil {
+		if errors.Is(err, engine.ErrLocked) {
+			return &exitStatus{2, fmt.Errorf("recover: %w: stop the kvd using it first", err)}
+		}
+		return &exitStatus{2, err}
+	}
+	fmt.Fprintf(stdout, "recovered %s: its next start uses the configuration %s\n", dataDir, strings.Join(peers, ","))
+	return nil
+}

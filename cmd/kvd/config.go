@@ -337,6 +337,12 @@ func usage(fs *pflag.FlagSet) string {
 Usage:
   kvd [flags]
   kvd check [--data-dir DIR]   check a stopped store's state file (kvd check --help)
+  kvd recover --data-dir DIR --peers ID=ADDR[,...]
+                               give a stopped cluster node a new configuration after
+                               its cluster lost its quorum for good (kvd recover --help)
+
+Cluster mode (Raft replication) starts with --raft-listen; see the cluster flags below
+and README, "Cluster mode".
 
 With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
 and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment

@@ -80,10 +80,14 @@ func exitCode(err error, stderr io.Writer) int {
 
 // run is kvd: it parses args, opens the store, serves until ctx ends, then
 // shuts down cleanly. "kvd check ..." runs the offline check instead
-// (check.go).
+// (check.go), "kvd recover ..." the recovery of a cluster node
+// (cluster.go).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "check" {
 		return runCheck(args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return runRecover(args[1:], stdout)
 	}
 	var cfg config
 	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
