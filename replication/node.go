@@ -110,6 +110,9 @@ type Node struct {
 
 	readyTerm atomic.Uint64 // the term whose first command this leader applied
 
+	clientAddrs atomic.Pointer[ClientAddrs] // this node's, SetClientAddrs
+	leaderAddrs atomic.Pointer[leaderClientAddrs]
+
 	expiredRemoved atomic.Uint64 // expired keys this node removed as leader
 	leaderChanges  atomic.Uint64 // leader changes observed
 	observer       *raft.Observer
@@ -985,6 +988,50 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// ClientAddrs are the addresses clients reach a node at.
+type ClientAddrs struct {
+	RESP string `json:"resp"`
+	HTTP string `json:"http,omitempty"`
+}
+
+type leaderClientAddrs struct {
+	id    string
+	addrs ClientAddrs
+}
+
+// SetClientAddrs sets the addresses clients reach this node at, which
+// other nodes give clients they redirect to it (LeaderClientAddrs).
+func (n *Node) SetClientAddrs(a ClientAddrs) { n.clientAddrs.Store(&a) }
+
+// LeaderClientAddrs returns the addresses clients reach the leader at,
+// and whether this node is the leader (then it returns its own). The
+// leader is asked once per leader.
+func (n *Node) LeaderClientAddrs() (ClientAddrs, bool, error) {
+	if n.IsLeader() {
+		if a := n.clientAddrs.Load(); a != nil {
+			return *a, true, nil
+		}
+		return ClientAddrs{}, true, nil
+	}
+	id, addr := n.Leader()
+	if addr == "" {
+		return ClientAddrs{}, false, ErrNoLeader
+	}
+	if c := n.leaderAddrs.Load(); c != nil && c.id == id {
+		return c.addrs, false, nil
+	}
+	p, err := n.peers.call(addr, opAddrs, nil, n.cfg.ApplyTimeout)
+	if err != nil {
+		return ClientAddrs{}, false, err
+	}
+	var a ClientAddrs
+	if err := json.Unmarshal(p, &a); err != nil {
+		return ClientAddrs{}, false, fmt.Errorf("replication: the leader's client addresses: %w", err)
+	}
+	n.leaderAddrs.Store(&leaderClientAddrs{id: id, addrs: a})
+	return a, false, nil
+}
+
 // ---- the cluster calls' server ----
 
 func (n *Node) serveCluster(c net.Conn) {
@@ -1062,6 +1109,12 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		return nil, n.changeMemberLocal(p[0], id, addr)
 	case opTransfer:
 		return nil, n.transferLocal(string(p))
+	case opAddrs:
+		a := n.clientAddrs.Load()
+		if a == nil {
+			return nil, errors.New("replication: this node's client addresses are not known yet")
+		}
+		return json.Marshal(a)
 	}
 	return nil, fmt.Errorf("replication: unknown cluster call %d", op)
 }

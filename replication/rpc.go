@@ -29,6 +29,7 @@ const (
 	opRemove    byte = 6 // payload: id → none
 	opMember    byte = 7 // payload: kind byte | id | address → none (add a nonvoter, demote)
 	opTransfer  byte = 8 // payload: id (empty: any) → none
+	opAddrs     byte = 9 // payload: none → JSON ClientAddrs
 )
 
 const (

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -488,4 +489,97 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 		diverged = 1
 	}
 	gauge(raftDivergedDesc, diverged)
+}
+
+// movedError answers a write sent to a follower of a client that asked to
+// be redirected to the leader (CLIENT REDIRECT ON over RESP): it was not
+// executed.
+type movedError struct{ addr string }
+
+func (e *movedError) Error() string { return "MOVED 0 " + e.addr }
+
+// leaderMoved returns the error that redirects a write to the leader, nil
+// on the leader (or on a single node).
+func (s *Server) leaderMoved(http bool) (string, error) {
+	n := s.node()
+	if n == nil {
+		return "", nil
+	}
+	a, leader, err := n.LeaderClientAddrs()
+	if err != nil || leader {
+		return "", err
+	}
+	if http {
+		if a.HTTP == "" {
+			return "", errors.New("the leader serves no HTTP")
+		}
+		return a.HTTP, nil
+	}
+	return a.RESP, nil
+}
+
+// clientRedirect answers CLIENT REDIRECT [ON|OFF].
+func (c *respConn) clientRedirect(args [][]byte) {
+	if c.s.node() == nil {
+		c.writeError("ERR CLIENT REDIRECT is for cluster mode: a single node takes every write")
+		return
+	}
+	switch {
+	case len(args) == 0:
+		c.writeBulkString(map[bool]string{true: "on", false: "off"}[c.redirect])
+	case len(args) == 1 && equalFold(args[0], "on"):
+		c.redirect = true
+		c.writeOK()
+	case len(args) == 1 && equalFold(args[0], "off"):
+		c.redirect = false
+		c.writeOK()
+	default:
+		c.writeError(respErrSyntax)
+	}
+}
+
+// movedWrite reports whether c's pending write is answered with -MOVED to
+// the leader instead (CLIENT REDIRECT ON on a follower), having answered
+// it.
+func (c *respConn) movedWrite() bool {
+	if !c.redirect {
+		return false
+	}
+	addr, err := c.s.leaderMoved(false)
+	switch {
+	case err != nil:
+		c.finishWrite(err)
+		return true
+	case addr != "":
+		c.finishWrite(&movedError{addr})
+		return true
+	}
+	return false
+}
+
+// redirected answers an HTTP write with 307 to the leader when the request
+// asks for it (?redirect=true) and this node is a follower; it reports
+// whether it did.
+func (s *Server) redirected(w http.ResponseWriter, r *http.Request) bool {
+	v := r.URL.Query().Get("redirect")
+	if v == "" || v == "false" || s.node() == nil {
+		return false
+	}
+	if v != "true" {
+		s.fail(w, badRequest("redirect must be true or false, not %q", v))
+		return true
+	}
+	addr, err := s.leaderMoved(true)
+	switch {
+	case err != nil:
+		s.fail(w, err)
+		return true
+	case addr == "":
+		return false
+	}
+	// 307 keeps the method and the body (a 301 or 302 lets clients turn
+	// a PUT into a GET).
+	w.Header().Set("Location", "http://"+addr+r.URL.RequestURI())
+	writeJSONError(w, &httpError{http.StatusTemporaryRedirect, codeRedirect, "writes go to the leader at " + addr})
+	return true
 }

@@ -67,7 +67,10 @@ const (
 // respError translates an error from the store into the text of a RESP
 // error reply (without the leading '-').
 func respError(err error) string {
+	var moved *movedError
 	switch {
+	case errors.As(err, &moved):
+		return moved.Error()
 	case errors.Is(err, replication.ErrNoLeader):
 		return respErrNoLeader
 	case errors.Is(err, replication.ErrDiverged):
@@ -118,6 +121,7 @@ const (
 	codeNoLeader         = "no_leader"
 	codeDiverged         = "diverged"
 	codeNotCluster       = "not_cluster"
+	codeRedirect         = "redirect"
 	codeCatchingUp       = "catching_up"
 	codeTooStale         = "too_stale"
 	codeUnavailable      = "unavailable"

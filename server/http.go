@@ -300,6 +300,9 @@ func (s *Server) writeWritten(w http.ResponseWriter, rev uint64, deleted *bool) 
 }
 
 func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
+	if s.redirected(w, r) {
+		return
+	}
 	key, err := s.pathKey(r)
 	if err != nil {
 		s.fail(w, err)
@@ -425,6 +428,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	if s.redirected(w, r) {
+		return
+	}
 	key, err := s.pathKey(r)
 	if err != nil {
 		s.fail(w, err)

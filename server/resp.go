@@ -153,6 +153,7 @@ type respConn struct {
 	durability engine.Durability        // CLIENT DURABILITY; default: server mode
 	lastRev    uint64                   // revision of this connection's last successful write
 	readOpts   *replication.ReadOptions // CLIENT CONSISTENCY on a cluster; nil: the server's
+	redirect   bool                     // CLIENT REDIRECT ON: writes on a follower get -MOVED
 	quit       bool
 
 	// Goroutine model only.

@@ -214,6 +214,8 @@ var clientHelp = []string{
 	"    Get or set when this connection's writes are acknowledged: once fsynced (sync), once written (async), or by the server's commit mode (default).",
 	"CONSISTENCY [LINEARIZABLE|LEADER|STALE|DEFAULT] [MAXSTALE <ms>] [MINREV <revision>]",
 	"    Cluster mode: get or set how current this connection's reads are; leader and stale reads also wait for the connection's last write.",
+	"REDIRECT [ON|OFF]",
+	"    Cluster mode: with ON, a write sent to a follower is answered -MOVED 0 <leader host:port> instead of being forwarded.",
 	"LASTREV",
 	"    Return the revision of this connection's last successful write (0 before any).",
 	"HELP",

@@ -323,6 +323,8 @@ func cmdClient(c *respConn, args [][]byte) {
 		c.writeHelp(clientHelp...)
 	case equalFold(sub, "consistency"):
 		c.clientConsistency(args[2:])
+	case equalFold(sub, "redirect"):
+		c.clientRedirect(args[2:])
 	case equalFold(sub, "lastrev") && len(args) == 2:
 		c.writeInt(int64(c.lastRev))
 	case equalFold(sub, "durability") && len(args) == 2:

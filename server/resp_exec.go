@@ -180,6 +180,9 @@ func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 func (c *respConn) submit(w pendingWrite) bool {
 	w.start = time.Now()
 	c.pending = w
+	if c.movedWrite() {
+		return false
+	}
 	commit, err := c.s.store.TrySubmit(&c.batch, writeOptions(w.d))
 	switch {
 	case errors.Is(err, engine.ErrThrottled):

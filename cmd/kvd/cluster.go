@@ -178,3 +178,27 @@ func runRecover(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "recovered %s: its next start uses the configuration %s\n", dataDir, strings.Join(peers, ","))
 	return nil
 }
+
+// announceClientAddrs tells a cluster node the addresses clients reach it
+// at, which followers give the clients they redirect to it: the listen
+// addresses, with the host of the cluster address when they listen on
+// every interface.
+func announceClientAddrs(store server.Store, resp, http net.Listener) {
+	rs, ok := store.(*replication.Store)
+	if !ok {
+		return
+	}
+	n := rs.Node()
+	host, _, _ := net.SplitHostPort(n.ClusterAddr())
+	reachable := func(ln net.Listener) string {
+		if ln == nil {
+			return ""
+		}
+		a := ln.Addr().(*net.TCPAddr)
+		if a.IP == nil || a.IP.IsUnspecified() {
+			return net.JoinHostPort(host, fmt.Sprint(a.Port))
+		}
+		return a.String()
+	}
+	n.SetClientAddrs(replication.ClientAddrs{RESP: reachable(resp), HTTP: reachable(http)})
+}

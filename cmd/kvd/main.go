@@ -187,6 +187,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	announceClientAddrs(store, respLn, httpLn)
+
 	errc := make(chan error, 3)
 	serve := func(name string, f func() error) {
 		go func() {

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestWaitAOF: on a cluster of three, WAITAOF 1 1 answers [1, 1] on the
@@ -56,5 +59,61 @@ func TestClusterMetrics(t *testing.T) {
 				t.Fatalf("%s /metrics lacks %q", n.name, want)
 			}
 		}
+	}
+}
+
+// TestRedirect: with CLIENT REDIRECT ON a write sent to a follower gets
+// -MOVED with the leader's RESP address and is not executed; over HTTP,
+// ?redirect=true gets a 307 to the leader's HTTP address, which curl-like
+// clients follow with the same method and body.
+func TestRedirect(t *testing.T) {
+	c := newCluster(t, "sync")
+	ctx := t.Context()
+	l := c.leader()
+	var f *node
+	for _, n := range c.nodes {
+		if n != l {
+			f = n
+			break
+		}
+	}
+	conn := c.client(f).Conn()
+	defer conn.Close()
+	if err := conn.Do(ctx, "CLIENT", "REDIRECT", "ON").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Until it hears from the leader a follower has no one to redirect to.
+	kvtest.Eventually(t, 10*time.Second, f.name+" to know the leader", func() bool {
+		m, err := info(ctx, c.client(f))
+		return err == nil && m["leader_id"] == l.name
+	})
+	err := conn.Set(ctx, "moved", "v", 0).Err()
+	if err == nil || err.Error() != "MOVED 0 "+l.p.RESPAddr {
+		t.Fatalf("SET on a follower with CLIENT REDIRECT ON: %v, want MOVED 0 %s", err, l.p.RESPAddr)
+	}
+	if n, err := c.client(l).Exists(ctx, "moved").Result(); err != nil || n != 0 {
+		t.Fatalf("the redirected write was executed: exists %d, %v", n, err)
+	}
+	if v, err := conn.Do(ctx, "GET", "moved").Result(); err == nil {
+		t.Fatalf("GET after a redirected write found %v", v)
+	}
+	// Over HTTP: net/http follows a 307 with the same method and body.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+f.p.HTTPAddr+"/v1/kv/h?redirect=true", strings.NewReader("hello"))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("hello")), nil }
+	var hops []string
+	hc := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		hops = append(hops, r.URL.Host)
+		return nil
+	}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(hops) != 1 || hops[0] != l.p.HTTPAddr {
+		t.Fatalf("PUT ?redirect=true on a follower: %s after hops %v, want 200 after one hop to %s", resp.Status, hops, l.p.HTTPAddr)
+	}
+	if v, err := c.client(l).Get(ctx, "h").Result(); err != nil || v != "hello" {
+		t.Fatalf("the redirected PUT: %q, %v", v, err)
 	}
 }
