@@ -80,6 +80,11 @@ type Config struct {
 	// nil discards them.
 	Logger  *slog.Logger
 	RaftLog io.Writer
+
+	// transport, set by in-process tests, replaces the cluster port with
+	// Raft's transport: the node then makes no cluster calls (a follower
+	// cannot forward writes or ask for read indexes).
+	transport raft.Transport
 }
 
 // Node is one member of a kvd cluster: a Raft node whose log is kvd's
@@ -94,7 +99,7 @@ type Node struct {
 	logs   *LogStore
 	stable *StableStore
 	snaps  raft.SnapshotStore
-	trans  *raft.NetworkTransport
+	trans  raft.Transport
 	mux    *mux
 	raft   *raft.Raft
 	peers  peers
@@ -131,7 +136,7 @@ type Node struct {
 // cfg.Dir, listens on the cluster port, and bootstraps or joins a cluster
 // as cfg says.
 func Open(cfg Config) (*Node, error) {
-	if cfg.Listen == "" {
+	if cfg.Listen == "" && cfg.transport == nil {
 		return nil, errors.New("replication: a cluster node needs a listen address")
 	}
 	if cfg.ApplyTimeout <= 0 {
@@ -156,6 +161,9 @@ func Open(cfg Config) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if n.mux != nil {
+				n.mux.close()
+			}
 			n.closeStores()
 		}
 	}()
@@ -177,31 +185,11 @@ func Open(cfg Config) (*Node, error) {
 	n.fsmIndex = n.db.AppliedIndex()
 	n.logs.SetApplied(n.db.AppliedIndex)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("replication: listen on %s: %w", cfg.Listen, err)
+	if cfg.transport != nil {
+		n.trans, n.advertise = cfg.transport, string(cfg.transport.LocalAddr())
+	} else if err := n.listen(&cfg); err != nil {
+		return nil, err
 	}
-	if cfg.Advertise == "" {
-		cfg.Advertise = ln.Addr().String()
-	}
-	n.advertise = cfg.Advertise
-	adv, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("replication: advertise address %q: %w", cfg.Advertise, err)
-	}
-	if adv.IP == nil || adv.IP.IsUnspecified() {
-		ln.Close()
-		return nil, fmt.Errorf("replication: advertise address %q: other nodes need an address they can reach", cfg.Advertise)
-	}
-	n.mux = newMux(ln, adv, n.serveCluster)
-	n.peers.local = n.mux.local
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftLayer{n.mux},
-		MaxPool: 4,
-		Timeout: 10 * time.Second,
-		Logger:  hclog.NewNullLogger(),
-	})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = n.id
@@ -268,6 +256,37 @@ func Open(cfg Config) (*Node, error) {
 	}()
 	n.log.Info("replication: node started", "id", id, "cluster", n.advertise, "existing_state", existing)
 	return n, nil
+}
+
+// listen opens the cluster port: the mux that carries Raft's transport and
+// the cluster calls.
+func (n *Node) listen(cfg *Config) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("replication: listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = ln.Addr().String()
+	}
+	n.advertise = cfg.Advertise
+	adv, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("replication: advertise address %q: %w", cfg.Advertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		ln.Close()
+		return fmt.Errorf("replication: advertise address %q: other nodes need an address they can reach", cfg.Advertise)
+	}
+	n.mux = newMux(ln, adv, n.serveCluster)
+	n.peers.local = n.mux.local
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{n.mux},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  hclog.NewNullLogger(),
+	})
+	return nil
 }
 
 // nodeID returns the node's ID: given, else kept in dir/node-id, else a
@@ -1140,8 +1159,8 @@ func (n *Node) Close() error {
 		if n.raft != nil {
 			errs = append(errs, n.raft.Shutdown().Error())
 		}
-		if n.trans != nil {
-			n.trans.Close()
+		if c, ok := n.trans.(raft.WithClose); ok {
+			c.Close()
 		}
 		if n.mux != nil {
 			n.mux.close()

@@ -1,0 +1,471 @@
+package replication
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
+)
+
+// In-process clusters over Raft's in-memory transport, with directed links
+// that the tests cut and slow down: Raft's own faults (partitions, a
+// removed or transferred leader, members coming and going) without
+// processes or sockets. Writes go to whichever node leads (the in-memory
+// transport carries no cluster calls, so followers do not forward).
+
+// linkTransport is an in-memory transport whose outgoing calls wait for
+// the link's delay. It declines pipelining, so that every AppendEntries
+// goes through AppendEntries.
+type linkTransport struct {
+	*raft.InmemTransport
+	net *inmemNet
+}
+
+func (t *linkTransport) wait(target raft.ServerAddress) {
+	if d := t.net.delay(t.LocalAddr(), target); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+func (t *linkTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+func (t *linkTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, a *raft.AppendEntriesRequest, r *raft.AppendEntriesResponse) error {
+	t.wait(target)
+	return t.InmemTransport.AppendEntries(id, target, a, r)
+}
+
+func (t *linkTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, a *raft.RequestVoteRequest, r *raft.RequestVoteResponse) error {
+	t.wait(target)
+	return t.InmemTransport.RequestVote(id, target, a, r)
+}
+
+// inmemNet is the network of a test cluster: every node's transport, and
+// the directed links that are cut or slow.
+type inmemNet struct {
+	mu     sync.Mutex
+	trans  map[raft.ServerAddress]*linkTransport
+	cut    map[[2]raft.ServerAddress]bool
+	delays map[[2]raft.ServerAddress]time.Duration
+}
+
+func (n *inmemNet) delay(from, to raft.ServerAddress) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.delays[[2]raft.ServerAddress{from, to}]
+}
+
+// rewire connects every pair of transports whose link is not cut.
+func (n *inmemNet) rewire() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for a, ta := range n.trans {
+		ta.DisconnectAll()
+		for b, tb := range n.trans {
+			if a != b && !n.cut[[2]raft.ServerAddress{a, b}] {
+				ta.Connect(b, tb.InmemTransport)
+			}
+		}
+	}
+}
+
+type faultCluster struct {
+	t     *testing.T
+	base  string
+	net   *inmemNet
+	dirs  map[string]string
+	nodes map[string]*Node
+}
+
+func newFaultCluster(t *testing.T, n int) *faultCluster {
+	// The directories first: cleanups run last-registered first, and the
+	// nodes must stop before their directories go.
+	c := &faultCluster{t: t, base: t.TempDir(), dirs: map[string]string{}, nodes: map[string]*Node{},
+		net: &inmemNet{trans: map[raft.ServerAddress]*linkTransport{}, cut: map[[2]raft.ServerAddress]bool{}, delays: map[[2]raft.ServerAddress]time.Duration{}}}
+	t.Cleanup(func() {
+		for _, node := range c.nodes {
+			node.Close()
+		}
+	})
+	for i := range n {
+		c.start(fmt.Sprintf("n%d", i+1), i == 0)
+	}
+	l := c.leader()
+	for i := 1; i < n; i++ {
+		id := fmt.Sprintf("n%d", i+1)
+		if err := l.AddVoter(id, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// start starts (or restarts) node id; the first one bootstraps.
+func (c *faultCluster) start(id string, bootstrap bool) *Node {
+	c.t.Helper()
+	if c.dirs[id] == "" {
+		c.dirs[id] = filepath.Join(c.base, id)
+	}
+	_, it := raft.NewInmemTransport(raft.ServerAddress(id))
+	tr := &linkTransport{InmemTransport: it, net: c.net}
+	c.net.mu.Lock()
+	c.net.trans[raft.ServerAddress(id)] = tr
+	c.net.mu.Unlock()
+	c.net.rewire()
+	cfg := testNodeConfig(c.dirs[id])
+	cfg.NodeID, cfg.Bootstrap, cfg.transport = id, bootstrap, tr
+	node, err := Open(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.net.mu.Lock() // the writers read c.nodes under it
+	c.nodes[id] = node
+	c.net.mu.Unlock()
+	return node
+}
+
+// stop stops node id and takes it off the network.
+func (c *faultCluster) stop(id string) {
+	c.t.Helper()
+	if err := c.nodes[id].Close(); err != nil {
+		c.t.Logf("close %s: %v", id, err)
+	}
+	c.net.mu.Lock()
+	delete(c.nodes, id)
+	delete(c.net.trans, raft.ServerAddress(id))
+	c.net.mu.Unlock()
+	c.net.rewire()
+}
+
+// leader waits for a node that leads and has applied a command of its term.
+func (c *faultCluster) leader() *Node {
+	c.t.Helper()
+	var l *Node
+	kvtest.Eventually(c.t, 20*time.Second, "a leader", func() bool {
+		for _, n := range c.nodes {
+			if n.IsLeader() && n.readyTerm.Load() == n.raft.CurrentTerm() {
+				l = n
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// isolate cuts every link to and from the nodes in ids from the others.
+func (c *faultCluster) isolate(ids ...string) {
+	in := map[raft.ServerAddress]bool{}
+	for _, id := range ids {
+		in[raft.ServerAddress(id)] = true
+	}
+	c.net.mu.Lock()
+	for a := range c.net.trans {
+		for b := range c.net.trans {
+			if in[a] != in[b] {
+				c.net.cut[[2]raft.ServerAddress{a, b}] = true
+			}
+		}
+	}
+	c.net.mu.Unlock()
+	c.net.rewire()
+}
+
+func (c *faultCluster) heal() {
+	c.net.mu.Lock()
+	clear(c.net.cut)
+	clear(c.net.delays)
+	c.net.mu.Unlock()
+	c.net.rewire()
+}
+
+// faultWriter writes unique keys to whichever node leads, recording what
+// was acknowledged.
+type faultWriter struct {
+	mu      sync.Mutex
+	acked   map[string]uint64 // key → revision
+	failed  atomic.Int64
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	cluster *faultCluster
+}
+
+func (c *faultCluster) write(writers int) *faultWriter {
+	w := &faultWriter{acked: map[string]uint64{}, stop: make(chan struct{}), cluster: c}
+	for i := range writers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for seq := 0; ; seq++ {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				var l *Node
+				c.net.mu.Lock() // start and stop change c.nodes under it
+				for _, n := range c.nodes {
+					if n.IsLeader() {
+						l = n
+					}
+				}
+				c.net.mu.Unlock()
+				if l == nil {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				key := fmt.Sprintf("w%d-%d", i, seq)
+				var b engine.Batch
+				b.Put([]byte(key), []byte(key))
+				b.SetTimestamp(time.Now().UnixMilli())
+				d := seq%2 == 0
+				o, err := l.apply(b.Bytes(), map[bool]byte{true: SyncFlag, false: 0}[d])
+				if err != nil {
+					w.failed.Add(1)
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				w.mu.Lock()
+				w.acked[key] = o.Revision
+				w.mu.Unlock()
+			}
+		}()
+	}
+	return w
+}
+
+func (w *faultWriter) finish() {
+	close(w.stop)
+	w.wg.Wait()
+	if len(w.acked) == 0 {
+		w.cluster.t.Fatalf("no write was acknowledged (%d failed)", w.failed.Load())
+	}
+}
+
+// converge heals the network and checks, once every node has applied the
+// same revision: every acknowledged write is on every node at its
+// revision, the nodes' states hash alike, and their logs hold the same
+// entries.
+func (c *faultCluster) converge(w *faultWriter) {
+	t := c.t
+	t.Helper()
+	c.heal()
+	l := c.leader()
+	if err := l.Sync(); err != nil { // commits a barrier of the last term
+		t.Fatal(err)
+	}
+	want := l.db.WrittenRevision()
+	kvtest.Eventually(t, 30*time.Second, fmt.Sprintf("every node to apply revision %d", want), func() bool {
+		for _, n := range c.nodes {
+			if n.db.WrittenRevision() != want {
+				return false
+			}
+		}
+		return true
+	})
+	revs := map[uint64]string{}
+	for key, rev := range w.acked {
+		if other, dup := revs[rev]; dup {
+			t.Fatalf("revision %d acknowledged for %s and %s", rev, other, key)
+		}
+		revs[rev] = key
+	}
+	var hashes []string
+	for id, n := range c.nodes {
+		for key, rev := range w.acked {
+			e, err := n.db.GetEntry([]byte(key))
+			if err != nil || e.ModRevision != rev {
+				t.Fatalf("%s: acknowledged write %s at revision %d: got revision %d, %v", id, key, rev, e.ModRevision, err)
+			}
+		}
+		kvs, err := n.db.Scan(engine.ScanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		for _, kv := range kvs {
+			e, _ := n.db.GetEntry(kv.Key)
+			fmt.Fprintf(h, "%q=%q@%d/%d;", kv.Key, kv.Value, e.CreateRevision, e.ModRevision)
+		}
+		hashes = append(hashes, fmt.Sprintf("%x", h.Sum(nil)))
+	}
+	for _, h := range hashes[1:] {
+		if h != hashes[0] {
+			t.Fatalf("the nodes' states differ: %v", hashes)
+		}
+	}
+	c.sameLogs()
+}
+
+// sameLogs checks that the nodes' logs hold the same entries at every index
+// they all hold, up to the commit index.
+func (c *faultCluster) sameLogs() {
+	t := c.t
+	var first, last uint64
+	for _, n := range c.nodes {
+		f, _ := n.logs.FirstIndex()
+		l := n.raft.CommitIndex()
+		first, last = max(first, f), min(l, last)
+		if last == 0 {
+			last = l
+		}
+	}
+	var ref *Node
+	for _, n := range c.nodes {
+		if ref == nil {
+			ref = n
+			continue
+		}
+		for i := first; i <= last; i++ {
+			var a, b raft.Log
+			if err := ref.logs.GetLog(i, &a); err != nil {
+				t.Fatalf("%s: entry %d: %v", ref.ID(), i, err)
+			}
+			if err := n.logs.GetLog(i, &b); err != nil {
+				t.Fatalf("%s: entry %d: %v", n.ID(), i, err)
+			}
+			if a.Term != b.Term || a.Type != b.Type || !bytes.Equal(a.Data, b.Data) || !bytes.Equal(a.Extensions, b.Extensions) {
+				t.Fatalf("entry %d differs: %s has term %d type %v, %s has term %d type %v", i, ref.ID(), a.Term, a.Type, n.ID(), b.Term, b.Type)
+			}
+		}
+	}
+}
+
+// TestFaultLeaderPartition: the leader of three is cut off while writes
+// run; the other two elect a leader and go on; after healing, the old
+// leader's uncommitted entries are replaced and every node converges.
+func TestFaultLeaderPartition(t *testing.T) {
+	c := newFaultCluster(t, 3)
+	w := c.write(4)
+	time.Sleep(300 * time.Millisecond)
+	old := c.leader()
+	c.isolate(old.ID())
+	kvtest.Eventually(t, 20*time.Second, "a new leader on the majority side", func() bool {
+		for id, n := range c.nodes {
+			if id != old.ID() && n.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	w.finish()
+	c.converge(w)
+}
+
+// TestFaultMinorityLeader: five nodes split three / two with the leader
+// among the two; writes go on with the three, and all converge after.
+func TestFaultMinorityLeader(t *testing.T) {
+	c := newFaultCluster(t, 5)
+	w := c.write(4)
+	time.Sleep(300 * time.Millisecond)
+	l := c.leader()
+	var other string
+	for id := range c.nodes {
+		if id != l.ID() {
+			other = id
+			break
+		}
+	}
+	c.isolate(l.ID(), other)
+	kvtest.Eventually(t, 20*time.Second, "a leader among the three", func() bool {
+		for id, n := range c.nodes {
+			if id != l.ID() && id != other && n.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	w.finish()
+	c.converge(w)
+}
+
+// TestFaultSlowLinks: links from the leader slowed down while writes run;
+// nothing is lost and the nodes converge.
+func TestFaultSlowLinks(t *testing.T) {
+	c := newFaultCluster(t, 3)
+	l := c.leader()
+	c.net.mu.Lock()
+	for a := range c.net.trans {
+		if a != raft.ServerAddress(l.ID()) {
+			c.net.delays[[2]raft.ServerAddress{raft.ServerAddress(l.ID()), a}] = 30 * time.Millisecond
+		}
+	}
+	c.net.mu.Unlock()
+	w := c.write(4)
+	time.Sleep(500 * time.Millisecond)
+	w.finish()
+	c.converge(w)
+}
+
+// TestFaultMembership: under writes, the leader is removed (another takes
+// over), two members join, one leaves, and the leadership is transferred
+// to a named member; every acknowledged write survives on every member.
+func TestFaultMembership(t *testing.T) {
+	c := newFaultCluster(t, 3)
+	w := c.write(4)
+	time.Sleep(200 * time.Millisecond)
+
+	l := c.leader()
+	if err := l.RemoveServer(l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	kvtest.Eventually(t, 20*time.Second, "a leader after removing the old one", func() bool {
+		for id, n := range c.nodes {
+			if id != l.ID() && n.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	c.stop(l.ID())
+
+	for _, id := range []string{"n4", "n5"} {
+		c.start(id, false)
+		if err := c.leader().AddVoter(id, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	var gone string
+	for id, n := range c.nodes {
+		if !n.IsLeader() {
+			gone = id
+			break
+		}
+	}
+	if err := c.leader().RemoveServer(gone); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(gone)
+
+	var to string
+	for id, n := range c.nodes {
+		if !n.IsLeader() {
+			to = id
+			break
+		}
+	}
+	if err := c.leader().TransferLeadership(to); err != nil && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+		t.Fatal(err)
+	}
+	kvtest.Eventually(t, 20*time.Second, to+" to lead", func() bool { return c.nodes[to].IsLeader() })
+	time.Sleep(200 * time.Millisecond)
+	w.finish()
+	if ms, err := c.leader().Members(); err != nil || len(ms) != 3 {
+		t.Fatalf("members after the changes: %+v, %v; want 3", ms, err)
+	}
+	c.converge(w)
+}
