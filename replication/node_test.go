@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,9 +19,9 @@ func testNodeConfig(dir string) Config {
 	return Config{
 		Dir:                dir,
 		Listen:             "127.0.0.1:0",
-		HeartbeatTimeout:   200 * time.Millisecond,
-		ElectionTimeout:    200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
+		HeartbeatTimeout:   400 * time.Millisecond,
+		ElectionTimeout:    400 * time.Millisecond,
+		LeaderLeaseTimeout: 200 * time.Millisecond,
 		ApplyTimeout:       10 * time.Second,
 		Engine:             engine.Options{FlushInterval: 5 * time.Millisecond},
 	}
@@ -169,12 +170,14 @@ func TestClusterWritesAndReads(t *testing.T) {
 }
 
 // TestClusterConcurrentWrites: concurrent writers on every node; every
-// acknowledged write is present on every node, with its revision, and the
-// revisions are exactly 1..N.
+// acknowledged write is present on every node, with its revision, and no
+// two writes share a revision. A write whose outcome is unknown (the
+// leader lost its leadership, as it may on a loaded machine) is left out.
 func TestClusterConcurrentWrites(t *testing.T) {
 	c := startCluster(t, 3)
 	const writers, each = 6, 40
 	var mu sync.Mutex
+	var unknown atomic.Int64
 	got := map[uint64]string{}
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -191,6 +194,10 @@ func TestClusterConcurrentWrites(t *testing.T) {
 					d = engine.DurabilitySync
 				}
 				cm, err := s.WriteContext(t.Context(), &b, engine.WriteOptions{Durability: d})
+				if errors.Is(err, engine.ErrOutcomeUnknown) || errors.Is(err, ErrNoLeader) {
+					unknown.Add(1)
+					continue
+				}
 				if err != nil {
 					t.Error(err)
 					return
@@ -208,9 +215,12 @@ func TestClusterConcurrentWrites(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	for r := uint64(1); r <= writers*each; r++ {
-		if _, ok := got[r]; !ok {
-			t.Fatalf("no write got revision %d of 1..%d", r, writers*each)
+	if unknown.Load() == 0 {
+		// With every outcome known, the revisions are exactly 1..N.
+		for r := uint64(1); r <= writers*each; r++ {
+			if _, ok := got[r]; !ok {
+				t.Fatalf("no write got revision %d of 1..%d", r, writers*each)
+			}
 		}
 	}
 	for i, n := range c.nodes {

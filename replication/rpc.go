@@ -38,6 +38,7 @@ const (
 	statusNoLeader
 	statusOutcomeUnknown
 	statusError
+	statusLeadershipLost
 )
 
 // maxFrame bounds a frame: a batch is at most a few MiB.
@@ -83,8 +84,10 @@ func callError(status byte, msg string) error {
 		return fmt.Errorf("%w: %s", errNotLeader, msg)
 	case statusNoLeader:
 		return fmt.Errorf("%w: %s", ErrNoLeader, msg)
+	case statusLeadershipLost:
+		return &remoteErr{sentinels: []error{ErrLeadershipLost, engine.ErrOutcomeUnknown}, msg: msg}
 	case statusOutcomeUnknown:
-		return fmt.Errorf("%w: %w: %s", ErrLeadershipLost, engine.ErrOutcomeUnknown, msg)
+		return &remoteErr{sentinels: []error{engine.ErrOutcomeUnknown}, msg: msg}
 	}
 	return errors.New(msg)
 }
@@ -96,6 +99,8 @@ func statusOf(err error) byte {
 		return statusNotLeader
 	case errors.Is(err, ErrNoLeader):
 		return statusNoLeader
+	case errors.Is(err, ErrLeadershipLost):
+		return statusLeadershipLost
 	case errors.Is(err, engine.ErrOutcomeUnknown):
 		return statusOutcomeUnknown
 	}
@@ -197,15 +202,15 @@ func (p *peers) close() {
 var resultErrs = []error{nil, engine.ErrNotInteger, engine.ErrOverflow, engine.ErrRequireFailed,
 	engine.ErrNotFloat, engine.ErrFloatRange, engine.ErrValueTooLarge}
 
-// remoteErr is an engine error decoded from another node: it is the
-// sentinel for errors.Is, with the message the other node gave.
+// remoteErr is an error from another node: it is its sentinels for
+// errors.Is, with the message the other node gave.
 type remoteErr struct {
-	sentinel error
-	msg      string
+	sentinels []error
+	msg       string
 }
 
-func (e *remoteErr) Error() string { return e.msg }
-func (e *remoteErr) Unwrap() error { return e.sentinel }
+func (e *remoteErr) Error() string   { return e.msg }
+func (e *remoteErr) Unwrap() []error { return e.sentinels }
 
 func appendBytes(dst, b []byte) []byte {
 	if b == nil {
@@ -329,11 +334,11 @@ func decodeOutcome(p []byte) (engine.Outcome, error) {
 		r.CreateRevision = d.uvarint()
 		if code := int(d.byte()); code != 0 {
 			msg := string(d.bytes())
-			var sentinel error
+			var sentinels []error
 			if code < len(resultErrs) {
-				sentinel = resultErrs[code]
+				sentinels = []error{resultErrs[code]}
 			}
-			r.Err = &remoteErr{sentinel: sentinel, msg: msg}
+			r.Err = &remoteErr{sentinels: sentinels, msg: msg}
 		}
 		o.Results = append(o.Results, r)
 	}
