@@ -36,6 +36,9 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
+	// jobs runs backups, restores, imports... on the store; its records
+	// are written with wal.WriteFileDurably.
+	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
 	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
 	"cmd/kvd":   {[]string{"engine", "server", "wal", "internal/buildinfo"}, nil},
