@@ -377,6 +377,73 @@ func (m *Manager) LastSave() (time.Time, *Record) {
 	return m.lastSave, nil
 }
 
+// BackupStatus is what Redis's INFO persistence reports of BGSAVE, taken
+// from the backup jobs.
+type BackupStatus struct {
+	LastSave     time.Time // finish of the last backup that succeeded; zero: none
+	LastRevision uint64    // its revision
+	LastFailed   bool      // the last backup to finish failed
+	LastDuration time.Duration
+	Current      *Record // the backup queued or running, if any
+	Running      int     // jobs running
+	Queued       int     // jobs queued
+}
+
+// BackupStatus reports on the backups.
+func (m *Manager) BackupStatus() BackupStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := BackupStatus{LastSave: m.lastSave, Queued: len(m.queue)}
+	if m.running != "" {
+		st.Running = 1
+	}
+	for _, id := range m.activeLocked() {
+		if r := m.recs[id]; r.Type == Backup {
+			rec := *r
+			st.Current = &rec
+		}
+	}
+	var last *Record
+	for _, r := range m.recs {
+		if r.Type == Backup && r.State.Final() && r.State != Canceled && (last == nil || r.ID > last.ID) {
+			last = r
+		}
+	}
+	if last != nil {
+		st.LastFailed = last.State == Failed
+		if last.StartedAt != nil && last.FinishedAt != nil {
+			st.LastDuration = last.FinishedAt.Sub(*last.StartedAt)
+		}
+		if last.Result != nil && !st.LastFailed {
+			st.LastRevision = last.Result.Revision
+		}
+	}
+	return st
+}
+
+// Snapshot takes a snapshot of the store for a caller to stream (GET
+// /v1/snapshot), after making its revision durable; the caller closes it.
+// It is refused (ErrBusy) while a restore is queued or running.
+func (m *Manager) Snapshot() (*engine.Snapshot, error) {
+	m.mu.Lock()
+	for _, id := range m.activeLocked() {
+		if r := m.recs[id]; r.Type == Restore {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: restore %s is %s", ErrBusy, r.ID, r.State)
+		}
+	}
+	m.mu.Unlock()
+	snap, err := m.store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.store.Sync(); err != nil {
+		snap.Close()
+		return nil, err
+	}
+	return snap, nil
+}
+
 // Artifact opens a succeeded backup's file and returns it with the record.
 func (m *Manager) Artifact(id string) (*os.File, Record, error) {
 	r, err := m.Get(id)

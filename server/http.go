@@ -127,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/sync", notAllowed("POST"))
 	route("GET /v1/status", "status", s.handleStatus)
 	route("GET /healthz", "healthz", s.handleHealthz)
+	s.jobRoutes(route)
 	metrics := s.metrics.handler()
 	route("GET /metrics", "metrics", metrics.ServeHTTP)
 	if s.cfg.Pprof {

@@ -129,6 +129,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			db.Close()
 		}
 	}()
+	jm, err := openJobs(cfg, db, log)
+	if err != nil {
+		return err
+	}
+	defer jm.Close() // before db.Close, deferred above: a running job stops first
 
 	srv, err := server.New(db, server.Config{
 		MaxKeySize:   opts.MaxKeySize,
@@ -147,6 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Pprof:                 cfg.pprof == pprofOnHTTP,
 		Version:               version,
 		Metrics:               metrics,
+		Jobs:                  jm,
 		Logger:                log,
 	})
 	if err != nil {
@@ -256,6 +262,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			errs = append(errs, err)
 		}
 	}
+	jm.Close()
 	err = db.Close()
 	db = nil
 	if err != nil {

@@ -32,7 +32,7 @@ const module = "github.com/kvdstore/kvd"
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine"}, []string{"internal/kvtest", "internal/faults"}},
+	"server": {[]string{"engine", "jobs"}, []string{"internal/kvtest", "internal/faults"}},
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
@@ -41,7 +41,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
 	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
-	"cmd/kvd":   {[]string{"engine", "server", "wal", "internal/buildinfo"}, nil},
+	"cmd/kvd":   {[]string{"engine", "server", "jobs", "wal", "internal/buildinfo"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
 
 	"internal/archtest":  {nil, nil},
