@@ -136,8 +136,11 @@ func backupSave(ctx context.Context, e *env, httpAddr, path string) error {
 // trailerWriter writes through and hashes all but the last 32 bytes, which
 // it keeps: a snapshot's sha256 trailer.
 type trailerWriter struct {
-	w    io.Writer
-	sum  interface{ Write([]byte) (int, error); Sum([]byte) []byte }
+	w   io.Writer
+	sum interface {
+		Write([]byte) (int, error)
+		Sum([]byte) []byte
+	}
 	tail [sha256.Size]byte
 	n    int // bytes held in tail
 }

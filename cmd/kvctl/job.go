@@ -266,4 +266,3 @@ records below revision N (never those not yet checkpointed): the log is the only
 	}
 	return c
 }
-
