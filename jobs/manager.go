@@ -480,6 +480,10 @@ func (m *Manager) notifyLocked(r *Record) {
 func (m *Manager) finishLocked(r *Record, s State, res *Result, e *Error, now time.Time) {
 	r.State, r.Result, r.Error = s, res, e
 	r.FinishedAt, r.UpdatedAt = &now, now
+	if s == Succeeded {
+		r.Progress.Fraction, r.Progress.ETASeconds = 1, 0
+		r.Progress.DoneBytes = max(r.Progress.DoneBytes, r.Progress.TotalBytes)
+	}
 	if s == Succeeded && r.Type == Backup {
 		m.lastSave = now
 	}
