@@ -270,4 +270,3 @@ func TestKill9Jobs(t *testing.T) {
 		})
 	}
 }
-
