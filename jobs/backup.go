@@ -58,7 +58,7 @@ func writeArtifact(ctx context.Context, snap *engine.Snapshot, part, final strin
 		}
 	}()
 	h := sha256.New()
-	w := &progressWriter{ctx: ctx, w: io.MultiWriter(f, h), progress: progress}
+	w := &progressWriter{progressCount{ctx: ctx, progress: progress}, io.MultiWriter(f, h)}
 	n, err := snap.WriteTo(w)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -81,45 +81,46 @@ func writeArtifact(ctx context.Context, snap *engine.Snapshot, part, final strin
 	return &Result{Path: final, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// progressWriter counts what goes through it, reports it, and stops when
-// ctx is done.
-type progressWriter struct {
+// progressCount counts the bytes that go through a progressWriter or
+// progressReader, reports them, and stops the transfer when ctx is done.
+type progressCount struct {
 	ctx      context.Context
-	w        io.Writer
 	n        int64
 	progress func(done int64) error
+}
+
+func (pc *progressCount) before() error { return pc.ctx.Err() }
+
+func (pc *progressCount) after(n int, err error) (int, error) {
+	pc.n += int64(n)
+	if err == nil && pc.progress != nil {
+		err = pc.progress(pc.n)
+	}
+	return n, err
+}
+
+type progressWriter struct {
+	progressCount
+	w io.Writer
 }
 
 func (pw *progressWriter) Write(b []byte) (int, error) {
-	if err := pw.ctx.Err(); err != nil {
+	if err := pw.before(); err != nil {
 		return 0, err
 	}
-	n, err := pw.w.Write(b)
-	pw.n += int64(n)
-	if err == nil && pw.progress != nil {
-		err = pw.progress(pw.n)
-	}
-	return n, err
+	return pw.after(pw.w.Write(b))
 }
 
-// progressReader is progressWriter for reads.
 type progressReader struct {
-	ctx      context.Context
-	r        io.Reader
-	n        int64
-	progress func(done int64) error
+	progressCount
+	r io.Reader
 }
 
 func (pr *progressReader) Read(b []byte) (int, error) {
-	if err := pr.ctx.Err(); err != nil {
+	if err := pr.before(); err != nil {
 		return 0, err
 	}
-	n, err := pr.r.Read(b)
-	pr.n += int64(n)
-	if err == nil && pr.progress != nil {
-		err = pr.progress(pr.n)
-	}
-	return n, err
+	return pr.after(pr.r.Read(b))
 }
 
 // runRestore replaces the store's content with a backup (engine's
@@ -135,9 +136,9 @@ func (m *Manager) runRestore(ctx context.Context, rec *Record, p *reporter) (*Re
 		return nil, fail(CodeIO, err)
 	}
 	total := fi.Size()
-	r := &progressReader{ctx: ctx, r: f, progress: func(done int64) error {
+	r := &progressReader{progressCount{ctx: ctx, progress: func(done int64) error {
 		return p.update(Progress{DoneBytes: done, TotalBytes: total}, false, nil)
-	}}
+	}}, f}
 	info, err := m.store.Restore(r)
 	switch {
 	case errors.Is(err, context.Canceled):

@@ -38,13 +38,11 @@ backup, restore, verify, import or compact (--name, --format, --rev) and prints 
 		if len(args) == 0 {
 			return usagef("job: want list, get ID, wait ID, cancel ID or submit TYPE")
 		}
-		short, cancel := context.WithTimeout(ctx, e.cfg.timeout)
-		defer cancel()
-		cl, err := e.dial(short)
+		short, cl, done, err := dialJobs(ctx, e)
 		if err != nil {
 			return err
 		}
-		defer cl.Close()
+		defer done()
 		need := func(n int) error {
 			if len(args) != n+1 {
 				return usagef("job %s: want %d argument(s)", args[0], n)
@@ -89,17 +87,7 @@ backup, restore, verify, import or compact (--name, --format, --rev) and prints 
 			if err := need(1); err != nil {
 				return err
 			}
-			j, err := waitJob(ctx, e, cl, args[1], wait)
-			if err != nil {
-				return err
-			}
-			if err := printJob(e, j); err != nil {
-				return err
-			}
-			if j.State != "succeeded" {
-				return silentError{}
-			}
-			return nil
+			return waitAndPrint(ctx, e, cl, args[1], wait)
 		case "submit":
 			if err := need(1); err != nil {
 				return err
@@ -117,6 +105,19 @@ backup, restore, verify, import or compact (--name, --format, --rev) and prints 
 		return usagef("job: unknown subcommand %q", args[0])
 	}
 	return c
+}
+
+// dialJobs dials the server for a job command, whose own flags bound how
+// long it waits: it returns a context bounded by --timeout for its short
+// calls, and a function that closes the client and ends that context.
+func dialJobs(ctx context.Context, e *env) (context.Context, *client.Client, func(), error) {
+	short, cancel := context.WithTimeout(ctx, e.cfg.timeout)
+	cl, err := e.dial(short)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return short, cl, func() { cl.Close(); cancel() }, nil
 }
 
 // waitJob waits for a job to be final (or limit, if > 0), showing its
@@ -193,18 +194,22 @@ func writeFields(w io.Writer, f map[string]string) error {
 // submitAndWait submits a job, waits for it and prints its record; exit
 // status 1 if it did not succeed.
 func submitAndWait(ctx context.Context, e *env, typ string, p client.JobParams) error {
-	short, cancel := context.WithTimeout(ctx, e.cfg.timeout)
-	defer cancel()
-	cl, err := e.dial(short)
+	short, cl, done, err := dialJobs(ctx, e)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer done()
 	id, err := cl.SubmitJob(short, typ, p)
 	if err != nil {
 		return err
 	}
-	j, err := waitJob(ctx, e, cl, id, 0)
+	return waitAndPrint(ctx, e, cl, id, 0)
+}
+
+// waitAndPrint waits for a job (see waitJob) and prints its record: exit
+// status 1 unless it succeeded.
+func waitAndPrint(ctx context.Context, e *env, cl *client.Client, id string, limit time.Duration) error {
+	j, err := waitJob(ctx, e, cl, id, limit)
 	if err != nil {
 		return err
 	}
