@@ -168,6 +168,10 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 // finishRestore, at Open, completes a restore whose marker is present, or
 // discards a staged state file without one.
 func (db *DB) finishRestore() error {
+	// A defragmentation's copy that a crash left before the swap.
+	if err := os.Remove(filepath.Join(db.dir, defragStaged)); err == nil {
+		db.log.Warn("engine: discarded an unfinished defragmentation")
+	}
 	staged := filepath.Join(db.dir, restoreStaged)
 	markPath := filepath.Join(db.dir, restoreMarker)
 	b, err := os.ReadFile(markPath)

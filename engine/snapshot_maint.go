@@ -1,9 +1,15 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/kvdstore/kvd/wal"
 )
 
 // Maintenance of an open store that reads the state file as a snapshot
@@ -104,4 +110,113 @@ func (db *DB) CompactLog(rev uint64) (uint64, error) {
 		return 0, fmt.Errorf("engine: compact log below revision %d: %w", keep, err)
 	}
 	return keep, nil
+}
+
+// defragStaged is the fresh state file a defragmentation writes before it
+// swaps it in; Open removes one a crash left.
+const defragStaged = "state.db.defrag"
+
+// DefragReport is what Defrag did.
+type DefragReport struct {
+	Before, After int64 // sizes of the state file, in bytes
+}
+
+// Defrag rewrites the state file into a fresh, compact one and swaps it in:
+// space freed by deletions (which bbolt keeps in the file) is given back.
+// Checkpoints pause while it copies; writes go on into the memtable (up to
+// MaxMemtableBytes, where they wait); reads go on, and wait only for the
+// swap, which also waits for open snapshots to be closed. A crash leaves
+// the old file or the new one, which hold the same checkpoint (the staged
+// copy is removed at the next Open).
+func (db *DB) Defrag() (DefragReport, error) {
+	var rep DefragReport
+	if db.isClosed() {
+		return rep, ErrClosed
+	}
+	statePath := filepath.Join(db.dir, "state.db")
+	staged := filepath.Join(db.dir, defragStaged)
+	// Pause checkpoints: an empty frozen memtable makes the checkpointer
+	// wait, and reads and scans see nothing in it.
+	pause := newMemtable()
+	for {
+		db.smu.Lock()
+		if db.active == nil {
+			db.smu.Unlock()
+			return rep, ErrClosed
+		}
+		if db.frozen == nil {
+			db.frozen = pause
+			db.smu.Unlock()
+			break
+		}
+		db.smu.Unlock()
+		time.Sleep(10 * time.Millisecond) // a checkpoint is committing
+	}
+	resume := func() {
+		db.smu.Lock()
+		if db.frozen == pause {
+			db.frozen = nil
+		}
+		db.smu.Unlock()
+		db.bpMu.Lock()
+		db.bpCond.Broadcast()
+		db.bpMu.Unlock()
+		db.kickCheckpoint()
+	}
+	if fi, err := os.Stat(statePath); err == nil {
+		rep.Before = fi.Size()
+	}
+	os.Remove(staged)
+	dst, err := bolt.Open(staged, 0o640, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		resume()
+		return rep, fmt.Errorf("engine: defrag: %w", err)
+	}
+	var cerr error
+	if err := db.readState(nil, func() { cerr = bolt.Compact(dst, db.bdb, 64<<20) }); err != nil {
+		cerr = err
+	}
+	if err := dst.Close(); err != nil && cerr == nil {
+		cerr = err
+	}
+	if cerr != nil {
+		os.Remove(staged)
+		resume()
+		return rep, fmt.Errorf("engine: defrag: %w", cerr)
+	}
+	// Swap: no reader may use the state file meanwhile.
+	db.smu.Lock()
+	db.view.close()
+	db.view = nil
+	var errs []error
+	if err := db.bdb.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: defrag: close state: %w", err))
+	}
+	db.bdb = nil
+	if len(errs) == 0 {
+		if err := os.Rename(staged, statePath); err != nil {
+			errs = append(errs, fmt.Errorf("engine: defrag: %w", err))
+		} else if err := wal.SyncDir(db.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := db.openState(statePath); err != nil {
+		errs = append(errs, err)
+	} else if db.view, err = newReadView(db.bdb); err != nil {
+		errs = append(errs, err)
+	}
+	if db.frozen == pause {
+		db.frozen = nil
+	}
+	db.smu.Unlock()
+	resume()
+	if len(errs) > 0 {
+		os.Remove(staged)
+		return rep, db.setFatal(errors.Join(errs...))
+	}
+	if fi, err := os.Stat(statePath); err == nil {
+		rep.After = fi.Size()
+	}
+	db.log.Info("engine: defragmented the state file", "before", rep.Before, "after", rep.After)
+	return rep, nil
 }

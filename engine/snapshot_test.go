@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -309,4 +310,59 @@ func TestRestoreOnline(t *testing.T) {
 	if got := dbState(t, db); stateHash(got) != stateHash(want) {
 		t.Fatalf("a refused restore changed the state")
 	}
+}
+
+// TestDefrag deletes most of a large store and defragments it while a
+// writer runs: the state file shrinks, and every write, before and during,
+// is there, before and after a reopen.
+func TestDefrag(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { db.Close() }()
+	big := bytes.Repeat([]byte{'x'}, 4096)
+	for i := range 3000 {
+		if _, err := db.Put([]byte(fmt.Sprintf("big%05d", i)), big, engine.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	db = open(t, dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	for i := range 2900 {
+		db.Delete([]byte(fmt.Sprintf("big%05d", i)), engine.WriteOptions{})
+	}
+	db.Close()
+	db = open(t, dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	stop := make(chan struct{})
+	hist := writeLoad(t, db, 7, stop)
+	rep, err := db.Defrag()
+	close(stop)
+	h := hist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.After >= rep.Before/2 {
+		t.Fatalf("defrag: %d bytes before, %d after", rep.Before, rep.After)
+	}
+	check := func(what string) {
+		t.Helper()
+		got := dbState(t, db)
+		var bigs, others []string
+		for _, l := range got {
+			if strings.HasPrefix(l, "big") {
+				bigs = append(bigs, l)
+			} else {
+				others = append(others, l)
+			}
+		}
+		if len(bigs) != 100 || stateHash(others) != stateHash(stateAt(h, ^uint64(0))) {
+			t.Fatalf("%s: %d of 100 big keys; load keys match the history: %v", what, len(bigs), stateHash(others) == stateHash(stateAt(h, ^uint64(0))))
+		}
+	}
+	check("after defrag")
+	db.Close()
+	db = open(t, dir, engine.Options{})
+	check("after reopen")
 }

@@ -1,5 +1,5 @@
 // Package jobs runs a store's long work as jobs with IDs: backup, restore,
-// verify, import and compact. A job is submitted, answered at once with its
+// verify, import, compact and defrag. A job is submitted, answered at once with its
 // record (ID, type, parameters, state), and run in the background by a
 // [Manager], one at a time in submission order; its record tells its
 // progress (bytes and keys done of total, rate, ETA) and ends with a result
@@ -14,9 +14,9 @@
 // the code "interrupted". Finished records are pruned by age and count.
 //
 // Rules: one backup at a time (a second request gets the queued or
-// running one's record); a restore runs alone (submitting one while other
-// jobs are queued or running, or anything while a restore is, gives
-// ErrBusy).
+// running one's record); a restore or a defrag runs alone (submitting one
+// while other jobs are queued or running, or anything while one is, gives
+// ErrBusy), and waits for snapshots being streamed (Manager.Snapshot).
 //
 // Files: a backup is written to NAME.part in the backup directory,
 // checksummed (sha256), fsynced and renamed to NAME, so that no file under
@@ -26,6 +26,5 @@
 // Caveats: a snapshot holds a read transaction on the state file while it
 // is written, which makes a checkpoint that must grow the file's memory
 // map wait (writes go on into the memtable, up to its bound); compact drops
-// the log's history only (the only history the engine keeps today); defrag
-// is not implemented yet.
+// the log's history only (the only history the engine keeps today).
 package jobs

@@ -311,3 +311,21 @@ func TestRestartRules(t *testing.T) {
 		t.Fatalf("new job got ID %s after %s", r.ID, ids[4])
 	}
 }
+
+// TestDefragJob deletes most keys and defragments: the state file shrinks
+// and the rest of the keys are there.
+func TestDefragJob(t *testing.T) {
+	e := newEnv(t)
+	put(t, e.db, 3000, "d")
+	for i := range 2900 {
+		e.db.Delete([]byte(fmt.Sprintf("d%05d", i)), engine.WriteOptions{})
+	}
+	e.restart(t) // checkpoint everything
+	r := e.wait(t, e.submit(t, jobs.Defrag, jobs.Params{}).ID, jobs.Succeeded)
+	if r.Result == nil || r.Result.Size == 0 || r.Result.Size >= r.Result.SizeBefore {
+		t.Fatalf("defrag result %+v", r.Result)
+	}
+	if n := count(t, e.db); n != 100 {
+		t.Fatalf("%d keys after defrag, want 100", n)
+	}
+}

@@ -22,6 +22,7 @@ type Store interface {
 	Restore(r io.Reader) (engine.SnapshotInfo, error)
 	Verify(progress func(keys int) error) (engine.VerifyReport, error)
 	CompactLog(rev uint64) (uint64, error)
+	Defrag() (engine.DefragReport, error)
 	WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
 	Sync() error
 }
@@ -61,6 +62,9 @@ type Manager struct {
 	changed map[string]chan struct{} // closed and replaced on each change of the record
 	cancel  context.CancelFunc       // of the running job
 	running string
+	// streams is held shared by each snapshot Snapshot gave out, and
+	// exclusively by a restore or defrag while it runs.
+	streams sync.RWMutex
 	// lastSave is the finish time of the last backup that succeeded.
 	lastSave time.Time
 
@@ -178,10 +182,10 @@ func (m *Manager) Submit(t Type, p Params) (rec Record, existing bool, err error
 	for _, id := range m.activeLocked() {
 		r := m.recs[id]
 		switch {
-		case r.Type == Restore:
-			return Record{}, false, fmt.Errorf("%w: restore %s is %s; nothing runs beside a restore", ErrBusy, r.ID, r.State)
-		case t == Restore:
-			return Record{}, false, fmt.Errorf("%w: %s %s is %s; a restore runs alone", ErrBusy, r.Type, r.ID, r.State)
+		case r.Type == Restore || r.Type == Defrag:
+			return Record{}, false, fmt.Errorf("%w: %s %s is %s; nothing runs beside a %s", ErrBusy, r.Type, r.ID, r.State, r.Type)
+		case t == Restore || t == Defrag:
+			return Record{}, false, fmt.Errorf("%w: %s %s is %s; a %s runs alone", ErrBusy, r.Type, r.ID, r.State, t)
 		case t == Backup && r.Type == Backup:
 			return *r, true, nil
 		}
@@ -211,8 +215,6 @@ func (m *Manager) check(t Type, p *Params) error {
 		return fmt.Errorf("%w: unknown job type %q (want one of %v)", ErrBadParams, t, Types)
 	}
 	switch t {
-	case Defrag:
-		return fmt.Errorf("%w: defrag is not implemented yet", ErrBadParams)
 	case Backup:
 		if p.Name != "" {
 			return checkName(p.Name)
@@ -422,26 +424,33 @@ func (m *Manager) BackupStatus() BackupStatus {
 }
 
 // Snapshot takes a snapshot of the store for a caller to stream (GET
-// /v1/snapshot), after making its revision durable; the caller closes it.
-// It is refused (ErrBusy) while a restore is queued or running.
-func (m *Manager) Snapshot() (*engine.Snapshot, error) {
+// /v1/snapshot), after making its revision durable; the caller calls
+// release when done with it, which closes it. It is refused (ErrBusy)
+// while a restore or a defrag is queued or running, and those wait for
+// the snapshots streaming to be released before they start (their swap
+// would wait for them with reads stopped).
+func (m *Manager) Snapshot() (snap *engine.Snapshot, release func(), err error) {
 	m.mu.Lock()
 	for _, id := range m.activeLocked() {
-		if r := m.recs[id]; r.Type == Restore {
+		if r := m.recs[id]; r.Type == Restore || r.Type == Defrag {
 			m.mu.Unlock()
-			return nil, fmt.Errorf("%w: restore %s is %s", ErrBusy, r.ID, r.State)
+			return nil, nil, fmt.Errorf("%w: %s %s is %s", ErrBusy, r.Type, r.ID, r.State)
 		}
 	}
+	m.streams.RLock()
 	m.mu.Unlock()
-	snap, err := m.store.Snapshot()
+	snap, err = m.store.Snapshot()
+	if err == nil {
+		if err = m.store.Sync(); err != nil {
+			snap.Close()
+		}
+	}
 	if err != nil {
-		return nil, err
+		m.streams.RUnlock()
+		return nil, nil, err
 	}
-	if err := m.store.Sync(); err != nil {
-		snap.Close()
-		return nil, err
-	}
-	return snap, nil
+	var once sync.Once
+	return snap, func() { once.Do(func() { snap.Close(); m.streams.RUnlock() }) }, nil
 }
 
 // Artifact opens a succeeded backup's file and returns it with the record.
@@ -605,6 +614,10 @@ func fail(code string, err error) error { return &jobError{code, err} }
 // through a reporter.
 func (m *Manager) run(ctx context.Context, rec *Record) (*Result, error) {
 	p := &reporter{m: m, id: rec.ID, start: time.Now()}
+	if rec.Type == Restore || rec.Type == Defrag {
+		m.streams.Lock()
+		defer m.streams.Unlock()
+	}
 	switch rec.Type {
 	case Backup:
 		return m.runBackup(ctx, rec, p)
@@ -620,6 +633,12 @@ func (m *Manager) run(ctx context.Context, rec *Record) (*Result, error) {
 		return &Result{FirstRevision: first}, nil
 	case Import:
 		return m.runImport(ctx, rec, p)
+	case Defrag:
+		rep, err := m.store.Defrag()
+		if err != nil {
+			return nil, fail(CodeStore, err)
+		}
+		return &Result{Size: rep.After, SizeBefore: rep.Before}, nil
 	}
 	return nil, fail(CodeBadInput, fmt.Errorf("jobs: job type %q cannot run", rec.Type))
 }

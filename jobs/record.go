@@ -88,6 +88,8 @@ type Result struct {
 	Revision uint64   `json:"revision,omitempty"`
 	Keys     int64    `json:"keys,omitempty"`
 	Problems []string `json:"problems,omitempty"`
+	// SizeBefore is the state file's size before a defrag (Size after).
+	SizeBefore int64 `json:"size_before,omitempty"`
 	// FirstRevision is the first revision the log still holds (compact).
 	FirstRevision uint64 `json:"first_revision,omitempty"`
 }

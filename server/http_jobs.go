@@ -243,12 +243,12 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	if m == nil {
 		return
 	}
-	snap, err := m.Snapshot()
+	snap, release, err := m.Snapshot()
 	if err != nil {
 		writeJSONError(w, jobHTTPError(err))
 		return
 	}
-	defer snap.Close()
+	defer release()
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(snap.Size(), 10))

@@ -23,7 +23,7 @@ func jobCommand() *command {
 		help: `list prints the jobs, newest first (--state, --type select them); get prints one job's record;
 wait waits until the job is final (or --wait has passed) and prints its record, with exit status 1
 if it did not succeed; cancel cancels a queued or running job; submit TYPE submits a job of type
-backup, restore, verify, import or compact (--name, --format, --rev) and prints its ID.`,
+backup, restore, verify, import, compact or defrag (--name, --format, --rev) and prints its ID.`,
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&state, "state", "", "list: only jobs in this state")
 			fs.StringVar(&typ, "type", "", "list: only jobs of this type")
@@ -268,6 +268,24 @@ records below revision N (never those not yet checkpointed): the log is the only
 			return usagef("compact: --rev is required")
 		}
 		return submitAndWait(ctx, e, "compact", client.JobParams{Revision: rev})
+	}
+	return c
+}
+
+func defragCommand() *command {
+	c := &command{
+		name:    "defrag",
+		summary: "rewrite the server's state file into a compact one",
+		help: `Submits a defrag job, waits for it and prints its record (result_size: the state file's new
+size). The state file keeps the space of deleted keys; a defrag copies the live data into a fresh
+file and swaps it in. Checkpoints pause meanwhile; writes go on into memory, reads go on.`,
+		ownTimeout: true,
+	}
+	c.run = func(ctx context.Context, e *env, args []string) error {
+		if err := wantArgs(c, args, 0); err != nil {
+			return err
+		}
+		return submitAndWait(ctx, e, "defrag", client.JobParams{})
 	}
 	return c
 }

@@ -54,6 +54,7 @@ func commands() []*command {
 		jobCommand(),
 		importCommand(),
 		compactCommand(),
+		defragCommand(),
 	}
 }
 

@@ -133,13 +133,13 @@ func (k *kvd) keyCount(prefix string) int {
 
 // TestKill9Jobs kills kvd with SIGKILL at a random moment of each type of
 // job and restarts it: the job must reach a final state by itself (backup,
-// verify, compact and import succeed, being resumed; a restore succeeds or
-// fails "interrupted"), no file is under a final name unless its checksum
+// verify, compact and import succeed, being resumed; a restore or a defrag
+// succeeds or fails "interrupted"), no file is under a final name unless its checksum
 // verifies, the state file passes kvd check, and: under a write load
-// (backup, verify, compact) no acknowledged write is lost; an import ends
+// (backup, verify, compact, defrag) no acknowledged write is lost; an import ends
 // with its exact key count; a restore leaves the old store or the new one.
 func TestKill9Jobs(t *testing.T) {
-	for _, typ := range []string{"backup", "verify", "compact", "import", "restore"} {
+	for _, typ := range []string{"backup", "verify", "compact", "defrag", "import", "restore"} {
 		t.Run(typ, func(t *testing.T) {
 			rng := seeded(t)
 			row := results.row("kill -9 in a job", typ)
@@ -172,7 +172,7 @@ func TestKill9Jobs(t *testing.T) {
 			for cycle := range cycles {
 				var l *load
 				switch typ {
-				case "backup", "verify", "compact":
+				case "backup", "verify", "compact", "defrag":
 					l = startLoad(t, k, st, rng, randomLoad(rng, "async"))
 				case "restore":
 					// Writes the backup lacks: a restore removes them all,
@@ -214,7 +214,7 @@ func TestKill9Jobs(t *testing.T) {
 				k = restart(t, row, cfg)
 				r := k.waitJob(id)
 				switch {
-				case typ == "restore" && (r.State == "succeeded" || r.Error != nil && r.Error.Code == "interrupted"):
+				case (typ == "restore" || typ == "defrag") && (r.State == "succeeded" || r.Error != nil && r.Error.Code == "interrupted"):
 				case r.State != "succeeded":
 					row.fail("job %s %s after the crash", typ, r.State)
 					t.Fatalf("cycle %d: %s job ended %s after a kill: %+v", cycle, typ, r.State, r.Error)
