@@ -74,36 +74,58 @@ func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Res
 		next = src.resp
 	}
 
-	var b engine.Batch
-	var batchKeys int64
+	// Two batches: one is parsed while the other commits.
+	var bufs [2]engine.Batch
+	cur := 0
+	var batchKeys, inflightKeys int64
+	var inflight *engine.Commit
 	lastSave := time.Now()
 	var rev uint64
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		err := inflight.Wait()
+		rev = inflight.Revision()
+		inflight = nil
+		if err != nil {
+			return fail(CodeStore, err)
+		}
+		keys += inflightKeys
+		return nil
+	}
 	commit := func(final bool) error {
-		if b.Len() > 0 {
-			c, err := m.store.WriteContext(ctx, &b, engine.WriteOptions{Durability: engine.DurabilityAsync})
+		if b := &bufs[cur]; b.Len() > 0 {
+			if err := wait(); err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			c, err := m.store.Submit(b, engine.WriteOptions{Durability: engine.DurabilityAsync})
 			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					return err
-				}
 				return fail(CodeStore, err)
 			}
-			rev = c.Revision()
-			keys += batchKeys
-			b.Reset()
-			batchKeys = 0
+			inflight, inflightKeys, batchKeys = &c, batchKeys, 0
+			cur ^= 1
+			bufs[cur].Reset()
 		}
-		pr := Progress{DoneBytes: src.off, TotalBytes: total, DoneKeys: keys}
 		if !final && time.Since(lastSave) < time.Second {
-			return p.update(pr, false, nil)
+			return p.update(Progress{DoneBytes: src.off, TotalBytes: total, DoneKeys: keys}, false, nil)
 		}
 		// What the record says was done must be durable first.
+		if err := wait(); err != nil {
+			return err
+		}
 		if err := m.store.Sync(); err != nil {
 			return fail(CodeStore, err)
 		}
 		lastSave = time.Now()
 		off := src.off
+		pr := Progress{DoneBytes: off, TotalBytes: total, DoneKeys: keys}
 		return p.update(pr, true, func(r *Record) { r.Offset = off })
 	}
+	defer wait() // a batch in flight when the import stops
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -115,9 +137,9 @@ func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Res
 		if err != nil {
 			return nil, err
 		}
-		b.Put(key, val)
+		bufs[cur].Put(key, val)
 		batchKeys++
-		if len(b.Bytes()) >= m.opts.ImportBatchBytes {
+		if len(bufs[cur].Bytes()) >= m.opts.ImportBatchBytes {
 			if err := commit(false); err != nil {
 				return nil, err
 			}

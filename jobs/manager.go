@@ -23,7 +23,7 @@ type Store interface {
 	Verify(progress func(keys int) error) (engine.VerifyReport, error)
 	CompactLog(rev uint64) (uint64, error)
 	Defrag() (engine.DefragReport, error)
-	WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
+	Submit(b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
 	Sync() error
 }
 
