@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/wal"
 )
 
 // Store is what the jobs need of the store. *engine.DB implements it.
@@ -97,8 +98,10 @@ func Open(store Store, opts Options) (*Manager, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	if err := os.MkdirAll(opts.BackupDir, 0o750); err != nil {
-		return nil, fmt.Errorf("jobs: backup dir: %w", err)
+	for _, d := range []string{opts.Dir, opts.BackupDir} {
+		if err := mkdirDurably(d); err != nil {
+			return nil, fmt.Errorf("jobs: %w", err)
+		}
 	}
 	m := &Manager{
 		store: store, opts: opts, dir: recordDir(opts.Dir), log: opts.Logger,
@@ -146,6 +149,19 @@ func Open(store Store, opts Options) (*Manager, error) {
 	go m.worker()
 	m.kick()
 	return m, nil
+}
+
+// mkdirDurably creates dir if it does not exist, and fsyncs its parent so
+// that a power loss cannot take the new directory, with the records and
+// files then fsynced in it, away.
+func mkdirDurably(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	return wal.SyncDir(filepath.Dir(filepath.Clean(dir)))
 }
 
 // Close cancels the running job, which is left running in its record (a

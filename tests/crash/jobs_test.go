@@ -107,7 +107,7 @@ func boltCheck(t testing.TB, k *kvd) *kvd {
 	return startKVD(t, k.cfg)
 }
 
-// writeImportFile writes n NDJSON records of 100-byte values.
+// writeImportFile writes n NDJSON records of 100-byte values, durably.
 func writeImportFile(t testing.TB, path, prefix string, n int) {
 	t.Helper()
 	var b bytes.Buffer
@@ -118,6 +118,8 @@ func writeImportFile(t testing.TB, path, prefix string, n int) {
 	if err := os.WriteFile(path, b.Bytes(), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	syncPath(t, path) // a power loss must not take it
+	syncPath(t, filepath.Dir(path))
 }
 
 func (k *kvd) keyCount(prefix string) int {
