@@ -20,6 +20,9 @@ import (
 // recover opens the state file and replays the log records after its
 // applied revision into the memtable.
 func (db *DB) recover() error {
+	if err := db.finishRestore(); err != nil {
+		return err
+	}
 	statePath := filepath.Join(db.dir, "state.db")
 	_, statErr := os.Stat(statePath)
 	if err := checkStateFile(statePath); err != nil {

@@ -129,6 +129,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/status", "status", s.handleStatus)
 	route("GET /healthz", "healthz", s.handleHealthz)
 	s.clusterRoutes(route)
+	s.jobRoutes(route)
 	metrics := s.metrics.handler()
 	route("GET /metrics", "metrics", metrics.ServeHTTP)
 	if s.cfg.Pprof {

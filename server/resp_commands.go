@@ -114,6 +114,7 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
 		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
 	}
+	list = append(list, s.jobCommands()...)
 	m := make(map[string]*respCommand, len(list))
 	for _, cmd := range list {
 		cmd.requests = s.metrics.requests.WithLabelValues("resp", cmd.name)
@@ -471,6 +472,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 			field("state_last_corruption", oneLine(st.CorruptionErr.Error()))
 			field("state_last_corruption_time", st.CorruptionTime.Unix())
 		}
+		s.infoJobs(field)
 		field("aof_enabled", 1)
 		if st.Err != nil {
 			field("log_status", "failed")

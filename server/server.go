@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/jobs"
 )
 
 // Store is what the server needs from a key-value store. *engine.DB
@@ -142,6 +143,10 @@ type Config struct {
 	// sets it derives the store's memtable bound, RESPPendingBytes and the
 	// Go runtime's memory limit from it. 0 (not set) is reported as 0.
 	MaxMemory int64
+	// Jobs runs the background jobs served by /v1/jobs, JOB, BGSAVE and
+	// LASTSAVE (see http_jobs.go); nil: those answer that jobs are not
+	// enabled. The server does not own it: close it after Shutdown.
+	Jobs *jobs.Manager
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.

@@ -3,7 +3,8 @@
 //	kvctl [--addr host:port] [--durability sync|async] [-o text|json] COMMAND [ARGS]
 //
 // Run "kvctl --help" for the commands and "kvctl COMMAND --help" for each.
-// kvctl is built only on the kvd/client package.
+// kvctl is built on the kvd/client package; its offline commands (backup
+// status, restore) read backup files with the engine package.
 package main
 
 import (
@@ -51,6 +52,12 @@ func commands() []*command {
 		leaderCommand(),
 		clusterCommand(),
 		benchCommand(),
+		backupCommand(),
+		restoreCommand(),
+		jobCommand(),
+		importCommand(),
+		compactCommand(),
+		defragCommand(),
 	}
 }
 

@@ -22,6 +22,8 @@ const pprofOnHTTP = "http"
 // config is kvd's configuration, from flags and KVD_* environment variables.
 type config struct {
 	dataDir            string
+	backupDir          string        // jobs: backups, restore and import files; default DATA_DIR/backups
+	jobsRetain         time.Duration // jobs: how long finished job records are kept
 	listen             string
 	httpListen         string
 	commitMode         string
@@ -83,6 +85,8 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	c.flushBytes = 1 << 20
 	c.maxValueSize = server.DefaultMaxValueSize
 	fs.StringVar(&c.dataDir, "data-dir", "./kvd-data", "directory of the store (created if missing)")
+	fs.StringVar(&c.backupDir, "backup-dir", "", "directory of backups and of the files restore and import jobs read (default DATA_DIR/backups)")
+	fs.DurationVar(&c.jobsRetain, "jobs-retain", 7*24*time.Hour, "how long finished job records are kept (at most 1000 are)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "RESP (Redis protocol) listen address")
 	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8380", "HTTP/JSON listen address; empty disables HTTP")
 	fs.StringVar(&c.commitMode, "commit-mode", "sync",

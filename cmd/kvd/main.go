@@ -24,6 +24,7 @@ import (
 
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/internal/buildinfo"
+	"github.com/kvdstore/kvd/jobs"
 	"github.com/kvdstore/kvd/server"
 	"github.com/kvdstore/kvd/wal"
 )
@@ -133,6 +134,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			closeStore()
 		}
 	}()
+	// Jobs run on a single node; a cluster does not have them yet.
+	var jm *jobs.Manager
+	if db, ok := store.(*engine.DB); ok {
+		if jm, err = openJobs(cfg, db, log); err != nil {
+			return err
+		}
+		defer jm.Close() // before the store's close, deferred above: a running job stops first
+	}
 
 	srv, err := server.New(store, server.Config{
 		MaxKeySize:   opts.MaxKeySize,
@@ -151,6 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Pprof:                 cfg.pprof == pprofOnHTTP,
 		Version:               version,
 		Metrics:               metrics,
+		Jobs:                  jm,
 		Logger:                log,
 	})
 	if err != nil {
@@ -261,6 +271,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := <-errc; err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if jm != nil {
+		jm.Close()
 	}
 	err = closeStore()
 	closeStore = nil

@@ -32,14 +32,19 @@ const module = "github.com/kvdstore/kvd"
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine", "replication"}, []string{"internal/kvtest", "internal/faults"}},
+	"server": {[]string{"engine", "replication", "jobs"}, []string{"internal/kvtest", "internal/faults"}},
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
+	// jobs runs backups, restores, imports... on the store; its records
+	// are written with wal.WriteFileDurably.
+	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
-	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
-	"cmd/kvd":   {[]string{"engine", "server", "replication", "wal", "internal/buildinfo"}, nil},
-	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
+	"client":  {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
+	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "internal/buildinfo"}, nil},
+	// kvctl's offline commands (backup status, restore) read backup files
+	// with engine.
+	"cmd/kvctl": {[]string{"client", "engine", "internal/histogram", "internal/buildinfo"}, []string{"server"}},
 
 	"internal/archtest":  {nil, nil},
 	"internal/buildinfo": {nil, nil},
