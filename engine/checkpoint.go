@@ -114,6 +114,7 @@ func (db *DB) checkpoint() error {
 	}
 	db.memBytes.Add(-frozen.bytes)
 	db.applied.Store(rev)
+	db.hist.checkpointed(rev, db.hist.newOldest)
 	db.checkpoints.Add(1)
 	db.checkpointErr.Store(nil)
 	db.bpMu.Lock()
@@ -191,6 +192,9 @@ func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
 			return err == nil
 		})
 		if err != nil {
+			return err
+		}
+		if db.hist.newOldest, err = db.persistHistory(tx, rev); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))

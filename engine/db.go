@@ -49,6 +49,7 @@ type DB struct {
 	applyFailed bool
 	view        *readView // shared read transaction; nil during a checkpoint commit
 	memBytes    atomic.Int64
+	hist        history // the change history (history.go)
 
 	applied     atomic.Uint64
 	checkpoints atomic.Uint64
