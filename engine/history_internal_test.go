@@ -205,13 +205,21 @@ func TestHistoryEffects(t *testing.T) {
 	if err := db.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	r := write(func(b *Batch) { b.IncrBy([]byte("a"), 5); b.Append([]byte("b"), []byte("x")); b.Put([]byte("c"), []byte("3")) })
+	r := write(func(b *Batch) {
+		b.IncrBy([]byte("a"), 5)
+		b.Append([]byte("b"), []byte("x"))
+		b.Put([]byte("c"), []byte("3"))
+	})
 	expect(r, "put a=6 exp=0;put b=2x exp=0;put c=3 exp=0;")
 	r = write(func(b *Batch) { b.PutIf([]byte("a"), []byte("no"), IfAbsent) })
 	expect(r, "")
 	r = write(func(b *Batch) { b.Require([]byte("a"), 1); b.Put([]byte("z"), []byte("no")) })
 	expect(r, "")
-	r = write(func(b *Batch) { b.Put([]byte("c"), []byte("4")); b.Delete([]byte("c")); b.Put([]byte("d"), []byte("5")) })
+	r = write(func(b *Batch) {
+		b.Put([]byte("c"), []byte("4"))
+		b.Delete([]byte("c"))
+		b.Put([]byte("d"), []byte("5"))
+	})
 	expect(r, "del c;put d=5 exp=0;")
 	r = write(func(b *Batch) { b.DeleteAll() })
 	expect(r, "del a;del b;del d;del s;")
