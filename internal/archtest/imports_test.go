@@ -32,7 +32,9 @@ const module = "github.com/kvdstore/kvd"
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine"}, []string{"internal/kvtest", "internal/faults"}},
+	"server": {[]string{"engine", "watch"}, []string{"internal/kvtest", "internal/faults", "internal/watchcheck"}},
+	// watch fans the engine's change history out to watchers: server → watch → engine.
+	"watch": {[]string{"engine"}, []string{"internal/kvtest", "internal/watchcheck"}},
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
@@ -41,16 +43,17 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"cmd/kvd":   {[]string{"engine", "server", "wal", "internal/buildinfo"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
 
-	"internal/archtest":  {nil, nil},
-	"internal/buildinfo": {nil, nil},
-	"internal/histogram": {nil, nil},
-	"internal/kvtest":    {nil, nil},
-	"internal/faults":    {nil, nil},
-	"internal/powerfs":   {nil, nil},
+	"internal/archtest":   {nil, nil},
+	"internal/buildinfo":  {nil, nil},
+	"internal/histogram":  {nil, nil},
+	"internal/kvtest":     {nil, nil},
+	"internal/faults":     {nil, nil},
+	"internal/powerfs":    {nil, nil},
+	"internal/watchcheck": {nil, nil},
 
 	"bench/...": {[]string{"internal/histogram"}, nil},
 	// Black-box suites: they start real kvd processes.
-	"tests/...": {nil, []string{"client", "internal/kvtest", "internal/powerfs"}},
+	"tests/...": {nil, []string{"client", "internal/kvtest", "internal/powerfs", "internal/watchcheck"}},
 }
 
 // noNetworking lists the packages (with everything under them) whose
