@@ -40,7 +40,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
 	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
-	"cmd/kvd":   {[]string{"engine", "server", "wal", "internal/buildinfo"}, nil},
+	"cmd/kvd":   {[]string{"engine", "server", "wal", "watch", "internal/buildinfo"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
 
 	"internal/archtest":   {nil, nil},
