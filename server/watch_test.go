@@ -22,8 +22,8 @@ func TestChangesCommand(t *testing.T) {
 		ts := startServer(t, serverOpts{io: model})
 		c := dialRaw(t, ts.respAddr)
 		c.do("MSET", "p/1", "a", "p/2", "b", "q", "c") // 1
-		c.do("INCRBY", "n", "5")                      // 2
-		c.do("DEL", "p/1")                            // 3
+		c.do("INCRBY", "n", "5")                       // 2
+		c.do("DEL", "p/1")                             // 3
 		entry := func(rev int64, op, key string, value *string) string {
 			v := null
 			if value != nil {
