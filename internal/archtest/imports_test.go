@@ -39,7 +39,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
-	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
+	"client":    {nil, []string{"engine", "server", "internal/kvtest", "internal/faults", "internal/watchcheck"}},
 	"cmd/kvd":   {[]string{"engine", "server", "wal", "watch", "internal/buildinfo"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
 
