@@ -47,6 +47,7 @@ func commands() []*command {
 		scanCommand(),
 		syncCommand(),
 		statusCommand(),
+		watchCommand(),
 		benchCommand(),
 	}
 }
