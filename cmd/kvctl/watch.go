@@ -86,7 +86,7 @@ func watchCommand() *command {
 				return nil
 			}
 		}
-		return ctx.Err()
+		return nil // interrupted
 	}
 	return c
 }
