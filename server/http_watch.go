@@ -222,7 +222,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		for _, cs := range sets {
 			data, _ := json.Marshal(struct {
 				Rev    uint64       `json:"rev"`
-				Time   int64        `json:"time,omitempty"`
+				Time   int64        `json:"time_ms,omitempty"`
 				Events []watchEvent `json:"events"`
 			}{cs.Revision, cs.Time, jsonChanges(cs, values, false)})
 			fmt.Fprintf(bw, "id: %d\nevent: change\ndata: %s\n\n", cs.Revision, data)

@@ -181,7 +181,7 @@ func TestWatchSSE(t *testing.T) {
 	r := bufio.NewReader(resp.Body)
 	evs := readSSE(t, r, func(e sseEvent) bool { return e.event == "progress" && e.id == "2" })
 	if len(evs) != 2 || evs[0].id != "1" || evs[0].event != "change" ||
-		evs[0].data != `{"rev":1,"time":`+strings.Split(strings.Split(evs[0].data, `"time":`)[1], ",")[0]+`,"events":[{"op":"put","key":"p/1","value":"a"},{"op":"put","key":"p/2","value":"b"}]}` {
+		evs[0].data != `{"rev":1,"time_ms":`+strings.Split(strings.Split(evs[0].data, `"time_ms":`)[1], ",")[0]+`,"events":[{"op":"put","key":"p/1","value":"a"},{"op":"put","key":"p/2","value":"b"}]}` {
 		t.Fatalf("stream start: %+v", evs)
 	}
 	c.do("DEL", "p/2") // 3
