@@ -218,7 +218,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	keepAlive := time.NewTimer(sseKeepAlive)
 	defer keepAlive.Stop()
 	progressDue := true // the first position goes out at once
+	dirty := true       // written since the last flush (bw may have passed it on to w)
 	for {
+		dirty = dirty || len(sets) > 0
 		for _, cs := range sets {
 			data, _ := json.Marshal(struct {
 				Rev    uint64       `json:"rev"`
@@ -232,12 +234,14 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(bw, "id: %d\nevent: progress\ndata: {\"rev\":%d}\n\n", progress, progress)
 			lastID = progress
 			progressDue = false
+			dirty = true
 		}
-		if bw.Buffered() > 0 {
+		if dirty {
 			rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 			if bw.Flush() != nil || rc.Flush() != nil {
 				return
 			}
+			dirty = false
 			keepAlive.Reset(sseKeepAlive)
 		}
 		if len(sets) == 0 {
@@ -247,6 +251,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 				progressDue = true
 			case <-keepAlive.C:
 				bw.WriteString(": keep-alive\n\n")
+				dirty = true
 			case <-r.Context().Done():
 				return
 			case <-s.watch.done:
