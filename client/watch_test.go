@@ -88,7 +88,7 @@ func recordEvent(h *watchcheck.History, e client.WatchEvent) {
 	h.Deliveries = append(h.Deliveries, d)
 }
 
-// TestWatchResumes cuts the watch's connection 1,000 times (200 in the
+// TestWatchResumes cuts the watch's connection 1,000 times (50 in the
 // short run) at random
 // moments while batches of writes and deletes run, and checks that the
 // watch, resuming by itself each time, delivered every revision of its
@@ -111,8 +111,8 @@ func TestWatchResumes(t *testing.T) {
 
 	// 1,000 cuts take about 20-50 s (go-redis waits 10-20 ms before it
 	// reconnects): the long run (KVD_CRASH_LONG, as .ci/run sets) does
-	// them, go test ./... 200.
-	cuts := 200
+	// them, go test ./... 50.
+	cuts := 50
 	if os.Getenv("KVD_CRASH_LONG") != "" {
 		cuts = 1000
 	}
