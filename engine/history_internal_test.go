@@ -11,6 +11,18 @@ import (
 	"time"
 )
 
+// testSeed returns a random seed, or the one the environment variable env
+// gives, and logs it so that a failing run can be repeated.
+func testSeed(t testing.TB, env string) uint64 {
+	t.Helper()
+	seed := rand.Uint64()
+	if s := os.Getenv(env); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (set %s to repeat)", seed, env)
+	return seed
+}
+
 // foldedKey is a key's state as a history replayed from revision 1 leaves it.
 type foldedKey struct {
 	value   string
@@ -84,11 +96,7 @@ func checkHistory(t testing.TB, db *DB, clock *testClock, when string) []ChangeS
 // replay) and at the end after a clean close. A second DB applies the same
 // batches without restarts: the two histories must be equal.
 func TestHistoryMatchesState(t *testing.T) {
-	seed := rand.Uint64()
-	if s := os.Getenv("KVD_HISTORY_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (set KVD_HISTORY_SEED to repeat)", seed)
+	seed := testSeed(t, "KVD_HISTORY_SEED")
 	const n = 300
 	batches := randomBatches(rand.New(rand.NewPCG(seed, 0)), n)
 	var clock testClock
