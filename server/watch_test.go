@@ -251,3 +251,38 @@ func TestWatchSSE(t *testing.T) {
 		t.Fatalf("blocking read: %q, want index 7 and the new value", g)
 	}
 }
+
+// TestLivePage checks the page at /: HTML that watches with EventSource
+// and polls the status, with no outside assets; other paths stay 404.
+func TestLivePage(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	resp, err := http.Get("http://" + ts.httpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	bufio.NewReader(resp.Body).WriteTo(&b)
+	resp.Body.Close()
+	page := b.String()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{`new EventSource("/v1/watch?"`, `fetch("/v1/status")`, `fetch("/metrics")`, "kvd_commit_duration_seconds_sum"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page has no %s", want)
+		}
+	}
+	for _, outside := range []string{"http://", "https://", `src="//`, `href="//`} {
+		if strings.Contains(page, outside) {
+			t.Errorf("the page refers to an outside asset (%s)", outside)
+		}
+	}
+	resp, err = http.Get("http://" + ts.httpAddr + "/nothing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /nothing: %d, want 404", resp.StatusCode)
+	}
+}
