@@ -43,12 +43,14 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"cmd/kvd":   {[]string{"engine", "server", "wal", "watch", "internal/buildinfo"}, nil},
 	"cmd/kvctl": {[]string{"client", "internal/histogram", "internal/buildinfo"}, []string{"engine", "server"}},
 
-	"internal/archtest":   {nil, nil},
-	"internal/buildinfo":  {nil, nil},
-	"internal/histogram":  {nil, nil},
-	"internal/kvtest":     {nil, nil},
-	"internal/faults":     {nil, nil},
-	"internal/powerfs":    {nil, nil},
+	"internal/archtest":  {nil, nil},
+	"internal/buildinfo": {nil, nil},
+	"internal/histogram": {nil, nil},
+	"internal/kvtest":    {nil, nil},
+	"internal/faults":    {nil, nil},
+	"internal/powerfs":   {nil, nil},
+
+	// The watch history validator, shared by the watch tests and suites.
 	"internal/watchcheck": {nil, nil},
 
 	"bench/...": {[]string{"internal/histogram"}, nil},
