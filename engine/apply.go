@@ -114,6 +114,7 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 	grown := db.active.bytes - before
 	size, logged := db.active.bytes, db.active.logBytes
 	db.smu.Unlock()
+	db.hist.advanced()
 	db.memBytes.Add(grown)
 	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
 		db.kickCheckpoint()
@@ -185,12 +186,12 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				e.create, e.inherit = old.create, old.inherit
 			}
 		}
-		db.active.set(key, e)
+		db.setChange(key, e)
 	}
 	// setExpiry gives the live entry e of key a new expiry at revision rev.
 	setExpiry := func(key []byte, e memEntry, expires int64) {
 		if expires != 0 && expires <= now {
-			db.active.set(key, memEntry{del: true})
+			db.setChange(key, memEntry{del: true})
 			return
 		}
 		e.mod, e.expires, e.at = rev, expires, now
@@ -203,10 +204,11 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		if e.value == nil {
 			e.value = []byte{}
 		}
-		db.active.set(key, e)
+		db.setChange(key, e)
 	}
 	b.clearResults()
 	if b.requireFails(lookupEntry) {
+		db.endChanges(rev, now)
 		return nil
 	}
 	for _, op := range b.ops {
@@ -222,7 +224,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		case opDelete:
 			if e, found, _ := db.lookupLocked(key, &tx, false); found {
 				// An expired key is removed too, but did not count.
-				db.active.set(key, memEntry{del: true})
+				db.setChange(key, memEntry{del: true})
 				r.Applied = !e.expiredAt(now)
 			}
 		case opPutEx:
@@ -311,7 +313,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		case opGetDelete:
 			if e, found, _ := db.lookupLocked(key, &tx, false); found {
 				// An expired key is removed too, but had no value.
-				db.active.set(key, memEntry{del: true})
+				db.setChange(key, memEntry{del: true})
 				if !e.expiredAt(now) {
 					r.Old, r.Applied = b.keepOld(e.value), true
 				}
@@ -329,7 +331,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				// removed by a compare on its mod revision: how the
 				// sweep removes it (expiry.go).
 				if raw, ok, _ := db.lookupLocked(key, &tx, false); ok && raw.mod == op.ifRev {
-					db.active.set(key, memEntry{del: true})
+					db.setChange(key, memEntry{del: true})
 					r.Applied = true
 					break
 				}
@@ -340,7 +342,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			r.Applied = true
 			switch {
 			case op.casDel && found:
-				db.active.set(key, memEntry{del: true})
+				db.setChange(key, memEntry{del: true})
 				r.ModRevision = 0
 			case !op.casDel:
 				put(key, b.keep(op), 0)
@@ -356,6 +358,7 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		}
 		b.results = append(b.results, r)
 	}
+	db.endChanges(rev, now)
 	return nil
 }
 
@@ -434,7 +437,7 @@ func (db *DB) deleteAll(stateKeys [][]byte) int64 {
 	for k, e := range db.active.byKey {
 		if !e.del {
 			n++
-			db.active.set([]byte(k), memEntry{del: true}) // in place: no insert while ranging
+			db.setChange([]byte(k), memEntry{del: true}) // in place: no insert while ranging
 		}
 	}
 	above := func(k []byte) bool {
@@ -451,14 +454,14 @@ func (db *DB) deleteAll(stateKeys [][]byte) int64 {
 		for k, e := range db.frozen.byKey {
 			if _, ok := db.active.get([]byte(k)); !ok && !e.del {
 				n++
-				db.active.set([]byte(k), memEntry{del: true})
+				db.setChange([]byte(k), memEntry{del: true})
 			}
 		}
 	}
 	for _, k := range stateKeys {
 		if !above(k) {
 			n++
-			db.active.set(k, memEntry{del: true})
+			db.setChange(k, memEntry{del: true})
 		}
 	}
 	return n

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -157,11 +156,7 @@ func scanAt(t testing.TB, db *DB, c *testClock, ms int64) []KV {
 // (The hashes are taken with the clocks at 0, when reads see every key as
 // the batches left it, expired or not.)
 func TestApplyIsDeterministic(t *testing.T) {
-	seed := rand.Uint64()
-	if s := os.Getenv("KVD_APPLY_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (set KVD_APPLY_SEED to repeat)", seed)
+	seed := testSeed(t, "KVD_APPLY_SEED")
 	const n = 400
 	batches := randomBatches(rand.New(rand.NewPCG(seed, 0)), n)
 	rng := rand.New(rand.NewPCG(seed, 1))

@@ -125,6 +125,7 @@ func (db *DB) checkpoint() error {
 	}
 	db.memBytes.Add(-frozen.bytes)
 	db.applied.Store(rev)
+	db.hist.checkpointed(rev, db.hist.newOldest)
 	db.checkpoints.Add(1)
 	db.checkpointErr.Store(nil)
 	db.bpMu.Lock()
@@ -203,6 +204,11 @@ func (db *DB) checkpointTx(frozen *memtable, rev, index uint64) func(*bolt.Tx) e
 		})
 		if err != nil {
 			return err
+		}
+		if !db.noHistory {
+			if db.hist.newOldest, err = db.persistHistory(tx, rev); err != nil {
+				return err
+			}
 		}
 		meta := tx.Bucket(bucketMeta)
 		if db.replica != nil {

@@ -52,6 +52,10 @@ type DB struct {
 	applyFailed bool
 	view        *readView // shared read transaction; nil during a checkpoint commit
 	memBytes    atomic.Int64
+	hist        history // the change history (history.go)
+	// noHistory: checkpoints write no history (the stand-in DB that
+	// installs a snapshot's delta, which has no changes to record).
+	noHistory bool
 
 	applied     atomic.Uint64
 	checkpoints atomic.Uint64

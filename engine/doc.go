@@ -123,6 +123,31 @@
 // set again is created anew. Keys replayed from the log get the revisions
 // of the records that wrote them.
 //
+// # Change history
+//
+// For change feeds, the DB keeps what each revision changed: for each key a
+// batch changed, its new value and expiry, or its deletion (a ChangeSet;
+// the effects, not the operations: an IncrBy gives the resulting value, a
+// DeleteAll a deletion of every key it removed). DB.Changes reads them from
+// a revision on, with a key filter, whole revisions at a time; revisions
+// that changed nothing have none. They are computed as batches are applied,
+// in revision order, so every node that applies the same batches (Apply)
+// has the same history. Those of revisions not yet checkpointed are held in
+// memory (bounded, as the memtable is, by the checkpoint thresholds); a
+// checkpoint writes them to the state file's bucket "history" in its own
+// transaction and prunes it: the oldest revisions go while the history is
+// over Options.HistoryBytes (default 512 MiB), or while they are both
+// more than Options.HistoryRevisions revisions (default 100,000) and
+// Options.HistoryAge (default 5 minutes) old. Older revisions give a
+// CompactedError naming DB.OldestRevision. A store created before the
+// history existed has it from the first revision after its checkpoint.
+//
+// Changes delivers revisions up to the bound its caller gives. A watcher
+// that must never see a revision that a power loss could take back (in
+// async mode, one written but not yet fsynced) passes DurableRevision; one
+// that wants changes sooner passes WrittenRevision and accepts that
+// risk. DB.ChangesNotify returns a channel closed when either advances.
+//
 // # On disk
 //
 // The state file (DIR/state.db) is a bbolt file with a bucket "meta"

@@ -105,6 +105,11 @@ var (
 	// the record is repaired.
 	ErrCorruptValue = errors.New("engine: corrupt value in the state file")
 
+	// ErrCompacted is returned, as a *CompactedError naming the oldest
+	// revision left, by Changes for a revision older than the change
+	// history retains.
+	ErrCompacted = errors.New("engine: history compacted")
+
 	// ErrFormat is returned by Open when the state file was written by an
 	// incompatible version.
 	ErrFormat = errors.New("engine: unsupported state format")

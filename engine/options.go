@@ -120,6 +120,15 @@ type Options struct {
 	// WALRetain is how many revisions of history the log keeps after they
 	// are checkpointed. Default 0.
 	WALRetain uint64
+	// HistoryRevisions, HistoryAge and HistoryBytes are the change
+	// history's retention (see the package doc, Change history): a
+	// checkpoint drops the oldest revisions' changes while the history is
+	// over HistoryBytes, or while they are both more than HistoryRevisions
+	// revisions and more than HistoryAge old. Defaults 100,000 revisions,
+	// 5 minutes, 512 MiB.
+	HistoryRevisions uint64
+	HistoryAge       time.Duration
+	HistoryBytes     int64
 	// MaxKeySize is the longest key accepted. Default and maximum 32 KiB
 	// (the state store's limit).
 	MaxKeySize int
@@ -158,6 +167,10 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	def("FlushInterval", &o.FlushInterval, 10*time.Millisecond)
 	def("CheckpointInterval", &o.CheckpointInterval, 5*time.Second)
+	def("HistoryAge", &o.HistoryAge, 5*time.Minute)
+	if o.HistoryRevisions == 0 {
+		o.HistoryRevisions = 100_000
+	}
 	if o.GroupCommitDelay < 0 {
 		bad("GroupCommitDelay %v is negative", o.GroupCommitDelay)
 	}
@@ -174,6 +187,7 @@ func (o Options) withDefaults() (Options, error) {
 	defInt("SegmentSize", &segSize, 8<<20)
 	defInt("CheckpointBytes", &o.CheckpointBytes, 64<<20)
 	defInt("CheckpointLogBytes", &o.CheckpointLogBytes, 128<<20)
+	defInt("HistoryBytes", &o.HistoryBytes, 512<<20)
 	defInt("MaxMemtableBytes", &o.MaxMemtableBytes, max(256<<20, o.CheckpointBytes))
 	o.FlushBytes, o.SegmentSize = int(flushBytes), int(segSize)
 	if o.MaxMemtableBytes < o.CheckpointBytes {

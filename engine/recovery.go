@@ -40,6 +40,9 @@ func (db *DB) recover() error {
 	}
 	db.applied.Store(applied)
 	db.memRev = applied
+	if err := db.bdb.Update(func(tx *bolt.Tx) error { return db.openHistory(tx, applied) }); err != nil {
+		return fmt.Errorf("engine: open history: %w", err)
+	}
 
 	return db.replay(applied)
 }
@@ -184,6 +187,7 @@ func (db *DB) replay(applied uint64) error {
 		Preallocate:      db.opts.Preallocate,
 		Logger:           db.log,
 		OnWritten:        db.applyWritten,
+		OnDurable:        func(uint64) { db.hist.advanced() },
 		SyncFile:         faults.For(db.dir).SyncFile, // nil but in kvd's own tests
 	}
 	walDir := filepath.Join(db.dir, "wal")

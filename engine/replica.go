@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/kvdstore/kvd/wal"
 )
 
@@ -133,6 +135,9 @@ func (db *DB) recoverReplica() error {
 	index, err := db.stateIndex()
 	if err != nil {
 		return err
+	}
+	if err := db.bdb.Update(func(tx *bolt.Tx) error { return db.openHistory(tx, applied) }); err != nil {
+		return fmt.Errorf("engine: open history: %w", err)
 	}
 	r := db.replica
 	r.index, r.durable = index, applied
@@ -259,12 +264,19 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 	r.mu.Lock()
 	r.pending = append(r.pending, indexRev{index, rev})
 	r.mu.Unlock()
+	db.hist.advanced()
 	db.memBytes.Add(grown)
 	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
 		db.kickCheckpoint()
 	}
 	return Outcome{Revision: rev, Results: b.results, Aborted: b.aborted}, nil
 }
+
+// LogDurable tells a replica that its log has made more entries durable,
+// so that change feeds that deliver durable revisions only move on (see
+// ChangesNotify). The replica's owner calls it from its log's
+// wal.Options.OnDurable.
+func (db *DB) LogDurable() { db.hist.advanced() }
 
 // durableRev is the replica's last revision known durable in its log.
 func (r *replica) durableRev() uint64 {

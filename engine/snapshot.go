@@ -502,7 +502,7 @@ func stageSnapshot(r io.Reader, path string, durable bool) (*snapshotReader, err
 	}
 	defer bdb.Close()
 	// A minimal DB, for the checkpoint's transaction and its reports.
-	stub := &DB{log: slog.New(slog.DiscardHandler)}
+	stub := &DB{log: slog.New(slog.DiscardHandler), noHistory: true}
 	err = stub.readState(nil, func() {
 		err = bdb.Update(func(tx *bolt.Tx) error {
 			for _, b := range [][]byte{bucketKV, bucketMeta} {
@@ -516,7 +516,15 @@ func stageSnapshot(r io.Reader, path string, durable bool) (*snapshotReader, err
 			if _, err := tx.CreateBucketIfNotExists(bucketExpiry); err != nil {
 				return err
 			}
-			return stub.checkpointTx(delta, sr.info.Revision, 0)(tx)
+			if err := stub.checkpointTx(delta, sr.info.Revision, 0)(tx); err != nil {
+				return err
+			}
+			// The change history goes on after R: the snapshot holds the
+			// changes of no revision after its state section's checkpoint.
+			if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, sr.info.Revision+1))
 		})
 		if err == nil {
 			err = bdb.View(func(tx *bolt.Tx) error {

@@ -317,7 +317,10 @@ func TestRestoreOnline(t *testing.T) {
 // is there, before and after a reopen.
 func TestDefrag(t *testing.T) {
 	dir := t.TempDir()
-	db, err := engine.Open(dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	// Little change history, so that what a defrag gives back is the
+	// deleted values' space.
+	opts := engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond, HistoryBytes: 64 << 10}
+	db, err := engine.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,12 +332,12 @@ func TestDefrag(t *testing.T) {
 		}
 	}
 	db.Close()
-	db = open(t, dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	db = open(t, dir, opts)
 	for i := range 2900 {
 		db.Delete([]byte(fmt.Sprintf("big%05d", i)), engine.WriteOptions{})
 	}
 	db.Close()
-	db = open(t, dir, engine.Options{CommitMode: engine.CommitAsync, CheckpointInterval: 5 * time.Millisecond})
+	db = open(t, dir, opts)
 	stop := make(chan struct{})
 	hist := writeLoad(t, db, 7, stop)
 	rep, err := db.Defrag()

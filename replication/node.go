@@ -96,6 +96,7 @@ type Node struct {
 	advertise string
 
 	db     *engine.DB
+	dbp    atomic.Pointer[engine.DB] // db, for the log's hooks, which run before it is set
 	logs   *LogStore
 	stable *StableStore
 	snaps  raft.SnapshotStore
@@ -167,7 +168,13 @@ func Open(cfg Config) (*Node, error) {
 			n.closeStores()
 		}
 	}()
-	walOpts := wal.Options{FlushInterval: cfg.Engine.FlushInterval, Logger: logger}
+	walOpts := wal.Options{FlushInterval: cfg.Engine.FlushInterval, Logger: logger,
+		// Change feeds that deliver durable revisions only move on.
+		OnDurable: func(uint64) {
+			if db := n.dbp.Load(); db != nil {
+				db.LogDurable()
+			}
+		}}
 	if n.logs, err = OpenLogStore(filepath.Join(raftDir, "log"), 1, walOpts); err != nil {
 		return nil, err
 	}
@@ -182,6 +189,7 @@ func Open(cfg Config) (*Node, error) {
 	if n.db, err = engine.OpenReplica(cfg.Dir, engOpts, n.logs); err != nil {
 		return nil, err
 	}
+	n.dbp.Store(n.db)
 	n.fsmIndex = n.db.AppliedIndex()
 	n.logs.SetApplied(n.db.AppliedIndex)
 

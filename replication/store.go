@@ -254,3 +254,15 @@ func (s *Store) Stats() engine.Stats {
 	st.LogWriteFailures, st.LogRecordsRefused, st.LogWriteErr = ws.WriteFailures, ws.RecordsRefused, ws.LastWriteErr
 	return st
 }
+
+// Changes, ChangesNotify and OldestRevision are this node's change history
+// (engine.DB.Changes): every node applies the same batches at the same
+// revisions, so a watch on any node sees the same changes in the same
+// order. What a node has applied may lag the leader: a watch from a
+// revision it has not applied yet waits for it.
+func (s *Store) Changes(from uint64, match func(key []byte) bool, max int, upTo uint64) ([]engine.ChangeSet, uint64, error) {
+	return s.n.db.Changes(from, match, max, upTo)
+}
+
+func (s *Store) ChangesNotify() <-chan struct{} { return s.n.db.ChangesNotify() }
+func (s *Store) OldestRevision() uint64         { return s.n.db.OldestRevision() }

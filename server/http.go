@@ -69,6 +69,8 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	DELETE /v1/kv/{key}    ?durability=sync|async, ?cas=N
 //	GET    /v1/kv          ?prefix=&after=&limit=&values=text|base64|none (see listPageBytes)
 //	POST   /v1/sync        durability barrier
+//	GET    /v1/watch       change stream (SSE), GET /v1/changes long-poll (http_watch.go)
+//	GET    /               the live page (http_watch_page.go)
 //	GET    /v1/status      JSON status
 //	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed
 //	GET    /metrics        Prometheus metrics
@@ -126,6 +128,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/kv", notAllowed("GET, HEAD"))
 	route("POST /v1/sync", "sync", s.handleSync)
 	mux.HandleFunc("/v1/sync", notAllowed("POST"))
+	route("GET /{$}", "page", s.handlePage)
+	route("GET /v1/watch", "watch", s.handleWatch)
+	route("GET /v1/changes", "changes", s.handleChanges)
 	route("GET /v1/status", "status", s.handleStatus)
 	route("GET /healthz", "healthz", s.handleHealthz)
 	s.clusterRoutes(route)
@@ -401,6 +406,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	key, err := s.pathKey(r)
 	if err != nil {
 		s.fail(w, err)
+		return
+	}
+	if r.URL.Query().Has("index") && !s.blockOnKey(w, r, key) {
 		return
 	}
 	reads, err := s.readsFor(w, r)

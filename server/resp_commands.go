@@ -113,6 +113,7 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "memory", arity: -2, flags: []string{"readonly"}, run: cmdMemory},
 		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
 		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
+		{name: "changes", arity: -3, flags: []string{"readonly"}, run: cmdChanges},
 	}
 	list = append(list, s.jobCommands()...)
 	m := make(map[string]*respCommand, len(list))

@@ -27,6 +27,7 @@ import (
 
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/jobs"
+	"github.com/kvdstore/kvd/watch"
 )
 
 // Store is what the server needs from a key-value store. *engine.DB
@@ -147,6 +148,9 @@ type Config struct {
 	// LASTSAVE (see http_jobs.go); nil: those answer that jobs are not
 	// enabled. The server does not own it: close it after Shutdown.
 	Jobs *jobs.Manager
+	// Watch bounds the change feed's watchers (see package watch):
+	// kvd's --watch-max and --watch-buffer.
+	Watch watch.Options
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// Version is reported by INFO, HELLO and /v1/status.
@@ -212,6 +216,8 @@ type Server struct {
 	// loop serves RESP connections when cfg.RESPIO is "loop"; started by
 	// the first ServeRESP, under mu.
 	loop *eventLoop
+	// watch is the change feed (watch.go).
+	watch watchState
 }
 
 // New returns a Server for store. It validates cfg and reports every bad
@@ -298,6 +304,7 @@ func New(store Store, cfg Config) (*Server, error) {
 	s.cmds = s.commandTable()
 	s.setCmd = s.cmds["set"]
 	m.register(s)
+	s.initWatch()
 	return s, nil
 }
 
@@ -324,6 +331,7 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 // connections and returns ctx's error. Serve methods then return
 // ErrServerClosed. Shutdown does not close the store.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeWatch()
 	s.mu.Lock()
 	s.closing.Store(true)
 	for ln := range s.listeners {

@@ -67,6 +67,11 @@ type Options struct {
 	// to it: it tells whose record holds a revision that was refused and
 	// given again.
 	OnWritten func(first uint64, vs []any)
+	// OnDurable, if set, is called with the new durable revision each
+	// time an fsync makes records durable (Durable returns it by then),
+	// with no lock of the log held. Calls may overlap and must be quick;
+	// it must not wait for the log.
+	OnDurable func(rev uint64)
 	// SyncFile performs the fsync of a segment file. Nil means fdatasync.
 	// Tests set it to inject failures.
 	SyncFile func(f *os.File) error

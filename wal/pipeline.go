@@ -377,6 +377,9 @@ func (l *Log) fsyncClaimed(f *os.File, retired []*os.File, target, durable uint6
 	if l.opts.onSync != nil {
 		l.opts.onSync(took, int(target-durable))
 	}
+	if l.opts.OnDurable != nil {
+		l.opts.OnDurable(target)
+	}
 	return nil
 }
 

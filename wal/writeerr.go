@@ -338,5 +338,8 @@ func (l *Log) syncCut(written uint64) error {
 	if synced > 0 && l.opts.onSync != nil {
 		l.opts.onSync(took, synced)
 	}
+	if synced > 0 && l.opts.OnDurable != nil {
+		l.opts.OnDurable(written)
+	}
 	return err
 }

@@ -51,6 +51,7 @@ func commands() []*command {
 		memberCommand(),
 		leaderCommand(),
 		clusterCommand(),
+		watchCommand(),
 		benchCommand(),
 		backupCommand(),
 		restoreCommand(),

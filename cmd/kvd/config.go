@@ -32,6 +32,11 @@ type config struct {
 	groupCommitDelay   time.Duration
 	checkpointInterval time.Duration
 	walRetain          uint64
+	watchMax           int
+	watchBuffer        int
+	historyRevisions   uint64
+	historyAge         time.Duration
+	historyBytes       byteSize
 	segmentSize        byteSize
 	walPreallocate     byteSize
 	checkpointBytes    byteSize
@@ -99,6 +104,12 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second,
 		"how often committed writes are checkpointed into the state file (sooner under load: --checkpoint-bytes, --checkpoint-log-bytes)")
 	fs.Uint64Var(&c.walRetain, "wal-retain", 0, "revisions of log history kept after a checkpoint")
+	fs.IntVar(&c.watchMax, "watch-max", 10000, "most watchers (SSE streams, blocking reads) open at once")
+	fs.IntVar(&c.watchBuffer, "watch-buffer", 1024, "changes a watcher holds undelivered before it falls back to reading the history")
+	fs.Uint64Var(&c.historyRevisions, "watch-history-revisions", 100000, "change history kept for watches: at least this many revisions...")
+	fs.DurationVar(&c.historyAge, "watch-history-age", 5*time.Minute, "...or this much time, whichever keeps more...")
+	c.historyBytes = 512 << 20
+	fs.Var(&c.historyBytes, "watch-history-bytes", "...within this size")
 	c.segmentSize = 8 << 20
 	c.checkpointBytes = 64 << 20
 	c.checkpointLogBytes = 128 << 20
@@ -243,6 +254,12 @@ func (c *config) validate() []error {
 	if c.maxValueSize <= 0 || c.maxValueSize > 512<<20 {
 		errs = append(errs, errors.New("--max-value-size must be from 1 byte to 512MiB"))
 	}
+	if c.watchMax < 1 || c.watchBuffer < 1 {
+		errs = append(errs, errors.New("--watch-max and --watch-buffer must be at least 1"))
+	}
+	if c.historyRevisions < 1 || c.historyAge <= 0 || c.historyBytes < 1<<10 {
+		errs = append(errs, errors.New("--watch-history-revisions must be at least 1, --watch-history-age positive, --watch-history-bytes at least 1KiB"))
+	}
 	if c.maxClients < 1 {
 		errs = append(errs, errors.New("--max-clients must be at least 1"))
 	}
@@ -306,6 +323,9 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 		GroupCommitDelay:   c.groupCommitDelay,
 		CheckpointInterval: c.checkpointInterval,
 		WALRetain:          c.walRetain,
+		HistoryRevisions:   c.historyRevisions,
+		HistoryAge:         c.historyAge,
+		HistoryBytes:       int64(c.historyBytes),
 		SegmentSize:        int(c.segmentSize),
 		Preallocate:        preallocate(c.walPreallocate),
 		CheckpointBytes:    int64(c.checkpointBytes),

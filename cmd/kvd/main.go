@@ -27,6 +27,7 @@ import (
 	"github.com/kvdstore/kvd/jobs"
 	"github.com/kvdstore/kvd/server"
 	"github.com/kvdstore/kvd/wal"
+	"github.com/kvdstore/kvd/watch"
 )
 
 // version, if set at build time with -ldflags "-X main.version=...",
@@ -147,6 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxKeySize:   opts.MaxKeySize,
 		MaxValueSize: opts.MaxValueSize,
 		MaxClients:   cfg.maxClients,
+		Watch:        watch.Options{MaxWatchers: cfg.watchMax, Buffer: cfg.watchBuffer},
 
 		RESPIdleTimeout:       cfg.respIdleTimeout,
 		RESPPendingBytes:      int(cfg.respPendingBytes),

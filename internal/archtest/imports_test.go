@@ -32,7 +32,9 @@ const module = "github.com/kvdstore/kvd"
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine", "replication", "jobs"}, []string{"internal/kvtest", "internal/faults"}},
+	"server": {[]string{"engine", "replication", "jobs", "watch"}, []string{"internal/kvtest", "internal/faults", "internal/watchcheck"}},
+	// watch fans the engine's change history out to watchers: server → watch → engine.
+	"watch": {[]string{"engine"}, []string{"internal/kvtest", "internal/watchcheck"}},
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
 	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
@@ -40,8 +42,8 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	// are written with wal.WriteFileDurably.
 	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
-	"client":  {nil, []string{"engine", "server", "internal/kvtest", "internal/faults"}},
-	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "internal/buildinfo"}, nil},
+	"client":  {nil, []string{"engine", "server", "internal/kvtest", "internal/faults", "internal/watchcheck"}},
+	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "watch", "internal/buildinfo"}, nil},
 	// kvctl's offline commands (backup status, restore) read backup files
 	// with engine.
 	"cmd/kvctl": {[]string{"client", "engine", "internal/histogram", "internal/buildinfo"}, []string{"server"}},
@@ -53,9 +55,12 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"internal/faults":    {nil, nil},
 	"internal/powerfs":   {nil, nil},
 
+	// The watch history validator, shared by the watch tests and suites.
+	"internal/watchcheck": {nil, nil},
+
 	"bench/...": {[]string{"internal/histogram"}, nil},
 	// Black-box suites: they start real kvd processes.
-	"tests/...": {nil, []string{"client", "internal/kvtest", "internal/powerfs"}},
+	"tests/...": {nil, []string{"client", "internal/kvtest", "internal/powerfs", "internal/watchcheck"}},
 }
 
 // noNetworking lists the packages (with everything under them) whose

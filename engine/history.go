@@ -1,0 +1,507 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"slices"
+	"sort"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The change history: what each revision changed, for change feeds
+// (watches). A log record holds a batch's operations (INCR by 5, SET NX, a
+// compare-and-delete, a delete-all), whose effects depend on the state they
+// were applied to; the history holds the effects: for each key a batch
+// changed, its new value or its deletion. The engine computes them as it
+// applies a batch to the memtable (applyBatch), in revision order, on the
+// write path, in replay after a restart and under Apply alike, so that every
+// node that applies the same batches has the same history.
+//
+// The effects of revisions not yet checkpointed are held in memory; a
+// checkpoint writes those it covers to the state file's bucket "history",
+// keyed by revision, in the same transaction as the values, and prunes
+// the bucket to its retention (Options.HistoryRevisions, HistoryAge,
+// HistoryBytes). After a crash, replay from the checkpoint recomputes the
+// part held in memory. Each record of the bucket:
+//
+//	+-----------+-------------+-------------+--------------------------+
+//	| crc32c    | time        | count       | count changes            |
+//	| uint32 BE | int64 BE ms | uvarint     |                          |
+//	+-----------+-------------+-------------+--------------------------+
+//
+// and each change: flags (byte; 1: delete), key length (uvarint), key, and
+// for a put: value length (uvarint), value, expiry (int64 BE, Unix ms, 0:
+// none). The checksum is CRC-32C over the revision (its 8-byte key) and the
+// rest of the record. Revisions that changed nothing (a SET NX that found its
+// key, a transaction whose WATCH failed) have no record.
+
+// Change is one key's change in a revision: its new value, or its deletion.
+type Change struct {
+	Key []byte
+	// Value is the key's new value; nil for a deletion.
+	Value []byte
+	// Delete reports that the key was deleted (or removed on expiry).
+	Delete bool
+	// ExpiresAt is the key's new expiry time in Unix milliseconds, 0 if it
+	// has none.
+	ExpiresAt int64
+}
+
+// ChangeSet is what one revision changed, whole: every key a batch
+// changed, each once, in key order.
+type ChangeSet struct {
+	Revision uint64
+	// Time is the batch's timestamp, Unix milliseconds (0 if it had none).
+	Time    int64
+	Changes []Change
+}
+
+// CompactedError is returned by Changes for a revision older than the
+// history retains: Oldest is the oldest revision it still has. It unwraps
+// to ErrCompacted. A watcher that gets it must read the state again.
+type CompactedError struct {
+	Oldest, Requested uint64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("engine: history compacted: oldest revision %d, requested %d", e.Oldest, e.Requested)
+}
+
+// Unwrap returns ErrCompacted.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }
+
+var (
+	bucketHistory    = []byte("history")
+	keyHistoryOldest = []byte("history-oldest")
+	keyHistoryBytes  = []byte("history-bytes")
+)
+
+// histRec is the change set of one revision held in memory. Its slices are
+// never changed once it is added.
+type histRec struct {
+	rev     uint64
+	at      int64
+	changes []Change
+}
+
+// history is the in-memory part of the change history and what readers
+// need to find the rest.
+type history struct {
+	mu sync.Mutex
+	// recs holds the change sets of revisions above ckpt, ascending.
+	recs []histRec
+	// ckpt is the revision through which change sets are in the state
+	// file's bucket; oldest the oldest revision the history has.
+	ckpt, oldest uint64
+	// last is the last revision applied (with changes or not).
+	last uint64
+	// notify is closed, and replaced, when last or the durable revision
+	// advances, if someone asked for it (waited).
+	notify chan struct{}
+	waited bool
+
+	fx []Change // the changes of the batch being applied (smu held)
+	// newOldest is the oldest revision after the checkpoint in progress
+	// (the checkpointer's own).
+	newOldest uint64
+}
+
+// recordChange notes that the batch being applied at rev changes key to e
+// (a value or a deletion). Called from applyBatch with smu held.
+func (db *DB) recordChange(key []byte, e memEntry) {
+	c := Change{Key: bytes.Clone(key), Delete: e.del, ExpiresAt: e.expires}
+	if !e.del {
+		c.Value = e.value // the memtable's own, never changed in place
+		if c.Value == nil {
+			c.Value = []byte{}
+		}
+	} else {
+		c.ExpiresAt = 0
+	}
+	db.hist.fx = append(db.hist.fx, c)
+}
+
+// setChange sets key's entry in the active memtable and records the change.
+func (db *DB) setChange(key []byte, e memEntry) {
+	db.active.set(key, e)
+	db.recordChange(key, e)
+}
+
+// endChanges ends the batch applied at rev with timestamp at: its changes,
+// each key's last, go into the history, and rev becomes its last revision.
+// Called from applyBatch with smu held.
+func (db *DB) endChanges(rev uint64, at int64) {
+	h := &db.hist
+	fx := h.fx
+	h.fx = nil
+	if len(fx) > 1 {
+		// Key order, the last change of each key: the same on every node
+		// whatever the order a delete-all visited its keys in.
+		sort.SliceStable(fx, func(i, j int) bool { return bytes.Compare(fx[i].Key, fx[j].Key) < 0 })
+		out := fx[:0]
+		for i, c := range fx {
+			if i+1 < len(fx) && bytes.Equal(c.Key, fx[i+1].Key) {
+				continue
+			}
+			out = append(out, c)
+		}
+		fx = out
+	}
+	h.mu.Lock()
+	if len(fx) > 0 {
+		h.recs = append(h.recs, histRec{rev: rev, at: at, changes: fx})
+	}
+	h.last = rev
+	h.mu.Unlock()
+}
+
+// advanced wakes those waiting for the history's revisions to advance.
+func (h *history) advanced() {
+	h.mu.Lock()
+	if h.waited {
+		close(h.notify)
+		h.notify, h.waited = make(chan struct{}), false
+	}
+	h.mu.Unlock()
+}
+
+// ChangesNotify returns a channel that is closed once the written or the
+// durable revision advances after the call (the history then has more to
+// give). One channel serves every caller: taking it costs nothing per
+// watcher, and a writer closes it once whatever the number of watchers.
+func (db *DB) ChangesNotify() <-chan struct{} {
+	h := &db.hist
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.waited = true
+	return h.notify
+}
+
+// OldestRevision returns the oldest revision whose changes the history
+// still has: Changes from an older one returns a CompactedError.
+func (db *DB) OldestRevision() uint64 {
+	db.hist.mu.Lock()
+	defer db.hist.mu.Unlock()
+	return db.hist.oldest
+}
+
+// Changes returns the change sets of revisions from (inclusive) through
+// upTo that change a key for which match reports true (every key if match
+// is nil), with only those keys, in revision order, and next, the revision
+// to ask for after them. It returns at most max changes (at least one
+// revision's, never part of one: a revision is atomic), or all of them if
+// max is 0. upTo is bounded by the last revision applied; a caller passes
+// DurableRevision to see only durable revisions, WrittenRevision to see
+// them sooner (see the package doc, Change history). When it returns every
+// revision through upTo, next is upTo+1 even if the last ones changed
+// nothing that matches, so that an idle cursor moves.
+//
+// A from below the oldest revision the history retains gives a
+// CompactedError; a from above upTo gives no change sets and next = from.
+// Safe for concurrent use; the change sets belong to the caller.
+func (db *DB) Changes(from uint64, match func(key []byte) bool, max int, upTo uint64) ([]ChangeSet, uint64, error) {
+	if from == 0 {
+		from = 1
+	}
+	h := &db.hist
+	h.mu.Lock()
+	upTo = min(upTo, h.last)
+	ckpt, oldest := h.ckpt, h.oldest
+	i := sort.Search(len(h.recs), func(i int) bool { return h.recs[i].rev >= from })
+	mem := h.recs[i:len(h.recs):len(h.recs)]
+	h.mu.Unlock()
+	if from < oldest {
+		return nil, from, &CompactedError{Oldest: oldest, Requested: from}
+	}
+	if from > upTo {
+		return nil, from, nil
+	}
+	var out []ChangeSet
+	n := 0
+	next := upTo + 1
+	// add adds a change set of rev unless max is reached; it reports
+	// whether to go on.
+	add := func(rev uint64, at int64, changes []Change) bool {
+		if rev > upTo {
+			return false
+		}
+		var cs ChangeSet
+		for _, c := range changes {
+			if match == nil || match(c.Key) {
+				cs.Changes = append(cs.Changes, c)
+			}
+		}
+		if len(cs.Changes) == 0 {
+			return true
+		}
+		if max > 0 && n > 0 && n+len(cs.Changes) > max {
+			next = rev
+			return false
+		}
+		cs.Revision, cs.Time = rev, at
+		cs.Changes = copyChanges(cs.Changes)
+		out = append(out, cs)
+		n += len(cs.Changes)
+		if max > 0 && n >= max {
+			next = rev + 1
+			return false
+		}
+		return true
+	}
+	if from <= ckpt {
+		more := true
+		var err error
+		rerr := db.readState(nil, func() {
+			err = db.bdb.View(func(tx *bolt.Tx) error {
+				meta := tx.Bucket(bucketMeta)
+				if o := getUint64(meta, keyHistoryOldest); from < o {
+					return &CompactedError{Oldest: o, Requested: from}
+				}
+				c := tx.Bucket(bucketHistory).Cursor()
+				var k0 [8]byte
+				binary.BigEndian.PutUint64(k0[:], from)
+				for k, v := c.Seek(k0[:]); k != nil && more; k, v = c.Next() {
+					rev := binary.BigEndian.Uint64(k)
+					if rev > ckpt {
+						break
+					}
+					at, changes, ok := decodeHistory(k, v)
+					if !ok {
+						return fmt.Errorf("%w: history record of revision %d", ErrCorruptValue, rev)
+					}
+					more = add(rev, at, changes)
+				}
+				return nil
+			})
+		})
+		if rerr != nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, from, err
+		}
+		if !more {
+			return out, next, nil
+		}
+	}
+	for _, r := range mem {
+		if !add(r.rev, r.at, r.changes) {
+			break
+		}
+	}
+	return out, next, nil
+}
+
+// copyChanges copies cs's keys and values into one new buffer.
+func copyChanges(cs []Change) []Change {
+	size := 0
+	for _, c := range cs {
+		size += len(c.Key) + len(c.Value)
+	}
+	buf := make([]byte, 0, size)
+	out := make([]Change, len(cs))
+	for i, c := range cs {
+		out[i] = c
+		k0 := len(buf)
+		buf = append(buf, c.Key...)
+		out[i].Key = buf[k0:len(buf):len(buf)]
+		if !c.Delete {
+			v0 := len(buf)
+			buf = append(buf, c.Value...)
+			out[i].Value = buf[v0:len(buf):len(buf)]
+		}
+	}
+	return out
+}
+
+// openHistory reads the history's bounds from the state file, at Open:
+// applied is the file's applied revision. A file written before the history
+// existed has none: its history starts after applied.
+func (db *DB) openHistory(tx *bolt.Tx, applied uint64) error {
+	if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
+		return err
+	}
+	meta := tx.Bucket(bucketMeta)
+	oldest := getUint64(meta, keyHistoryOldest)
+	if oldest == 0 {
+		oldest = applied + 1
+		if err := meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
+			return err
+		}
+	}
+	// At Open, and again when a restore reopens the store: what the
+	// history held in memory was the replaced store's.
+	h := &db.hist
+	h.mu.Lock()
+	old := h.notify
+	h.recs, h.fx = nil, nil
+	h.ckpt, h.oldest, h.last = applied, oldest, applied
+	h.notify, h.waited = make(chan struct{}), false
+	h.mu.Unlock()
+	if old != nil {
+		close(old) // those waiting read the new history
+	}
+	return nil
+}
+
+// historyThrough returns the change sets held in memory through rev.
+func (h *history) through(rev uint64) []histRec {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := sort.Search(len(h.recs), func(i int) bool { return h.recs[i].rev > rev })
+	return h.recs[:i:i]
+}
+
+// checkpointed drops the change sets through rev from memory once a
+// checkpoint has written them, with the history's new oldest revision.
+func (h *history) checkpointed(rev, oldest uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := sort.Search(len(h.recs), func(i int) bool { return h.recs[i].rev > rev })
+	h.recs = slices.Clone(h.recs[i:])
+	h.ckpt, h.oldest = rev, oldest
+}
+
+// persistHistory writes the change sets held in memory through rev into
+// the bucket, in a checkpoint's transaction tx, and prunes the bucket to
+// the retention: it drops the oldest records while the history is over
+// HistoryBytes, or older than both HistoryRevisions revisions and
+// HistoryAge. It returns the history's oldest revision after it.
+func (db *DB) persistHistory(tx *bolt.Tx, rev uint64) (uint64, error) {
+	b := tx.Bucket(bucketHistory)
+	b.FillPercent = 1 // revisions only ever append
+	meta := tx.Bucket(bucketMeta)
+	total := int64(getUint64(meta, keyHistoryBytes))
+	oldest := getUint64(meta, keyHistoryOldest)
+	var buf []byte
+	for _, r := range db.hist.through(rev) {
+		k := binary.BigEndian.AppendUint64(nil, r.rev)
+		buf = appendHistory(buf[:0], k, r.at, r.changes)
+		if err := b.Put(k, bytes.Clone(buf)); err != nil {
+			return 0, err
+		}
+		total += int64(len(k) + len(buf))
+	}
+	cutAge := db.now() - db.opts.HistoryAge.Milliseconds()
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		r := binary.BigEndian.Uint64(k)
+		old := r+db.opts.HistoryRevisions <= rev && int64(binary.BigEndian.Uint64(v[4:])) < cutAge
+		if total <= db.opts.HistoryBytes && !old {
+			break
+		}
+		total -= int64(len(k) + len(v))
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+		oldest = max(oldest, r+1)
+	}
+	if err := meta.Put(keyHistoryBytes, binary.BigEndian.AppendUint64(nil, uint64(max(total, 0)))); err != nil {
+		return 0, err
+	}
+	if err := meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
+		return 0, err
+	}
+	return oldest, nil
+}
+
+func getUint64(b *bolt.Bucket, key []byte) uint64 {
+	if v := b.Get(key); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// appendHistory appends the history record of the revision keyed k to dst.
+func appendHistory(dst, k []byte, at int64, changes []Change) []byte {
+	r0 := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
+	dst = binary.AppendUvarint(dst, uint64(len(changes)))
+	for _, c := range changes {
+		if c.Delete {
+			dst = append(dst, 1)
+			dst = binary.AppendUvarint(dst, uint64(len(c.Key)))
+			dst = append(dst, c.Key...)
+			continue
+		}
+		dst = append(dst, 0)
+		dst = binary.AppendUvarint(dst, uint64(len(c.Key)))
+		dst = append(dst, c.Key...)
+		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
+		dst = append(dst, c.Value...)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(c.ExpiresAt))
+	}
+	sum := crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, dst[r0+4:])
+	binary.BigEndian.PutUint32(dst[r0:], sum)
+	return dst
+}
+
+var errShortHistory = errors.New("short history record")
+
+// decodeHistory decodes and checks the history record rec of the revision
+// keyed k. The changes alias rec.
+func decodeHistory(k, rec []byte) (at int64, changes []Change, ok bool) {
+	if len(rec) < 12 || crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, rec[4:]) != binary.BigEndian.Uint32(rec) {
+		return 0, nil, false
+	}
+	at = int64(binary.BigEndian.Uint64(rec[4:]))
+	p := rec[12:]
+	next := func(n int) ([]byte, error) {
+		if n < 0 || n > len(p) {
+			return nil, errShortHistory
+		}
+		b := p[:n:n]
+		p = p[n:]
+		return b, nil
+	}
+	uvarint := func() (int, error) {
+		v, n := binary.Uvarint(p)
+		if n <= 0 || v > uint64(len(rec)) {
+			return 0, errShortHistory
+		}
+		p = p[n:]
+		return int(v), nil
+	}
+	count, err := uvarint()
+	if err != nil {
+		return 0, nil, false
+	}
+	changes = make([]Change, 0, count)
+	for range count {
+		f, err := next(1)
+		if err != nil || f[0] > 1 {
+			return 0, nil, false
+		}
+		var c Change
+		c.Delete = f[0] == 1
+		kl, err := uvarint()
+		if err != nil {
+			return 0, nil, false
+		}
+		if c.Key, err = next(kl); err != nil {
+			return 0, nil, false
+		}
+		if !c.Delete {
+			vl, err := uvarint()
+			if err != nil {
+				return 0, nil, false
+			}
+			if c.Value, err = next(vl); err != nil {
+				return 0, nil, false
+			}
+			e, err := next(8)
+			if err != nil {
+				return 0, nil, false
+			}
+			c.ExpiresAt = int64(binary.BigEndian.Uint64(e))
+		}
+		changes = append(changes, c)
+	}
+	return at, changes, len(p) == 0
+}
