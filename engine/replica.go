@@ -3,8 +3,10 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -118,6 +120,9 @@ func OpenReplica(dir string, opts Options, log ReplicaLog) (*DB, error) {
 }
 
 func (db *DB) recoverReplica() error {
+	if err := db.finishRestore(); err != nil {
+		return err
+	}
 	statePath := filepath.Join(db.dir, "state.db")
 	_, statErr := os.Stat(statePath)
 	if err := checkStateFile(statePath); err != nil {
@@ -357,3 +362,92 @@ drain:
 // recovery): ErrLocked while a process has the store open. Close the
 // returned file to release it.
 func LockDir(dir string) (*os.File, error) { return lockDir(dir) }
+
+// ReplicaSnapshot is Snapshot for a replica: it also returns the log index
+// of the last entry the snapshot holds. Call it where no entry is being
+// applied (Raft's state machine goroutine).
+func (db *DB) ReplicaSnapshot() (*Snapshot, uint64, error) {
+	if db.replica == nil {
+		return nil, 0, errors.New("engine: ReplicaSnapshot on a DB that is not a replica")
+	}
+	s, err := db.Snapshot()
+	if err != nil {
+		return nil, 0, err
+	}
+	return s, db.AppliedIndex(), nil
+}
+
+// RestoreReplica replaces a replica's content with the snapshot read from
+// r, staged as DB.Restore stages one (a crash at any point leaves the old
+// store or the new one), and records the log index that indexOf reads
+// from the snapshot's metadata (where ReplicaSnapshot's caller put it) as
+// the last entry the replica holds: the log's entries after it are applied
+// next. A damaged or torn snapshot gives ErrBadSnapshot and changes
+// nothing. If the swap itself fails, the replica fails (ErrLogFailed).
+func (db *DB) RestoreReplica(r io.Reader, indexOf func(meta []byte) (uint64, error)) (SnapshotInfo, error) {
+	if db.replica == nil {
+		return SnapshotInfo{}, errors.New("engine: RestoreReplica on a DB that is not a replica")
+	}
+	if db.isClosed() {
+		return SnapshotInfo{}, ErrClosed
+	}
+	if err := db.failure(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	staged := filepath.Join(db.dir, restoreStaged)
+	sr, err := stageSnapshot(r, staged, true, indexOf)
+	if err != nil {
+		os.Remove(staged)
+		return SnapshotInfo{}, err
+	}
+	sum, err := fileSHA256(staged)
+	if err != nil {
+		os.Remove(staged)
+		return SnapshotInfo{}, err
+	}
+	mark, _ := json.Marshal(restoreMark{Revision: sr.info.Revision, SHA256: sum})
+
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if db.closed {
+		os.Remove(staged)
+		return SnapshotInfo{}, ErrClosed
+	}
+	close(db.stop)
+	db.wg.Wait()
+	db.smu.Lock()
+	defer db.smu.Unlock()
+	db.view.close()
+	db.view = nil
+	var errs []error
+	if err := db.bdb.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
+	}
+	db.bdb = nil
+	if len(errs) == 0 {
+		if err := wal.WriteFileDurably(filepath.Join(db.dir, restoreMarker), mark, 0o640); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// What the memtables held is in the snapshot, or replaced by it.
+	db.active, db.frozen, db.memRev, db.applyFailed = newMemtable(), nil, 0, false
+	db.memBytes.Store(0)
+	r2 := db.replica
+	r2.mu.Lock()
+	r2.pending = nil
+	r2.mu.Unlock()
+	if err := db.recoverReplica(); err != nil {
+		errs = append(errs, err)
+	}
+	db.stop = make(chan struct{})
+	if len(errs) > 0 {
+		if db.bdb == nil || db.view == nil {
+			db.active = nil // nothing to serve reads from
+		}
+		return SnapshotInfo{}, db.setFatal(fmt.Errorf("engine: restore replica: %w", errors.Join(errs...)))
+	}
+	db.wg.Add(1)
+	go db.checkpointer()
+	db.log.Info("engine: replica restored from a snapshot", "rev", sr.info.Revision, "index", db.replica.index)
+	return sr.info, nil
+}

@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -186,4 +188,82 @@ func TestReplicaRefusesSingleNodeDir(t *testing.T) {
 		db.Close()
 		t.Fatal("OpenReplica opened a single node's data directory")
 	}
+}
+
+// TestReplicaSnapshotRestore: a replica's snapshot, with the log index in
+// its metadata, installed into another replica gives the same state, the
+// index to go on from, and the revisions after it.
+func TestReplicaSnapshotRestore(t *testing.T) {
+	log := newFakeLog()
+	src, err := engine.OpenReplica(t.TempDir(), engine.Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for i := uint64(1); i <= 40; i++ {
+		if _, err := src.ApplyEntry(i*2, putPayload(fmt.Sprintf("k%d", i%25), fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.setDurable(80)
+	snap, index, err := src.ReplicaSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if index != 80 {
+		t.Fatalf("snapshot at index %d, want 80", index)
+	}
+	snap.SetMetadata(binary.BigEndian.AppendUint64(nil, index))
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap.Close()
+	indexOf := func(meta []byte) (uint64, error) { return binary.BigEndian.Uint64(meta), nil }
+
+	dstLog := newFakeLog()
+	dst, err := engine.OpenReplica(t.TempDir(), engine.Options{}, dstLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	// Something to be replaced.
+	if _, err := dst.ApplyEntry(1, putPayload("stale", "x")); err != nil {
+		t.Fatal(err)
+	}
+	dstLog.setDurable(1)
+	bad := bytes.Clone(buf.Bytes())
+	bad[len(bad)/2] ^= 1
+	if _, err := dst.RestoreReplica(bytes.NewReader(bad), indexOf); !errors.Is(err, engine.ErrBadSnapshot) {
+		t.Fatalf("restore of a damaged snapshot: %v, want ErrBadSnapshot", err)
+	}
+	if _, err := dst.Get([]byte("stale")); err != nil {
+		t.Fatalf("a refused restore changed the replica: %v", err)
+	}
+	info, err := dst.RestoreReplica(bytes.NewReader(buf.Bytes()), indexOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Revision != 40 || dst.AppliedIndex() != 80 || dst.WrittenRevision() != 40 {
+		t.Fatalf("restored at revision %d, index %d, written %d; want 40, 80, 40", info.Revision, dst.AppliedIndex(), dst.WrittenRevision())
+	}
+	if _, err := dst.Get([]byte("stale")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("a key the snapshot lacks survived the restore: %v", err)
+	}
+	for i := 16; i <= 40; i++ {
+		k := fmt.Sprintf("k%d", i%25)
+		want, _ := src.Get([]byte(k))
+		got, err := dst.Get([]byte(k))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s = %q, %v; want %q", k, got, err, want)
+		}
+	}
+	if _, err := dst.ApplyEntry(80, putPayload("k", "again")); !errors.Is(err, engine.ErrAlreadyApplied) {
+		t.Fatalf("entry 80 after the restore: %v, want ErrAlreadyApplied", err)
+	}
+	o, err := dst.ApplyEntry(81, putPayload("k", "next"))
+	if err != nil || o.Revision != 41 {
+		t.Fatalf("entry 81 after the restore: revision %d, %v; want 41", o.Revision, err)
+	}
+	dstLog.setDurable(81)
 }

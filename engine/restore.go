@@ -56,7 +56,7 @@ func RestoreSnapshot(r io.Reader, dir string) (SnapshotInfo, error) {
 	}
 	defer lock.Close()
 	staged := filepath.Join(dir, restoreStaged)
-	sr, err := stageSnapshot(r, staged, true)
+	sr, err := stageSnapshot(r, staged, true, nil)
 	if err != nil {
 		os.Remove(staged)
 		return SnapshotInfo{}, err
@@ -86,7 +86,7 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 		return SnapshotInfo{}, err
 	}
 	staged := filepath.Join(db.dir, restoreStaged)
-	sr, err := stageSnapshot(r, staged, true)
+	sr, err := stageSnapshot(r, staged, true, nil)
 	if err != nil {
 		os.Remove(staged)
 		return SnapshotInfo{}, err

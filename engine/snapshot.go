@@ -455,7 +455,7 @@ func ReadSnapshotInfo(r io.Reader) (SnapshotInfo, error) {
 		return SnapshotInfo{}, fmt.Errorf("engine: snapshot info: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	sr, err := stageSnapshot(r, filepath.Join(tmp, "state.db"), false)
+	sr, err := stageSnapshot(r, filepath.Join(tmp, "state.db"), false, nil)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -467,7 +467,10 @@ func ReadSnapshotInfo(r io.Reader) (SnapshotInfo, error) {
 // checkpoint would, with the snapshot's revision as the applied revision.
 // With durable the file is fsynced. It returns the reader, whose info
 // has Keys set. On error the file may exist and should be removed.
-func stageSnapshot(r io.Reader, path string, durable bool) (*snapshotReader, error) {
+//
+// With replicaIndex set, the file is a replica's: replicaIndex gives, from
+// the snapshot's metadata, the log index the file holds the store at.
+func stageSnapshot(r io.Reader, path string, durable bool, replicaIndex func(meta []byte) (uint64, error)) (*snapshotReader, error) {
 	sr := newSnapshotReader(r)
 	if err := sr.header(); err != nil {
 		return nil, err
@@ -523,6 +526,15 @@ func stageSnapshot(r io.Reader, path string, durable bool) (*snapshotReader, err
 			// changes of no revision after its state section's checkpoint.
 			if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
 				return err
+			}
+			if replicaIndex != nil {
+				index, err := replicaIndex(sr.info.Metadata)
+				if err != nil {
+					return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+				}
+				if err := tx.Bucket(bucketMeta).Put(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index)); err != nil {
+					return err
+				}
 			}
 			return tx.Bucket(bucketMeta).Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, sr.info.Revision+1))
 		})

@@ -90,7 +90,15 @@ type LogStore struct {
 	// an applied entry (see DeleteRange).
 	applied  atomic.Pointer[func() uint64]
 	diverged atomic.Pointer[error]
+	// wipe allows the next deletion of the whole log without the
+	// divergence check: Raft's, after it installed a snapshot.
+	wipe atomic.Bool
 }
+
+// expectWipe allows the next deletion of the whole log (after a snapshot
+// is installed, the state machine holds every entry, and Raft deletes
+// them all).
+func (s *LogStore) expectWipe() { s.wipe.Store(true) }
 
 // ErrDiverged: this node's log or state holds entries that the cluster's
 // leader does not: after a power loss of a majority in async mode, a node
@@ -230,6 +238,7 @@ func (s *LogStore) StoreLogs(entries []*raft.Log) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.wipe.Store(false) // a wipe comes before the next append, or not at all
 	next := entries[0].Index
 	for i, e := range entries {
 		if e.Index != next+uint64(i) {
@@ -300,7 +309,8 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	first, last := s.bounds()
-	if f := s.applied.Load(); f != nil && first != 0 && max >= last && min <= last {
+	wipe := min <= first && max >= last && s.wipe.Swap(false)
+	if f := s.applied.Load(); f != nil && !wipe && first != 0 && max >= last && min <= last {
 		if applied := (*f)(); min <= applied {
 			err := fmt.Errorf("%w: the leader replaces entries %d..%d, and entries up to %d are applied here", ErrDiverged, min, last, applied)
 			s.diverged.CompareAndSwap(nil, &err)

@@ -72,6 +72,16 @@ type Config struct {
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout override
 	// hashicorp/raft's defaults (1 s, 1 s, 500 ms) when not zero.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is how many entries the log holds beyond the last
+	// snapshot before a node takes another (default 65,536), checked every
+	// SnapshotInterval (default 2 minutes); TrailingLogs how many entries
+	// it keeps below a snapshot, for followers a little behind (default
+	// 10,240). A snapshot is the state file (KVDSNAP, see engine.Snapshot):
+	// a follower too far behind, or a new member, is sent one instead of
+	// the entries the log no longer holds.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// ApplyTimeout bounds a write's wait for the leader (forwarding, a
 	// full queue) and a read's for its read index. Default 10 s.
 	ApplyTimeout time.Duration
@@ -168,21 +178,32 @@ func Open(cfg Config) (*Node, error) {
 			n.closeStores()
 		}
 	}()
-	walOpts := wal.Options{FlushInterval: cfg.Engine.FlushInterval, Logger: logger,
+	// The Raft log takes the engine's log options.
+	walOpts := wal.Options{FlushInterval: cfg.Engine.FlushInterval, FlushBytes: cfg.Engine.FlushBytes,
+		SegmentSize: cfg.Engine.SegmentSize, GroupCommitDelay: cfg.Engine.GroupCommitDelay,
+		Preallocate: cfg.Engine.Preallocate, Logger: logger,
 		// Change feeds that deliver durable revisions only move on.
 		OnDurable: func(uint64) {
 			if db := n.dbp.Load(); db != nil {
 				db.LogDurable()
 			}
 		}}
-	if n.logs, err = OpenLogStore(filepath.Join(raftDir, "log"), 1, walOpts); err != nil {
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, 1, hclog.NewNullLogger()); err != nil {
+		return nil, fmt.Errorf("replication: snapshot store: %w", err)
+	}
+	// The log must hold the entries after the newest snapshot; those below
+	// it may have been compacted away.
+	from := uint64(1)
+	if metas, err := n.snaps.List(); err != nil {
+		return nil, fmt.Errorf("replication: list snapshots: %w", err)
+	} else if len(metas) > 0 {
+		from = metas[0].Index + 1
+	}
+	if n.logs, err = OpenLogStore(filepath.Join(raftDir, "log"), from, walOpts); err != nil {
 		return nil, err
 	}
 	if n.stable, err = OpenStableStore(filepath.Join(raftDir, "stable")); err != nil {
 		return nil, err
-	}
-	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, 1, hclog.NewNullLogger()); err != nil {
-		return nil, fmt.Errorf("replication: snapshot store: %w", err)
 	}
 	engOpts := cfg.Engine
 	engOpts.Logger = logger
@@ -203,8 +224,16 @@ func Open(cfg Config) (*Node, error) {
 	rc.LocalID = n.id
 	rc.NoSnapshotRestoreOnStart = true // the state file is the state machine
 	rc.BatchApplyCh = true             // concurrent writes reach the leader loop together
-	rc.SnapshotThreshold = 1 << 62     // snapshots are not taken yet: see the package doc
-	rc.SnapshotInterval = 24 * time.Hour
+	rc.SnapshotThreshold, rc.SnapshotInterval, rc.TrailingLogs = 65536, 2*time.Minute, 10240
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	rc.Logger = hclog.NewNullLogger()
 	if cfg.RaftLog != nil {
 		rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: cfg.RaftLog})
@@ -217,6 +246,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.LeaderLeaseTimeout > 0 {
 		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if err := n.restoreNewerSnapshot(); err != nil {
+		return nil, err
 	}
 	existing, err := raft.HasExistingState(n.logs, n.stable, n.snaps)
 	if err != nil {
@@ -427,7 +459,8 @@ func (n *Node) removeExpired() {
 
 // ---- the state machine ----
 
-// fsm is the Node as Raft's state machine.
+// fsm is the Node as Raft's state machine. Its Apply, Snapshot and
+// Restore run on Raft's state machine goroutine, one at a time.
 type fsm Node
 
 // applied is the answer of the state machine to a command.
@@ -457,13 +490,80 @@ func (f *fsm) Apply(l *raft.Log) any {
 // index of a configuration entry reaches fsmIndex too.
 func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) { (*Node)(f).advance(index) }
 
+// Snapshot captures the state machine, cheaply (engine.ReplicaSnapshot:
+// the memtables' entries and a read transaction of the state file), with
+// the log index it holds in the snapshot's metadata; Persist streams it.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	return nil, errors.New("replication: snapshots are not supported yet")
+	s, index, err := f.db.ReplicaSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetMetadata(binary.BigEndian.AppendUint64(nil, index)); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return fsmSnapshot{s}, nil
 }
 
+// Restore replaces the state machine with a snapshot from the leader (a
+// follower too far behind, a new member) or from the store at start.
 func (f *fsm) Restore(rc io.ReadCloser) error {
-	rc.Close()
-	return errors.New("replication: snapshots are not supported yet")
+	defer rc.Close()
+	n := (*Node)(f)
+	// Raft deletes the whole log after installing a snapshot: not a
+	// divergence, though the state machine then holds every entry.
+	n.logs.expectWipe()
+	info, err := n.db.RestoreReplica(rc, snapshotIndex)
+	if err != nil {
+		return err
+	}
+	n.advance(n.db.AppliedIndex())
+	n.log.Info("replication: installed a snapshot", "revision", info.Revision, "index", n.db.AppliedIndex())
+	return nil
+}
+
+// snapshotIndex reads the log index from a snapshot's metadata.
+func snapshotIndex(meta []byte) (uint64, error) {
+	if len(meta) != 8 {
+		return 0, fmt.Errorf("replication: snapshot metadata of %d bytes, want the 8 of a log index", len(meta))
+	}
+	return binary.BigEndian.Uint64(meta), nil
+}
+
+type fsmSnapshot struct{ s *engine.Snapshot }
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.s.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s fsmSnapshot) Release() { s.s.Close() }
+
+// restoreNewerSnapshot runs at start: if the newest snapshot holds more
+// than the state file (a restart after the log below the snapshot was
+// compacted, before the state file caught up), the state file is
+// restored from it, since Raft applies only the entries after a snapshot.
+func (n *Node) restoreNewerSnapshot() error {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	if metas[0].Index <= n.db.AppliedIndex() {
+		return nil
+	}
+	_, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("replication: open snapshot %s: %w", metas[0].ID, err)
+	}
+	defer rc.Close()
+	if _, err := n.db.RestoreReplica(rc, snapshotIndex); err != nil {
+		return fmt.Errorf("replication: restore the state from snapshot %s: %w", metas[0].ID, err)
+	}
+	n.fsmIndex = n.db.AppliedIndex()
+	return nil
 }
 
 func (n *Node) advance(index uint64) {

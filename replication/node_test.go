@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/internal/kvtest"
 )
@@ -23,7 +25,13 @@ func testNodeConfig(dir string) Config {
 		ElectionTimeout:    400 * time.Millisecond,
 		LeaderLeaseTimeout: 200 * time.Millisecond,
 		ApplyTimeout:       10 * time.Second,
-		Engine:             engine.Options{FlushInterval: 5 * time.Millisecond},
+		// Small, so that the tests take snapshots, compact the log and
+		// send snapshots to followers behind.
+		SnapshotThreshold: 64,
+		SnapshotInterval:  100 * time.Millisecond,
+		TrailingLogs:      16,
+		// Small segments, so that compacting the log drops entries.
+		Engine: engine.Options{FlushInterval: 5 * time.Millisecond, SegmentSize: 16 << 10},
 	}
 }
 
@@ -379,4 +387,60 @@ func TestRecoverLostQuorum(t *testing.T) {
 	if ms, _ := n.Members(); len(ms) != 1 {
 		t.Fatalf("the recovered cluster has members %+v, want the survivor alone", ms)
 	}
+}
+
+// TestClusterSnapshotCatchUp: a follower stopped while the others write
+// and compact their logs past what it has gets a snapshot when it comes
+// back, and ends with every write; the leader's own restart starts from
+// its state file and snapshot.
+func TestClusterSnapshotCatchUp(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.leader()
+	f := (l + 1) % 3
+	put(t, c.nodes[l].Store(Linearizable), "first", "v", engine.DurabilitySync)
+	kvtest.Eventually(t, 10*time.Second, "the follower to apply the first write", func() bool {
+		return c.nodes[f].DB().WrittenRevision() == 1
+	})
+	c.nodes[f].Close()
+	c.nodes[f] = nil
+	s := c.nodes[l].Store(Linearizable)
+	for i := range 400 {
+		put(t, s, fmt.Sprintf("k%03d", i), fmt.Sprint(i), engine.DurabilityAsync)
+	}
+	kvtest.Eventually(t, 20*time.Second, "the leader to compact its log past the follower", func() bool {
+		first, _ := c.nodes[l].logs.FirstIndex()
+		return first > 100 && len(c.nodes[l].snapshots()) > 0
+	})
+	c.restart(f)
+	kvtest.Eventually(t, 30*time.Second, "the follower to catch up", func() bool {
+		return c.nodes[f].DB().WrittenRevision() == 401
+	})
+	for _, i := range []int{0, 199, 399} {
+		e, err := c.nodes[f].DB().GetEntry([]byte(fmt.Sprintf("k%03d", i)))
+		if err != nil || string(e.Value) != fmt.Sprint(i) || e.ModRevision != uint64(i+2) {
+			t.Fatalf("k%03d on the caught-up follower: %q at %d, %v", i, e.Value, e.ModRevision, err)
+		}
+	}
+	// Every node restarts from its state file (and its snapshot) and keeps
+	// taking writes.
+	for i := range c.nodes {
+		c.nodes[i].Close()
+		c.nodes[i] = nil
+	}
+	for i := range c.nodes {
+		c.restart(i)
+	}
+	l = c.leader()
+	put(t, c.nodes[l].Store(Linearizable), "after", "v", engine.DurabilitySync)
+	for i, n := range c.nodes {
+		st := n.Store(Linearizable)
+		if cnt, err := st.Count(); err != nil || cnt != 402 {
+			t.Fatalf("node %d holds %d keys after the restart (%v), want 402", i+1, cnt, err)
+		}
+	}
+}
+
+func (n *Node) snapshots() []*raft.SnapshotMeta {
+	metas, _ := n.snaps.List()
+	return metas
 }

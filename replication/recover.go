@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/kvdstore/kvd/engine"
@@ -57,20 +58,34 @@ func Recover(dir string, peers []Peer) error {
 		return fmt.Errorf("replication: recover: %w", err)
 	}
 	defer lock.Close()
-	logs, err := OpenLogStore(filepath.Join(dir, "raft", "log"), 1, wal.Options{})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "raft"), 1, hclog.NewNullLogger())
+	if err != nil {
+		return fmt.Errorf("replication: recover: %w", err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("replication: recover: %w", err)
+	}
+	from, last, term := uint64(1), uint64(0), uint64(0)
+	if len(metas) > 0 {
+		from, last, term = metas[0].Index+1, metas[0].Index, metas[0].Term
+	}
+	logs, err := OpenLogStore(filepath.Join(dir, "raft", "log"), from, wal.Options{})
 	if err != nil {
 		return fmt.Errorf("replication: recover: %w", err)
 	}
 	defer logs.Close()
-	last, _ := logs.LastIndex()
+	if l, _ := logs.LastIndex(); l > last {
+		var e raft.Log
+		if err := logs.GetLog(l, &e); err != nil {
+			return fmt.Errorf("replication: recover: read the last entry: %w", err)
+		}
+		last, term = l, e.Term
+	}
 	if last == 0 {
-		return fmt.Errorf("replication: recover: %s holds no Raft log: nothing to recover", dir)
+		return fmt.Errorf("replication: recover: %s holds no Raft log nor snapshot: nothing to recover", dir)
 	}
-	var e raft.Log
-	if err := logs.GetLog(last, &e); err != nil {
-		return fmt.Errorf("replication: recover: read the last entry: %w", err)
-	}
-	entry := &raft.Log{Index: last + 1, Term: e.Term, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(conf)}
+	entry := &raft.Log{Index: last + 1, Term: term, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(conf)}
 	if err := logs.StoreLogs([]*raft.Log{entry}); err != nil { // configuration entries are fsynced
 		return fmt.Errorf("replication: recover: %w", err)
 	}
