@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -302,6 +303,9 @@ func TestChangesDurableOnly(t *testing.T) {
 		}
 		return f.Sync()
 	}})
+	var once sync.Once
+	unhold := func() { once.Do(func() { held.Store(false); close(release) }) }
+	t.Cleanup(unhold) // before the server's cleanup, which waits for the fsync
 	c := dialRaw(t, ts.respAddr)
 	c.do("SET", "a", "1") // 1
 	if err := ts.db.Sync(); err != nil {
@@ -317,8 +321,7 @@ func TestChangesDurableOnly(t *testing.T) {
 		t.Fatalf("durable, before the fsync: %q, want %q", got, want)
 	}
 	c.send("CHANGES", "FROM", "2", "BLOCK", "10000")
-	held.Store(false)
-	close(release)
+	unhold()
 	if got := c.reply(); got != put {
 		t.Fatalf("durable, after the fsync: %q, want %q", got, put)
 	}
