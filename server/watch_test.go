@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,5 +287,42 @@ func TestLivePage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET /nothing: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestChangesDurableOnly checks that a pull sees only durable revisions by
+// default: with the log's fsync held back, an async write is visible to
+// DURABILITY written and not to the default until the fsync completes
+// (and a BLOCK then wakes on it).
+func TestChangesDurableOnly(t *testing.T) {
+	var held atomic.Bool
+	release := make(chan struct{})
+	ts := startServer(t, serverOpts{engine: engine.Options{CommitMode: engine.CommitAsync}, syncFile: func(f *os.File) error {
+		if held.Load() {
+			<-release
+		}
+		return f.Sync()
+	}})
+	var once sync.Once
+	unhold := func() { once.Do(func() { held.Store(false); close(release) }) }
+	t.Cleanup(unhold) // before the server's cleanup, which waits for the fsync
+	c := dialRaw(t, ts.respAddr)
+	c.do("SET", "a", "1") // 1
+	if err := ts.db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	held.Store(true)
+	c.do("SET", "b", "2") // 2: written, its fsync held
+	put := array(integer(3), array(array(integer(2), bulk("put"), bulk("b"), bulk("2"))), integer(2))
+	if got := c.do("CHANGES", "FROM", "2", "DURABILITY", "written"); got != put {
+		t.Fatalf("DURABILITY written: %q, want %q", got, put)
+	}
+	if got, want := c.do("CHANGES", "FROM", "2"), array(integer(2), array(), integer(1)); got != want {
+		t.Fatalf("durable, before the fsync: %q, want %q", got, want)
+	}
+	c.send("CHANGES", "FROM", "2", "BLOCK", "10000")
+	unhold()
+	if got := c.reply(); got != put {
+		t.Fatalf("durable, after the fsync: %q, want %q", got, put)
 	}
 }
