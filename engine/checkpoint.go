@@ -28,12 +28,17 @@ func (db *DB) checkpointer() {
 	defer db.wg.Done()
 	t := time.NewTicker(db.opts.CheckpointInterval)
 	defer t.Stop()
+	rel := newMemReleaser() // memory.go
+	defer rel.stop()
 	backoff := false
 	for {
 		select {
 		case <-db.stop:
 			return
 		case <-t.C:
+		case now := <-rel.due():
+			rel.release(now)
+			continue
 		case <-db.kick:
 			if backoff {
 				continue
@@ -42,7 +47,13 @@ func (db *DB) checkpointer() {
 		if db.failure() != nil {
 			continue
 		}
+		held, cps := db.memBytes.Load(), db.checkpoints.Load()
 		err := db.checkpoint()
+		if db.opts.ReleaseMemory && db.checkpoints.Load() != cps {
+			// What the memtables hold less: less than the checkpoint
+			// dropped when writes went on meanwhile, exact once they stop.
+			rel.checkpointed(held-db.memBytes.Load(), time.Now())
+		}
 		backoff = err != nil
 		if err != nil && db.failure() != nil {
 			db.log.Error("engine: checkpoint failed; writes refused until restart", "err", err)

@@ -132,3 +132,84 @@ func heapLive(t testing.TB) uint64 {
 	}
 	return s[0].Value.Uint64()
 }
+
+// TestMemoryReturnedAfterLoad: with Options.ReleaseMemory, the heap that a
+// write load's memtables held is returned to the system soon after the
+// load stops, not kept until the runtime's next collection (up to two
+// minutes away in an idle process). It writes 96 MiB of new keys under
+// memtables of 32 MiB, then waits for the heap the runtime holds from the
+// system (live objects, garbage and free spans not yet released) to fall
+// under a bound that a memtable's worth of garbage passes; a test that
+// releases nothing holds the last collection's goal, about twice a
+// memtable.
+//
+// It runs in a process of its own: the heap it reads is the process's.
+func TestMemoryReturnedAfterLoad(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
+	const (
+		writers = 2
+		valSize = 1 << 10
+		maxMem  = 32 << 20
+		puts    = 96 << 20 / valSize
+		// What a DB with empty memtables and the test binary hold: the
+		// log's segment in memory (1 MiB here), the read view, the
+		// runtime's own. A memtable's worth of garbage passes it.
+		heldBound = 16 << 20
+	)
+	db := open(t, t.TempDir(), engine.Options{
+		CommitMode:         engine.CommitAsync,
+		CheckpointBytes:    maxMem / 2,
+		MaxMemtableBytes:   maxMem,
+		CheckpointInterval: 200 * time.Millisecond,
+		SegmentSize:        1 << 20,
+		ReleaseMemory:      true,
+	})
+	val := bytes.Repeat([]byte("v"), valSize)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range puts / writers {
+				if _, err := db.Put(fmt.Appendf(nil, "w%d-%08d", w, i), val, engine.WriteOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	t.Logf("after the load: heap held %d MiB, checkpoints %d", heapHeld(t)>>20, db.Stats().Checkpoints)
+	// The last checkpoint comes within CheckpointInterval, the release a
+	// second after it (or ten after the previous one).
+	kvtest.Eventually(t, 20*time.Second, "the heap held to fall under 16 MiB", func() bool {
+		return heapHeld(t) <= heldBound && db.Stats().MemtableBytes == 0
+	})
+	t.Logf("%v after the load: heap held %d MiB", time.Since(end).Round(100*time.Millisecond), heapHeld(t)>>20)
+}
+
+// heapHeld is the heap memory the runtime holds from the system: objects
+// (live or garbage not yet collected) and free spans not yet released.
+func heapHeld(t testing.TB) uint64 {
+	t.Helper()
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	metrics.Read(s)
+	var n uint64
+	for _, v := range s {
+		if v.Value.Kind() != metrics.KindUint64 {
+			t.Fatalf("runtime/metrics: no %s", v.Name)
+		}
+		n += v.Value.Uint64()
+	}
+	return n
+}
