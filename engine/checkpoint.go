@@ -103,7 +103,8 @@ func (db *DB) checkpoint() error {
 	// their create revisions, and the pages it rewrites): a damaged one
 	// gives ErrCorruptState, which fails the DB (see fault.go).
 	var err error
-	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev)) })
+	var keys, n int64 // what the checkpoint adds to the state file's data
+	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev, &keys, &n)) })
 	if gerr != nil {
 		err = gerr
 	}
@@ -124,6 +125,8 @@ func (db *DB) checkpoint() error {
 		return db.setFatal(fmt.Errorf("engine: begin read view: %w", verr))
 	}
 	db.memBytes.Add(-frozen.bytes)
+	db.data.keys.Add(keys)
+	db.data.bytes.Add(n)
 	db.applied.Store(rev)
 	db.checkpoints.Add(1)
 	db.checkpointErr.Store(nil)
@@ -149,10 +152,16 @@ func (db *DB) checkpoint() error {
 }
 
 // checkpointTx is the transaction of a checkpoint: it writes frozen's
-// entries as value records and rev as the applied revision.
-func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
+// entries as value records and rev as the applied revision, and counts in
+// *keys and *n the keys and bytes it adds to the state file's data (both
+// may be negative; diskusage.go).
+func (db *DB) checkpointTx(frozen *memtable, rev uint64, keys, n *int64) func(*bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
+		*keys, *n = 0, 0
+		if first, _, ok := frozen.ordered().Min(); ok {
+			kv.FillPercent = db.fillPercent(kv, first)
+		}
 		var err error
 		var arena []byte // bbolt keeps the records until the commit
 		exp := tx.Bucket(bucketExpiry)
@@ -177,10 +186,16 @@ func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
 			} else {
 				below.del = true
 			}
+			if !below.del {
+				*keys--
+				*n -= int64(len(key) + len(below.value))
+			}
 			if e.del {
 				err = kv.Delete(key)
 				return err == nil
 			}
+			*keys++
+			*n += int64(len(key) + len(e.value))
 			create := e.create
 			if e.inherit && e.inheritsFrom(below) {
 				create = below.create
@@ -202,6 +217,9 @@ func (db *DB) checkpointTx(frozen *memtable, rev uint64) func(*bolt.Tx) error {
 			return err == nil
 		})
 		if err != nil {
+			return err
+		}
+		if err := db.putStateData(tx, rev, *keys, *n); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, binary.BigEndian.AppendUint64(nil, rev))

@@ -144,6 +144,11 @@ type Options struct {
 	clock         func() time.Time
 	sweepInterval time.Duration
 	sweepLimit    int
+	// Set by the state file's layout benchmark only (memory_layout_internal_test.go):
+	// the kv bucket's fill factor (0: the engine's choice, diskusage.go) and the page size of
+	// a new state file (0: the system's page size).
+	fillPercent float64
+	pageSize    int
 }
 
 // withDefaults fills the defaults and checks every field, reporting all

@@ -58,6 +58,7 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	bdb, err := bolt.Open(statePath, 0o640, &bolt.Options{
 		InitialMmapSize: 256 << 20,
 		FreelistType:    bolt.FreelistMapType,
+		PageSize:        db.opts.pageSize,
 		Timeout:         time.Second, // DIR/LOCK already keeps other processes out
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
@@ -105,7 +106,7 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("engine: open state: %w", err)
 	}
-	return applied, nil
+	return applied, db.loadStateData(applied)
 }
 
 // migrate rewrites a state file of format 1 or 2 in the current format,
