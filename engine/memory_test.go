@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -136,14 +137,15 @@ func heapLive(t testing.TB) uint64 {
 // TestMemoryReturnedAfterLoad: with Options.ReleaseMemory, the heap that a
 // write load's memtables held is returned to the system soon after the
 // load stops, not kept until the runtime's next collection (up to two
-// minutes away in an idle process). It writes 96 MiB of new keys under
-// memtables of 32 MiB, then waits for the heap the runtime holds from the
-// system (live objects, garbage and free spans not yet released) to fall
-// under a bound that a memtable's worth of garbage passes; a test that
-// releases nothing holds the last collection's goal, about twice a
-// memtable.
+// minutes away in an idle process). The runtime's own collections are
+// off, so that only the DB's release can bring the heap down: it writes
+// 48 MiB of new keys under memtables of 16 MiB, then waits for the heap the
+// runtime holds from the system (objects live or not, free spans not yet
+// released) to fall under a bound. Without a release the heap holds all
+// that the load allocated, several times the bound.
 //
-// It runs in a process of its own: the heap it reads is the process's.
+// It runs in a process of its own: the heap it reads, and the collector it
+// turns off, are the process's.
 func TestMemoryReturnedAfterLoad(t *testing.T) {
 	if kvtest.InSubprocess(t) {
 		return
@@ -151,13 +153,16 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	const (
 		writers = 2
 		valSize = 1 << 10
-		maxMem  = 32 << 20
-		puts    = 96 << 20 / valSize
-		// What a DB with empty memtables and the test binary hold: the
-		// log's segment in memory (1 MiB here), the read view, the
-		// runtime's own. A memtable's worth of garbage passes it.
-		heldBound = 16 << 20
+		maxMem  = 16 << 20
+		puts    = 48 << 20 / valSize
+		// What a DB with empty memtables and the test binary hold (the
+		// log's segment in memory, 1 MiB here, the read view, the
+		// runtime's own: 9-14 MiB measured), and the garbage of up to
+		// releaseMinBytes of memtables checkpointed after the last
+		// release, which the DB leaves.
+		heldBound = 32 << 20
 	)
+	debug.SetGCPercent(-1)
 	db := open(t, t.TempDir(), engine.Options{
 		CommitMode:         engine.CommitAsync,
 		CheckpointBytes:    maxMem / 2,
@@ -186,10 +191,13 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	}
 	end := time.Now()
 	t.Logf("after the load: heap held %d MiB, checkpoints %d", heapHeld(t)>>20, db.Stats().Checkpoints)
-	// The last checkpoint comes within CheckpointInterval, the release a
-	// second after it (or ten after the previous one).
-	kvtest.Eventually(t, 20*time.Second, "the heap held to fall under 16 MiB", func() bool {
-		return heapHeld(t) <= heldBound && db.Stats().MemtableBytes == 0
+	kvtest.Eventually(t, 10*time.Second, "the memtables to be checkpointed", func() bool {
+		return db.Stats().MemtableBytes == 0
+	})
+	// The release comes a second after the last checkpoint, or ten after
+	// the previous release.
+	kvtest.Eventually(t, 20*time.Second, "the heap held to fall under 32 MiB", func() bool {
+		return heapHeld(t) <= heldBound
 	})
 	t.Logf("%v after the load: heap held %d MiB", time.Since(end).Round(100*time.Millisecond), heapHeld(t)>>20)
 }
