@@ -28,7 +28,7 @@ func (db *DB) checkpointer() {
 	defer db.wg.Done()
 	t := time.NewTicker(db.opts.CheckpointInterval)
 	defer t.Stop()
-	rel := newMemReleaser() // memory.go
+	rel := newMemReleaser(db.memBytes.Load) // memory.go
 	defer rel.stop()
 	backoff := false
 	for {

@@ -16,6 +16,9 @@ import (
 // after every checkpoint: under a steady write load the soft memory limit
 // already keeps the heap within the budget, and a forced collection per
 // checkpoint would only cost time and page faults as the heap grows back.
+// Writes have paused when a second passed without a checkpoint and the
+// memtables hold less than releaseMinBytes: a load that checkpoints every
+// few seconds refills them meanwhile, and puts the release off.
 const (
 	// releaseQuiet is how long after the last checkpoint the release
 	// waits: a checkpoint within it (writes go on) puts it off again.
@@ -37,24 +40,26 @@ type memReleaser struct {
 	last  time.Time // the last release
 	timer *time.Timer
 	armed bool
-	// free returns the memory (debug.FreeOSMemory; tests count calls).
+	// held reports what the memtables hold.
+	held func() int64
+	// free returns the memory (debug.FreeOSMemory).
 	free func()
 }
 
-func newMemReleaser() *memReleaser {
+func newMemReleaser(held func() int64) *memReleaser {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &memReleaser{timer: t, free: debug.FreeOSMemory}
+	return &memReleaser{timer: t, held: held, free: debug.FreeOSMemory}
 }
 
 // checkpointed records a checkpoint that dropped n bytes from the
 // memtables at time now, and (re)arms the release once enough was dropped:
 // releaseQuiet after now, and no sooner than releaseInterval after the
-// last release.
-func (r *memReleaser) checkpointed(n int64, now time.Time) {
+// last release. It returns how long the release waits (0: none armed).
+func (r *memReleaser) checkpointed(n int64, now time.Time) time.Duration {
 	r.freed += max(n, 0)
 	if r.freed < releaseMinBytes {
-		return
+		return 0
 	}
 	wait := releaseQuiet
 	if !r.last.IsZero() {
@@ -62,6 +67,7 @@ func (r *memReleaser) checkpointed(n int64, now time.Time) {
 	}
 	r.timer.Reset(wait)
 	r.armed = true
+	return wait
 }
 
 // due is the channel the armed release fires on; nil (never ready) while
@@ -73,8 +79,13 @@ func (r *memReleaser) due() <-chan time.Time {
 	return r.timer.C
 }
 
-// release returns the free heap to the system.
+// release returns the free heap to the system, unless writes go on (the
+// memtables hold releaseMinBytes again): then it waits releaseQuiet more.
 func (r *memReleaser) release(now time.Time) {
+	if r.held() >= releaseMinBytes {
+		r.timer.Reset(releaseQuiet)
+		return
+	}
 	r.armed = false
 	r.freed = 0
 	r.last = now

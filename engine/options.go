@@ -131,8 +131,9 @@ type Options struct {
 	// decides them. Reads hide expired keys either way.
 	NoExpiryRemoval bool
 	// ReleaseMemory makes the DB return to the system the memory its
-	// checkpoints free, once writes pause (a second without a checkpoint;
-	// at most once every 10 seconds): it calls debug.FreeOSMemory, a
+	// checkpoints free, once writes pause (a second without a checkpoint,
+	// and less than 4 MiB in the memtables; at most once every 10
+	// seconds): it calls debug.FreeOSMemory, a
 	// collection of the whole process's heap. Off, the freed memory stays
 	// with the Go runtime until its next collection. kvd turns it on.
 	ReleaseMemory bool
