@@ -84,24 +84,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 	per := puts / phases / writers
 	var heapPeak uint64
 	for phase := range phases {
-		var wg sync.WaitGroup
-		errs := make(chan error, writers)
-		for w := range writers {
-			wg.Go(func() {
-				for i := range per {
-					key := fmt.Appendf(nil, "p%d-w%d-%08d", phase, w, i)
-					if _, err := db.Put(key, val, engine.WriteOptions{}); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		putConcurrently(t, db, writers, per, fmt.Sprintf("p%d-", phase), val)
 		runtime.GC()
 		live := heapLive(t)
 		heapPeak = max(heapPeak, live)
@@ -120,6 +103,29 @@ func TestMemoryStaysBounded(t *testing.T) {
 	st := db.Stats()
 	if st.Checkpoints < uint64(puts*valSize/maxMem) {
 		t.Errorf("%d checkpoints for %d MiB written under a %d MiB bound", st.Checkpoints, puts*valSize>>20, maxMem>>20)
+	}
+}
+
+// putConcurrently puts n new keys, prefix then w<writer>-<i>, with val
+// from each of writers goroutines at once, and fails t on an error.
+func putConcurrently(t testing.TB, db *engine.DB, writers, n int, prefix string, val []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range n {
+				if _, err := db.Put(fmt.Appendf(nil, "%sw%d-%08d", prefix, w, i), val, engine.WriteOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
 
@@ -171,24 +177,7 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 		SegmentSize:        1 << 20,
 		ReleaseMemory:      true,
 	})
-	val := bytes.Repeat([]byte("v"), valSize)
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Go(func() {
-			for i := range puts / writers {
-				if _, err := db.Put(fmt.Appendf(nil, "w%d-%08d", w, i), val, engine.WriteOptions{}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	putConcurrently(t, db, writers, puts/writers, "", bytes.Repeat([]byte("v"), valSize))
 	end := time.Now()
 	t.Logf("after the load: heap held %d MiB, checkpoints %d", heapHeld(t)>>20, db.Stats().Checkpoints)
 	kvtest.Eventually(t, 10*time.Second, "the memtables to be checkpointed", func() bool {
