@@ -160,7 +160,6 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 		writers = 2
 		valSize = 1 << 10
 		maxMem  = 16 << 20
-		puts    = 48 << 20 / valSize
 		// What a DB with empty memtables and the test binary hold (the
 		// log's segment in memory, 1 MiB here, the read view, the
 		// runtime's own: 9-14 MiB measured), and the garbage of up to
@@ -168,6 +167,10 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 		// release, which the DB leaves.
 		heldBound = 32 << 20
 	)
+	puts := 48 << 20 / valSize
+	if raceEnabled || testing.Short() {
+		puts = 16 << 20 / valSize // still 150 MiB of heap without a release
+	}
 	debug.SetGCPercent(-1)
 	db := open(t, t.TempDir(), engine.Options{
 		CommitMode:         engine.CommitAsync,
