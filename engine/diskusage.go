@@ -35,9 +35,12 @@ const (
 )
 
 // stateData is what bucket "kv" holds: keys and their keys' and values'
-// bytes.
+// bytes. Unknown (not known) when Open could not count them, for damage
+// in a state file that did not hold the counts: then they are neither
+// reported nor written.
 type stateData struct {
 	keys, bytes atomic.Int64
+	known       atomic.Bool
 }
 
 // fillPercent is the kv bucket's fill factor for a checkpoint that writes
@@ -55,8 +58,11 @@ func (db *DB) fillPercent(kv *bolt.Bucket, first string) float64 {
 }
 
 // putStateData writes the counts of bucket kv after a checkpoint at rev
-// that changed them by keys and n bytes.
+// that changed them by keys and n bytes, if they are known.
 func (db *DB) putStateData(tx *bolt.Tx, rev uint64, keys, n int64) error {
+	if !db.data.known.Load() {
+		return nil
+	}
 	v := binary.BigEndian.AppendUint64(nil, rev)
 	v = binary.BigEndian.AppendUint64(v, uint64(db.data.keys.Load()+keys))
 	v = binary.BigEndian.AppendUint64(v, uint64(db.data.bytes.Load()+n))
@@ -64,32 +70,41 @@ func (db *DB) putStateData(tx *bolt.Tx, rev uint64, keys, n int64) error {
 }
 
 // loadStateData reads the counts of bucket kv at Open, or counts it if the
-// state file does not hold them for its applied revision.
-func (db *DB) loadStateData(applied uint64) error {
-	return db.bdb.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketMeta).Get(keyStateData)
-		if len(v) == 24 && binary.BigEndian.Uint64(v) == applied {
-			db.data.keys.Store(int64(binary.BigEndian.Uint64(v[8:])))
-			db.data.bytes.Store(int64(binary.BigEndian.Uint64(v[16:])))
-			return nil
-		}
-		var keys, n int64
-		err := tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
-			if len(v) < recordHeaderLen {
-				return fmt.Errorf("%w: a value record of %d bytes", ErrCorruptState, len(v))
+// state file does not hold them for its applied revision. Damage that
+// stops the count leaves them unknown, and Open goes on: reads of the
+// damaged keys fail as they would have.
+func (db *DB) loadStateData(applied uint64) {
+	var keys, n int64
+	counted := false
+	var err error
+	gerr := db.readState(nil, func() {
+		err = db.bdb.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketMeta).Get(keyStateData)
+			if len(v) == 24 && binary.BigEndian.Uint64(v) == applied {
+				keys, n = int64(binary.BigEndian.Uint64(v[8:])), int64(binary.BigEndian.Uint64(v[16:]))
+				return nil
 			}
-			keys++
-			n += int64(len(k) + len(v) - recordHeaderLen)
-			return nil
+			counted = true
+			return tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
+				keys++
+				n += int64(len(k) + max(len(v)-recordHeaderLen, 0))
+				return nil
+			})
 		})
-		if err != nil {
-			return fmt.Errorf("engine: count the state file's data: %w", err)
-		}
-		db.data.keys.Store(keys)
-		db.data.bytes.Store(n)
-		db.log.Info("engine: counted the state file's data", "keys", keys, "bytes", n, "rev", applied)
-		return nil
 	})
+	if gerr != nil {
+		err = gerr
+	}
+	if err != nil {
+		db.log.Warn("engine: could not count the state file's data; not reported", "err", err)
+		return
+	}
+	db.data.keys.Store(keys)
+	db.data.bytes.Store(n)
+	db.data.known.Store(true)
+	if counted {
+		db.log.Info("engine: counted the state file's data", "keys", keys, "bytes", n, "rev", applied)
+	}
 }
 
 // StateFileStats is the state file's size against the data it holds.
@@ -103,7 +118,8 @@ type StateFileStats struct {
 	// Keys is how many keys the state file holds, DataBytes their keys'
 	// and values' bytes: the logical data, without the records' revisions,
 	// expiry and checksum, and without bbolt's page layout. Writes not yet
-	// checkpointed are not counted.
+	// checkpointed are not counted. Both are -1 when unknown: Open could
+	// not count a damaged state file that did not hold the counts.
 	Keys      int64
 	DataBytes int64
 }
@@ -114,7 +130,10 @@ func (db *DB) StateFile() (StateFileStats, error) {
 	if db.isClosed() {
 		return StateFileStats{}, ErrClosed
 	}
-	st := StateFileStats{Keys: db.data.keys.Load(), DataBytes: db.data.bytes.Load()}
+	st := StateFileStats{Keys: -1, DataBytes: -1}
+	if db.data.known.Load() {
+		st.Keys, st.DataBytes = db.data.keys.Load(), db.data.bytes.Load()
+	}
 	fi, err := os.Stat(filepath.Join(db.dir, "state.db"))
 	if err != nil {
 		return st, fmt.Errorf("engine: state file: %w", err)

@@ -106,7 +106,8 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("engine: open state: %w", err)
 	}
-	return applied, db.loadStateData(applied)
+	db.loadStateData(applied)
+	return applied, nil
 }
 
 // migrate rewrites a state file of format 1 or 2 in the current format,

@@ -22,7 +22,8 @@ type DiskStatus struct {
 	StateFreeBytes int64 `json:"state_free_bytes"`
 	// StateKeys is how many keys the state file holds, StateDataBytes
 	// their keys' and values' bytes (writes not yet checkpointed are in
-	// memory, not counted).
+	// memory, not counted); -1 when the store could not count them (a
+	// damaged state file).
 	StateKeys      int64 `json:"state_keys"`
 	StateDataBytes int64 `json:"state_data_bytes"`
 }
