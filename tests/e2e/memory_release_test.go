@@ -37,26 +37,9 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	if base == 0 {
 		kvtest.Require(t, "needs RssAnon in /proc/PID/status (Linux 4.5 or later)")
 	}
-	c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	val := bytes.Repeat([]byte("v"), 1<<10)
 	const n, batch = 160_000, 200 // 160 MiB of values, every key new
 	var peak int64
-	for i := 0; i < n; i += batch {
-		kvs := make([]client.KV, batch)
-		for j := range kvs {
-			kvs[j] = client.KV{Key: fmt.Sprintf("key-%08d", i+j), Value: val}
-		}
-		if err := c.PutMany(t.Context(), kvs); err != nil {
-			t.Fatal(err)
-		}
-		if i%(50*batch) == 0 {
-			peak = max(peak, status().Memory.RSSAnonBytes)
-		}
-	}
+	writeLoad(t, p, n, batch, 50, func() { peak = max(peak, status().Memory.RSSAnonBytes) })
 	end := time.Now()
 	st := status()
 	t.Logf("anonymous memory: %d MiB before the load, %d MiB at most during it, %d MiB at its end (heap held %d MiB)",
@@ -67,4 +50,28 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	})
 	t.Logf("%v after the load: anonymous memory %d MiB, heap held %d MiB, live %d MiB", time.Since(end).Round(100*time.Millisecond),
 		st.Memory.RSSAnonBytes>>20, st.Memory.HeapTotalBytes>>20, st.Memory.HeapLiveBytes>>20)
+}
+
+// writeLoad writes n new keys key-00000000... of 1 KiB values to p, batch
+// keys to a PutMany, and calls sample before every every'th batch.
+func writeLoad(t *testing.T, p *kvtest.Proc, n, batch, every int, sample func()) {
+	t.Helper()
+	c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	val := bytes.Repeat([]byte("v"), 1<<10)
+	for i := 0; i < n; i += batch {
+		kvs := make([]client.KV, batch)
+		for j := range kvs {
+			kvs[j] = client.KV{Key: fmt.Sprintf("key-%08d", i+j), Value: val}
+		}
+		if err := c.PutMany(t.Context(), kvs); err != nil {
+			t.Fatal(err)
+		}
+		if i%(every*batch) == 0 {
+			sample()
+		}
+	}
 }
