@@ -28,12 +28,17 @@ func (db *DB) checkpointer() {
 	defer db.wg.Done()
 	t := time.NewTicker(db.opts.CheckpointInterval)
 	defer t.Stop()
+	rel := newMemReleaser(db.memBytes.Load) // memory.go
+	defer rel.stop()
 	backoff := false
 	for {
 		select {
 		case <-db.stop:
 			return
 		case <-t.C:
+		case now := <-rel.due():
+			rel.release(now)
+			continue
 		case <-db.kick:
 			if backoff {
 				continue
@@ -42,7 +47,13 @@ func (db *DB) checkpointer() {
 		if db.failure() != nil {
 			continue
 		}
+		held, cps := db.memBytes.Load(), db.checkpoints.Load()
 		err := db.checkpoint()
+		if db.opts.ReleaseMemory && db.checkpoints.Load() != cps {
+			// What the memtables hold less: less than the checkpoint
+			// dropped when writes went on meanwhile, exact once they stop.
+			rel.checkpointed(held-db.memBytes.Load(), time.Now())
+		}
 		backoff = err != nil
 		if err != nil && db.failure() != nil {
 			db.log.Error("engine: checkpoint failed; writes refused until restart", "err", err)
@@ -103,7 +114,8 @@ func (db *DB) checkpoint() error {
 	// their create revisions, and the pages it rewrites): a damaged one
 	// gives ErrCorruptState, which fails the DB (see fault.go).
 	var err error
-	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev, index)) })
+	var keys, n int64 // what the checkpoint adds to the state file's data
+	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev, index, &keys, &n)) })
 	if gerr != nil {
 		err = gerr
 	}
@@ -124,6 +136,8 @@ func (db *DB) checkpoint() error {
 		return db.setFatal(fmt.Errorf("engine: begin read view: %w", verr))
 	}
 	db.memBytes.Add(-frozen.bytes)
+	db.data.keys.Add(keys)
+	db.data.bytes.Add(n)
 	db.applied.Store(rev)
 	db.hist.checkpointed(rev, db.hist.newOldest)
 	db.checkpoints.Add(1)
@@ -150,10 +164,17 @@ func (db *DB) checkpoint() error {
 }
 
 // checkpointTx is the transaction of a checkpoint: it writes frozen's
-// entries as value records and rev as the applied revision.
-func (db *DB) checkpointTx(frozen *memtable, rev, index uint64) func(*bolt.Tx) error {
+// entries as value records, rev as the applied revision (and, for a
+// replica, index as the applied log index), and counts in *keys and *n the
+// keys and bytes it adds to the state file's data (both may be negative;
+// diskusage.go).
+func (db *DB) checkpointTx(frozen *memtable, rev, index uint64, keys, n *int64) func(*bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
+		*keys, *n = 0, 0
+		if first, _, ok := frozen.ordered().Min(); ok {
+			kv.FillPercent = db.fillPercent(kv, first)
+		}
 		var err error
 		var arena []byte // bbolt keeps the records until the commit
 		exp := tx.Bucket(bucketExpiry)
@@ -178,10 +199,16 @@ func (db *DB) checkpointTx(frozen *memtable, rev, index uint64) func(*bolt.Tx) e
 			} else {
 				below.del = true
 			}
+			if !below.del {
+				*keys--
+				*n -= int64(len(key) + len(below.value))
+			}
 			if e.del {
 				err = kv.Delete(key)
 				return err == nil
 			}
+			*keys++
+			*n += int64(len(key) + len(e.value))
 			create := e.create
 			if e.inherit && e.inheritsFrom(below) {
 				create = below.create
@@ -209,6 +236,9 @@ func (db *DB) checkpointTx(frozen *memtable, rev, index uint64) func(*bolt.Tx) e
 			if db.hist.newOldest, err = db.persistHistory(tx, rev); err != nil {
 				return err
 			}
+		}
+		if err := db.putStateData(tx, rev, *keys, *n); err != nil {
+			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		if db.replica != nil {

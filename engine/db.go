@@ -76,6 +76,8 @@ type DB struct {
 
 	expired chan expiredKey // removals queued by reads (expiry.go)
 
+	data stateData // what the state file holds (diskusage.go)
+
 	kick      chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup

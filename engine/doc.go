@@ -151,7 +151,9 @@
 // # On disk
 //
 // The state file (DIR/state.db) is a bbolt file with a bucket "meta"
-// (format, applied-revision), a bucket "kv" mapping each live key to a
+// (format, applied-revision, and state-data: the revision, the keys of
+// bucket "kv" and their keys' and values' bytes, which DB.StateFile
+// reports), a bucket "kv" mapping each live key to a
 // value record, and a bucket "expiry" indexing the keys that have an expiry
 // by time (keys of expiry uint64 BE followed by the key, empty values):
 //

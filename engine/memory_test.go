@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -83,24 +84,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 	per := puts / phases / writers
 	var heapPeak uint64
 	for phase := range phases {
-		var wg sync.WaitGroup
-		errs := make(chan error, writers)
-		for w := range writers {
-			wg.Go(func() {
-				for i := range per {
-					key := fmt.Appendf(nil, "p%d-w%d-%08d", phase, w, i)
-					if _, err := db.Put(key, val, engine.WriteOptions{}); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		putConcurrently(t, db, writers, per, fmt.Sprintf("p%d-", phase), val)
 		runtime.GC()
 		live := heapLive(t)
 		heapPeak = max(heapPeak, live)
@@ -122,6 +106,29 @@ func TestMemoryStaysBounded(t *testing.T) {
 	}
 }
 
+// putConcurrently puts n new keys, prefix then w<writer>-<i>, with val
+// from each of writers goroutines at once, and fails t on an error.
+func putConcurrently(t testing.TB, db *engine.DB, writers, n int, prefix string, val []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range n {
+				if _, err := db.Put(fmt.Appendf(nil, "%sw%d-%08d", prefix, w, i), val, engine.WriteOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 // heapLive is the heap the last garbage collection found live.
 func heapLive(t testing.TB) uint64 {
 	t.Helper()
@@ -131,4 +138,78 @@ func heapLive(t testing.TB) uint64 {
 		t.Fatalf("runtime/metrics: no %s", s[0].Name)
 	}
 	return s[0].Value.Uint64()
+}
+
+// TestMemoryReturnedAfterLoad: with Options.ReleaseMemory, the heap that a
+// write load's memtables held is returned to the system soon after the
+// load stops, not kept until the runtime's next collection (up to two
+// minutes away in an idle process). The runtime's own collections are
+// off, so that only the DB's release can bring the heap down: it writes
+// 48 MiB of new keys under memtables of 16 MiB, then waits for the heap the
+// runtime holds from the system (objects live or not, free spans not yet
+// released) to fall under a bound. Without a release the heap holds all
+// that the load allocated, several times the bound.
+//
+// It runs in a process of its own: the heap it reads, and the collector it
+// turns off, are the process's.
+func TestMemoryReturnedAfterLoad(t *testing.T) {
+	if kvtest.InSubprocess(t) {
+		return
+	}
+	const (
+		writers = 2
+		valSize = 1 << 10
+		maxMem  = 16 << 20
+		// What a DB with empty memtables and the test binary hold (the
+		// log's segment in memory, 1 MiB here, the read view, the
+		// runtime's own: 9-14 MiB measured), and the garbage of up to
+		// releaseMinBytes of memtables checkpointed after the last
+		// release, which the DB leaves.
+		heldBound = 32 << 20
+	)
+	puts := 48 << 20 / valSize
+	if raceEnabled || testing.Short() {
+		puts = 16 << 20 / valSize // still 150 MiB of heap without a release
+	}
+	debug.SetGCPercent(-1)
+	db := open(t, t.TempDir(), engine.Options{
+		CommitMode:         engine.CommitAsync,
+		CheckpointBytes:    maxMem / 2,
+		MaxMemtableBytes:   maxMem,
+		CheckpointInterval: 200 * time.Millisecond,
+		SegmentSize:        1 << 20,
+		ReleaseMemory:      true,
+	})
+	putConcurrently(t, db, writers, puts/writers, "", bytes.Repeat([]byte("v"), valSize))
+	end := time.Now()
+	t.Logf("after the load: heap held %d MiB, checkpoints %d", heapHeld(t)>>20, db.Stats().Checkpoints)
+	kvtest.Eventually(t, 10*time.Second, "the memtables to be checkpointed", func() bool {
+		return db.Stats().MemtableBytes == 0
+	})
+	// The release comes a second after the last checkpoint, or ten after
+	// the previous release.
+	kvtest.Eventually(t, 20*time.Second, "the heap held to fall under 32 MiB", func() bool {
+		return heapHeld(t) <= heldBound
+	})
+	t.Logf("%v after the load: heap held %d MiB", time.Since(end).Round(100*time.Millisecond), heapHeld(t)>>20)
+}
+
+// heapHeld is the heap memory the runtime holds from the system: objects
+// (live or garbage not yet collected) and free spans not yet released.
+func heapHeld(t testing.TB) uint64 {
+	t.Helper()
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	metrics.Read(s)
+	var n uint64
+	for _, v := range s {
+		if v.Value.Kind() != metrics.KindUint64 {
+			t.Fatalf("runtime/metrics: no %s", v.Name)
+		}
+		n += v.Value.Uint64()
+	}
+	return n
 }

@@ -139,6 +139,13 @@ type Options struct {
 	// through Apply, which gets the removals as batches of the node that
 	// decides them. Reads hide expired keys either way.
 	NoExpiryRemoval bool
+	// ReleaseMemory makes the DB return to the system the memory its
+	// checkpoints free, once writes pause (a second without a checkpoint,
+	// and less than 4 MiB in the memtables; at most once every 10
+	// seconds): it calls debug.FreeOSMemory, a collection of the whole
+	// process's heap. Off, the freed memory stays with the Go runtime
+	// until its next collection. kvd turns it on.
+	ReleaseMemory bool
 	// Logger receives the engine's messages. Nil discards them.
 	Logger *slog.Logger
 
@@ -147,6 +154,12 @@ type Options struct {
 	clock         func() time.Time
 	sweepInterval time.Duration
 	sweepLimit    int
+	// Set by the state file's layout benchmark only
+	// (memory_layout_internal_test.go): the kv bucket's fill factor (0:
+	// the engine's choice, diskusage.go) and the page size of a new state
+	// file (0: the system's page size).
+	fillPercent float64
+	pageSize    int
 }
 
 // withDefaults fills the defaults and checks every field, reporting all

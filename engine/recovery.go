@@ -64,6 +64,7 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	bdb, err := bolt.Open(statePath, 0o640, &bolt.Options{
 		InitialMmapSize: 256 << 20,
 		FreelistType:    bolt.FreelistMapType,
+		PageSize:        db.opts.pageSize,
 		Timeout:         time.Second, // DIR/LOCK already keeps other processes out
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
@@ -111,6 +112,7 @@ func (db *DB) openState(statePath string) (applied uint64, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("engine: open state: %w", err)
 	}
+	db.loadStateData(applied)
 	return applied, nil
 }
 

@@ -519,7 +519,8 @@ func stageSnapshot(r io.Reader, path string, durable bool, replicaIndex func(met
 			if _, err := tx.CreateBucketIfNotExists(bucketExpiry); err != nil {
 				return err
 			}
-			if err := stub.checkpointTx(delta, sr.info.Revision, 0)(tx); err != nil {
+			var keys, n int64
+			if err := stub.checkpointTx(delta, sr.info.Revision, 0, &keys, &n)(tx); err != nil {
 				return err
 			}
 			// The change history goes on after R: the snapshot holds the

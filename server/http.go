@@ -689,6 +689,8 @@ type Status struct {
 	Checkpoints   uint64    `json:"checkpoints"`
 	// Memory is the memory budget and the process's memory.
 	Memory MemoryStatus `json:"memory"`
+	// Disk is the state file's size against the data it holds.
+	Disk DiskStatus `json:"disk"`
 	// Recovery is what the start-up cut from the log to recover.
 	Recovery         Recovery `json:"recovery"`
 	UptimeSeconds    float64  `json:"uptime_seconds"`
@@ -783,6 +785,7 @@ func (s *Server) Status() Status {
 		MemtableBytes: st.MemtableBytes,
 		Checkpoints:   st.Checkpoints,
 		Memory:        s.memoryStatus(st.MemtableBytes, st.MaxMemtableBytes),
+		Disk:          s.diskStatus(),
 		Recovery: Recovery{Cuts: st.Recovery.Cuts, Bytes: st.Recovery.Bytes, Records: st.Recovery.Records,
 			Reason: st.Recovery.Reason},
 		UptimeSeconds:    time.Since(s.started).Seconds(),

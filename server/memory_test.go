@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 	"github.com/kvdstore/kvd/server"
 )
 
@@ -104,4 +106,49 @@ func TestMemoryReport(t *testing.T) {
 			t.Errorf("%s %v, want positive on Linux", name, v)
 		}
 	}
+}
+
+// TestDiskReport: INFO persistence, /v1/status and /metrics report the
+// state file's size against the keys and bytes it holds once they are
+// checkpointed.
+func TestDiskReport(t *testing.T) {
+	ts := startServer(t, serverOpts{engine: engine.Options{CheckpointInterval: 10 * time.Millisecond}})
+	c := dialRaw(t, ts.respAddr)
+	for _, kv := range [][2]string{{"k1", "12345"}, {"key2", strings.Repeat("v", 1000)}} {
+		if got := c.do("SET", kv[0], kv[1]); got != "+OK\r\n" {
+			t.Fatalf("SET = %q", got)
+		}
+	}
+	const keys, data = 2, 2 + 5 + 4 + 1000
+	var st server.Status
+	kvtest.Eventually(t, 10*time.Second, "the two keys to be checkpointed", func() bool {
+		r := doHTTP(t, "GET", "http://"+ts.httpAddr+"/v1/status", nil, nil)
+		if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Disk.StateKeys == keys
+	})
+	if d := st.Disk; d.StateDataBytes != data || d.StateFileBytes < data || d.StateFreeBytes < 0 || d.StateFreeBytes > d.StateFileBytes {
+		t.Errorf("/v1/status disk = %+v, want %d keys of %d bytes", d, keys, data)
+	}
+	info := c.do("INFO", "persistence")
+	for k, want := range map[string]string{"state_keys": "2", "state_data_bytes": strconv.Itoa(data)} {
+		if !strings.Contains(info, "\r\n"+k+":"+want+"\r\n") {
+			t.Errorf("INFO persistence lacks %s:%s\n%s", k, want, info)
+		}
+	}
+	if !strings.Contains(info, "\r\nstate_file_bytes:") || !strings.Contains(info, "\r\nstate_free_bytes:") {
+		t.Errorf("INFO persistence lacks state_file_bytes or state_free_bytes\n%s", info)
+	}
+	body := doHTTP(t, "GET", "http://"+ts.httpAddr+"/metrics", nil, nil).body
+	if v := metricValue(t, body, "kvd_state_keys"); v != keys {
+		t.Errorf("kvd_state_keys %v, want %d", v, keys)
+	}
+	if v := metricValue(t, body, "kvd_state_data_bytes"); v != data {
+		t.Errorf("kvd_state_data_bytes %v, want %d", v, data)
+	}
+	if v := metricValue(t, body, "kvd_state_file_bytes"); v < data {
+		t.Errorf("kvd_state_file_bytes %v, want at least %d", v, data)
+	}
+	metricValue(t, body, "kvd_state_free_bytes")
 }

@@ -89,6 +89,7 @@ func (m *Metrics) register(s *Server) {
 		&fsyncHistograms{s: s},
 		&memoryCollector{s: s},
 		&raftCollector{s: s},
+		&diskCollector{s: s},
 		stat("kvd_written_revision", "Last revision written to the write-ahead log (visible to reads).",
 			func(st engine.Stats) float64 { return float64(st.WrittenRevision) }),
 		stat("kvd_durable_revision", "Last revision known to be fsynced.",

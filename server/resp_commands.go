@@ -447,6 +447,7 @@ func cmdInfo(c *respConn, args [][]byte) {
 		field("wal_segments", st.WALSegments)
 		field("memtable_bytes", st.MemtableBytes)
 		field("checkpoints", st.Checkpoints)
+		s.infoDisk(field)
 		field("recovery_cuts", st.Recovery.Cuts)
 		field("recovery_cut_bytes", st.Recovery.Bytes)
 		field("recovery_cut_records", st.Recovery.Records)

@@ -333,6 +333,7 @@ func (c *config) engineOptions(log *slog.Logger) engine.Options {
 		MaxMemtableBytes:   c.memtableMax(),
 		MaxKeySize:         server.DefaultMaxKeySize,
 		MaxValueSize:       int(c.maxValueSize),
+		ReleaseMemory:      true,
 		Logger:             log,
 	}
 }

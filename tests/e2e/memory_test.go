@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -126,30 +124,15 @@ func TestMaxMemory(t *testing.T) {
 		// 16MiB: memtables of 4MiB, checkpoints from 1MiB.
 		const memMax = 4 << 20
 		p := startKVD(t, "", "--max-memory", "16MiB", "--commit-mode", "async")
-		c, err := client.Dial(t.Context(), p.RESPAddr, client.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		val := bytes.Repeat([]byte("v"), 1<<10)
 		const n, batch = 40_000, 100 // 40 MiB of values, ten times the memtables' share
 		var peak int64
-		for i := 0; i < n; i += batch {
-			kvs := make([]client.KV, batch)
-			for j := range kvs {
-				kvs[j] = client.KV{Key: fmt.Sprintf("key-%08d", i+j), Value: val}
-			}
-			if err := c.PutMany(t.Context(), kvs); err != nil {
+		writeLoad(t, p, n, batch, 10, func() {
+			var st memoryStatus
+			if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
 				t.Fatal(err)
 			}
-			if i%(10*batch) == 0 {
-				var st memoryStatus
-				if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
-					t.Fatal(err)
-				}
-				peak = max(peak, st.Memory.MemtableBytes)
-			}
-		}
+			peak = max(peak, st.Memory.MemtableBytes)
+		})
 		var st memoryStatus
 		if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+p.HTTPAddr+"/v1/status", &st); err != nil {
 			t.Fatal(err)
