@@ -35,7 +35,7 @@ func TestPowerLossJobs(t *testing.T) {
 			cfg := kvdConfig{dataDir: dir, mode: "sync"}
 			backups := filepath.Join(dir, "backups")
 			k := startKVD(t, cfg)
-			const base, imported = 10000, 20000
+			const base, imported = 10000, 8000
 			writeImportFile(t, filepath.Join(backups, "base.ndjson"), "base", base)
 			if r := k.waitJob(k.submitJob(`{"type":"import","name":"base.ndjson"}`).ID); r.State != "succeeded" {
 				t.Fatalf("base import: %+v", r)

@@ -164,7 +164,7 @@ func TestKill9Jobs(t *testing.T) {
 				backupName = "r.kvdsnap"
 			}
 			if typ == "import" {
-				writeImportFile(t, filepath.Join(backups, "imp.ndjson"), "imp", 40000)
+				writeImportFile(t, filepath.Join(backups, "imp.ndjson"), "imp", 20000)
 			}
 			st := newStore()
 			st.lastRev = hasLastRev(k)
@@ -224,11 +224,11 @@ func TestKill9Jobs(t *testing.T) {
 				checkArtifacts(t, backups)
 				switch typ {
 				case "import":
-					if n := k.keyCount("imp"); n != 40000 || r.Result.Keys != 40000 {
+					if n := k.keyCount("imp"); n != 20000 || r.Result.Keys != 20000 {
 						row.fail("import: %d keys", n)
-						t.Fatalf("cycle %d: resumed import (attempt %d) reports %d keys, the store has %d; want 40000", cycle, r.Attempt, r.Result.Keys, n)
+						t.Fatalf("cycle %d: resumed import (attempt %d) reports %d keys, the store has %d; want 20000", cycle, r.Attempt, r.Result.Keys, n)
 					}
-					row.count(40000, 0)
+					row.count(20000, 0)
 				case "restore":
 					extra := k.keyCount("extra")
 					if extra != 0 && extra != 200 || k.keyCount("base") != base {
