@@ -11,11 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,7 +58,8 @@ type node struct {
 	name string
 	ip   string
 	dir  string
-	raft string // cluster address, fixed after the first start
+	raft string // cluster address it listens on
+	adv  string // the address of its proxy, which it advertises (see netem)
 	p    *kvtest.Proc
 }
 
@@ -66,39 +67,53 @@ type cluster struct {
 	t     *testing.T
 	mode  string
 	nodes []*node
+	net   *netem // the proxies between the nodes
 }
-
-var raftAddrRE = regexp.MustCompile(`raft=(\S+)`)
 
 // newCluster starts three nodes in commit mode mode: n1 bootstraps, the
 // others join it.
 func newCluster(t *testing.T, mode string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, mode: mode}
-	base := t.TempDir()
+	c := &cluster{t: t, mode: mode, net: newNetem(t)}
 	for i := range 3 {
-		n := &node{name: fmt.Sprintf("n%d", i+1), ip: fmt.Sprintf("127.0.0.%d", 11+i), dir: filepath.Join(base, fmt.Sprintf("n%d", i+1))}
+		n := c.newNode(fmt.Sprintf("n%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i))
 		c.nodes = append(c.nodes, n)
 		if i == 0 {
 			c.start(n, "--bootstrap")
 		} else {
-			c.start(n, "--join", c.nodes[0].raft)
+			c.start(n, "--join", c.nodes[0].adv)
 		}
 	}
 	c.waitMembers(3)
 	return c
 }
 
-// start starts n, on its cluster address once it has one.
+// newNode returns a node on ip, not started, with a cluster port of its
+// own and a proxy in front of it (see netem).
+func (c *cluster) newNode(name, ip string) *node {
+	c.t.Helper()
+	n := &node{name: name, ip: ip, dir: filepath.Join(c.t.TempDir(), name), raft: freePort(c.t, ip)}
+	n.adv = c.net.proxy(name, ip, n.raft)
+	return n
+}
+
+// freePort returns an address on ip whose port was free a moment ago.
+func freePort(t testing.TB, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start starts n on its cluster address, advertising its proxy's.
 func (c *cluster) start(n *node, extra ...string) {
 	c.t.Helper()
-	raftAddr := n.raft
-	if raftAddr == "" {
-		raftAddr = n.ip + ":0"
-	}
 	args := []string{
 		"--listen", n.ip + ":0", "--http-listen", n.ip + ":0",
-		"--raft-listen", raftAddr, "--node-id", n.name, "--commit-mode", c.mode,
+		"--raft-listen", n.raft, "--raft-advertise", n.adv, "--node-id", n.name, "--commit-mode", c.mode,
 		"--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms", "--raft-leader-lease-timeout", "150ms",
 		"--flush-interval", "10ms",
 	}
@@ -111,13 +126,6 @@ func (c *cluster) start(n *node, extra ...string) {
 		c.t.Fatalf("start %s: %v", n.name, err)
 	}
 	n.p = p
-	if n.raft == "" {
-		m := raftAddrRE.FindStringSubmatch(p.Log())
-		if m == nil {
-			c.t.Fatalf("%s logged no cluster address:\n%s", n.name, p.Log())
-		}
-		n.raft = m[1]
-	}
 }
 
 func (c *cluster) client(n *node) *redis.Client {
@@ -501,9 +509,9 @@ func TestMembership(t *testing.T) {
 
 	// A fourth node, started with neither --bootstrap nor --join, added as
 	// a nonvoter: it receives the log, then is promoted.
-	n4 := &node{name: "n4", ip: "127.0.0.14", dir: filepath.Join(t.TempDir(), "n4")}
+	n4 := c.newNode("n4", "127.0.0.14")
 	c.start(n4)
-	kvctl(t, c.nodes[0], "member", "add", "n4", n4.raft, "--nonvoter")
+	kvctl(t, c.nodes[0], "member", "add", "n4", n4.adv, "--nonvoter")
 	r4 := c.client(n4)
 	kvtest.Eventually(t, 30*time.Second, "n4 to catch up", func() bool {
 		v, err := r4.Do(ctx, "GET", "k49").Text()
@@ -520,7 +528,7 @@ func TestMembership(t *testing.T) {
 	if out := kvctl(t, c.nodes[0], "member", "list"); !strings.Contains(out, "nonvoter") {
 		t.Fatalf("member list after adding n4 as a nonvoter:\n%s", out)
 	}
-	kvctl(t, c.nodes[0], "member", "promote", "n4", n4.raft)
+	kvctl(t, c.nodes[0], "member", "promote", "n4", n4.adv)
 	// The node asked shows the new configuration once it has it.
 	waitMembers := func(n *node, what string, ok func(out string) bool) {
 		t.Helper()
