@@ -348,3 +348,63 @@ func TestRestartNewAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaderReadsCanBeStale documents the leader consistency level: a
+// leader paused (SIGSTOP) while the others elect a new one and take a
+// write still answers, once resumed and until it learns it was deposed,
+// leader reads from its own state, which misses that write. The test
+// asserts that such a stale read is observed, trying a bounded number of
+// times; linearizable reads (the default) never do this (TestPauseLeader).
+func TestLeaderReadsCanBeStale(t *testing.T) {
+	c := newCluster(t, "sync")
+	ctx := t.Context()
+	const attempts = 20
+	for i := range attempts {
+		l := c.leader()
+		if err := c.client(l).Set(ctx, "x", fmt.Sprintf("old%d", i), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: l.p.RESPAddr, PoolSize: 1, MaxRetries: -1, ReadTimeout: 30 * time.Second})
+		conn := rdb.Conn()
+		if err := conn.Do(ctx, "CLIENT", "CONSISTENCY", "leader").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := conn.Get(ctx, "x").Result(); err != nil || v != fmt.Sprintf("old%d", i) {
+			t.Fatalf("leader read on the leader %s: %q, %v", l.name, v, err)
+		}
+		pause(t, l)
+		nl := c.leaderAmong(c.others(l))
+		newVal := fmt.Sprintf("new%d", i)
+		if err := c.client(nl).Set(ctx, "x", newVal, 0).Err(); err != nil {
+			t.Fatalf("write through the new leader %s: %v", nl.name, err)
+		}
+		// The read waits in the socket of the paused process, which serves
+		// it as soon as it runs again.
+		type result struct {
+			v   string
+			err error
+		}
+		got := make(chan result, 1)
+		go func() {
+			v, err := conn.Get(ctx, "x").Result()
+			got <- result{v, err}
+		}()
+		time.Sleep(100 * time.Millisecond)
+		resume(t, l)
+		r := <-got
+		conn.Close()
+		rdb.Close()
+		switch {
+		case r.err == nil && r.v != newVal:
+			t.Logf("attempt %d: the deposed leader %s answered a leader read with %q after %s had acknowledged x=%s", i+1, l.name, r.v, nl.name, newVal)
+			return
+		case r.err == nil:
+			t.Logf("attempt %d: the read saw the new value", i+1)
+		default:
+			t.Logf("attempt %d: the read failed: %v", i+1, r.err)
+		}
+		// Let the old leader rejoin before the next attempt.
+		c.checkConverged()
+	}
+	t.Fatalf("no stale leader read in %d attempts under a paused leader", attempts)
+}
