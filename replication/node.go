@@ -225,7 +225,13 @@ func Open(cfg Config) (*Node, error) {
 	ok = true
 	switch {
 	case existing:
-		if cfg.Bootstrap || len(cfg.Join) > 0 {
+		if through := n.moved(cfg.Join); through != nil {
+			// The configuration holds this node at an older address: have
+			// the leader readdress it, through the members it knows.
+			n.log.Info("replication: node restarted on a new address; asking the cluster to readdress it", "id", id, "cluster", n.advertise)
+			n.wg.Add(1)
+			go n.joinLoop(through)
+		} else if cfg.Bootstrap || len(cfg.Join) > 0 {
 			n.log.Info("replication: node has raft state; --bootstrap and --join are ignored", "id", id)
 		}
 	case cfg.Bootstrap:
@@ -676,6 +682,29 @@ func (n *Node) joinLoop(addrs []string) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// moved returns, when the latest configuration holds this node as a voter
+// at another address than the one it advertises, the addresses to ask to
+// readdress it through: join, then the other members'; nil otherwise.
+func (n *Node) moved(join []string) []string {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var others []string
+	moved := false
+	for _, s := range f.Configuration().Servers {
+		if s.ID == n.id {
+			moved = s.Address != raft.ServerAddress(n.advertise) && s.Suffrage == raft.Voter
+		} else {
+			others = append(others, string(s.Address))
+		}
+	}
+	if !moved {
+		return nil
+	}
+	return append(append([]string(nil), join...), others...)
 }
 
 // AddVoter adds (or readdresses) a voting member, through the leader.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -318,9 +319,10 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// TestRestartNewAddress: a follower restarts on a new cluster address
-// (its data directory kept, so its ID too), joining through the others;
-// it must take its place again: catch up and converge.
+// TestRestartNewAddress: a follower restarts on a new cluster address,
+// with its data directory and without --node-id or --join: it keeps its
+// ID, has the cluster readdress it (through the members its configuration
+// holds), catches up and converges.
 func TestRestartNewAddress(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
@@ -331,12 +333,8 @@ func TestRestartNewAddress(t *testing.T) {
 				}
 				f.raft = freePort(t, f.ip)
 				f.adv = c.net.proxy(f.name, f.ip, f.raft)
-				var through []string
-				for _, o := range c.others(f) {
-					through = append(through, o.adv)
-				}
 				f.keptID = true
-				c.start(f, "--join", through[0]+","+through[1])
+				c.start(f)
 				m, err := info(t.Context(), c.client(f))
 				if err != nil {
 					t.Fatal(err)
@@ -344,6 +342,21 @@ func TestRestartNewAddress(t *testing.T) {
 				if m["node_id"] != f.name {
 					t.Fatalf("%s restarted on a new address with the ID %q", f.name, m["node_id"])
 				}
+				// Three members still, f at its new address.
+				l := c.leaderAmong(c.others(f))
+				want := "id=" + f.name + ",address=" + f.adv + ","
+				kvtest.Eventually(t, 30*time.Second, "the leader to hold "+f.name+" at its new address", func() bool {
+					m, err := info(t.Context(), c.client(l))
+					if err != nil || m["members"] != "3" {
+						return false
+					}
+					for i := range 3 {
+						if strings.HasPrefix(m[fmt.Sprintf("member%d", i)], want) {
+							return true
+						}
+					}
+					return false
+				})
 			})
 		})
 	}
