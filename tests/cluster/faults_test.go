@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,9 @@ import (
 
 // scenario runs one round: fault injects the fault and heals it (it
 // restarts what it killed) before it returns.
-func scenario(t *testing.T, fault func(c *cluster, h *history)) *history {
+func scenario(t *testing.T, fault func(c *cluster, h *history, lh *linHistory)) *history {
 	c := newCluster(t, "sync")
-	const linKeys = 4
+	const linKeys = 8
 	h := newHistory()
 	h.others = linKeys
 	lh := newLinHistory()
@@ -52,7 +53,7 @@ func scenario(t *testing.T, fault func(c *cluster, h *history)) *history {
 		defer h.mu.Unlock()
 		return len(h.acked) >= 20
 	})
-	fault(c, h)
+	fault(c, h, lh)
 	// After healing, the cluster takes writes again.
 	healed := time.Now().UnixNano()
 	kvtest.Eventually(t, 30*time.Second, "a write sent after healing to be acknowledged", func() bool {
@@ -192,7 +193,7 @@ func TestKillLeader(t *testing.T) {
 	var unavailable []time.Duration
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				l := c.leader()
 				h.fault()
 				l.p.Kill()
@@ -216,7 +217,7 @@ func TestKillLeader(t *testing.T) {
 func TestKillFollower(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				f := c.others(c.leader())[0]
 				f.p.Kill()
 				time.Sleep(time.Second)
@@ -230,7 +231,7 @@ func TestKillFollower(t *testing.T) {
 func TestKillAll(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				for _, n := range c.nodes {
 					n.p.Kill()
 				}
@@ -249,15 +250,67 @@ func TestKillAll(t *testing.T) {
 func TestPauseLeader(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				l := c.leader()
+				pr := c.newProbe(l)
 				pause(t, l)
-				c.leaderAmong(c.others(l))
+				wait := pr.fire(c, lh, c.leaderAmong(c.others(l)))
 				time.Sleep(500 * time.Millisecond)
 				resume(t, l)
+				wait()
 			})
 		})
 	}
+}
+
+// probe holds connections to a node, the old leader, opened before a
+// fault (a process paused afterwards would not accept new ones before it
+// notices it was deposed).
+type probe struct {
+	old   *node
+	conns []*redis.Conn
+}
+
+func (c *cluster) newProbe(old *node) *probe {
+	c.t.Helper()
+	p := &probe{old: old}
+	for range 3 {
+		rdb := redis.NewClient(&redis.Options{Addr: old.p.RESPAddr, PoolSize: 1, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+		conn := rdb.Conn()
+		c.t.Cleanup(func() { conn.Close(); rdb.Close() })
+		if err := conn.Ping(c.t.Context()).Err(); err != nil {
+			c.t.Fatal(err)
+		}
+		p.conns = append(p.conns, conn)
+	}
+	return p
+}
+
+// fire writes a register key through the new leader nl, recorded in lh,
+// then, once it is acknowledged, sends reads of it to the old leader
+// (paused or cut off), recorded too: a read the old leader answers from
+// its own state after the new leader took a write is a violation that
+// porcupine finds, which reads sent before the fault do not show (they may
+// take effect before the write). wait waits for the reads to return.
+func (p *probe) fire(c *cluster, lh *linHistory, nl *node) (wait func()) {
+	c.t.Helper()
+	ctx := context.Background()
+	in := regInput{kind: regPut, key: "lin0", value: "probe-" + nl.name}
+	call := lh.now()
+	err := c.client(nl).Set(ctx, in.key, in.value, 0).Err()
+	lh.record(100, in, call, "", err)
+	var wg sync.WaitGroup
+	for i, conn := range p.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := regInput{kind: regGet, key: "lin0"}
+			call := lh.now()
+			v, err := conn.Get(ctx, in.key).Result()
+			lh.record(101+i, in, call, v, err)
+		}()
+	}
+	return wg.Wait
 }
 
 // pause stops n with SIGSTOP (resumed at the end of the test if the test
@@ -284,13 +337,15 @@ func resume(t *testing.T, n *node) {
 func TestIsolateLeader(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				l := c.leader()
 				rest := c.others(l)
+				pr := c.newProbe(l)
 				c.net.partition([]string{l.name}, names(rest))
-				c.leaderAmong(rest)
+				wait := pr.fire(c, lh, c.leaderAmong(rest))
 				time.Sleep(time.Second)
 				c.net.heal()
+				wait()
 			})
 		})
 	}
@@ -302,7 +357,7 @@ func TestIsolateLeader(t *testing.T) {
 func TestSplit(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				l := c.leader()
 				f := c.others(l)[0]
 				c.net.partition([]string{f.name}, names(c.others(f)))
@@ -326,7 +381,7 @@ func TestSplit(t *testing.T) {
 func TestRestartNewAddress(t *testing.T) {
 	for r := range rounds() {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			scenario(t, func(c *cluster, h *history) {
+			scenario(t, func(c *cluster, h *history, lh *linHistory) {
 				f := c.others(c.leader())[0]
 				if err := f.p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
 					t.Fatalf("stop %s: %v", f.name, err)
