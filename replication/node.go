@@ -500,12 +500,14 @@ func onLeader[T any](n *Node, local func() (T, error), op byte, payload []byte, 
 				return zero, fmt.Errorf("%w: %w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown, err)
 			}
 		}
-		if !errors.Is(err, errNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errSentNoAnswer) {
+		// A leader that could not be reached (errNotSent) did nothing:
+		// retried, and CLUSTERDOWN in the end, as when there is no leader.
+		if !errors.Is(err, errNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errSentNoAnswer) && !errors.Is(err, errNotSent) {
 			return zero, err
 		}
 		if time.Now().After(deadline) {
-			if errors.Is(err, errNotLeader) {
-				err = ErrNoLeader
+			if errors.Is(err, errNotLeader) || errors.Is(err, errNotSent) {
+				err = fmt.Errorf("%w: %w", ErrNoLeader, err)
 			}
 			return zero, err
 		}

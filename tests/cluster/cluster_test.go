@@ -1,9 +1,16 @@
 // Package cluster holds end-to-end tests of kvd on a Raft cluster: three
 // real kvd processes on 127.0.0.11-13 (Linux answers on all of 127/8),
-// driven by concurrent Redis clients while the tests kill nodes, with
-// checks that no acknowledged write is lost and that the nodes converge.
+// each behind a TCP proxy of the test that can cut or delay the links
+// between nodes (proxy_test.go), driven by concurrent Redis clients while
+// the tests kill, pause, partition and move nodes (faults_test.go), with
+// checks that the histories are linearizable (porcupine, a register per
+// key: linearizability_test.go), that no acknowledged write is lost and
+// that the nodes converge to the same state.
 //
 // Each scenario runs once by default; KVD_CLUSTER_LONG=1 runs it 50 times.
+// A history found not linearizable is written as porcupine's HTML
+// visualization to $KVD_CLUSTER_ARTIFACTS (default: a temporary directory
+// of the test), and the failure names the file.
 package cluster
 
 import (
