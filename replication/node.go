@@ -63,7 +63,10 @@ type Config struct {
 	// already has Raft state.
 	Bootstrap bool
 	// Join lists cluster addresses of members: a node without Raft state
-	// asks them, until one answers, to add it as a voter.
+	// asks them, until one answers, to add it as a voter. A voter that
+	// has Raft state and finds itself at another address in the cluster's
+	// configuration (it restarted on a new address) asks them, then the
+	// members of that configuration, to readdress it.
 	Join []string
 	// Engine holds the state machine's options. CommitMode and
 	// FlushInterval are the cluster's commit mode and the Raft log's
