@@ -72,7 +72,7 @@ type node struct {
 	// in its data directory.
 	keptID bool
 
-	mu sync.Mutex // guards pc, p for the clients' goroutines
+	mu sync.Mutex // guards pc: p, for the goroutines of clients
 	pc *kvtest.Proc
 }
 
