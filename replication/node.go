@@ -63,7 +63,10 @@ type Config struct {
 	// already has Raft state.
 	Bootstrap bool
 	// Join lists cluster addresses of members: a node without Raft state
-	// asks them, until one answers, to add it as a voter.
+	// asks them, until one answers, to add it as a voter. A node that
+	// has Raft state and finds itself at another address in the cluster's
+	// configuration (it restarted on a new address) asks them, then the
+	// members of that configuration, to readdress it (announceAddress).
 	Join []string
 	// Engine holds the state machine's options. CommitMode and
 	// FlushInterval are the cluster's commit mode and the Raft log's
@@ -261,10 +264,10 @@ func Open(cfg Config) (*Node, error) {
 	switch {
 	case existing:
 		if cfg.Bootstrap || len(cfg.Join) > 0 {
-			n.log.Info("replication: node has raft state; --bootstrap and --join are ignored", "id", id)
+			n.log.Info("replication: node has raft state; --bootstrap is ignored, --join used only if it moved", "id", id)
 		}
 		n.wg.Add(1)
-		go n.announceAddress()
+		go n.announceAddress(cfg.Join)
 	case cfg.Bootstrap:
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: n.id, Address: raft.ServerAddress(n.advertise)}}})
 		if err := f.Error(); err != nil {
@@ -691,12 +694,14 @@ func onLeader[T any](n *Node, local func() (T, error), op byte, payload []byte, 
 				return zero, fmt.Errorf("%w: %w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown, err)
 			}
 		}
-		if !errors.Is(err, errNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errSentNoAnswer) {
+		// A leader that could not be reached (errNotSent) did nothing:
+		// retried, and CLUSTERDOWN in the end, as when there is no leader.
+		if !errors.Is(err, errNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, errSentNoAnswer) && !errors.Is(err, errNotSent) {
 			return zero, err
 		}
 		if time.Now().After(deadline) {
-			if errors.Is(err, errNotLeader) {
-				err = ErrNoLeader
+			if errors.Is(err, errNotLeader) || errors.Is(err, errNotSent) {
+				err = fmt.Errorf("%w: %w", ErrNoLeader, err)
 			}
 			return zero, err
 		}
@@ -877,17 +882,17 @@ func (n *Node) joinLoop(addrs []string) {
 
 // announceAddress runs at the start of a node with Raft state: if the
 // configuration it knows has it at another address than the one it now
-// advertises (it moved), it asks the other members, until one answers, to
-// give it its new address, keeping its ID and suffrage: an address change
-// is not an identity change.
-func (n *Node) announceAddress() {
+// advertises (it moved), it asks join's addresses and the other members',
+// until one answers, to give it its new address, keeping its ID and
+// suffrage: an address change is not an identity change.
+func (n *Node) announceAddress(join []string) {
 	defer n.wg.Done()
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return
 	}
 	var self *raft.Server
-	var others []string
+	others := append([]string(nil), join...)
 	for _, s := range f.Configuration().Servers {
 		if s.ID == n.id {
 			self = &s

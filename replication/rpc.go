@@ -124,17 +124,32 @@ const maxIdlePerPeer = 64
 
 // call sends one request to addr and returns the response's payload.
 // A connection that fails is dropped; a call on a kept connection that
-// fails before anything was sent is tried once on a new one.
+// fails before the whole request was sent is tried once on a new one.
+// An error wrapping errNotSent means that addr did not receive the whole
+// request (it cannot have acted on it); one wrapping errSentNoAnswer,
+// that it may have.
 func (p *peers) call(addr string, op byte, payload []byte, timeout time.Duration) ([]byte, error) {
-	pc, err := p.get(addr, timeout)
-	if err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(timeout)
+	pc, kept, err := p.get(addr, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
 	pc.c.SetDeadline(deadline)
 	if err := writeFrame(pc.w, op, payload); err != nil {
 		pc.c.Close()
-		return nil, fmt.Errorf("replication: call %s: %w", addr, err)
+		if kept {
+			// The kept connection had failed meanwhile (the node
+			// restarted, say): one more try on a new one.
+			if pc, _, err = p.get(addr, time.Until(deadline)); err != nil {
+				return nil, fmt.Errorf("%w: %w", errNotSent, err)
+			}
+			pc.c.SetDeadline(deadline)
+			err = writeFrame(pc.w, op, payload)
+		}
+		if err != nil {
+			pc.c.Close()
+			return nil, fmt.Errorf("replication: call %s: %w: %w", addr, errNotSent, err)
+		}
 	}
 	status, resp, err := readFrame(pc.r)
 	if err != nil {
@@ -156,20 +171,25 @@ func (p *peers) call(addr string, op byte, payload []byte, timeout time.Duration
 // is unknown.
 var errSentNoAnswer = errors.New("sent, no answer")
 
-func (p *peers) get(addr string, timeout time.Duration) (*peerConn, error) {
+// errNotSent: a request could not be sent (whole) to a node, which cannot
+// have acted on it.
+var errNotSent = errors.New("not sent")
+
+// get returns a kept connection to addr (kept true) or a new one.
+func (p *peers) get(addr string, timeout time.Duration) (pc *peerConn, kept bool, err error) {
 	p.mu.Lock()
 	if cs := p.idle[addr]; len(cs) > 0 {
 		pc := cs[len(cs)-1]
 		p.idle[addr] = cs[:len(cs)-1]
 		p.mu.Unlock()
-		return pc, nil
+		return pc, true, nil
 	}
 	p.mu.Unlock()
 	c, err := dialProto(p.local, addr, protoCluster, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("replication: dial %s: %w", addr, err)
+		return nil, false, fmt.Errorf("replication: dial %s: %w", addr, err)
 	}
-	return &peerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}, nil
+	return &peerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}, false, nil
 }
 
 func (p *peers) put(addr string, pc *peerConn) {

@@ -39,7 +39,7 @@ func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.bootstrap, "bootstrap", false,
 		"cluster mode: start a new cluster of this node alone (ignored once the node has Raft state)")
 	fs.StringSliceVar(&c.join, "join", nil,
-		"cluster mode: cluster addresses of members to join through, comma-separated (retried; ignored once the node has Raft state)")
+		"cluster mode: cluster addresses of members to join through, comma-separated (retried; once the node has Raft state, used only to have it readdressed after a move)")
 	fs.StringVar(&c.readConsistency, "read-consistency", "linearizable",
 		"cluster mode: default consistency of reads: linearizable, leader or stale")
 	fs.DurationVar(&c.heartbeatTimeout, "raft-heartbeat-timeout", time.Second,

@@ -1,0 +1,54 @@
+package replication
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/internal/kvtest"
+)
+
+// TestCallNotSent: a call that cannot reach its node fails with errNotSent
+// (the node did nothing; onLeader retries it and ends in ErrNoLeader), and
+// a call on a kept connection that the node reset meanwhile is sent again
+// on a new connection instead of failing.
+func TestCallNotSent(t *testing.T) {
+	ln := kvtest.Listen(t)
+	addr := ln.Addr().String()
+	closed := make(chan struct{}, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// One call per connection, then a reset (linger 0).
+			r, w := bufio.NewReader(c), bufio.NewWriter(c)
+			if proto, err := r.ReadByte(); err == nil && proto == protoCluster {
+				if _, p, err := readFrame(r); err == nil {
+					writeFrame(w, statusOK, p)
+				}
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			closed <- struct{}{}
+		}
+	}()
+	var p peers
+	defer p.close()
+	for i := range 2 {
+		resp, err := p.call(addr, opStatus, []byte("ping"), 5*time.Second)
+		if err != nil || string(resp) != "ping" {
+			t.Fatalf("call %d: %q, %v", i, resp, err)
+		}
+		<-closed
+	}
+
+	ln.Close()
+	_, err := p.call(addr, opStatus, nil, time.Second)
+	if !errors.Is(err, errNotSent) || errors.Is(err, errSentNoAnswer) {
+		t.Fatalf("call to a closed port: %v, want errNotSent", err)
+	}
+}
