@@ -27,6 +27,10 @@ type clusterConfig struct {
 	readConsistency string
 	// Raft's timeouts; zero keeps hashicorp/raft's defaults.
 	heartbeatTimeout, electionTimeout, leaderLeaseTimeout time.Duration
+	// Raft snapshots: taken past snapshotThreshold entries, checked every
+	// snapshotInterval, keeping trailingLogs entries below.
+	snapshotThreshold, trailingLogs uint64
+	snapshotInterval                time.Duration
 }
 
 func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
@@ -48,6 +52,12 @@ func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
 		"cluster mode: a candidate that wins no election this long starts another")
 	fs.DurationVar(&c.leaderLeaseTimeout, "raft-leader-lease-timeout", 500*time.Millisecond,
 		"cluster mode: a leader that hears from no quorum this long steps down (at most --raft-heartbeat-timeout)")
+	fs.Uint64Var(&c.snapshotThreshold, "raft-snapshot-threshold", 65536,
+		"cluster mode: take a snapshot (and compact the Raft log) once the log holds this many entries beyond the last one")
+	fs.DurationVar(&c.snapshotInterval, "raft-snapshot-interval", 2*time.Minute,
+		"cluster mode: how often to check --raft-snapshot-threshold")
+	fs.Uint64Var(&c.trailingLogs, "raft-trailing-logs", 10240,
+		"cluster mode: entries kept below a snapshot, so that a follower a little behind gets entries rather than a snapshot")
 }
 
 func (c *clusterConfig) enabled() bool { return c.raftListen != "" }
@@ -76,6 +86,9 @@ func (c *clusterConfig) validate() []error {
 	}
 	if c.heartbeatTimeout < 5*time.Millisecond || c.electionTimeout < 5*time.Millisecond || c.leaderLeaseTimeout < 5*time.Millisecond {
 		errs = append(errs, errors.New("--raft-heartbeat-timeout, --raft-election-timeout and --raft-leader-lease-timeout must be at least 5ms"))
+	}
+	if c.snapshotThreshold < 1 || c.snapshotInterval < 5*time.Millisecond {
+		errs = append(errs, errors.New("--raft-snapshot-threshold must be at least 1 and --raft-snapshot-interval at least 5ms"))
 	}
 	if c.leaderLeaseTimeout > c.heartbeatTimeout {
 		errs = append(errs, errors.New("--raft-leader-lease-timeout must not exceed --raft-heartbeat-timeout"))
@@ -120,6 +133,9 @@ func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Wri
 		HeartbeatTimeout:   cfg.cluster.heartbeatTimeout,
 		ElectionTimeout:    cfg.cluster.electionTimeout,
 		LeaderLeaseTimeout: cfg.cluster.leaderLeaseTimeout,
+		SnapshotThreshold:  cfg.cluster.snapshotThreshold,
+		SnapshotInterval:   cfg.cluster.snapshotInterval,
+		TrailingLogs:       cfg.cluster.trailingLogs,
 		Logger:             log,
 		RaftLog:            stderr,
 	})
