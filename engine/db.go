@@ -109,23 +109,45 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	db, err := open(dir, opts, nil, (*DB).recover)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.NoExpiryRemoval {
+		db.expired = make(chan expiredKey, expiredQueue)
+		db.wg.Add(1)
+		go db.expirer()
+	}
+	return db, nil
+}
+
+// open is what Open and OpenReplica share: it creates dir, takes its lock,
+// recovers the store with recoverFn and starts the checkpointer. rep is the
+// replica's state, nil for a DB that owns its log.
+func open(dir string, opts Options, rep *replica, recoverFn func(*DB) error) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("engine: create data dir: %w", err)
 	}
 	db := &DB{
-		dir:    dir,
-		opts:   opts,
-		log:    opts.Logger,
-		active: newMemtable(),
-		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
+		dir:     dir,
+		opts:    opts,
+		log:     opts.Logger,
+		active:  newMemtable(),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		replica: rep,
 	}
 	db.bpCond = sync.NewCond(&db.bpMu)
 	db.mode.Store(int32(opts.CommitMode))
+	if rep != nil {
+		// Reads queue the expired keys they meet; SweepExpired takes them.
+		db.expired = make(chan expiredKey, expiredQueue)
+	}
+	var err error
 	if db.lock, err = lockDir(dir); err != nil {
 		return nil, err
 	}
-	if err := db.recover(); err != nil {
+	if err := recoverFn(db); err != nil {
 		if db.bdb != nil {
 			db.bdb.Close()
 		}
@@ -134,11 +156,6 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.wg.Add(1)
 	go db.checkpointer()
-	if !opts.NoExpiryRemoval {
-		db.expired = make(chan expiredKey, expiredQueue)
-		db.wg.Add(1)
-		go db.expirer()
-	}
 	return db, nil
 }
 

@@ -20,31 +20,42 @@ import (
 // recover opens the state file and replays the log records after its
 // applied revision into the memtable.
 func (db *DB) recover() error {
-	if err := db.finishRestore(); err != nil {
+	applied, err := db.openStateFile()
+	if err != nil {
 		return err
+	}
+	db.applied.Store(applied)
+	db.memRev = applied
+
+	return db.replay(applied)
+}
+
+// openStateFile is what recover and recoverReplica share: it finishes or
+// discards a restore a crash left, opens the state file (created if
+// missing, its directory entry made durable) and its change history, and
+// returns its applied revision.
+func (db *DB) openStateFile() (applied uint64, err error) {
+	if err := db.finishRestore(); err != nil {
+		return 0, err
 	}
 	statePath := filepath.Join(db.dir, "state.db")
 	_, statErr := os.Stat(statePath)
 	if err := checkStateFile(statePath); err != nil {
-		return err
+		return 0, err
 	}
-	applied, err := db.openState(statePath)
-	if err != nil {
-		return err
+	if applied, err = db.openState(statePath); err != nil {
+		return 0, err
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
 		// The state file is new: make its directory entry durable.
 		if err := wal.SyncDir(db.dir); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	db.applied.Store(applied)
-	db.memRev = applied
 	if err := db.bdb.Update(func(tx *bolt.Tx) error { return db.openHistory(tx, applied) }); err != nil {
-		return fmt.Errorf("engine: open history: %w", err)
+		return 0, fmt.Errorf("engine: open history: %w", err)
 	}
-
-	return db.replay(applied)
+	return applied, nil
 }
 
 // openState opens the bbolt state file, creating its buckets and format

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/kvdstore/kvd/wal"
 )
@@ -85,64 +82,21 @@ func OpenReplica(dir string, opts Options, log ReplicaLog) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("engine: create data dir: %w", err)
-	}
 	if _, err := os.Stat(filepath.Join(dir, "wal")); err == nil {
 		return nil, fmt.Errorf("engine: %s holds a single node's log (wal/): a replica's directory must not", dir)
 	}
-	db := &DB{
-		dir:     dir,
-		opts:    opts,
-		log:     opts.Logger,
-		active:  newMemtable(),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		replica: &replica{log: log},
-	}
-	db.bpCond = sync.NewCond(&db.bpMu)
-	db.mode.Store(int32(opts.CommitMode))
-	// Reads queue the expired keys they meet; SweepExpired takes them.
-	db.expired = make(chan expiredKey, expiredQueue)
-	if db.lock, err = lockDir(dir); err != nil {
-		return nil, err
-	}
-	if err := db.recoverReplica(); err != nil {
-		if db.bdb != nil {
-			db.bdb.Close()
-		}
-		db.lock.Close()
-		return nil, err
-	}
-	db.wg.Add(1)
-	go db.checkpointer()
-	return db, nil
+	return open(dir, opts, &replica{log: log}, (*DB).recoverReplica)
 }
 
+// recoverReplica opens a replica's state file: there is no log to replay.
 func (db *DB) recoverReplica() error {
-	if err := db.finishRestore(); err != nil {
-		return err
-	}
-	statePath := filepath.Join(db.dir, "state.db")
-	_, statErr := os.Stat(statePath)
-	if err := checkStateFile(statePath); err != nil {
-		return err
-	}
-	applied, err := db.openState(statePath)
+	applied, err := db.openStateFile()
 	if err != nil {
 		return err
-	}
-	if errors.Is(statErr, os.ErrNotExist) {
-		if err := wal.SyncDir(db.dir); err != nil {
-			return err
-		}
 	}
 	index, err := db.stateIndex()
 	if err != nil {
 		return err
-	}
-	if err := db.bdb.Update(func(tx *bolt.Tx) error { return db.openHistory(tx, applied) }); err != nil {
-		return fmt.Errorf("engine: open history: %w", err)
 	}
 	r := db.replica
 	r.index, r.durable = index, applied
@@ -388,25 +342,10 @@ func (db *DB) RestoreReplica(r io.Reader, indexOf func(meta []byte) (uint64, err
 	if db.replica == nil {
 		return SnapshotInfo{}, errors.New("engine: RestoreReplica on a DB that is not a replica")
 	}
-	if db.isClosed() {
-		return SnapshotInfo{}, ErrClosed
-	}
-	if err := db.failure(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	staged := filepath.Join(db.dir, restoreStaged)
-	sr, err := stageSnapshot(r, staged, true, indexOf)
+	staged, sr, mark, err := db.stageRestore(r, indexOf)
 	if err != nil {
-		os.Remove(staged)
 		return SnapshotInfo{}, err
 	}
-	sum, err := fileSHA256(staged)
-	if err != nil {
-		os.Remove(staged)
-		return SnapshotInfo{}, err
-	}
-	mark, _ := json.Marshal(restoreMark{Revision: sr.info.Revision, SHA256: sum})
-
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	if db.closed {

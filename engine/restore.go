@@ -79,25 +79,10 @@ func RestoreSnapshot(r io.Reader, dir string) (SnapshotInfo, error) {
 // next write gets the revision after the snapshot's. A crash at any point
 // leaves the old store or the new one (Open finishes the swap).
 func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
-	if db.isClosed() {
-		return SnapshotInfo{}, ErrClosed
-	}
-	if err := db.failure(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	staged := filepath.Join(db.dir, restoreStaged)
-	sr, err := stageSnapshot(r, staged, true, nil)
+	staged, sr, mark, err := db.stageRestore(r, nil)
 	if err != nil {
-		os.Remove(staged)
 		return SnapshotInfo{}, err
 	}
-	sum, err := fileSHA256(staged)
-	if err != nil {
-		os.Remove(staged)
-		return SnapshotInfo{}, err
-	}
-	mark, _ := json.Marshal(restoreMark{Revision: sr.info.Revision, SHA256: sum})
-
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	if db.closed {
@@ -163,6 +148,33 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 	}
 	db.log.Info("engine: restored snapshot", "rev", sr.info.Revision, "keys", sr.info.Keys)
 	return sr.info, nil
+}
+
+// stageRestore is the first step of a restore of the open store, which
+// reads and writes go on during: it stages the snapshot read from r beside
+// the store (with indexOf, a replica's; see stageSnapshot) and returns the
+// staged file's path, its reader and the marker that will decide the swap.
+// A damaged or torn snapshot gives ErrBadSnapshot and leaves nothing.
+func (db *DB) stageRestore(r io.Reader, indexOf func(meta []byte) (uint64, error)) (string, *snapshotReader, []byte, error) {
+	if db.isClosed() {
+		return "", nil, nil, ErrClosed
+	}
+	if err := db.failure(); err != nil {
+		return "", nil, nil, err
+	}
+	staged := filepath.Join(db.dir, restoreStaged)
+	sr, err := stageSnapshot(r, staged, true, indexOf)
+	if err != nil {
+		os.Remove(staged)
+		return "", nil, nil, err
+	}
+	sum, err := fileSHA256(staged)
+	if err != nil {
+		os.Remove(staged)
+		return "", nil, nil, err
+	}
+	mark, _ := json.Marshal(restoreMark{Revision: sr.info.Revision, SHA256: sum})
+	return staged, sr, mark, nil
 }
 
 // finishRestore, at Open, completes a restore whose marker is present, or

@@ -391,13 +391,7 @@ func TestAnyNodeServes(t *testing.T) {
 	c := newCluster(t, "sync")
 	ctx := t.Context()
 	l := c.leader()
-	var f *node
-	for _, n := range c.nodes {
-		if n != l {
-			f = n
-			break
-		}
-	}
+	f := c.others(l)[0]
 	// RESP on a follower, through the leader.
 	rdb := c.client(f)
 	for i := range 20 {

@@ -71,13 +71,7 @@ func TestRedirect(t *testing.T) {
 	c := newCluster(t, "sync")
 	ctx := t.Context()
 	l := c.leader()
-	var f *node
-	for _, n := range c.nodes {
-		if n != l {
-			f = n
-			break
-		}
-	}
+	f := c.others(l)[0]
 	conn := c.client(f).Conn()
 	defer conn.Close()
 	if err := conn.Do(ctx, "CLIENT", "REDIRECT", "ON").Err(); err != nil {
