@@ -226,7 +226,9 @@ func Open(cfg Config) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = n.id
 	rc.NoSnapshotRestoreOnStart = true // the state file is the state machine
-	rc.BatchApplyCh = true             // concurrent writes reach the leader loop together
+	// Not BatchApplyCh: a write queued in its buffer when the leader
+	// shuts down (removed from the cluster, say) is never answered, and
+	// its writer would wait for ever.
 	rc.SnapshotThreshold, rc.SnapshotInterval, rc.TrailingLogs = 65536, 2*time.Minute, 10240
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
