@@ -92,7 +92,9 @@ func names(ns []*node) []string {
 func (c *cluster) leaderAmong(ns []*node) *node {
 	c.t.Helper()
 	var l *node
-	kvtest.Eventually(c.t, 30*time.Second, "a leader among "+fmt.Sprint(names(ns)), func() bool {
+	// Long: under the crash suite running beside it, an election can take
+	// a while on two CPUs.
+	kvtest.Eventually(c.t, 60*time.Second, "a leader among "+fmt.Sprint(names(ns)), func() bool {
 		for _, n := range ns {
 			m, err := info(c.t.Context(), c.client(n))
 			if err == nil && m["raft_state"] == "Leader" {
