@@ -176,14 +176,21 @@ func (db *DB) submit(b *Batch, wo WriteOptions, ctx context.Context) (Commit, er
 // commitOf is the Commit of b, just enqueued: the one place that decides
 // whether a write is acknowledged once durable or once written.
 func (db *DB) commitOf(b *Batch, wo WriteOptions) Commit {
-	sync := CommitMode(db.mode.Load()) == CommitSync
+	return Commit{db: db, b: b, rev: b.rev, sync: wo.Sync(CommitMode(db.mode.Load()))}
+}
+
+// Sync reports whether a write with these options is acknowledged once
+// durable (true) or once written, under the default commit mode m: its
+// Durability, or m when it has none. The one rule, for a DB's writes
+// (Commit.Sync) and for those a cluster replicates.
+func (wo WriteOptions) Sync(m CommitMode) bool {
 	switch wo.Durability {
 	case DurabilitySync:
-		sync = true
+		return true
 	case DurabilityAsync:
-		sync = false
+		return false
 	}
-	return Commit{db: db, b: b, rev: b.rev, sync: sync}
+	return m == CommitSync
 }
 
 // enqueue hands b to the log. Called with wmu held.

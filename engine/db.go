@@ -540,7 +540,7 @@ func (db *DB) SetFlushInterval(d time.Duration) error {
 // FlushInterval returns how often async writes are fsynced.
 func (db *DB) FlushInterval() time.Duration {
 	if db.replica != nil {
-		return db.replicaFlushInterval()
+		return db.opts.FlushInterval // the log's owner sets its own
 	}
 	return db.wal.FlushInterval()
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/kvdstore/kvd/wal"
 )
@@ -263,9 +262,6 @@ func (db *DB) replicaStats(s *Stats) {
 	s.WrittenRevision = db.replica.written.Load()
 	s.DurableRevision = db.replica.durableRev()
 }
-
-// flushIntervalOf is the replica's: the log's flusher is its owner's.
-func (db *DB) replicaFlushInterval() time.Duration { return db.opts.FlushInterval }
 
 // ValidateBatch checks b against the DB's limits (key and value sizes,
 // the operations' arguments) as a write would: what a node checks before it

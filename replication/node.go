@@ -583,40 +583,34 @@ func (n *Node) advance(index uint64) {
 
 // waitApplied waits until the state machine has gone through index.
 func (n *Node) waitApplied(index uint64, timeout time.Duration) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
+	return n.waitFSM("index", index, timeout, func() uint64 {
 		n.fsmMu.Lock()
-		at, ch := n.fsmIndex, n.fsmCh
-		n.fsmMu.Unlock()
-		if at >= index {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return fmt.Errorf("replication: timed out waiting to apply index %d (at %d)", index, at)
-		case <-n.stop:
-			return engine.ErrClosed
-		}
-	}
+		defer n.fsmMu.Unlock()
+		return n.fsmIndex
+	})
 }
 
 // waitRevision waits until the state machine has applied revision rev.
 func (n *Node) waitRevision(rev uint64, timeout time.Duration) error {
+	return n.waitFSM("revision", rev, timeout, n.db.WrittenRevision)
+}
+
+// waitFSM waits until at() reaches want, woken each time the state machine
+// moves (fsmCh), for at most timeout.
+func (n *Node) waitFSM(what string, want uint64, timeout time.Duration, at func() uint64) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		n.fsmMu.Lock()
 		ch := n.fsmCh
 		n.fsmMu.Unlock()
-		if at := n.db.WrittenRevision(); at >= rev {
+		if at() >= want {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-t.C:
-			return fmt.Errorf("replication: timed out waiting to apply revision %d (at %d)", rev, n.db.WrittenRevision())
+			return fmt.Errorf("replication: timed out waiting to apply %s %d (at %d)", what, want, at())
 		case <-n.stop:
 			return engine.ErrClosed
 		}
@@ -816,9 +810,10 @@ func (n *Node) runVerifies() {
 }
 
 // Barrier makes a read linearizable: it returns once this node has
-// applied every write committed before the call.
-func (n *Node) Barrier() error {
-	index, err := n.ReadIndex(true)
+// applied every write committed before the call. With verify false (the
+// leader level) the leader does not confirm its leadership first.
+func (n *Node) Barrier(verify bool) error {
+	index, err := n.ReadIndex(verify)
 	if err != nil {
 		return err
 	}
@@ -847,15 +842,6 @@ func (n *Node) Ready() error {
 		return fmt.Errorf("%w: applied index %d of the leader's commit index %d", ErrCatchingUp, applied, index)
 	}
 	return nil
-}
-
-// LeaderBarrier is Barrier without the leader's confirmation.
-func (n *Node) LeaderBarrier() error {
-	index, err := n.ReadIndex(false)
-	if err != nil {
-		return err
-	}
-	return n.waitApplied(index, n.cfg.ApplyTimeout)
 }
 
 // ---- membership ----

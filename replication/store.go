@@ -113,9 +113,9 @@ func (s *Store) Consistency() Consistency { return Consistency(s.consistency.Loa
 func (s *Store) ReadBarrier(c Consistency) error {
 	switch c {
 	case Linearizable:
-		return s.n.Barrier()
+		return s.n.Barrier(true)
 	case Leader:
-		return s.n.LeaderBarrier()
+		return s.n.Barrier(false)
 	}
 	return nil
 }
@@ -172,7 +172,7 @@ func (s *Store) Count() (int, error) {
 // is not withdrawn, and the apply timeout bounds the wait). b's Results
 // then hold its outcome.
 func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
-	sync := s.syncOf(wo)
+	sync := wo.Sync(s.CommitMode())
 	if err := ctx.Err(); err != nil {
 		return engine.Commit{}, err
 	}
@@ -200,16 +200,6 @@ func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.Wri
 // quorum, so the caller commits it with WriteContext where it may block.
 func (s *Store) TrySubmit(*engine.Batch, engine.WriteOptions) (engine.Commit, error) {
 	return engine.Commit{}, engine.ErrThrottled
-}
-
-func (s *Store) syncOf(wo engine.WriteOptions) bool {
-	switch wo.Durability {
-	case engine.DurabilitySync:
-		return true
-	case engine.DurabilityAsync:
-		return false
-	}
-	return s.CommitMode() == engine.CommitSync
 }
 
 // Sync returns once a quorum has fsynced every write acknowledged before

@@ -111,10 +111,10 @@ func (s *Server) readsFor(w http.ResponseWriter, r *http.Request) (Store, error)
 	if !ok {
 		return s.store, nil
 	}
-	if cs, ok := s.store.(clusterStore); ok {
-		if st := cs.ClusterStatus(); st.LeaderID != "" {
-			w.Header().Set("X-Kvd-Leader", st.LeaderID+"@"+st.LeaderAddress)
-		}
+	// Only the leader: the whole status reads the configuration through
+	// Raft's loop, too much for every read.
+	if id, addr := s.node().Leader(); id != "" {
+		w.Header().Set("X-Kvd-Leader", id+"@"+addr)
 	}
 	q := r.URL.Query()
 	c, ms, mr := q.Get("consistency"), q.Get("max_stale"), q.Get("min_rev")
