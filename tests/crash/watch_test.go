@@ -42,6 +42,24 @@ func pullChanges(ctx context.Context, rdb *redis.Client, from uint64, prefix str
 	return out, next, nil
 }
 
+// pullAll pulls every change from revision from on, page by page (one
+// CHANGES reply holds at most its COUNT of changes), up to the newest
+// revision the store has.
+func pullAll(ctx context.Context, rdb *redis.Client, from uint64, prefix string, extra ...any) ([]watchcheck.Delivery, error) {
+	var out []watchcheck.Delivery
+	for {
+		ds, next, err := pullChanges(ctx, rdb, from, prefix, extra...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
+		if len(ds) == 1 || next == from { // only the progress mark: the end
+			return out, nil
+		}
+		from = next
+	}
+}
+
 // TestKill9Watch watches a prefix (durable revisions, the default) while
 // batches are written in async mode and kvd is killed with SIGKILL and
 // restarted, the watch resuming each time from the revision after the last
@@ -100,12 +118,12 @@ func TestKill9Watch(t *testing.T) {
 	// Catch up with what the last restart holds, then compare.
 	r := k.redis()
 	defer r.Close()
-	ds, _, err := pullChanges(t.Context(), r, next, "w/")
+	ds, err := pullAll(t.Context(), r, next, "w/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.Deliveries = append(h.Deliveries, ds...)
-	all, _, err := pullChanges(t.Context(), r, 1, "", "durability", "written")
+	all, err := pullAll(t.Context(), r, 1, "", "durability", "written")
 	if err != nil {
 		t.Fatal(err)
 	}
