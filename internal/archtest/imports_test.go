@@ -32,7 +32,7 @@ const module = "github.com/kvdstore/kvd"
 var allowed = map[string]struct{ imports, testImports []string }{
 	"wal":    {nil, []string{"internal/kvtest"}},
 	"engine": {[]string{"wal", "internal/faults"}, []string{"internal/kvtest"}},
-	"server": {[]string{"engine", "replication", "jobs", "watch"}, []string{"internal/kvtest", "internal/faults", "internal/watchcheck"}},
+	"server": {[]string{"engine", "replication", "jobs", "watch", "auth"}, []string{"internal/kvtest", "internal/faults", "internal/watchcheck"}},
 	// watch fans the engine's change history out to watchers: server → watch → engine.
 	"watch": {[]string{"engine"}, []string{"internal/kvtest", "internal/watchcheck"}},
 	// replication runs the store on Raft: server → replication → engine → wal
@@ -47,6 +47,9 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	// kvctl's offline commands (backup status, restore) read backup files
 	// with engine.
 	"cmd/kvctl": {[]string{"client", "engine", "internal/histogram", "internal/buildinfo"}, []string{"server"}},
+
+	// auth parses the users file and checks credentials; the server asks it.
+	"auth": {nil, nil},
 
 	"internal/archtest":  {nil, nil},
 	"internal/buildinfo": {nil, nil},
