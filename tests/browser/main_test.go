@@ -101,9 +101,10 @@ func startBrowser(t *testing.T, bin string, args []string, extra ...*os.File) *b
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
 	b.cmd.ExtraFiles = extra
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Chromium's crash handler and D-Bus probes have nothing to talk to
-	// here; this keeps them quiet and local.
-	b.cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS=disabled:", "HOME="+t.TempDir())
+	// Chromium's D-Bus probes have nothing to talk to here, and what it
+	// writes to HOME and TMPDIR (killed, it removes none of it) goes to
+	// the test's temporary directories.
+	b.cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS=disabled:", "HOME="+t.TempDir(), "TMPDIR="+t.TempDir())
 	if err := b.cmd.Start(); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
@@ -126,6 +127,10 @@ func (b *browser) Stop() {
 	// it is killed whether or not the launcher has.
 	syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
 	<-b.done
+	// The launcher's children are reaped by init: wait until they are.
+	kvtest.WaitFor(10*time.Second, 10*time.Millisecond, func() bool {
+		return syscall.Kill(-b.cmd.Process.Pid, 0) == syscall.ESRCH
+	})
 }
 
 // Exited returns a channel closed once the launcher has exited.
