@@ -28,24 +28,17 @@ type load struct {
 	wg   sync.WaitGroup
 }
 
-// startLoad starts writers connections writing until Stop. Each writes,
-// in turn, two watched keys in one MSET (one revision: the watch must
-// deliver it whole), a key outside the prefix (the watch must not deliver
-// it), and a DEL of a watched key. The writers pause between writes: a
-// load, not a flood, so that a browser on a loaded machine keeps up.
+// startLoad starts writers writers, each on a connection of its own,
+// writing until Stop. Each writes, in turn, two watched keys in one MSET
+// (one revision: the watch must deliver it whole) twice, a key outside the
+// prefix (the watch must not deliver it), and a DEL of a watched key. The
+// writers pause between writes: a load, not a flood, so that a browser on a
+// loaded machine keeps up.
 func startLoad(t *testing.T, addr, prefix string, writers int) *load {
 	t.Helper()
 	l := &load{addr: addr, prefix: prefix, ref: map[uint64][]watchcheck.Change{}, stop: make(chan struct{})}
 	for w := range writers {
-		rdb := redis.NewClient(&redis.Options{
-			Addr:            addr,
-			Protocol:        2,
-			MaxRetries:      -1, // a retried write could be applied twice
-			PoolSize:        1,
-			DisableIdentity: true,
-			ReadTimeout:     30 * time.Second,
-			WriteTimeout:    30 * time.Second,
-		})
+		rdb := newRedis(addr)
 		l.wg.Go(func() {
 			defer rdb.Close()
 			l.run(rdb, w)
@@ -53,6 +46,21 @@ func startLoad(t *testing.T, addr, prefix string, writers int) *load {
 	}
 	t.Cleanup(func() { l.Stop() })
 	return l
+}
+
+// newRedis returns a client of one connection (CLIENT LASTREV answers for
+// its connection) that never retries (a retried write could be applied
+// twice).
+func newRedis(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:            addr,
+		Protocol:        2,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+	})
 }
 
 // Stop stops the writers and waits for them; it returns the first write
@@ -150,7 +158,7 @@ func (l *load) Last(ctx context.Context, key string) (uint64, error) {
 	if err := l.Stop(); err != nil {
 		return 0, err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: l.addr, Protocol: 2, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	rdb := newRedis(l.addr)
 	defer rdb.Close()
 	rev, _, err := writeRev(ctx, rdb, []any{"SET", key, "last"})
 	if err != nil {
