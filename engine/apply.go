@@ -183,7 +183,10 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			if !e.inheritsFrom(old) {
 				e.inherit = false
 			} else {
-				e.create, e.inherit = old.create, old.inherit
+				// Inheriting what old inherits: whether the entry below
+				// it was live is decided at old's time, not now (as
+				// lookupLocked resolves a chain).
+				e.create, e.inherit, e.at = old.create, old.inherit, old.at
 			}
 		}
 		db.setChange(key, e)
@@ -194,7 +197,9 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 			db.setChange(key, memEntry{del: true})
 			return
 		}
-		e.mod, e.expires, e.at = rev, expires, now
+		// e.at stays: if e still inherits its create revision, whether
+		// the entry below was live is decided at the time e was written.
+		e.mod, e.expires = rev, expires
 		if _, ok := db.memGet(key); !ok {
 			// From the state file: its create revision is resolved.
 			e.inherit = false

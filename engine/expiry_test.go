@@ -336,9 +336,9 @@ func TestExpiryNeverReturned(t *testing.T) {
 	if hidden == 0 {
 		t.Fatal("no read met an expired key: the test tests nothing")
 	}
-	if db.Stats().ExpiredRemoved == 0 {
-		t.Error("the expirer removed no key")
-	}
+	// The expirer removes what reads and its sweep found in the background:
+	// on a loaded machine the steps may all have run before it did.
+	waitFor(t, func() bool { return db.Stats().ExpiredRemoved > 0 })
 }
 
 // TestSweepRemovesExpiredKeys: expired keys in the state file and in the

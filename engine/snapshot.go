@@ -77,6 +77,7 @@ var ErrBadSnapshot = errors.New("engine: bad snapshot")
 //
 // A Snapshot's methods are not safe for concurrent use, except Close.
 type Snapshot struct {
+	db       *DB
 	tx       *bolt.Tx
 	rev      uint64
 	delta    []snapEntry
@@ -109,7 +110,7 @@ func (db *DB) Snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: snapshot: %w", err)
 	}
-	s := &Snapshot{tx: tx, rev: db.memRev}
+	s := &Snapshot{db: db, tx: tx, rev: db.memRev}
 	// The frozen memtable, if a checkpoint is committing it, may or may
 	// not be in the transaction's state: its entries are then written
 	// again by the delta, which applying them twice leaves unchanged.
