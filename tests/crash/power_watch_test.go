@@ -38,9 +38,10 @@ import (
 //
 //   - durable watchers (README "Watch": a power loss cannot take back a
 //     revision a watcher has seen): no revision or progress mark they hold
-//     is above the recovered revision, and their whole history across
-//     every power loss is ordered, unique, atomic, complete and true to its
-//     progress marks against the reference;
+//     is above the recovered revision, and what they received is ordered,
+//     unique, atomic, complete and true to its progress marks against the
+//     reference: each stretch between two restarts after the second, the
+//     whole history across every resumption at the end;
 //   - the written watcher may have seen revisions the power loss took back,
 //     and its resumption may skip the new writes that reuse their numbers
 //     (the documented risk), so each stretch between two restarts is
@@ -166,7 +167,7 @@ func (ws *watchers) recovered(k *kvd, ops []*op, baseRev, kRev uint64) {
 		ws.ackedLost++
 	}
 	for _, w := range ws.ws {
-		bad = append(bad, ws.checkWatcher(w, ops, kRev)...)
+		bad = append(bad, ws.checkWatcher(w, ops, kRev, false)...)
 	}
 	ws.row.count(checked, len(bad))
 	if len(bad) > 0 {
@@ -175,10 +176,11 @@ func (ws *watchers) recovered(k *kvd, ops []*op, baseRev, kRev uint64) {
 	}
 }
 
-// checkWatcher checks what w received against the reference, after a
-// restart that recovered kRev; ops are the operations of the cycle the
-// power loss ended.
-func (ws *watchers) checkWatcher(w *watcher, ops []*op, kRev uint64) []string {
+// checkWatcher checks what w received since its last start against the
+// reference, after a restart that recovered kRev; ops are the operations
+// of the cycle the power loss ended. With whole, a durable watcher's whole
+// history is checked.
+func (ws *watchers) checkWatcher(w *watcher, ops []*op, kRev uint64, whole bool) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var bad []string
@@ -200,8 +202,14 @@ func (ws *watchers) checkWatcher(w *watcher, ops []*op, kRev uint64) []string {
 				ws.delivered++
 			}
 		}
-		for _, e := range watchcheck.Check(w.h, ws.ref, w.match) {
-			bad = append(bad, w.name+": "+e)
+		// The stretch since the last start; finish checks the whole
+		// history once, across every resumption.
+		h := watchcheck.History{From: w.epochFrom, Deliveries: epoch}
+		if whole {
+			h = w.h
+		}
+		for _, e := range watchcheck.Check(h, ws.ref, w.match) {
+			bad = append(bad, fmt.Sprintf("%s (from %d): %s", w.name, h.From, e))
 		}
 		return bad
 	}
@@ -277,7 +285,7 @@ func (ws *watchers) finish(k *kvd) {
 	ws.halt()
 	var bad []string
 	for _, w := range ws.ws {
-		bad = append(bad, ws.checkWatcher(w, nil, target)...)
+		bad = append(bad, ws.checkWatcher(w, nil, target, true)...)
 	}
 	ws.row.violated(len(bad))
 	if len(bad) > 0 {
