@@ -15,6 +15,10 @@
 //     by itself every time, cutting what the crash left; sync mode loses
 //     no acknowledged write, async mode only those acknowledged within the
 //     last flush interval plus one fsync, and both recover a prefix.
+//     Watchers run through every cycle and resume after each restart
+//     (power_watch_test.go): a durable watcher never holds a revision the
+//     power loss took back, and every history passes internal/watchcheck
+//     against the recovered history, itself checked against the writes.
 //   - power loss under a CPU quota (TestPowerLossCPUQuota): async mode in a
 //     cgroup limited to 30% of one CPU; every lost acknowledged write is
 //     within the unsynced age kvd reported before the crash.

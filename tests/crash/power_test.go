@@ -43,6 +43,7 @@ func TestPowerLoss(t *testing.T) {
 			next := randomPlan(rng, dir, mode)
 			k := startKVD(t, next.cfg)
 			st.lastRev = hasLastRev(k)
+			ws := newWatchers(t, mode)
 			var dropped, torn int64
 			recoveries := 0
 			// Per kind of power loss: how many, and after how many kvd
@@ -52,12 +53,14 @@ func TestPowerLoss(t *testing.T) {
 			reasons := map[string]int{}
 			for range pick(8, 20) {
 				interval := flushInterval(t, k)
+				ws.start(k)
 				l := startLoad(t, k, st, rng, next.load)
 				time.Sleep(loadDuration(rng))
 				l.updateFsync(k.hc)
 				crashAt := time.Now()
 				k.kill()
 				ops := l.stop()
+				ws.halt()
 				maxDurable, fsync, _ := l.snapshot()
 				bound := interval + fsync
 
@@ -94,6 +97,7 @@ func TestPowerLoss(t *testing.T) {
 					}
 					t.Logf("%s power loss: kvd cut the log: %+v", kind, logged)
 				}
+				baseRev := st.baseRev
 				v := recoverAndCheck(t, k, st, ops, l.readViolations(), checkSpec{
 					mode:       mode,
 					maxDurable: maxDurable,
@@ -103,12 +107,16 @@ func TestPowerLoss(t *testing.T) {
 					},
 				})
 				row.add(v, bound)
+				if !t.Failed() {
+					ws.recovered(k, ops, baseRev, st.baseRev)
+				}
 				if t.Failed() {
 					t.Logf("power loss dropped %d bytes and %d entries, kept %d torn bytes; async bound %v (flush interval %v + fsync %v)",
 						cs.DroppedBytes, cs.DroppedEntries, cs.TornBytes, bound, interval, fsync)
 					return
 				}
 			}
+			ws.finish(k)
 			if err := k.stop(); err != nil {
 				t.Errorf("kvd stop: %v", err)
 			}

@@ -78,6 +78,13 @@ func (r *resultRow) count(acked, violations int) {
 	r.violations += violations
 }
 
+// violated counts violations found outside a cycle.
+func (r *resultRow) violated(n int) {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	r.violations += n
+}
+
 // recovered counts one start of kvd after a fault, and whether kvd logged
 // that it cut the log to recover.
 func (r *resultRow) recovered(cut bool) {
