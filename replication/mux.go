@@ -31,6 +31,11 @@ type mux struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	wg        sync.WaitGroup
+
+	// The cluster calls' connections, closed by close: a node closed must
+	// not go on answering on connections other nodes keep.
+	cmu   sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 func newMux(ln net.Listener, advertise net.Addr, cluster func(net.Conn)) *mux {
@@ -79,16 +84,48 @@ func (m *mux) route(c net.Conn) {
 			c.Close()
 		}
 	case protoCluster:
+		if !m.track(c) {
+			c.Close()
+			return
+		}
+		defer m.untrack(c)
 		m.cluster(c)
 	default:
 		c.Close()
 	}
 }
 
+// track registers a cluster connection, unless the mux is closed.
+func (m *mux) track(c net.Conn) bool {
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	select {
+	case <-m.closed:
+		return false
+	default:
+	}
+	if m.conns == nil {
+		m.conns = map[net.Conn]struct{}{}
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+func (m *mux) untrack(c net.Conn) {
+	m.cmu.Lock()
+	delete(m.conns, c)
+	m.cmu.Unlock()
+}
+
 func (m *mux) close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		m.cmu.Lock()
 		close(m.closed)
+		for c := range m.conns {
+			c.Close()
+		}
+		m.cmu.Unlock()
 		err = m.ln.Close()
 	})
 	m.wg.Wait()

@@ -85,6 +85,9 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// StateCheckInterval is how often the leader compares the members'
+	// states (see CheckState); default 10 minutes, negative: never.
+	StateCheckInterval time.Duration
 	// ApplyTimeout bounds a write's wait for the leader (forwarding, a
 	// full queue) and a read's for its read index. Default 10 s.
 	ApplyTimeout time.Duration
@@ -131,6 +134,14 @@ type Node struct {
 
 	clientAddrs atomic.Pointer[ClientAddrs] // this node's, SetClientAddrs
 	leaderAddrs atomic.Pointer[leaderClientAddrs]
+
+	// The state check (statecheck.go): this node's latest hashes, and the
+	// latest report of the checks it ran as leader.
+	hmu             sync.Mutex
+	hashes          []hashResult
+	lastCheck       *StateCheck
+	stateChecks     atomic.Uint64
+	stateMismatches atomic.Uint64
 
 	expiredRemoved atomic.Uint64 // expired keys this node removed as leader
 	leaderChanges  atomic.Uint64 // leader changes observed
@@ -390,10 +401,14 @@ func (n *Node) watchLeadership() {
 			return
 		case leader := <-ch:
 			if leader {
-				n.wg.Add(2)
+				n.wg.Add(3)
 				go func() {
 					defer n.wg.Done()
 					n.becomeReady()
+				}()
+				go func() {
+					defer n.wg.Done()
+					n.checkStates()
 				}()
 				go func() {
 					defer n.wg.Done()
@@ -478,6 +493,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	n := (*Node)(f)
 	defer n.advance(l.Index)
 	if len(l.Extensions) > 0 && l.Extensions[0]&flagNoop != 0 {
+		if l.Extensions[0]&flagHash != 0 {
+			n.startHash(l.Index)
+		}
 		return applied{}
 	}
 	o, err := n.db.ApplyEntry(l.Index, l.Data)
@@ -1082,6 +1100,9 @@ type Status struct {
 	LeaderChanges uint64        `json:"leader_changes"`
 	Diverged      string        `json:"diverged,omitempty"`
 	Members       []Member      `json:"members"`
+	// StateCheck is the latest comparison of the members' states this
+	// node ran as leader (CheckState), if any.
+	StateCheck *StateCheck `json:"state_check,omitempty"`
 }
 
 // Status returns the node's view of the cluster.
@@ -1105,6 +1126,7 @@ func (n *Node) Status() Status {
 	if err := n.Diverged(); err != nil {
 		s.Diverged = err.Error()
 	}
+	s.StateCheck = n.lastStateCheck()
 	return s
 }
 
@@ -1229,6 +1251,12 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		return nil, n.changeMemberLocal(p[0], id, addr)
 	case opTransfer:
 		return nil, n.transferLocal(string(p))
+	case opStateHash:
+		i, k := binary.Uvarint(p)
+		if k <= 0 {
+			return nil, errors.New("replication: malformed state hash call")
+		}
+		return json.Marshal(n.localHash(i))
 	case opAddrs:
 		a := n.clientAddrs.Load()
 		if a == nil {

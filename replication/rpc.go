@@ -21,15 +21,16 @@ import (
 //
 // A connection is kept for later calls to the same node.
 const (
-	opApply     byte = 1 // payload: flags byte | encoded batch → outcome
-	opReadIndex byte = 2 // payload: verify byte → uvarint index
-	opSync      byte = 3 // payload: none → none
-	opJoin      byte = 4 // payload: id | address (length-prefixed) → none
-	opStatus    byte = 5 // payload: none → status JSON
-	opRemove    byte = 6 // payload: id → none
-	opMember    byte = 7 // payload: kind byte | id | address → none (add a nonvoter, demote)
-	opTransfer  byte = 8 // payload: id (empty: any) → none
-	opAddrs     byte = 9 // payload: none → JSON ClientAddrs
+	opApply     byte = 1  // payload: flags byte | encoded batch → outcome
+	opReadIndex byte = 2  // payload: verify byte → uvarint index
+	opSync      byte = 3  // payload: none → none
+	opJoin      byte = 4  // payload: id | address (length-prefixed) → none
+	opStatus    byte = 5  // payload: none → status JSON
+	opRemove    byte = 6  // payload: id → none
+	opMember    byte = 7  // payload: kind byte | id | address → none (add a nonvoter, demote)
+	opTransfer  byte = 8  // payload: id (empty: any) → none
+	opAddrs     byte = 9  // payload: none → JSON ClientAddrs
+	opStateHash byte = 10 // payload: uvarint log index → JSON hashResult
 )
 
 const (

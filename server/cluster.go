@@ -446,6 +446,8 @@ var (
 	raftStateDesc     = prometheus.NewDesc("kvd_raft_state", "1 for the node's Raft state.", []string{"state"}, nil)
 	raftLeaderChgDesc = prometheus.NewDesc("kvd_raft_leader_changes_total", "Leader changes this node has seen since it started.", nil, nil)
 	raftMembersDesc   = prometheus.NewDesc("kvd_raft_members", "Members of the cluster's configuration, by suffrage.", []string{"suffrage"}, nil)
+	raftChecksDesc    = prometheus.NewDesc("kvd_raft_state_checks_total", "State checks this node ran as leader: every member's hash of its state at one log entry, compared.", nil, nil)
+	raftMismatchDesc  = prometheus.NewDesc("kvd_raft_state_check_mismatches_total", "State checks this node ran as leader in which a member's state differed from the leader's (see the log and state_check in /v1/cluster).", nil, nil)
 	raftDivergedDesc  = prometheus.NewDesc("kvd_raft_diverged", "1 once this node found it holds entries the cluster lost; it serves nothing until rebuilt.", nil, nil)
 )
 
@@ -489,6 +491,9 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 		diverged = 1
 	}
 	gauge(raftDivergedDesc, diverged)
+	checks, mismatches := n.StateChecks()
+	ch <- prometheus.MustNewConstMetric(raftChecksDesc, prometheus.CounterValue, float64(checks))
+	ch <- prometheus.MustNewConstMetric(raftMismatchDesc, prometheus.CounterValue, float64(mismatches))
 }
 
 // movedError answers a write sent to a follower of a client that asked to

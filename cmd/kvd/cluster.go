@@ -31,6 +31,8 @@ type clusterConfig struct {
 	// snapshotInterval, keeping trailingLogs entries below.
 	snapshotThreshold, trailingLogs uint64
 	snapshotInterval                time.Duration
+	// stateCheckInterval: how often the leader compares the members' states.
+	stateCheckInterval time.Duration
 }
 
 func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
@@ -56,6 +58,8 @@ func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
 		"cluster mode: take a snapshot (and compact the Raft log) once the log holds this many entries beyond the last one")
 	fs.DurationVar(&c.snapshotInterval, "raft-snapshot-interval", 2*time.Minute,
 		"cluster mode: how often to check --raft-snapshot-threshold")
+	fs.DurationVar(&c.stateCheckInterval, "raft-state-check-interval", 10*time.Minute,
+		"cluster mode: how often the leader compares every member's hash of its state at one log entry (0: never); a mismatch is logged and counted in kvd_raft_state_check_mismatches_total")
 	fs.Uint64Var(&c.trailingLogs, "raft-trailing-logs", 10240,
 		"cluster mode: entries kept below a snapshot, so that a follower a little behind gets entries rather than a snapshot")
 }
@@ -136,6 +140,7 @@ func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Wri
 		SnapshotThreshold:  cfg.cluster.snapshotThreshold,
 		SnapshotInterval:   cfg.cluster.snapshotInterval,
 		TrailingLogs:       cfg.cluster.trailingLogs,
+		StateCheckInterval: stateCheckInterval(cfg.cluster.stateCheckInterval),
 		Logger:             log,
 		RaftLog:            stderr,
 	})
@@ -217,4 +222,12 @@ func announceClientAddrs(store server.Store, resp, http net.Listener) {
 		return a.String()
 	}
 	n.SetClientAddrs(replication.ClientAddrs{RESP: reachable(resp), HTTP: reachable(http)})
+}
+
+// stateCheckInterval maps the flag's 0 (never) to the node's negative.
+func stateCheckInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
