@@ -43,7 +43,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
 	"client":  {nil, []string{"engine", "server", "internal/kvtest", "internal/faults", "internal/watchcheck"}},
-	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "watch", "internal/buildinfo"}, nil},
+	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "watch", "internal/buildinfo", "internal/tlsfiles"}, nil},
 	// kvctl's offline commands (backup status, restore) read backup files
 	// with engine.
 	"cmd/kvctl": {[]string{"client", "engine", "internal/histogram", "internal/buildinfo"}, []string{"server"}},
@@ -57,6 +57,9 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"internal/kvtest":    {nil, nil},
 	"internal/faults":    {nil, nil},
 	"internal/powerfs":   {nil, nil},
+	// tlsfiles keeps certificate files loaded and reloaded for kvd's
+	// listeners and cluster port.
+	"internal/tlsfiles": {nil, []string{"internal/kvtest"}},
 
 	// The watch history validator, shared by the watch tests and suites.
 	"internal/watchcheck": {nil, nil},
