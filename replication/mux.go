@@ -1,9 +1,11 @@
 package replication
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -24,7 +26,9 @@ const (
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
-	local     net.Addr // to dial other nodes from (localAddr)
+	local     net.Addr    // to dial other nodes from (localAddr)
+	tls       *tls.Config // to dial other nodes with (Config.DialTLS); nil: plain TCP
+	log       *slog.Logger
 	raft      chan net.Conn
 	cluster   func(net.Conn)
 
@@ -38,8 +42,9 @@ type mux struct {
 	conns map[net.Conn]struct{}
 }
 
-func newMux(ln net.Listener, advertise net.Addr, cluster func(net.Conn)) *mux {
-	m := &mux{ln: ln, advertise: advertise, local: localAddr(ln), raft: make(chan net.Conn), cluster: cluster, closed: make(chan struct{})}
+func newMux(ln net.Listener, advertise net.Addr, dialTLS *tls.Config, log *slog.Logger, cluster func(net.Conn)) *mux {
+	m := &mux{ln: ln, advertise: advertise, local: localAddr(ln), tls: dialTLS, log: log,
+		raft: make(chan net.Conn), cluster: cluster, closed: make(chan struct{})}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -67,11 +72,16 @@ func (m *mux) serve() {
 }
 
 // route reads c's first byte, with a deadline so that a silent dialer does
-// not hold a goroutine forever.
+// not hold a goroutine forever. On a TLS cluster port the handshake
+// happens there too: a dialer without a certificate the cluster's CA
+// issued gets no further.
 func (m *mux) route(c net.Conn) {
 	var b [1]byte
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(c, b[:]); err != nil {
+		if _, ok := c.(*tls.Conn); ok && !errors.Is(err, io.EOF) {
+			m.log.Warn("replication: cluster port: refused a connection", "remote", c.RemoteAddr().String(), "err", err)
+		}
 		c.Close()
 		return
 	}
@@ -148,7 +158,7 @@ func (l raftLayer) Close() error   { return l.m.close() }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialProto(l.m.local, string(addr), protoRaft, timeout)
+	return dialProto(l.m.local, l.m.tls, string(addr), protoRaft, timeout)
 }
 
 // localAddr is the address a node dials other nodes from: the IP its
@@ -163,11 +173,23 @@ func localAddr(ln net.Listener) net.Addr {
 	return &net.TCPAddr{IP: a.IP}
 }
 
-func dialProto(local net.Addr, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+// dialProto connects to the cluster port at addr, over TLS with tlsConf
+// if not nil, and names the protocol it will speak.
+func dialProto(local net.Addr, tlsConf *tls.Config, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, LocalAddr: local}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsConf != nil {
+		tc := tls.Client(c, tlsConf)
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
 	}
 	if _, err := c.Write([]byte{proto}); err != nil {
 		c.Close()

@@ -3,6 +3,7 @@ package replication
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -59,6 +60,12 @@ type Config struct {
 	// Advertise the address other nodes reach it at (default: the address
 	// listened on).
 	Listen, Advertise string
+	// ServerTLS, if set, puts the cluster port on TLS; it should require
+	// and verify client certificates, so that only members connect.
+	// DialTLS is then how the node dials the others' cluster ports: it
+	// should present the node's certificate and verify theirs. Both or
+	// neither.
+	ServerTLS, DialTLS *tls.Config
 	// Bootstrap starts a new cluster of this node alone, unless the node
 	// already has Raft state.
 	Bootstrap bool
@@ -163,6 +170,9 @@ type Node struct {
 func Open(cfg Config) (*Node, error) {
 	if cfg.Listen == "" && cfg.transport == nil {
 		return nil, errors.New("replication: a cluster node needs a listen address")
+	}
+	if (cfg.ServerTLS == nil) != (cfg.DialTLS == nil) {
+		return nil, errors.New("replication: ServerTLS and DialTLS go together")
 	}
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = 10 * time.Second
@@ -334,8 +344,12 @@ func (n *Node) listen(cfg *Config) error {
 		ln.Close()
 		return fmt.Errorf("replication: advertise address %q: other nodes need an address they can reach", cfg.Advertise)
 	}
-	n.mux = newMux(ln, adv, n.serveCluster)
+	if cfg.ServerTLS != nil {
+		ln = tls.NewListener(ln, cfg.ServerTLS)
+	}
+	n.mux = newMux(ln, adv, cfg.DialTLS, n.log, n.serveCluster)
 	n.peers.local = n.mux.local
+	n.peers.tls = cfg.DialTLS
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{n.mux},
 		MaxPool: 4,

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -110,7 +111,8 @@ func statusOf(err error) byte {
 
 // peers keeps connections to other nodes' cluster ports.
 type peers struct {
-	local net.Addr // to dial from; nil: any
+	local net.Addr    // to dial from; nil: any
+	tls   *tls.Config // to dial with; nil: plain TCP
 	mu    sync.Mutex
 	idle  map[string][]*peerConn
 }
@@ -186,7 +188,7 @@ func (p *peers) get(addr string, timeout time.Duration) (pc *peerConn, kept bool
 		return pc, true, nil
 	}
 	p.mu.Unlock()
-	c, err := dialProto(p.local, addr, protoCluster, timeout)
+	c, err := dialProto(p.local, p.tls, addr, protoCluster, timeout)
 	if err != nil {
 		return nil, false, fmt.Errorf("replication: dial %s: %w", addr, err)
 	}

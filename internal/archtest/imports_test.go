@@ -37,7 +37,7 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	"watch": {[]string{"engine"}, []string{"internal/kvtest", "internal/watchcheck"}},
 	// replication runs the store on Raft: server → replication → engine → wal
 	// (its log store is a wal.Log).
-	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
+	"replication": {[]string{"engine", "wal"}, []string{"internal/kvtest", "internal/tlsfiles"}},
 	// jobs runs backups, restores, imports... on the store; its records
 	// are written with wal.WriteFileDurably.
 	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
