@@ -21,6 +21,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"strconv"
 	"strings"
@@ -90,6 +91,10 @@ type Options struct {
 	DialTimeout time.Duration
 	// Protocol is the RESP version to speak, 2 or 3 (default 3).
 	Protocol int
+	// TLS, if set, connects over TLS with this configuration (kvd
+	// --tls-cert); TLSFiles.Config makes one from PEM files. Without a
+	// ServerName the host of addr is verified.
+	TLS *tls.Config
 }
 
 // Client is a kvd client. It is safe for concurrent use.
@@ -118,6 +123,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 		Protocol:              opts.Protocol,
 		PoolSize:              opts.PoolSize,
 		DialTimeout:           opts.DialTimeout,
+		TLSConfig:             opts.TLS,
 		ContextTimeoutEnabled: true,
 		// kvd sends no maintenance notifications.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},

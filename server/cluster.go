@@ -584,7 +584,7 @@ func (s *Server) redirected(w http.ResponseWriter, r *http.Request) bool {
 	}
 	// 307 keeps the method and the body (a 301 or 302 lets clients turn
 	// a PUT into a GET).
-	w.Header().Set("Location", "http://"+addr+r.URL.RequestURI())
+	w.Header().Set("Location", requestScheme(r)+"://"+addr+r.URL.RequestURI())
 	writeJSONError(w, &httpError{http.StatusTemporaryRedirect, codeRedirect, "writes go to the leader at " + addr})
 	return true
 }

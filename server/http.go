@@ -32,7 +32,8 @@ const (
 
 // ServeHTTPAPI serves the HTTP/JSON API (and /metrics, /healthz, and
 // /debug/pprof/ when Config.Pprof is set) on ln until [Server.Shutdown] or
-// [Server.Close] is called; it then returns ErrServerClosed.
+// [Server.Close] is called; it then returns ErrServerClosed. ln may be a
+// TLS listener (tls.NewListener): see http_tls.go.
 func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
@@ -40,6 +41,7 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 		IdleTimeout:       s.cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       markTLSConn,
 	}
 	ln = newLimitListener(ln, s.cfg.HTTPMaxConns)
 	s.mu.Lock()

@@ -17,7 +17,9 @@ import (
 // ErrServerClosed. It closes ln when it returns. Connections are served by
 // the server's event loop (Config.RESPIO "loop", see eventLoop) or each by
 // its own goroutine ("goroutines"); either way a connection's requests go
-// through the same parser (respParser) and executor (runRequests).
+// through the same parser (respParser) and executor (runRequests). ln may
+// be a TLS listener (tls.NewListener) only with "goroutines": the loop
+// reads and writes the sockets itself.
 //
 // kvd runs its own accept loop and connection handling, because it needs
 // what a generic RESP server loop lacks: a graceful drain of in-flight
@@ -54,7 +56,9 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 		if reason := s.addConn(c); reason != "" {
 			s.rejected.Add(1)
 			s.metrics.rejected.Inc()
-			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			// A read deadline too: on a TLS listener the write
+			// first reads the client's handshake.
+			nc.SetDeadline(time.Now().Add(time.Second))
 			nc.Write(appendLine(nil, '-', reason))
 			nc.Close()
 			continue

@@ -69,11 +69,15 @@ func backupStatus(e *env, path string) error {
 }
 
 func backupSave(ctx context.Context, e *env, httpAddr, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/snapshot", nil)
+	hc, scheme, err := e.httpClient()
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+httpAddr+"/v1/snapshot", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}

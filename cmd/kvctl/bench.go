@@ -147,10 +147,14 @@ func (c *benchConfig) check(durability string, fs *pflag.FlagSet) error {
 func runBench(ctx context.Context, e *env, cfg benchConfig) error {
 	timeout := e.cfg.timeout
 	// One connection per client.
+	opts, err := e.clientOptions(client.Options{PoolSize: 1})
+	if err != nil {
+		return err
+	}
 	dial := func() (*client.Client, error) {
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return client.Dial(dctx, e.cfg.addr, client.Options{PoolSize: 1})
+		return client.Dial(dctx, e.cfg.addr, opts)
 	}
 	ctl, err := dial()
 	if err != nil {

@@ -87,6 +87,7 @@ type config struct {
 	durability string
 	output     string
 	timeout    time.Duration
+	tls        tlsFlags
 }
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
@@ -94,6 +95,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.durability, "durability", c.durability, "durability of writes: sync, async or default (the server's)")
 	fs.StringVarP(&c.output, "output", "o", c.output, "output format: text or json")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of the whole command")
+	c.tls.addFlags(fs)
 }
 
 // env is what a command runs with.
@@ -138,6 +140,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if a := os.Getenv("KVCTL_ADDR"); a != "" {
 		cfg.addr = a
 	}
+	cfg.tls.fromEnv()
 	fs := pflag.NewFlagSet("kvctl", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SetInterspersed(false)
@@ -242,7 +245,11 @@ func commandUsage(c *command, fs *pflag.FlagSet) string {
 
 // dial connects to the server.
 func (e *env) dial(ctx context.Context) (*client.Client, error) {
-	return client.Dial(ctx, e.cfg.addr, client.Options{Durability: e.durability, PoolSize: 2})
+	o, err := e.clientOptions(client.Options{Durability: e.durability, PoolSize: 2})
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(ctx, e.cfg.addr, o)
 }
 
 func (e *env) json() bool { return e.cfg.output == "json" }

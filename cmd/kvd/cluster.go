@@ -106,9 +106,11 @@ func (c *clusterConfig) validate() []error {
 // respIOFor is --resp-io, whose default on a cluster is goroutines: a
 // read or write there waits for the leader, which would stall an event
 // loop that serves every connection, while goroutines wait alone (and
-// concurrent linearizable reads share the leader's confirmation).
+// concurrent linearizable reads share the leader's confirmation). With
+// TLS it is goroutines too: the loop reads and writes the sockets itself,
+// below crypto/tls.
 func (c *config) respIOFor() string {
-	if c.respIO == "" && c.cluster.enabled() {
+	if c.respIO == "" && (c.cluster.enabled() || c.tls.enabled()) {
 		return "goroutines"
 	}
 	return c.respIO
@@ -116,7 +118,7 @@ func (c *config) respIOFor() string {
 
 // openStore opens the store kvd serves: the engine on a single node, a
 // cluster node's store in cluster mode. close closes it.
-func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Writer) (store server.Store, close func() error, err error) {
+func openStore(cfg *config, opts engine.Options, tlss *tlsSets, log *slog.Logger, stderr io.Writer) (store server.Store, close func() error, err error) {
 	if !cfg.cluster.enabled() {
 		db, err := engine.Open(cfg.dataDir, opts)
 		if err != nil {
@@ -130,6 +132,8 @@ func openStore(cfg *config, opts engine.Options, log *slog.Logger, stderr io.Wri
 		NodeID:    cfg.cluster.nodeID,
 		Listen:    cfg.cluster.raftListen,
 		Advertise: cfg.cluster.raftAdvertise,
+		ServerTLS: tlss.clusterServer,
+		DialTLS:   tlss.dialer,
 		Bootstrap: cfg.cluster.bootstrap,
 		Join:      cfg.cluster.join,
 		Engine:    opts,

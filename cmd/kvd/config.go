@@ -45,6 +45,7 @@ type config struct {
 	maxValueSize       byteSize
 	maxClients         int
 	respIO             string
+	tls                tlsConfig
 	logLevel           string
 	logFormat          string
 	pprof              string
@@ -150,6 +151,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.pprof, "pprof", "",
 		"serve net/http/pprof: on the HTTP listener with --pprof alone, or on the given address")
 	fs.Lookup("pprof").NoOptDefVal = pprofOnHTTP
+	c.tls.addFlags(fs)
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second,
 		"on SIGINT or SIGTERM, how long in-flight requests may take to finish before their connections are closed")
 	c.cluster.addFlags(fs)
@@ -272,6 +274,7 @@ func (c *config) validate() []error {
 	if c.respIO != "" && c.respIO != "loop" && c.respIO != "goroutines" {
 		errs = append(errs, fmt.Errorf("--resp-io must be loop or goroutines, not %q", c.respIO))
 	}
+	errs = append(errs, c.tls.validate(c.respIO, c.cluster.enabled())...)
 	if c.respIdleTimeout < 0 {
 		errs = append(errs, errors.New("--resp-idle-timeout must not be negative"))
 	}
@@ -370,7 +373,7 @@ Cluster mode (Raft replication) starts with --raft-listen; see the cluster flags
 and README, "Cluster mode".
 
 With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
-and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment
+and HTTP on 127.0.0.1:8380 (over TLS with --tls-cert and --tls-key). Every flag can also be set with the environment
 variable named after it (--data-dir: KVD_DATA_DIR); a flag on the command
 line wins. Sizes take a unit: 512KiB, 16MiB, 1GiB (or plain bytes). kvd
 runs Go's garbage collector with GOGC=200 unless GOGC is set (lower uses

@@ -1,7 +1,8 @@
 // Command kvd is the kvd server: a durable key-value store served over RESP
 // (the Redis protocol) and HTTP/JSON.
 //
-// Run "kvd --help" for the flags, "kvd --version" for the version. On
+// Run "kvd --help" for the flags, "kvd --version" for the version. With
+// TLS (--tls-cert), SIGHUP reloads the certificate files. On
 // SIGINT or SIGTERM, or a client's SHUTDOWN, kvd stops accepting
 // connections, lets in-flight requests finish, flushes and fsyncs the
 // write-ahead log, checkpoints, and exits 0.
@@ -126,7 +127,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"memtable_max_bytes", opts.MaxMemtableBytes, "checkpoint_bytes", opts.CheckpointBytes,
 		"resp_pending_bytes", int64(cfg.respPendingBytes),
 		"go_memory_limit", debug.SetMemoryLimit(-1), "go_memory_limit_from", limitFrom)
-	store, closeStore, err := openStore(&cfg, opts, log, stderr)
+	tlss, err := cfg.tls.load(log)
+	if err != nil {
+		return err
+	}
+	store, closeStore, err := openStore(&cfg, opts, tlss, log, stderr)
 	if err != nil {
 		return err
 	}
@@ -200,6 +205,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	announceClientAddrs(store, respLn, httpLn)
+	respLn, httpLn = tlss.listener(respLn), tlss.listener(httpLn)
+	defer reloadTLSOnSIGHUP(tlss)()
 
 	errc := make(chan error, 3)
 	serve := func(name string, f func() error) {
@@ -239,6 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if pprofLn != nil {
 		attrs = append(attrs, "pprof", pprofLn.Addr().String())
 	}
+	attrs = append(attrs, tlss.logAttrs(&cfg.tls)...)
 	log.Info("kvd listening", attrs...)
 
 	var serveErr error
