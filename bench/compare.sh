@@ -15,15 +15,24 @@
 # checkpoint interval: turns much shorter than that would charge kvd with a
 # checkpoint per turn, since the paused time counts towards the interval.
 #
-# Needs: go, redis-server, redis-benchmark, redis-cli
+# With KVD_BENCH_TLS=1 every server speaks TLS only, with a certificate
+# made for the run: kvd with --tls-cert/--tls-key (which serves RESP with a
+# goroutine per connection), Redis with --tls-port; redis-benchmark and
+# redis-cli connect with --tls. Clients are not asked for certificates.
+#
+# Needs: go, redis-server, redis-benchmark, redis-cli (and openssl for TLS)
 #   (Debian: apt-get install redis-server redis-tools)
-# Usage: bench/compare.sh [REPS]      environment: KVD_BENCH_SCALE=0.2 for a quick run
+# Usage: bench/compare.sh [REPS]      environment: KVD_BENCH_SCALE=0.2 for a quick run,
+#                                     KVD_BENCH_TLS=1 for TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${1:-3}
 SCALE=${KVD_BENCH_SCALE:-1}
-for tool in go redis-server redis-benchmark redis-cli; do
+TLS=${KVD_BENCH_TLS:-0}
+tools=(go redis-server redis-benchmark redis-cli)
+if [ "$TLS" = 1 ]; then tools+=(openssl); fi
+for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null; then
     echo "compare.sh: $tool not found; install with: apt-get install redis-server redis-tools" >&2
     exit 1
@@ -42,6 +51,22 @@ trap cleanup EXIT INT TERM
 go build -o "$work/kvd" ./cmd/kvd
 go build -o "$work/rawsync" ./bench/rawsync
 
+# With TLS: a CA and a server certificate for 127.0.0.1, and the flags of
+# each program.
+KVD_TLS=() REDIS_TLS=() CLIENT_TLS=()
+if [ "$TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
+    -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/req.pem" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$work/ext.cnf"
+  openssl x509 -req -in "$work/req.pem" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -CAcreateserial \
+    -days 1 -extfile "$work/ext.cnf" -out "$work/cert.pem" 2>/dev/null
+  KVD_TLS=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+  REDIS_TLS=(--tls-cert-file "$work/cert.pem" --tls-key-file "$work/key.pem" --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no)
+  CLIENT_TLS=(--tls --cacert "$work/ca.pem")
+fi
+
 # free_port picks a port below the kernel's ephemeral range, where no
 # client connection (redis-benchmark opens thousands) can be holding it.
 free_port() {
@@ -55,7 +80,7 @@ free_port() {
 
 wait_ready() { # port log
   for _ in $(seq 1 200); do
-    if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
+    if [ "$(redis-cli -p "$1" "${CLIENT_TLS[@]}" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
     sleep 0.05
   done
@@ -70,11 +95,13 @@ start() {
   local name=$1 dir="$work/$1"
   mkdir -p "$dir"
   PORT=$(free_port)
+  local rport=(--port "$PORT")
+  if [ "$TLS" = 1 ]; then rport=(--port 0 --tls-port "$PORT" "${REDIS_TLS[@]}"); fi
   case $name in
-    kvd-sync)  "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode sync  >"$dir.log" 2>&1 & ;;
-    kvd-async) "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode async >"$dir.log" 2>&1 & ;;
-    redis-always)   redis-server --port "$PORT" --dir "$dir" --save "" --appendonly yes --appendfsync always   >"$dir.log" 2>&1 & ;;
-    redis-everysec) redis-server --port "$PORT" --dir "$dir" --save "" --appendonly yes --appendfsync everysec >"$dir.log" 2>&1 & ;;
+    kvd-sync)  "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode sync  "${KVD_TLS[@]}" >"$dir.log" 2>&1 & ;;
+    kvd-async) "$work/kvd" --data-dir "$dir" --listen "127.0.0.1:$PORT" --http-listen "" --commit-mode async "${KVD_TLS[@]}" >"$dir.log" 2>&1 & ;;
+    redis-always)   redis-server "${rport[@]}" --dir "$dir" --save "" --appendonly yes --appendfsync always   >"$dir.log" 2>&1 & ;;
+    redis-everysec) redis-server "${rport[@]}" --dir "$dir" --save "" --appendonly yes --appendfsync everysec >"$dir.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   pids+=("$SERVER_PID")
@@ -87,7 +114,7 @@ start() {
 bench() {
   local n
   n=$(awk -v n="$4" -v s="$SCALE" 'BEGIN { printf "%d", (n*s < 1000 ? 1000 : n*s) }')
-  redis-benchmark -p "$PORT" -t "$1" -d 100 -r 100000 -c "$2" -P "$3" -n "$n" --csv 2>/dev/null |
+  redis-benchmark -p "$PORT" "${CLIENT_TLS[@]}" -t "$1" -d 100 -r 100000 -c "$2" -P "$3" -n "$n" --csv 2>/dev/null |
     awk -F'","|"' 'NR > 1 && $2 != "" { printf "%s %.0f %.0f\n", $3, $6 * 1000, $8 * 1000 }'
 }
 
@@ -135,7 +162,9 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-echo "Medians of $REPS runs; 100-byte values, 100k random keys; redis-benchmark -d 100 -r 100000."
+tls_note=""
+if [ "$TLS" = 1 ]; then tls_note=" Over TLS (kvd --tls-cert, Redis --tls-port; redis-benchmark --tls)."; fi
+echo "Medians of $REPS runs; 100-byte values, 100k random keys; redis-benchmark -d 100 -r 100000.$tls_note"
 echo "raw write+fdatasync: ${RAW_OPS} ops/s, p50 ${RAW_P50} µs (overwriting a synced file: ${OVER_OPS} ops/s, p50 ${OVER_P50} µs)"
 echo
 printf '| %-12s | %-11s | %10s | %8s | %8s | %-14s | %10s | %8s | %12s |\n' workload "kvd mode" "kvd ops/s" "p50 µs" "p99 µs" "Redis" "Redis ops/s" "p50 µs" "kvd/Redis"
