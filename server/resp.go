@@ -56,11 +56,7 @@ func (s *Server) ServeRESP(ln net.Listener) error {
 		if reason := s.addConn(c); reason != "" {
 			s.rejected.Add(1)
 			s.metrics.rejected.Inc()
-			// A read deadline too: on a TLS listener the write
-			// first reads the client's handshake.
-			nc.SetDeadline(time.Now().Add(time.Second))
-			nc.Write(appendLine(nil, '-', reason))
-			nc.Close()
+			refuse(nc, reason)
 			continue
 		}
 		if s.cfg.RESPIO == "loop" {

@@ -3,7 +3,6 @@ package server
 import (
 	"io"
 	"math"
-	"net"
 	"runtime/debug"
 	"time"
 )
@@ -113,11 +112,10 @@ func (c *respConn) setBusy(b bool) bool {
 // (which makes the kernel send a reset) does not destroy the error reply
 // before the client reads it.
 func (c *respConn) lingeringClose() {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
+	tc, ok := c.nc.(closeWriter)
+	if !ok || tc.CloseWrite() != nil {
 		return
 	}
-	tc.CloseWrite()
 	tc.SetReadDeadline(time.Now().Add(lingerTime))
 	io.CopyN(io.Discard, tc, lingerBytes)
 }
