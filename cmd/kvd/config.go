@@ -373,7 +373,7 @@ Cluster mode (Raft replication) starts with --raft-listen; see the cluster flags
 and README, "Cluster mode".
 
 With no flags kvd keeps its data in ./kvd-data, speaks RESP on 127.0.0.1:6380
-and HTTP on 127.0.0.1:8380 (over TLS with --tls-cert and --tls-key). Every flag can also be set with the environment
+and HTTP on 127.0.0.1:8380. Every flag can also be set with the environment
 variable named after it (--data-dir: KVD_DATA_DIR); a flag on the command
 line wins. Sizes take a unit: 512KiB, 16MiB, 1GiB (or plain bytes). kvd
 runs Go's garbage collector with GOGC=200 unless GOGC is set (lower uses
