@@ -13,9 +13,11 @@
 #
 # Needs: redis-server, redis-cli, redis-benchmark (Debian: redis-server
 # redis-tools), dd.
-# Usage: bench/jobs.sh KVD KVCTL [N]   e.g. bench/jobs.sh /tmp/kvd /tmp/kvctl 1000000
+# Usage: bench/jobs.sh KVD KVCTL [N [import]]   e.g. bench/jobs.sh /tmp/kvd /tmp/kvctl 1000000
+# With "import" last, only the two import jobs run (no redis, backup or p99):
+# quick enough to repeat, as this machine's noise asks.
 set -euo pipefail
-kvd=$1 kvctl=$2 n=${3:-1000000}
+kvd=$1 kvctl=$2 n=${3:-1000000} only=${4:-all}
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvd-jobs.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 rport=7420 hport=7421 redisport=7422
@@ -30,11 +32,13 @@ awk -v n="$n" 'BEGIN { v = sprintf("%0100d", 0)
   for (i = 0; i < n; i++) printf "{\"key\":\"nd%09d\",\"value\":\"%s\"}\n", i, v }' >"$work/data/backups/keys.ndjson"
 
 # redis-cli --pipe into redis-server.
+[ "$only" = import ] || {
 redis-server --port "$redisport" --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
 for _ in $(seq 50); do redis-cli -p "$redisport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 a=$(now); redis-cli -p "$redisport" --pipe <"$work/data/backups/keys.resp" >/dev/null; b=$(now)
 echo "redis-cli --pipe into redis-server (no AOF): $(rate "$n" "$a" "$b") keys/s"
 redis-cli -p "$redisport" shutdown nosave >/dev/null 2>&1 || true
+}
 
 "$kvd" --data-dir "$work/data" --listen "127.0.0.1:$rport" --http-listen "127.0.0.1:$hport" \
   --commit-mode sync >"$work/kvd.log" 2>&1 &
@@ -44,6 +48,7 @@ a=$(now); "$kvctl" import keys.resp >/dev/null; b=$(now)
 echo "kvd import job, redis-cli --pipe format: $(rate "$n" "$a" "$b") keys/s"
 a=$(now); "$kvctl" import keys.ndjson >/dev/null; b=$(now)
 echo "kvd import job, NDJSON:                  $(rate "$n" "$a" "$b") keys/s"
+[ "$only" = import ] && exit 0
 redis-cli -p "$rport" flushall >/dev/null 2>&1 || true
 a=$(now); redis-cli -p "$rport" --pipe <"$work/data/backups/keys.resp" >/dev/null; b=$(now)
 echo "redis-cli --pipe into kvd (sync commits): $(rate "$n" "$a" "$b") keys/s"
