@@ -106,7 +106,8 @@ type history struct {
 	notify chan struct{}
 	waited bool
 
-	fx []Change // the changes of the batch being applied (smu held)
+	fx   []Change // the changes of the batch being applied (smu held)
+	keys []byte   // room for their keys (DB.reserve)
 	// newOldest is the oldest revision after the checkpoint in progress
 	// (the checkpointer's own).
 	newOldest uint64
@@ -115,7 +116,16 @@ type history struct {
 // recordChange notes that the batch being applied at rev changes key to e
 // (a value or a deletion). Called from applyBatch with smu held.
 func (db *DB) recordChange(key []byte, e memEntry) {
-	c := Change{Key: bytes.Clone(key), Delete: e.del, ExpiresAt: e.expires}
+	h := &db.hist
+	var k []byte
+	if len(key) > 0 && cap(h.keys)-len(h.keys) >= len(key) {
+		k0 := len(h.keys)
+		h.keys = append(h.keys, key...)
+		k = h.keys[k0:len(h.keys):len(h.keys)]
+	} else {
+		k = bytes.Clone(key)
+	}
+	c := Change{Key: k, Delete: e.del, ExpiresAt: e.expires}
 	if !e.del {
 		c.Value = e.value // the memtable's own, never changed in place
 		if c.Value == nil {
@@ -139,11 +149,15 @@ func (db *DB) setChange(key []byte, e memEntry) {
 func (db *DB) endChanges(rev uint64, at int64) {
 	h := &db.hist
 	fx := h.fx
-	h.fx = nil
+	h.fx, h.keys = nil, nil
 	if len(fx) > 1 {
 		// Key order, the last change of each key: the same on every node
-		// whatever the order a delete-all visited its keys in.
-		sort.SliceStable(fx, func(i, j int) bool { return bytes.Compare(fx[i].Key, fx[j].Key) < 0 })
+		// whatever the order a delete-all visited its keys in. (A bulk
+		// load's keys often come in order already.)
+		byKey := func(a, b Change) int { return bytes.Compare(a.Key, b.Key) }
+		if !slices.IsSortedFunc(fx, byKey) {
+			slices.SortStableFunc(fx, byKey)
+		}
 		out := fx[:0]
 		for i, c := range fx {
 			if i+1 < len(fx) && bytes.Equal(c.Key, fx[i+1].Key) {
@@ -340,7 +354,7 @@ func (db *DB) openHistory(tx *bolt.Tx, applied uint64) error {
 	h := &db.hist
 	h.mu.Lock()
 	old := h.notify
-	h.recs, h.fx = nil, nil
+	h.recs, h.fx, h.keys = nil, nil, nil
 	h.ckpt, h.oldest, h.last = applied, oldest, applied
 	h.notify, h.waited = make(chan struct{}), false
 	h.mu.Unlock()
