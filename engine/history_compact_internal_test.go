@@ -170,3 +170,66 @@ func TestCompactHistory(t *testing.T) {
 	putRevisions(t, db, last+1, last+5)
 	checkHistoryFrom(t, db, last+1, last+5, "everything compacted, then written")
 }
+
+// TestCompactHistoryUnderWrites compacts the history again and again while
+// a writer adds revisions and checkpoints run often, and checks each time
+// that the history from its oldest revision on is whole: no checkpoint
+// brings compacted revisions back or moves the oldest one back.
+func TestCompactHistoryUnderWrites(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{CommitMode: CommitAsync, CheckpointLogBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const n = 6000
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= n; i++ {
+			if _, err := db.Put([]byte("k"+strconv.Itoa(i)), []byte("v"), WriteOptions{}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- db.Sync()
+	}()
+	var prev uint64
+	check := func() {
+		t.Helper()
+		upTo := db.DurableRevision()
+		oldest, err := db.CompactHistory(upTo/2+1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := db.OldestRevision(); o != oldest || o < prev {
+			t.Fatalf("oldest revision %d after a compaction that returned %d (before: %d)", o, oldest, prev)
+		}
+		prev = oldest
+		sets, next, err := db.Changes(oldest, nil, 0, upTo)
+		if err != nil {
+			t.Fatalf("Changes from the oldest revision %d: %v", oldest, err)
+		}
+		if next != upTo+1 || uint64(len(sets)) != upTo+1-oldest {
+			t.Fatalf("Changes from %d through %d: %d sets, next %d", oldest, upTo, len(sets), next)
+		}
+		for i, cs := range sets {
+			if rev := oldest + uint64(i); cs.Revision != rev || string(cs.Changes[0].Key) != "k"+strconv.FormatUint(rev, 10) {
+				t.Fatalf("set %d from %d: revision %d changing %q", i, oldest, cs.Revision, cs.Changes[0].Key)
+			}
+		}
+	}
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			check()
+			if db.checkpoints.Load() < 3 {
+				t.Fatalf("%d checkpoints ran during the test; want several", db.checkpoints.Load())
+			}
+			return
+		default:
+			check()
+		}
+	}
+}
