@@ -241,3 +241,52 @@ func TestRequirePass(t *testing.T) {
 		t.Errorf("redis-cli --user --pass: exit %d: %q %s", code, out, errOut)
 	}
 }
+
+// TestKvctlCredentials: kvctl takes credentials from KVD_USER and
+// KVD_PASSWORD, --user and --password-file, and KVD_TOKEN for HTTP.
+func TestKvctlCredentials(t *testing.T) {
+	dir := t.TempDir()
+	out, _, _ := runTool(t, "", nil, kvdBin, "token")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	users := filepath.Join(dir, "users")
+	file := "root all password=" + hashPassword(t, "pw-root-1") + " " + lines[1] + "\n" +
+		"reader read password=" + hashPassword(t, "pw-reader-1") + "\n"
+	if err := os.WriteFile(users, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte("pw-reader-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startKVD(t, "", "--auth-file", users)
+	kvctl := func(env []string, args ...string) (string, string, int) {
+		t.Helper()
+		return runTool(t, "", env, kvctlBin, append([]string{"--addr", p.RESPAddr}, args...)...)
+	}
+	if _, errOut, code := kvctl(nil, "put", "k", "v"); code != 1 || !strings.Contains(errOut, "NOAUTH") {
+		t.Errorf("kvctl put without credentials: exit %d: %s", code, errOut)
+	}
+	rootEnv := []string{"KVD_USER=root", "KVD_PASSWORD=pw-root-1"}
+	if out, errOut, code := kvctl(rootEnv, "put", "k", "v"); code != 0 {
+		t.Errorf("kvctl put as root: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := kvctl(nil, "get", "--user", "reader", "--password-file", pwFile, "k"); code != 0 || out != "v\n" {
+		t.Errorf("kvctl get as reader: exit %d: %q %s", code, out, errOut)
+	}
+	if _, errOut, code := kvctl(nil, "--user", "reader", "--password-file", pwFile, "put", "k", "x"); code != 1 || !strings.Contains(errOut, "NOPERM") {
+		t.Errorf("kvctl put as reader: exit %d: %s", code, errOut)
+	}
+	save := func(env []string) (string, int) {
+		_, errOut, code := kvctl(env, "backup", "save", "--http-addr", p.HTTPAddr, filepath.Join(t.TempDir(), "b"))
+		return errOut, code
+	}
+	if errOut, code := save(nil); code != 1 || !strings.Contains(errOut, "401") && !strings.Contains(errOut, "unauthorized") {
+		t.Errorf("kvctl backup save without credentials: exit %d: %s", code, errOut)
+	}
+	if errOut, code := save([]string{"KVD_TOKEN=" + lines[0]}); code != 0 {
+		t.Errorf("kvctl backup save with root's token: exit %d: %s", code, errOut)
+	}
+	if errOut, code := save(rootEnv); code != 0 {
+		t.Errorf("kvctl backup save as root: exit %d: %s", code, errOut)
+	}
+}
