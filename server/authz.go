@@ -290,6 +290,7 @@ func (c *respConn) login(users *auth.Users, name, password []byte) string {
 		return respErrWrongPass
 	}
 	c.authName, c.authUsers, c.authUser = u.Name, users, u
+	c.shownUser.Store(&u.Name)
 	return ""
 }
 

@@ -30,6 +30,7 @@ var testUsers = []testUser{
 	{"writer", "write", writerPass, ""},
 	{"app", "read,write", appPass, "prefix=app/ prefix=shared/"},
 	{"ops", "admin", opsPass, ""},
+	{"appadmin", "all", appPass, "prefix=app/"},
 }
 
 // usersFile returns the text of a users file of users, with cheap hashes.
@@ -178,7 +179,7 @@ func TestRESPPermissions(t *testing.T) {
 				t.Fatalf("SET %s = %q", k, got)
 			}
 		}
-		pass := map[string]string{"reader": readerPass, "writer": writerPass, "app": appPass, "ops": opsPass}
+		pass := map[string]string{"reader": readerPass, "writer": writerPass, "app": appPass, "ops": opsPass, "appadmin": appPass}
 		for _, tc := range []struct {
 			user string
 			args []string
@@ -243,7 +244,17 @@ func TestRESPPermissions(t *testing.T) {
 			{"ops", []string{"GET", "other"}, noPerm("ops", "get")},
 			{"ops", []string{"SET", "other", "x"}, noPerm("ops", "set")},
 			{"ops", []string{"CONFIG", "GET", "maxclients"}, "*2\r\n*"},
-			{"ops", []string{"ACL", "USERS"}, "*5\r\n$3\r\napp\r\n$3\r\nops\r\n$6\r\nreader\r\n$4\r\nroot\r\n$6\r\nwriter\r\n"},
+			{"ops", []string{"ACL", "USERS"}, "*6\r\n$3\r\napp\r\n$8\r\nappadmin\r\n$3\r\nops\r\n$6\r\nreader\r\n$4\r\nroot\r\n$6\r\nwriter\r\n"},
+
+			// An admin with a prefix administers, but reaches no key
+			// outside it, and nothing of the whole keyspace at once.
+			{"appadmin", []string{"CONFIG", "GET", "maxclients"}, "*2\r\n*"},
+			{"appadmin", []string{"GET", "app/x"}, "$7\r\nv-app/x\r\n"},
+			{"appadmin", []string{"GET", "other"}, noPermKey},
+			{"appadmin", []string{"JOB", "LIST"}, noPermKey},
+			{"appadmin", []string{"BGSAVE"}, noPermKey},
+			{"appadmin", []string{"DBSIZE"}, noPermKey},
+			{"appadmin", []string{"FLUSHALL"}, noPermKey},
 			{"ops", []string{"CLIENT", "LIST"}, "$*"},
 		} {
 			c := login(t, ts, tc.user, pass[tc.user])
@@ -256,6 +267,13 @@ func TestRESPPermissions(t *testing.T) {
 				t.Errorf("%s: %q = %q, want %q", tc.user, tc.args, got, tc.want)
 			}
 			c.nc.Close()
+		}
+		// INFO leaves the keyspace's figures out for a user with prefixes.
+		if got := root.do("INFO", "keyspace"); !strings.Contains(got, "# Keyspace") {
+			t.Errorf("root INFO keyspace = %q", got)
+		}
+		if got := login(t, ts, "app", appPass).do("INFO", "keyspace"); strings.Contains(got, "Keyspace") || strings.HasPrefix(got, "-") {
+			t.Errorf("app INFO keyspace = %q", got)
 		}
 		// KEYS and SCAN list every key to a user without prefixes.
 		if got := root.do("KEYS", "*"); !strings.HasPrefix(got, "*9\r\n") {
@@ -432,6 +450,32 @@ func FuzzRESPAuth(f *testing.F) {
 				t.Fatalf("after %q: GET = %q", args, got)
 			}
 			conn.nc.Close()
+		}
+	})
+}
+
+// TestRESPNoSecretsShown: CLIENT LIST names each connection's user, and
+// neither it, INFO nor ACL LIST shows a password or a hash.
+func TestRESPNoSecretsShown(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts, _ := startAuthServer(t, model)
+		login(t, ts, "app", appPass)
+		ops := login(t, ts, "ops", opsPass)
+		list := ops.do("CLIENT", "LIST")
+		if !strings.Contains(list, " user=app\n") || !strings.Contains(list, " user=ops\n") {
+			t.Errorf("CLIENT LIST does not name the users: %q", list)
+		}
+		root := login(t, ts, "root", rootPass)
+		for _, args := range [][]string{{"CLIENT", "LIST"}, {"INFO", "everything"}, {"ACL", "LIST"}, {"CONFIG", "GET", "*"}} {
+			got := root.do(args...)
+			if strings.HasPrefix(got, "-") {
+				t.Errorf("%q = %q", args, got)
+			}
+			for _, secret := range []string{appPass, opsPass, rootPass, "pbkdf2", "sha256$"} {
+				if strings.Contains(got, secret) {
+					t.Errorf("%q shows %q", args, secret)
+				}
+			}
 		}
 	})
 }

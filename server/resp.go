@@ -161,6 +161,8 @@ type respConn struct {
 	authName  string
 	authUser  *auth.User
 	authUsers *auth.Users
+	// shownUser is authName for CLIENT LIST on other goroutines; nil: default.
+	shownUser atomic.Pointer[string]
 
 	// Goroutine model only.
 	mu   sync.Mutex
