@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -232,4 +233,25 @@ func FuzzHTTPAuthHeader(f *testing.F) {
 			t.Fatalf("Authorization %q: %d, want 401", h, resp.StatusCode)
 		}
 	})
+}
+
+// TestHTTPWatchWithinPrefix: a user with prefixes may watch a prefix of
+// its own over SSE.
+func TestHTTPWatchWithinPrefix(t *testing.T) {
+	ts, token := startHTTPAuthServer(t, false)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+ts.httpAddr+"/v1/watch?prefix=app/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Errorf("watch of the user's prefix: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
 }
