@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kvdstore/kvd/auth"
 )
 
 // Connection and server administration: CLIENT LIST, INFO, KILL and HELP,
@@ -28,7 +30,11 @@ func (c *respConn) clientLine(now time.Time) string {
 	b.WriteString(" name=" + c.clientName())
 	b.WriteString(" age=" + strconv.FormatInt(int64(now.Sub(c.created)/time.Second), 10))
 	b.WriteString(" idle=" + strconv.FormatInt(int64(max(0, now.Sub(idle))/time.Second), 10))
-	b.WriteString(" flags=N db=0 cmd=" + cmd + " user=default\n")
+	user := auth.DefaultUser
+	if u := c.shownUser.Load(); u != nil {
+		user = *u
+	}
+	b.WriteString(" flags=N db=0 cmd=" + cmd + " user=" + user + "\n")
 	return b.String()
 }
 

@@ -158,7 +158,7 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 			return 0, false
 		}
 	}
-	if c.checkKey(args[1]) != "" || len(args[2]) > c.s.cfg.MaxValueSize {
+	if c.checkKey(args[1]) != "" || len(args[2]) > c.s.cfg.MaxValueSize || !c.setAllowed(args[1]) {
 		return 0, false
 	}
 	return d, true
@@ -356,6 +356,9 @@ func (c *respConn) command(args [][]byte) *respCommand {
 	c.lastCmd.Store(cmd)
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
 		c.writeError("ERR wrong number of arguments for '" + cmd.name + "' command")
+		return nil
+	}
+	if !c.authorize(cmd, args) {
 		return nil
 	}
 	return cmd

@@ -73,6 +73,9 @@ func backupSave(ctx context.Context, e *env, httpAddr, path string) error {
 	if err != nil {
 		return err
 	}
+	if err := e.authorizeHTTP(req); err != nil {
+		return err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)

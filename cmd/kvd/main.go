@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -91,6 +92,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "recover" {
 		return runRecover(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "passwd" {
+		return runPasswd(args[1:], os.Stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], stdout, stderr)
+	}
 	var cfg config
 	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -111,6 +118,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return &usageError{err}
+	}
+	if err := protectedMode(&cfg, log); err != nil {
+		return err
+	}
+	users, loadUsers, err := cfg.auth.users()
+	if err != nil {
+		return err
+	}
+	switch {
+	case cfg.auth.authFile != "":
+		log.Info("users loaded", "auth_file", cfg.auth.authFile, "users", len(users.Names()))
+	case users != nil:
+		log.Info("one user, default, with --requirepass's password")
+		if _, fromEnv := os.LookupEnv(envName("requirepass")); cfg.auth.requirePass != "" && !fromEnv {
+			log.Warn("--requirepass on the command line is visible to every local user (ps): prefer KVD_REQUIREPASS or --requirepass-file")
+		}
+	default:
+		log.Warn("no users configured: every client may do anything (--auth-file or --requirepass-file to require credentials)")
 	}
 
 	// The budget is the runtime's soft limit, so that garbage does not pile
@@ -164,9 +189,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Metrics:               metrics,
 		Jobs:                  jm,
 		Logger:                log,
+		Users:                 users,
+		LoadUsers:             loadUsers,
+		MetricsAuth:           cfg.auth.metricsAuth,
 	})
 	if err != nil {
 		return err
+	}
+	if loadUsers != nil {
+		stopReload := reloadOnSIGHUP(srv)
+		defer stopReload()
 	}
 
 	// Listen on everything before serving anything, so that a bad address
@@ -286,4 +318,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("kvd stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// reloadOnSIGHUP reloads srv's users file on each SIGHUP until the returned
+// function is called (it waits for a reload under way). A failed reload
+// keeps the users before (srv logs it).
+func reloadOnSIGHUP(srv *server.Server) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-hup:
+				srv.ReloadUsers()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		wg.Wait()
+	}
 }
