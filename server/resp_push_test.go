@@ -1,0 +1,348 @@
+package server_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/server"
+	"github.com/kvdstore/kvd/watch"
+)
+
+// respValue is a decoded RESP value: string (simple or bulk), int64, nil,
+// respErr, or []any (an array, or a push frame if push is set on the
+// frame read).
+type respErr string
+
+// readValue decodes one RESP2/RESP3 value; push reports a '>' frame.
+func readValue(r *bufio.Reader) (v any, push bool, err error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, false, err
+	}
+	if len(line) < 3 || !strings.HasSuffix(line, "\r\n") {
+		return nil, false, fmt.Errorf("bad line %q", line)
+	}
+	body := line[1 : len(line)-2]
+	switch line[0] {
+	case '+':
+		return body, false, nil
+	case '-':
+		return respErr(body), false, nil
+	case ':':
+		n, err := strconv.ParseInt(body, 10, 64)
+		return n, false, err
+	case '_':
+		return nil, false, nil
+	case '$':
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return nil, false, err
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, false, err
+		}
+		return string(buf[:n]), false, nil
+	case '*', '>':
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return nil, false, err
+		}
+		out := make([]any, n)
+		for i := range out {
+			if out[i], _, err = readValue(r); err != nil {
+				return nil, false, err
+			}
+		}
+		return out, line[0] == '>', nil
+	}
+	return nil, false, fmt.Errorf("unknown type in %q", line)
+}
+
+// frame reads the next value from c.
+func (c *rawConn) frame() (any, bool) {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	v, push, err := readValue(c.r)
+	if err != nil {
+		c.t.Fatalf("reading a frame: %v", err)
+	}
+	return v, push
+}
+
+// isEvent reports whether v is a frame of a watch (kvchange, kvprogress,
+// kvcompacted, kverror).
+func isEvent(v any) bool {
+	a, ok := v.([]any)
+	if !ok || len(a) == 0 {
+		return false
+	}
+	switch a[0] {
+	case "kvchange", "kvprogress", "kvcompacted", "kverror":
+		return true
+	}
+	return false
+}
+
+// replyAfterEvents reads frames until one that is not a watch's event (the
+// reply of a command) and returns it and the events before it; wantPush
+// says whether events must be push frames (RESP3) or arrays (RESP2).
+func (c *rawConn) replyAfterEvents(wantPush bool) (any, []any) {
+	c.t.Helper()
+	var evs []any
+	for {
+		v, push := c.frame()
+		if !isEvent(v) {
+			if push {
+				c.t.Fatalf("a reply as a push frame: %v", v)
+			}
+			return v, evs
+		}
+		if push != wantPush {
+			c.t.Fatalf("event %v: push frame %v, want %v", v, push, wantPush)
+		}
+		evs = append(evs, v)
+	}
+}
+
+// untilEvent reads events until stop says so; it fails on a frame that is
+// not an event.
+func (c *rawConn) untilEvent(wantPush bool, stop func(ev []any) bool) []any {
+	c.t.Helper()
+	var evs []any
+	for {
+		v, push := c.frame()
+		if !isEvent(v) || push != wantPush {
+			c.t.Fatalf("frame %v (push %v), want an event (push %v); events so far %v", v, push, wantPush, evs)
+		}
+		evs = append(evs, v)
+		if stop(v.([]any)) {
+			return evs
+		}
+	}
+}
+
+func change(id, rev int64, ops ...[]any) []any {
+	list := make([]any, len(ops))
+	for i, op := range ops {
+		list[i] = op
+	}
+	return []any{"kvchange", id, rev, list}
+}
+
+func put(k, v string) []any { return []any{"put", k, v} }
+func del(k string) []any    { return []any{"del", k, nil} }
+
+func same(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+// TestKVWatchRESP2 checks KVWATCH on RESP2 exactly: the confirmation, a
+// revision's matching changes as one kvchange, progress marks past
+// revisions that matched nothing, subscribed mode (other commands refused
+// as Redis refuses them, PING answered as in pub/sub), a second watch,
+// KVUNWATCH of one and of all (after which no frame of the ended watch
+// comes and other commands run again), RESET, and the hub's count of
+// watchers going back to 0.
+func TestKVWatchRESP2(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model})
+		w := dialRaw(t, ts.respAddr)
+		w.do("MSET", "p/1", "a", "p/2", "b", "q", "c") // 1
+		w.do("SET", "other", "x")                      // 2
+
+		c := dialRaw(t, ts.respAddr)
+		c.send("KVWATCH", "PREFIX", "p/", "FROM", "1", "PROGRESS", "50")
+		if v, _ := c.frame(); !same(v, []any{"kvwatch", int64(1), int64(1), int64(1)}) {
+			t.Fatalf("KVWATCH reply %v", v)
+		}
+		evs := c.untilEvent(false, func(ev []any) bool { return ev[0] == "kvprogress" })
+		want := []any{change(1, 1, put("p/1", "a"), put("p/2", "b")), []any{"kvprogress", int64(1), int64(2)}}
+		if !same(evs, want) {
+			t.Fatalf("events %v, want %v", evs, want)
+		}
+
+		// Subscribed mode.
+		for _, cmd := range [][]string{{"GET", "p/1"}, {"SET", "k", "v"}, {"MULTI"}, {"HELLO", "3"}} {
+			c.send(cmd...)
+			got, _ := c.replyAfterEvents(false)
+			wantErr := respErr("ERR Can't execute '" + strings.ToLower(cmd[0]) + "': only KVWATCH / KVUNWATCH / PING / QUIT / RESET are allowed in this context")
+			if got != wantErr {
+				t.Errorf("%v in subscribed mode: %v, want %v", cmd, got, wantErr)
+			}
+		}
+		c.send("PING")
+		if got, _ := c.replyAfterEvents(false); !same(got, []any{"pong", ""}) {
+			t.Errorf("PING in subscribed mode: %v", got)
+		}
+		c.send("PING", "hi")
+		if got, _ := c.replyAfterEvents(false); !same(got, []any{"pong", "hi"}) {
+			t.Errorf("PING hi in subscribed mode: %v", got)
+		}
+
+		w.do("DEL", "p/1") // 3
+		evs = c.untilEvent(false, func(ev []any) bool { return ev[0] == "kvchange" })
+		if got := evs[len(evs)-1]; !same(got, change(1, 3, del("p/1"))) {
+			t.Fatalf("after DEL: %v", got)
+		}
+
+		c.send("KVWATCH", "KEY", "q")
+		got, _ := c.replyAfterEvents(false)
+		if !same(got, []any{"kvwatch", int64(2), int64(4), int64(2)}) {
+			t.Fatalf("second KVWATCH: %v", got)
+		}
+		c.send("KVUNWATCH", "1", "7")
+		if got, _ := c.replyAfterEvents(false); !same(got, []any{"kvunwatch", []any{int64(1)}, int64(1)}) {
+			t.Fatalf("KVUNWATCH 1 7: %v", got)
+		}
+		w.do("SET", "p/9", "z") // 4: watch 1 ended
+		w.do("SET", "q", "new") // 5
+		evs = c.untilEvent(false, func(ev []any) bool { return ev[0] == "kvchange" })
+		for _, ev := range evs {
+			if ev.([]any)[1] == int64(1) {
+				t.Fatalf("an event of the ended watch 1: %v", ev)
+			}
+		}
+		if got := evs[len(evs)-1]; !same(got, change(2, 5, put("q", "new"))) {
+			t.Fatalf("watch 2: %v", got)
+		}
+		c.send("KVUNWATCH")
+		if got, _ := c.replyAfterEvents(false); !same(got, []any{"kvunwatch", []any{int64(2)}, int64(0)}) {
+			t.Fatalf("KVUNWATCH: %v", got)
+		}
+		if got := c.do("GET", "q"); got != bulk("new") {
+			t.Fatalf("GET after the last watch ended: %q", got)
+		}
+
+		// RESET ends watches and subscribed mode.
+		c.send("KVWATCH")
+		if got, _ := c.frame(); !same(got, []any{"kvwatch", int64(3), int64(6), int64(1)}) {
+			t.Fatalf("KVWATCH: %v", got)
+		}
+		c.send("RESET")
+		if got, _ := c.replyAfterEvents(false); got != "RESET" {
+			t.Fatalf("RESET: %v", got)
+		}
+		if got := c.do("GET", "q"); got != bulk("new") {
+			t.Fatalf("GET after RESET: %q", got)
+		}
+		waitWatchers(t, ts, 0)
+	})
+}
+
+// TestKVWatchRESP3 checks that on RESP3 events are push frames and the
+// connection runs any command between them, its replies ordinary ones.
+func TestKVWatchRESP3(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model})
+		w := dialRaw(t, ts.respAddr)
+		c := dialRaw(t, ts.respAddr)
+		c.do("HELLO", "3")
+		c.send("KVWATCH", "KEY", "k")
+		if v, push := c.frame(); push || !same(v, []any{"kvwatch", int64(1), int64(1), int64(1)}) {
+			t.Fatalf("KVWATCH reply %v (push %v)", v, push)
+		}
+		w.do("SET", "k", "1") // 1
+		evs := c.untilEvent(true, func([]any) bool { return true })
+		if !same(evs[0], change(1, 1, put("k", "1"))) {
+			t.Fatalf("event %v", evs[0])
+		}
+		for i := range 5 {
+			w.do("SET", "k", strconv.Itoa(i+2))
+			c.send("SET", "mine", strconv.Itoa(i))
+			if got, _ := c.replyAfterEvents(true); got != "OK" {
+				t.Fatalf("SET between events: %v", got)
+			}
+			c.send("GET", "mine")
+			if got, _ := c.replyAfterEvents(true); got != strconv.Itoa(i) {
+				t.Fatalf("GET between events: %v", got)
+			}
+		}
+		w.do("DEL", "k")
+		evs = c.untilEvent(true, func(ev []any) bool { return same(ev, change(1, ev[2].(int64), del("k"))) })
+		c.send("KVUNWATCH", "1")
+		if got, _ := c.replyAfterEvents(true); !same(got, []any{"kvunwatch", []any{int64(1)}, int64(0)}) {
+			t.Fatalf("KVUNWATCH: %v", got)
+		}
+	})
+}
+
+// TestKVWatchBadArgs checks the errors of malformed KVWATCH and KVUNWATCH,
+// KVWATCH in a transaction, and --watch-max.
+func TestKVWatchBadArgs(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model, cfg: server.Config{Watch: watch.Options{MaxWatchers: 1}}})
+		c := dialRaw(t, ts.respAddr)
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"KVWATCH", "KEY"}, "-ERR KVWATCH option 'KEY' needs a value"},
+			{[]string{"KVWATCH", "KEY", ""}, "-ERR empty key"},
+			{[]string{"KVWATCH", "KEY", "a", "PREFIX", "b"}, "-ERR give one KEY or PREFIX"},
+			{[]string{"KVWATCH", "FROM", "-1"}, "-ERR FROM must be a revision"},
+			{[]string{"KVWATCH", "FROM", "x"}, "-ERR FROM must be a revision"},
+			{[]string{"KVWATCH", "DURABILITY", "maybe"}, "-ERR DURABILITY must be durable or written"},
+			{[]string{"KVWATCH", "PROGRESS", "10"}, "-ERR PROGRESS must be milliseconds, 50 to 86400000"},
+			{[]string{"KVWATCH", "PROGRESS", "x"}, "-ERR PROGRESS must be milliseconds"},
+			{[]string{"KVWATCH", "COUNT", "1"}, "-ERR unknown KVWATCH option 'COUNT'"},
+			{[]string{"KVUNWATCH", "x"}, "-ERR KVUNWATCH takes watch ids"},
+			{[]string{"KVUNWATCH", "0"}, "-ERR KVUNWATCH takes watch ids"},
+		} {
+			if got := c.do(tc.args...); !strings.HasPrefix(got, tc.want) {
+				t.Errorf("%v: %q, want %q...", tc.args, got, tc.want)
+			}
+		}
+		c.do("MULTI")
+		if got := c.do("KVWATCH"); !strings.HasPrefix(got, "-ERR KVWATCH is not allowed in a transaction") {
+			t.Errorf("KVWATCH in MULTI: %q", got)
+		}
+		c.do("DISCARD")
+		// The connection still works, and is not subscribed.
+		if got := c.do("PING"); got != "+PONG\r\n" {
+			t.Fatalf("PING: %q", got)
+		}
+		c.do("HELLO", "3")
+		if got := c.do("KVWATCH"); !strings.HasPrefix(got, "*4\r\n$7\r\nkvwatch\r\n") {
+			t.Fatalf("KVWATCH: %q", got)
+		}
+		if got := c.do("KVWATCH"); got != "-ERR too many watchers (--watch-max)\r\n" {
+			t.Fatalf("KVWATCH past --watch-max: %q", got)
+		}
+	})
+}
+
+// waitWatchers polls /metrics until the hub has n watchers open.
+func waitWatchers(t *testing.T, ts *testServer, n int) {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^kvd_watchers\{state="(live|catchup)"\} (\d+)$`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + ts.httpAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		total := 0
+		for _, m := range re.FindAllStringSubmatch(string(body), -1) {
+			k, _ := strconv.Atoi(m[2])
+			total += k
+		}
+		if total == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watchers open, want %d", total, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var _ = engine.Options{}
