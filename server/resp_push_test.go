@@ -346,3 +346,135 @@ func waitWatchers(t *testing.T, ts *testServer, n int) {
 }
 
 var _ = engine.Options{}
+
+// omem returns the omem field of connection id in CLIENT LIST.
+func omem(t *testing.T, c *rawConn, id string) int {
+	t.Helper()
+	list := c.do("CLIENT", "LIST", "ID", id)
+	m := regexp.MustCompile(`id=` + id + ` .* sub=(\d+) omem=(\d+) `).FindStringSubmatch(list)
+	if m == nil {
+		t.Fatalf("CLIENT LIST ID %s: %q", id, list)
+	}
+	n, _ := strconv.Atoi(m[2])
+	return n
+}
+
+// metric returns the value of a counter or gauge line of /metrics.
+func metric(t *testing.T, ts *testServer, name string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + ts.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\d+)$`).FindStringSubmatch(string(body))
+	if m == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// TestKVWatchSlowSubscriber checks subscribers that stop reading while
+// others write 20 MB of changes: the writes all complete, the output the
+// server holds for each stays bounded (CLIENT LIST omem) while the hub drops
+// what they cannot take (an overflow), and once the history has moved past
+// them, the one that reads again gets what is left of its position, then
+// kvcompacted naming the oldest revision, after which the watch is over
+// (RESP2 subscribed mode ends) and a KVWATCH from there is refused with
+// -COMPACTED. Closing the other, never read, leaves no watcher behind.
+func TestKVWatchSlowSubscriber(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model,
+			cfg:    server.Config{Watch: watch.Options{Buffer: 64}},
+			engine: engine.Options{HistoryRevisions: 3, HistoryAge: time.Nanosecond, CheckpointLogBytes: 1 << 20}})
+		subscribe := func() (*rawConn, string) {
+			c := dialRaw(t, ts.respAddr)
+			id := strings.TrimSuffix(strings.TrimPrefix(c.do("CLIENT", "ID"), ":"), "\r\n")
+			c.send("KVWATCH", "FROM", "1")
+			if v, _ := c.frame(); !same(v, []any{"kvwatch", int64(1), int64(1), int64(1)}) {
+				t.Fatalf("KVWATCH: %v", v)
+			}
+			return c, id
+		}
+		sub, subID := subscribe()
+		idle, idleID := subscribe()
+
+		w := dialRaw(t, ts.respAddr)
+		args := []string{"MSET"}
+		for k := range 20 {
+			args = append(args, fmt.Sprintf("k%02d", k), strings.Repeat(string(rune('a'+k)), 1000))
+		}
+		const revisions = 500 // 20 MB of changes
+		maxOmem := 0
+		for i := range revisions {
+			args[2] = fmt.Sprintf("%d-%s", i, args[2][len(strconv.Itoa(i))+1:])
+			if got := w.do(args...); got != ok {
+				t.Fatalf("MSET %d: %q", i, got)
+			}
+			if i%50 == 49 {
+				maxOmem = max(maxOmem, omem(t, w, subID), omem(t, w, idleID))
+			}
+		}
+		if err := ts.db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for the history to be pruned past the subscribers.
+		deadline := time.Now().Add(30 * time.Second)
+		for ts.db.OldestRevision() < revisions/2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the history was not pruned: oldest revision %d", ts.db.OldestRevision())
+			}
+			w.do("SET", "more", "v")
+			time.Sleep(10 * time.Millisecond)
+		}
+		held := omem(t, w, subID)
+		maxOmem = max(maxOmem, held)
+		// The bound is maxPushOut (256 KiB) and one batch of 100
+		// changes of 1 KB; 20 MB went by.
+		if held == 0 || maxOmem > 1<<20 {
+			t.Fatalf("output held for a subscriber that does not read: %d bytes now, at most %d, want 0 < held <= 1 MiB", held, maxOmem)
+		}
+		t.Logf("output held for a subscriber: %d bytes now, at most %d seen", held, maxOmem)
+		if n := metric(t, ts, "kvd_watch_overflows_total"); n == 0 {
+			t.Fatal("no watcher overflowed its buffer: the hub held what they did not take")
+		}
+
+		// Read again: revisions in order, then kvcompacted.
+		var last int64
+		var end []any
+		for end == nil {
+			v, _ := sub.frame()
+			ev, ok := v.([]any)
+			switch {
+			case ok && ev[0] == "kvchange" && ev[1] == int64(1):
+				rev := ev[2].(int64)
+				if rev <= last || len(ev[3].([]any)) != 20 {
+					t.Fatalf("revision %d after %d, %d changes", rev, last, len(ev[3].([]any)))
+				}
+				last = rev
+			case ok && ev[0] == "kvprogress":
+			case ok && ev[0] == "kvcompacted":
+				end = ev
+			default:
+				t.Fatalf("frame %v", v)
+			}
+		}
+		oldest := ts.db.OldestRevision()
+		if end[1] != int64(1) || end[2].(int64) <= last+1 || end[2].(int64) > int64(oldest) || end[3] != last+1 {
+			t.Fatalf("%v after revision %d (oldest now %d), want [kvcompacted 1 oldest %d]", end, last, oldest, last+1)
+		}
+		// The watch is over: RESP2 subscribed mode too.
+		if got := sub.do("GET", "k00"); !strings.HasPrefix(got, "$1000\r\n") {
+			t.Fatalf("GET after kvcompacted: %q", got)
+		}
+		want := fmt.Sprintf("-COMPACTED oldest=%d requested=%d\r\n", ts.db.OldestRevision(), last+1)
+		if got := sub.do("KVWATCH", "FROM", strconv.FormatInt(last+1, 10)); got != want {
+			t.Fatalf("KVWATCH from the compacted revision: %q, want %q", got, want)
+		}
+		waitWatchers(t, ts, 1)
+		idle.nc.Close()
+		waitWatchers(t, ts, 0)
+	})
+}
