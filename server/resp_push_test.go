@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -345,8 +348,6 @@ func waitWatchers(t *testing.T, ts *testServer, n int) {
 	}
 }
 
-var _ = engine.Options{}
-
 // omem returns the omem field of connection id in CLIENT LIST.
 func omem(t *testing.T, c *rawConn, id string) int {
 	t.Helper()
@@ -476,5 +477,56 @@ func TestKVWatchSlowSubscriber(t *testing.T) {
 		waitWatchers(t, ts, 1)
 		idle.nc.Close()
 		waitWatchers(t, ts, 0)
+	})
+}
+
+// TestKVWatchDurableOnly checks that a watch sees only durable revisions by
+// default: with the log's fsync held back, an async write is pushed to a
+// DURABILITY written watch and not to a default one, which gets it once the
+// fsync completes.
+func TestKVWatchDurableOnly(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		var held atomic.Bool
+		release := make(chan struct{})
+		ts := startServer(t, serverOpts{io: model, engine: engine.Options{CommitMode: engine.CommitAsync}, syncFile: func(f *os.File) error {
+			if held.Load() {
+				<-release
+			}
+			return f.Sync()
+		}})
+		var once sync.Once
+		unhold := func() { once.Do(func() { held.Store(false); close(release) }) }
+		t.Cleanup(unhold) // before the server's cleanup, which waits for the fsync
+		w := dialRaw(t, ts.respAddr)
+		w.do("SET", "a", "1") // 1
+		if err := ts.db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		watcher := func(args ...string) *rawConn {
+			c := dialRaw(t, ts.respAddr)
+			c.do("HELLO", "3")
+			c.send(append([]string{"KVWATCH", "KEY", "b"}, args...)...)
+			if v, _ := c.frame(); !same(v, []any{"kvwatch", int64(1), int64(2), int64(1)}) {
+				t.Fatalf("KVWATCH %v: %v", args, v)
+			}
+			return c
+		}
+		durable := watcher()
+		written := watcher("DURABILITY", "written")
+		held.Store(true)
+		w.do("SET", "b", "2") // 2: written, its fsync held
+		if evs := written.untilEvent(true, func([]any) bool { return true }); !same(evs[0], change(1, 2, put("b", "2"))) {
+			t.Fatalf("DURABILITY written: %v", evs[0])
+		}
+		// The durable watch has nothing before the fsync: PING's reply
+		// comes first.
+		durable.send("PING")
+		if got, evs := durable.replyAfterEvents(true); got != "PONG" || len(evs) != 0 {
+			t.Fatalf("durable watch before the fsync: %v after %v, want PONG alone", got, evs)
+		}
+		unhold()
+		if evs := durable.untilEvent(true, func([]any) bool { return true }); !same(evs[0], change(1, 2, put("b", "2"))) {
+			t.Fatalf("durable, after the fsync: %v", evs[0])
+		}
 	})
 }
