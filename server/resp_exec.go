@@ -36,9 +36,9 @@ type respIO interface {
 	// runSlow runs run(c, args), a command that may block. It returns
 	// true if c is parked until it is done.
 	runSlow(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
-	// pushNotify returns the function c's KVWATCH watchers call when they
-	// have more (see watch.Hub.WatchFunc and resp_push.go).
-	pushNotify(c *respConn) func()
+	// pushNotify returns the function pw's watcher, one of c's, calls when
+	// it has more (see watch.Hub.WatchFunc and resp_push.go).
+	pushNotify(c *respConn, pw *pushWatch) func()
 	// pushChanged tells the I/O model that c's watches changed: added is
 	// the watch added, nil when some ended.
 	pushChanged(c *respConn, added *pushWatch)

@@ -795,11 +795,12 @@ func (s *Server) adoptConn(c *respConn) {
 
 // KVWATCH on the loop (see resp_push.go).
 
-// pushNotify for the event loop: a watcher with more posts a message that
-// wakes the loop, one for the connection however many of its watchers have
-// more.
-func (l *eventLoop) pushNotify(c *respConn) func() {
+// pushNotify for the event loop: a watcher with more marks its watch and
+// posts a message that wakes the loop, one for the connection however many
+// of its watchers have more.
+func (l *eventLoop) pushNotify(c *respConn, pw *pushWatch) func() {
 	return func() {
+		pw.signaled.Store(true)
 		if !c.push.posted.Swap(true) {
 			l.post(loopMsg{kind: msgPush, c: c})
 		}
@@ -859,10 +860,11 @@ func (l *eventLoop) pump(c *respConn) {
 		switch {
 		case pw.read != nil:
 			r, pw.read = *pw.read, nil
-		case pw.reading:
-			i++
+		case pw.reading || (!pw.signaled.Load() && now.Before(pw.due)):
+			i++ // nothing new, no mark due
 			continue
 		default:
+			pw.signaled.Store(false) // before TryNext, which may set it again
 			sets, progress, ok, err := pw.w.TryNext(pushBatch)
 			if !ok {
 				l.readHistory(c, pw)

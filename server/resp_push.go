@@ -102,10 +102,12 @@ type pushWatch struct {
 	last  uint64 // the last revision sent or marked
 	every time.Duration
 	due   time.Time // when a progress mark is due if nothing else is sent
-	// Event loop: reading is set while a worker reads the history for it,
-	// read holds what it read until the connection takes it.
-	reading bool
-	read    *pushRead
+	// Event loop: signaled is set when the watcher has more; reading
+	// while a worker reads the history for it; read holds what it read
+	// until the connection takes it.
+	signaled atomic.Bool
+	reading  bool
+	read     *pushRead
 	// Goroutine model: announced is set once its KVWATCH reply is written:
 	// its frames follow it.
 	announced bool
@@ -227,7 +229,9 @@ func cmdKVWatch(c *respConn, args [][]byte) {
 		c.writeError(changesError(&engine.CompactedError{Oldest: oldest, Requested: req.from}))
 		return
 	}
-	w, err := s.watch.hub.WatchFunc(req.filter, req.from, req.written, c.io.pushNotify(c))
+	// due now: the first position goes out at once, as the SSE stream's.
+	pw := &pushWatch{last: req.from - 1, every: req.every, due: time.Now()}
+	w, err := s.watch.hub.WatchFunc(req.filter, req.from, req.written, c.io.pushNotify(c, pw))
 	switch {
 	case errors.Is(err, watch.ErrTooManyWatchers):
 		c.writeError("ERR too many watchers (--watch-max)")
@@ -236,11 +240,11 @@ func cmdKVWatch(c *respConn, args [][]byte) {
 		c.writeError("ERR " + err.Error())
 		return
 	}
+	pw.w = w
 	p := &c.push
 	p.mu.Lock()
 	p.nextID++
-	// due now: the first position goes out at once, as the SSE stream's.
-	pw := &pushWatch{id: p.nextID, w: w, last: req.from - 1, every: req.every, due: time.Now()}
+	pw.id = p.nextID
 	p.watches = append(p.watches, pw)
 	n := len(p.watches)
 	p.count.Store(int32(n))
@@ -435,7 +439,7 @@ func appendNull(b []byte, resp3 bool) []byte {
 
 // pushNotify for the goroutine model: a watcher with more wakes the
 // connection's pusher.
-func (goroutineIO) pushNotify(c *respConn) func() {
+func (goroutineIO) pushNotify(c *respConn, _ *pushWatch) func() {
 	p := &c.push
 	if p.wake == nil {
 		p.wake = make(chan struct{}, 1)
