@@ -534,3 +534,31 @@ func TestKVWatchDurableOnly(t *testing.T) {
 		}
 	})
 }
+
+// TestKVWatchNotIdle checks that the idle timeout (CONFIG SET timeout)
+// spares connections with watches, as Redis spares its subscribers: a
+// silent subscriber outlives a plain connection that was silent for less
+// time, and ends its watch to become an ordinary connection again.
+func TestKVWatchNotIdle(t *testing.T) {
+	forEachIO(t, func(t *testing.T, model string) {
+		ts := startServer(t, serverOpts{io: model})
+		admin := dialRaw(t, ts.respAddr)
+		if got := admin.do("CONFIG", "SET", "timeout", "1"); got != ok {
+			t.Fatalf("CONFIG SET timeout 1 = %q", got)
+		}
+		sub := dialRaw(t, ts.respAddr)
+		sub.send("KVWATCH", "KEY", "k", "PROGRESS", "86400000")
+		if v, _ := sub.frame(); !same(v, []any{"kvwatch", int64(1), int64(1), int64(1)}) {
+			t.Fatalf("KVWATCH: %v", v)
+		}
+		plain := dialRaw(t, ts.respAddr)
+		plain.do("PING")
+		if rest := plain.expectClosed(); rest != "" {
+			t.Fatalf("the idle plain connection sent %q before closing", rest)
+		}
+		sub.send("PING")
+		if got, _ := sub.replyAfterEvents(false); !same(got, []any{"pong", ""}) {
+			t.Fatalf("PING on the silent subscriber: %v", got)
+		}
+	})
+}
