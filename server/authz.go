@@ -156,8 +156,11 @@ var commandAccess = func() map[string]access {
 		"exists": readAll, "mget": readAll, "touch": readAll, "watch": readAll,
 		"scan": {perm: auth.Read, scope: scopeFiltered}, "keys": {perm: auth.Read, scope: scopeFiltered},
 		"changes": {perm: auth.Read, scope: scopeFilter},
-		"set":     {sub: setAccess, scope: scopeKeys, keys: firstKey},
-		"setnx":   write, "setex": write, "psetex": write, "append": write,
+		// KVWATCH, as CHANGES, needs a KEY or PREFIX within the user's keys;
+		// KVUNWATCH and RESET end only the connection's own watches.
+		"kvwatch": {perm: auth.Read, scope: scopeFilter}, "kvunwatch": open, "reset": open,
+		"set":   {sub: setAccess, scope: scopeKeys, keys: firstKey},
+		"setnx": write, "setex": write, "psetex": write, "append": write,
 		"incr": write, "decr": write, "incrby": write, "decrby": write, "incrbyfloat": write,
 		"cas": write, "cad": write, "expire": write, "pexpire": write, "expireat": write, "pexpireat": write,
 		"getdel": readWrite, "getset": readWrite, "getex": readWrite,
@@ -198,7 +201,7 @@ func (c *respConn) authorize(cmd *respCommand, args [][]byte) bool {
 	}
 	if u == nil {
 		switch cmd.name {
-		case "auth", "hello", "quit":
+		case "auth", "hello", "quit", "reset":
 			return true
 		}
 		c.writeError(respErrNoAuth)

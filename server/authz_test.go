@@ -238,6 +238,12 @@ func TestRESPPermissions(t *testing.T) {
 			{"app", []string{"CHANGES", "FROM", "0", "PREFIX", "ap"}, noPermKey},
 			{"app", []string{"CHANGES", "FROM", "0", "KEY", "other"}, noPermKey},
 			{"app", []string{"CHANGES", "FROM", "0", "PREFIX", "app/"}, "*3\r\n*"},
+			{"writer", []string{"KVWATCH", "PREFIX", "w"}, noPerm("writer", "kvwatch")},
+			{"app", []string{"KVWATCH"}, noPermKey},
+			{"app", []string{"KVWATCH", "PREFIX", "ap"}, noPermKey},
+			{"app", []string{"KVWATCH", "KEY", "other", "FROM", "1"}, noPermKey},
+			{"app", []string{"KVWATCH", "FROM", "1", "PREFIX", "app/"}, "*4\r\n$7\r\nkvwatch\r\n*"},
+			{"app", []string{"KVUNWATCH"}, "*3\r\n$9\r\nkvunwatch\r\n*"},
 			{"app", []string{"SCAN", "0", "COUNT", "1000"}, "*2\r\n$1\r\n0\r\n*4\r\n$5\r\napp/b\r\n$7\r\napp/new\r\n$5\r\napp/x\r\n$8\r\nshared/y\r\n"},
 			{"app", []string{"KEYS", "*"}, "*4\r\n$5\r\napp/b\r\n$7\r\napp/new\r\n$5\r\napp/x\r\n$8\r\nshared/y\r\n"},
 
@@ -268,6 +274,16 @@ func TestRESPPermissions(t *testing.T) {
 			}
 			c.nc.Close()
 		}
+		// RESET makes the connection the default user again: with users
+		// configured, not authenticated.
+		rc := login(t, ts, "reader", readerPass)
+		if got := rc.do("RESET"); got != "+RESET\r\n" {
+			t.Fatalf("RESET = %q", got)
+		}
+		if got := rc.do("GET", "other"); !strings.HasPrefix(got, "-NOAUTH") {
+			t.Fatalf("GET after RESET = %q, want NOAUTH", got)
+		}
+		rc.nc.Close()
 		// INFO leaves the keyspace's figures out for a user with prefixes.
 		if got := root.do("INFO", "keyspace"); !strings.Contains(got, "# Keyspace") {
 			t.Errorf("root INFO keyspace = %q", got)

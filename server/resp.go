@@ -169,6 +169,9 @@ type respConn struct {
 	busy bool // handling a pipeline
 	shut bool // closed by Shutdown while idle
 
+	// push is the connection's KVWATCH watches (resp_push.go).
+	push pushState
+
 	// Event-loop state (connections served by the event loop only). The
 	// loop goroutine owns it, except that a worker goroutine running one of
 	// the connection's commands owns the connection until it hands it back.

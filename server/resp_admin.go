@@ -13,7 +13,9 @@ import (
 // SHUTDOWN, TIME.
 
 // clientLine describes c as a line of CLIENT LIST: the fields of Redis's
-// that kvd knows (memory and buffer fields are left out).
+// that kvd knows (memory and buffer fields are left out, but for omem). sub
+// counts KVWATCH watches; omem the output held, as of the connection's
+// last write or push.
 func (c *respConn) clientLine(now time.Time) string {
 	idle := c.created
 	if ns := c.lastActive.Load(); ns != 0 {
@@ -34,7 +36,9 @@ func (c *respConn) clientLine(now time.Time) string {
 	if u := c.shownUser.Load(); u != nil {
 		user = *u
 	}
-	b.WriteString(" flags=N db=0 cmd=" + cmd + " user=" + user + "\n")
+	b.WriteString(" flags=N db=0 sub=" + strconv.FormatInt(int64(c.push.count.Load()), 10))
+	b.WriteString(" omem=" + strconv.FormatInt(c.push.omem.Load(), 10))
+	b.WriteString(" cmd=" + cmd + " user=" + user + "\n")
 	return b.String()
 }
 

@@ -117,6 +117,9 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
 		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
 		{name: "changes", arity: -3, flags: []string{"readonly"}, run: cmdChanges},
+		{name: "kvwatch", inline: true, arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, run: cmdKVWatch},
+		{name: "kvunwatch", inline: true, arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, run: cmdKVUnwatch},
+		{name: "reset", inline: true, arity: 1, flags: []string{"noscript", "loading", "stale", "fast"}, run: cmdReset},
 	}
 	list = append(list, s.jobCommands()...)
 	m := make(map[string]*respCommand, len(list))
@@ -128,6 +131,17 @@ func (s *Server) commandTable() map[string]*respCommand {
 }
 
 func cmdPing(c *respConn, args [][]byte) {
+	if c.subscribed() && len(args) <= 2 {
+		// As Redis answers PING in subscribed mode.
+		c.writeArray(2)
+		c.writeBulkString("pong")
+		if len(args) == 2 {
+			c.writeBulk(args[1])
+		} else {
+			c.writeBulkString("")
+		}
+		return
+	}
 	switch len(args) {
 	case 1:
 		c.writeStatus("PONG")
@@ -239,6 +253,7 @@ func cmdHello(c *respConn, args [][]byte) {
 	}
 	if proto != 0 {
 		c.resp3 = proto == 3
+		c.push.resp3.Store(c.resp3)
 	}
 	cur := 2
 	if c.resp3 {
