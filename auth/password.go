@@ -54,6 +54,9 @@ func HashPassword(password string, iterations int) (string, error) {
 	if password == "" {
 		return "", fmt.Errorf("empty password")
 	}
+	if strings.IndexByte(password, 0) >= 0 {
+		return "", fmt.Errorf("password holds a NUL byte")
+	}
 	salt := make([]byte, saltLen)
 	rand.Read(salt)
 	h, err := pbkdf2.Key(sha256.New, password, salt, iterations, hashLen)

@@ -324,7 +324,9 @@ func (us *Users) Authenticate(name, password string) (*User, error) {
 	us.slots <- struct{}{}
 	defer func() { <-us.slots }()
 	u = us.byName[name]
-	if u == nil || u.password == nil {
+	// PBKDF2's HMAC pads its key with zeros: "pw" and "pw\x00" would both
+	// pass. No stored password holds a NUL (HashPassword refuses one).
+	if u == nil || u.password == nil || strings.IndexByte(password, 0) >= 0 {
 		us.dummy.verify(password)
 		return nil, ErrWrongPass
 	}

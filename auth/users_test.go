@@ -210,3 +210,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestPasswordNUL: PBKDF2 pads its HMAC key with zeros, so a password with
+// NULs appended would hash alike; such a password is refused.
+func TestPasswordNUL(t *testing.T) {
+	users, err := auth.Single("s3cret", auth.MinIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"s3cret\x00", "s3cret\x00\x00", "\x00"} {
+		if _, err := users.Authenticate(auth.DefaultUser, p); !errors.Is(err, auth.ErrWrongPass) {
+			t.Errorf("Authenticate(%q) = %v, want ErrWrongPass", p, err)
+		}
+	}
+	if _, err := users.Authenticate(auth.DefaultUser, "s3cret"); err != nil {
+		t.Errorf("Authenticate(the password) = %v", err)
+	}
+	if _, err := auth.HashPassword("a\x00b", auth.MinIterations); err == nil {
+		t.Error("HashPassword accepted a NUL byte")
+	}
+}

@@ -13,11 +13,15 @@
 #
 # Needs: redis-server, redis-cli, redis-benchmark (Debian: redis-server
 # redis-tools), dd.
-# Usage: bench/jobs.sh KVD KVCTL [N]   e.g. bench/jobs.sh /tmp/kvd /tmp/kvctl 1000000
+# Usage: bench/jobs.sh KVD KVCTL [N [import]]   e.g. bench/jobs.sh /tmp/kvd /tmp/kvctl 1000000
+# With "import" last, only the two import jobs run (no redis, backup or p99),
+# then kvd stops cleanly and its CPU time from start to exit is printed:
+# quick enough to repeat, as this machine's noise asks.
 set -euo pipefail
-kvd=$1 kvctl=$2 n=${3:-1000000}
+kvd=$1 kvctl=$2 n=${3:-1000000} only=${4:-all}
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvd-jobs.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+kvdpid() { cat "$work/kvd.pid" 2>/dev/null; }
+trap 'kill $(jobs -p) $(kvdpid) 2>/dev/null || true; wait; rm -rf "$work"' EXIT
 rport=7420 hport=7421 redisport=7422
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
@@ -30,20 +34,29 @@ awk -v n="$n" 'BEGIN { v = sprintf("%0100d", 0)
   for (i = 0; i < n; i++) printf "{\"key\":\"nd%09d\",\"value\":\"%s\"}\n", i, v }' >"$work/data/backups/keys.ndjson"
 
 # redis-cli --pipe into redis-server.
+[ "$only" = import ] || {
 redis-server --port "$redisport" --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
 for _ in $(seq 50); do redis-cli -p "$redisport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 a=$(now); redis-cli -p "$redisport" --pipe <"$work/data/backups/keys.resp" >/dev/null; b=$(now)
 echo "redis-cli --pipe into redis-server (no AOF): $(rate "$n" "$a" "$b") keys/s"
 redis-cli -p "$redisport" shutdown nosave >/dev/null 2>&1 || true
+}
 
-"$kvd" --data-dir "$work/data" --listen "127.0.0.1:$rport" --http-listen "127.0.0.1:$hport" \
-  --commit-mode sync >"$work/kvd.log" 2>&1 &
+# kvd in a subshell of its own, whose `times` gives kvd's CPU once it exits.
+( "$kvd" --data-dir "$work/data" --listen "127.0.0.1:$rport" --http-listen "127.0.0.1:$hport" \
+  --commit-mode sync >"$work/kvd.log" 2>&1 & echo $! >"$work/kvd.pid"; wait; times >"$work/kvd.times" ) &
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export KVCTL_ADDR=127.0.0.1:$rport
 a=$(now); "$kvctl" import keys.resp >/dev/null; b=$(now)
 echo "kvd import job, redis-cli --pipe format: $(rate "$n" "$a" "$b") keys/s"
 a=$(now); "$kvctl" import keys.ndjson >/dev/null; b=$(now)
 echo "kvd import job, NDJSON:                  $(rate "$n" "$a" "$b") keys/s"
+if [ "$only" = import ]; then
+  # A clean stop checkpoints what the imports left in memory.
+  kill "$(kvdpid)"; wait
+  awk 'NR == 2 { gsub(/[ms]/, " "); printf "kvd CPU, start to clean exit (both imports, all checkpointed): %.1f s\n", $1 * 60 + $2 + $3 * 60 + $4 }' "$work/kvd.times"
+  exit 0
+fi
 redis-cli -p "$rport" flushall >/dev/null 2>&1 || true
 a=$(now); redis-cli -p "$rport" --pipe <"$work/data/backups/keys.resp" >/dev/null; b=$(now)
 echo "redis-cli --pipe into kvd (sync commits): $(rate "$n" "$a" "$b") keys/s"

@@ -23,6 +23,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -91,10 +93,44 @@ type Options struct {
 	DialTimeout time.Duration
 	// Protocol is the RESP version to speak, 2 or 3 (default 3).
 	Protocol int
+	// Username and Password authenticate each connection (HELLO ... AUTH,
+	// or AUTH) to a server with users; an empty Username is the user
+	// "default" (kvd --requirepass). PasswordFile, if set, is read for
+	// the password instead (its first line), so that it need not be in
+	// the program's arguments or environment.
+	Username     string
+	Password     string
+	PasswordFile string
 	// TLS, if set, connects over TLS with this configuration (kvd
 	// --tls-cert); TLSFiles.Config makes one from PEM files. Without a
 	// ServerName the host of addr is verified.
 	TLS *tls.Config
+}
+
+// password returns opts' password, from PasswordFile if set.
+func (opts *Options) password() (string, error) {
+	if opts.PasswordFile == "" {
+		return opts.Password, nil
+	}
+	if opts.Password != "" {
+		return "", errors.New("kvd: Options.Password and PasswordFile exclude each other")
+	}
+	return ReadPasswordFile(opts.PasswordFile)
+}
+
+// ReadPasswordFile returns the first line of the file at path, without its
+// line ending: a password kept out of command lines and environments.
+func ReadPasswordFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("kvd: password file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("kvd: password file %s: the first line is empty", path)
+	}
+	return line, nil
 }
 
 // Client is a kvd client. It is safe for concurrent use.
@@ -118,8 +154,14 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if opts.Protocol == 0 {
 		opts.Protocol = 3
 	}
+	password, err := opts.password()
+	if err != nil {
+		return nil, err
+	}
 	rdb := redis.NewClient(&redis.Options{
 		Addr:                  addr,
+		Username:              opts.Username,
+		Password:              password,
 		Protocol:              opts.Protocol,
 		PoolSize:              opts.PoolSize,
 		DialTimeout:           opts.DialTimeout,

@@ -45,6 +45,13 @@ var (
 	// CompareAndPut and CompareAndDelete when the key's mod revision was
 	// not the one given: nothing was written.
 	ErrRevisionMismatch = errors.New("kvd: revision mismatch")
+	// ErrUnauthenticated: the server has users and the client gave no
+	// credentials (NOAUTH) or wrong ones (WRONGPASS): Options.Username,
+	// Password, PasswordFile.
+	ErrUnauthenticated = errors.New("kvd: not authenticated")
+	// ErrNoPermission: the client's user may not run the command or reach
+	// the key (NOPERM).
+	ErrNoPermission = errors.New("kvd: no permission")
 )
 
 // RevisionMismatchError is the error of a CompareAndPut or
@@ -100,6 +107,9 @@ var replyKinds = []struct {
 	{"CLUSTERDOWN", ErrNoLeader},
 	{"DIVERGED", ErrDiverged},
 	{"TOOSTALE", ErrTooStale},
+	{"NOAUTH", ErrUnauthenticated},
+	{"WRONGPASS", ErrUnauthenticated},
+	{"NOPERM", ErrNoPermission},
 }
 
 // mapError translates an error from go-redis into the client's errors,

@@ -179,7 +179,17 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 	lookupEntry := func(key []byte) (memEntry, bool) { return lookupRevs(key, false) }
 	put := func(key, value []byte, expires int64) {
 		e := memEntry{value: value, create: rev, mod: rev, expires: expires, at: now, inherit: true}
-		if old, ok := db.memGet(key); ok {
+		// memGet and setChange, with one search of the active memtable
+		// instead of two: a bulk load puts thousands of keys a batch.
+		p, inActive := db.active.byKey[string(key)]
+		var old memEntry
+		found := inActive
+		if inActive {
+			old = *p
+		} else if db.frozen != nil {
+			old, found = db.frozen.get(key)
+		}
+		if found {
 			if !e.inheritsFrom(old) {
 				e.inherit = false
 			} else {
@@ -189,7 +199,12 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 				e.create, e.inherit, e.at = old.create, old.inherit, old.at
 			}
 		}
-		db.setChange(key, e)
+		if inActive {
+			db.active.replace(key, p, e)
+		} else {
+			db.active.insert(key, e)
+		}
+		db.recordChange(key, e)
 	}
 	// setExpiry gives the live entry e of key a new expiry at revision rev.
 	setExpiry := func(key []byte, e memEntry, expires int64) {
@@ -216,6 +231,8 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 		db.endChanges(rev, now)
 		return nil
 	}
+	db.reserve(b)
+	defer func() { b.vals = nil }() // the memtable's now: never reused
 	for _, op := range b.ops {
 		var key []byte
 		if op.kind != opDeleteAll {
@@ -367,6 +384,33 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 	return nil
 }
 
+// reserve allocates, for a batch of many operations, one array for the
+// changes it will record, one for their keys and one for the values its
+// unconditional puts keep, instead of one allocation per operation: a
+// bulk load's batch holds thousands. They live as long as each other: the
+// history and the memtable hold them until the checkpoint that covers the
+// batch. Called by applyBatch with smu held.
+func (db *DB) reserve(b *Batch) {
+	if len(b.ops) < 8 {
+		return
+	}
+	keys, vals := 0, 0
+	for _, op := range b.ops {
+		keys += op.k1 - op.k0
+		if op.kind == opPut || op.kind == opPutEx && op.blind() {
+			vals += op.v1 - op.v0
+		}
+	}
+	if !b.owned && vals > 0 {
+		b.vals = make([]byte, 0, vals)
+	}
+	h := &db.hist
+	if cap(h.fx) < len(b.ops) {
+		h.fx = make([]Change, 0, len(b.ops))
+	}
+	h.keys = make([]byte, 0, keys)
+}
+
 // requireFails checks b's require ops against the state before b. If one
 // fails it marks b aborted, records a result for every op and reports
 // true; b must then change nothing.
@@ -491,7 +535,13 @@ func (b *Batch) reads() bool {
 // keep returns the value of op as the memtable may keep it.
 func (b *Batch) keep(op batchOp) []byte {
 	v := b.value(op)
-	if !b.owned {
+	switch {
+	case b.owned:
+	case len(v) > 0 && cap(b.vals)-len(b.vals) >= len(v):
+		v0 := len(b.vals)
+		b.vals = append(b.vals, v...)
+		v = b.vals[v0:len(b.vals):len(b.vals)]
+	default:
 		v = bytes.Clone(v)
 	}
 	if v == nil {

@@ -71,6 +71,9 @@ type Batch struct {
 	// owned marks a batch made inside the engine: the memtable may keep
 	// slices of its data instead of copying them.
 	owned bool
+	// vals is where applyBatch copies the values a batch not owned puts,
+	// together (see keep); nil outside applyBatch.
+	vals []byte
 
 	// results holds one Result per op once the batch is applied; arena
 	// holds the old values that results[i].Old point into.

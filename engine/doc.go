@@ -138,7 +138,8 @@
 // transaction and prunes it: the oldest revisions go while the history is
 // over Options.HistoryBytes (default 512 MiB), or while they are both
 // more than Options.HistoryRevisions revisions (default 100,000) and
-// Options.HistoryAge (default 5 minutes) old. Older revisions give a
+// Options.HistoryAge (default 5 minutes) old; DB.CompactHistory drops the
+// history below a revision on demand. Older revisions give a
 // CompactedError naming DB.OldestRevision. A store created before the
 // history existed has it from the first revision after its checkpoint.
 //

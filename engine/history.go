@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -105,7 +106,8 @@ type history struct {
 	notify chan struct{}
 	waited bool
 
-	fx []Change // the changes of the batch being applied (smu held)
+	fx   []Change // the changes of the batch being applied (smu held)
+	keys []byte   // room for their keys (DB.reserve)
 	// newOldest is the oldest revision after the checkpoint in progress
 	// (the checkpointer's own).
 	newOldest uint64
@@ -114,7 +116,16 @@ type history struct {
 // recordChange notes that the batch being applied at rev changes key to e
 // (a value or a deletion). Called from applyBatch with smu held.
 func (db *DB) recordChange(key []byte, e memEntry) {
-	c := Change{Key: bytes.Clone(key), Delete: e.del, ExpiresAt: e.expires}
+	h := &db.hist
+	var k []byte
+	if len(key) > 0 && cap(h.keys)-len(h.keys) >= len(key) {
+		k0 := len(h.keys)
+		h.keys = append(h.keys, key...)
+		k = h.keys[k0:len(h.keys):len(h.keys)]
+	} else {
+		k = bytes.Clone(key)
+	}
+	c := Change{Key: k, Delete: e.del, ExpiresAt: e.expires}
 	if !e.del {
 		c.Value = e.value // the memtable's own, never changed in place
 		if c.Value == nil {
@@ -138,11 +149,15 @@ func (db *DB) setChange(key []byte, e memEntry) {
 func (db *DB) endChanges(rev uint64, at int64) {
 	h := &db.hist
 	fx := h.fx
-	h.fx = nil
+	h.fx, h.keys = nil, nil
 	if len(fx) > 1 {
 		// Key order, the last change of each key: the same on every node
-		// whatever the order a delete-all visited its keys in.
-		sort.SliceStable(fx, func(i, j int) bool { return bytes.Compare(fx[i].Key, fx[j].Key) < 0 })
+		// whatever the order a delete-all visited its keys in. (A bulk
+		// load's keys often come in order already.)
+		byKey := func(a, b Change) int { return bytes.Compare(a.Key, b.Key) }
+		if !slices.IsSortedFunc(fx, byKey) {
+			slices.SortStableFunc(fx, byKey)
+		}
 		out := fx[:0]
 		for i, c := range fx {
 			if i+1 < len(fx) && bytes.Equal(c.Key, fx[i+1].Key) {
@@ -153,7 +168,7 @@ func (db *DB) endChanges(rev uint64, at int64) {
 		fx = out
 	}
 	h.mu.Lock()
-	if len(fx) > 0 {
+	if len(fx) > 0 && rev >= h.oldest { // replay may apply compacted revisions
 		h.recs = append(h.recs, histRec{rev: rev, at: at, changes: fx})
 	}
 	h.last = rev
@@ -339,7 +354,7 @@ func (db *DB) openHistory(tx *bolt.Tx, applied uint64) error {
 	h := &db.hist
 	h.mu.Lock()
 	old := h.notify
-	h.recs, h.fx = nil, nil
+	h.recs, h.fx, h.keys = nil, nil, nil
 	h.ckpt, h.oldest, h.last = applied, oldest, applied
 	h.notify, h.waited = make(chan struct{}), false
 	h.mu.Unlock()
@@ -358,13 +373,29 @@ func (h *history) through(rev uint64) []histRec {
 }
 
 // checkpointed drops the change sets through rev from memory once a
-// checkpoint has written them, with the history's new oldest revision.
+// checkpoint has written them, with the history's new oldest revision. The
+// oldest revision never goes back: a compaction may have moved it past the
+// one the checkpoint computed, after the checkpoint's transaction.
 func (h *history) checkpointed(rev, oldest uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	i := sort.Search(len(h.recs), func(i int) bool { return h.recs[i].rev > rev })
 	h.recs = slices.Clone(h.recs[i:])
-	h.ckpt, h.oldest = rev, oldest
+	h.ckpt, h.oldest = rev, max(h.oldest, oldest)
+}
+
+// compacted moves the history's oldest revision up to oldest, once the
+// state file records it, and drops the change sets below it from memory.
+func (h *history) compacted(oldest uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if oldest <= h.oldest {
+		return
+	}
+	h.oldest = oldest
+	if i := sort.Search(len(h.recs), func(i int) bool { return h.recs[i].rev >= oldest }); i > 0 {
+		h.recs = slices.Clone(h.recs[i:])
+	}
 }
 
 // persistHistory writes the change sets held in memory through rev into
@@ -380,6 +411,9 @@ func (db *DB) persistHistory(tx *bolt.Tx, rev uint64) (uint64, error) {
 	oldest := getUint64(meta, keyHistoryOldest)
 	var buf []byte
 	for _, r := range db.hist.through(rev) {
+		if r.rev < oldest {
+			continue // compacted before it was checkpointed (CompactHistory)
+		}
 		k := binary.BigEndian.AppendUint64(nil, r.rev)
 		buf = appendHistory(buf[:0], k, r.at, r.changes)
 		if err := b.Put(k, bytes.Clone(buf)); err != nil {
@@ -408,6 +442,136 @@ func (db *DB) persistHistory(tx *bolt.Tx, rev uint64) (uint64, error) {
 		return 0, err
 	}
 	return oldest, nil
+}
+
+// historyCompactBatch is how many history records CompactHistory deletes
+// in one transaction of the state file. Each transaction commits (and
+// fsyncs) on its own: a checkpoint waits for one of them at most, never
+// for the whole compaction, so that writes are not held up behind it.
+const historyCompactBatch = 1024
+
+// CompactHistory drops the change history below rev (what the retention
+// options drop by themselves, sooner): Changes from an older revision then
+// gives a CompactedError naming the new oldest. rev is capped at the
+// revision after the last durable one: a revision not yet written, or that
+// a crash could still take away, is never compacted. It returns the
+// history's oldest revision after it, rev or the one it had if that is
+// newer.
+//
+// The state file's records go in transactions of at most
+// historyCompactBatch records, each of which also records the oldest
+// revision left: a crash between two leaves a history that starts at a
+// revision between the old oldest and rev, with nothing missing above
+// it, and a watcher behind it gets a CompactedError, never a gap. The
+// records held in memory (not yet checkpointed) below rev go at the end.
+// progress, if not nil, is called after each transaction with the oldest
+// revision so far; an error it returns stops the compaction there. Safe
+// for concurrent use, but not meant to run beside Defrag, which it waits
+// for.
+func (db *DB) CompactHistory(rev uint64, progress func(oldest uint64) error) (uint64, error) {
+	if db.isClosed() {
+		return 0, ErrClosed
+	}
+	h := &db.hist
+	h.mu.Lock()
+	target := min(rev, h.last+1)
+	h.mu.Unlock()
+	target = min(target, db.DurableRevision()+1)
+	for {
+		oldest, done, err := db.compactHistoryStep(target)
+		if err != nil {
+			return 0, fmt.Errorf("engine: compact history below revision %d: %w", target, err)
+		}
+		if done {
+			return oldest, nil
+		}
+		if progress != nil {
+			if err := progress(oldest); err != nil {
+				return oldest, err
+			}
+		}
+	}
+}
+
+// compactHistoryStep deletes up to historyCompactBatch of the state file's
+// history records below target in one transaction, with the oldest
+// revision left, then drops from memory what it dropped. It reports
+// whether the history now starts at target or later.
+func (db *DB) compactHistoryStep(target uint64) (oldest uint64, done bool, err error) {
+	bdb, tx, err := db.beginMaintenance()
+	if err != nil {
+		return 0, false, err
+	}
+	defer tx.Rollback()
+	rerr := db.readState(nil, func() {
+		meta := tx.Bucket(bucketMeta)
+		if oldest = getUint64(meta, keyHistoryOldest); oldest >= target {
+			done = true
+			return
+		}
+		total := int64(getUint64(meta, keyHistoryBytes))
+		c := tx.Bucket(bucketHistory).Cursor()
+		oldest, done = target, true
+		n := 0
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			r := binary.BigEndian.Uint64(k)
+			if r >= target {
+				break
+			}
+			if n == historyCompactBatch {
+				oldest, done = r, false
+				break
+			}
+			total -= int64(len(k) + len(v))
+			if err = c.Delete(); err != nil {
+				return
+			}
+			n++
+		}
+		if err = meta.Put(keyHistoryBytes, binary.BigEndian.AppendUint64(nil, uint64(max(total, 0)))); err != nil {
+			return
+		}
+		if err = meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
+			return
+		}
+		err = tx.Commit()
+	})
+	if rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	// What the state file now says, unless a restore replaced it meanwhile.
+	db.smu.RLock()
+	if db.bdb == bdb {
+		db.hist.compacted(oldest)
+	}
+	db.smu.RUnlock()
+	return oldest, done, nil
+}
+
+// beginMaintenance begins a writing transaction of the state file when no
+// checkpoint (or defrag) is writing it, so that waiting for it holds up
+// neither writes nor reads: a checkpoint cannot begin to freeze the
+// memtable while smu is held shared. It returns the state file the
+// transaction is on.
+func (db *DB) beginMaintenance() (*bolt.DB, *bolt.Tx, error) {
+	for {
+		db.smu.RLock()
+		if db.active == nil || db.bdb == nil {
+			db.smu.RUnlock()
+			return nil, nil, ErrClosed
+		}
+		if db.frozen == nil {
+			bdb := db.bdb
+			tx, err := bdb.Begin(true)
+			db.smu.RUnlock()
+			return bdb, tx, err
+		}
+		db.smu.RUnlock()
+		time.Sleep(10 * time.Millisecond) // a checkpoint is committing
+	}
 }
 
 func getUint64(b *bolt.Bucket, key []byte) uint64 {

@@ -76,6 +76,7 @@ type memtable struct {
 
 	omu      sync.Mutex // serializes ordered
 	unsorted []keyed    // entries of byKey not yet in tree
+	slab     []memEntry // room for the next entries (insert)
 	tree     btree.Map[string, *memEntry]
 
 	// expiring indexes the entries set with an expiry by expiryKey (expiry
@@ -97,6 +98,42 @@ func newMemtable() *memtable {
 }
 
 func (t *memtable) set(key []byte, e memEntry) {
+	if old, ok := t.byKey[string(key)]; ok {
+		t.replace(key, old, e)
+		return
+	}
+	t.insert(key, e)
+}
+
+// replace sets the entry old, key's in t, to e.
+func (t *memtable) replace(key []byte, old *memEntry, e memEntry) {
+	t.indexExpiry(key, e)
+	t.bytes += int64(len(e.value)) - int64(len(old.value))
+	*old = e
+}
+
+// insert adds key, which t does not have, with e.
+func (t *memtable) insert(key []byte, e memEntry) {
+	t.indexExpiry(key, e)
+	k := string(key)
+	// Entries are allocated a slab at a time: none is ever removed, all
+	// go with the memtable.
+	if len(t.slab) == 0 {
+		t.slab = make([]memEntry, entrySlab)
+	}
+	p := &t.slab[0]
+	t.slab = t.slab[1:]
+	*p = e
+	t.byKey[k] = p
+	t.unsorted = append(t.unsorted, keyed{k, p})
+	t.bytes += int64(len(k)) + int64(len(e.value)) + memEntryOverhead
+}
+
+// entrySlab is how many entries a memtable allocates at a time.
+const entrySlab = 64
+
+// indexExpiry adds e's expiry, if it has one, to the index.
+func (t *memtable) indexExpiry(key []byte, e memEntry) {
 	if e.expires != 0 && !e.del {
 		// Counted as a key: an entry dropped by the sweep stays counted
 		// until the memtable is checkpointed.
@@ -105,17 +142,6 @@ func (t *memtable) set(key []byte, e memEntry) {
 			t.bytes += int64(len(k)) + expiryIndexOverhead
 		}
 	}
-	if old, ok := t.byKey[string(key)]; ok {
-		t.bytes += int64(len(e.value)) - int64(len(old.value))
-		*old = e
-		return
-	}
-	k := string(key)
-	p := new(memEntry)
-	*p = e
-	t.byKey[k] = p
-	t.unsorted = append(t.unsorted, keyed{k, p})
-	t.bytes += int64(len(k)) + int64(len(e.value)) + memEntryOverhead
 }
 
 func (t *memtable) get(key []byte) (memEntry, bool) {

@@ -25,6 +25,8 @@
 //
 // Caveats: a snapshot holds a read transaction on the state file while it
 // is written, which makes a checkpoint that must grow the file's memory
-// map wait (writes go on into the memtable, up to its bound); compact drops
-// the log's history only (the only history the engine keeps today).
+// map wait (writes go on into the memtable, up to its bound). Compact drops
+// the log's records and the change history watches read below a revision:
+// a watch from below it then gets a compacted error naming the new oldest
+// revision (engine.DB.CompactHistory).
 package jobs

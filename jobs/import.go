@@ -11,8 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kvdstore/kvd/engine"
 )
@@ -27,7 +28,9 @@ const importHead = 1 << 20
 // batch and the keys done: a resume after a restart (even a power loss)
 // starts from there, so no key is lost and the count is exact. Batches
 // after the recorded offset are applied again on a resume, which puts the
-// same values (a new revision, no other effect).
+// same values (a new revision, no other effect). A goroutine parses the
+// source while this one commits: the parse of a batch overlaps the log's
+// write of the one before.
 func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Result, error) {
 	f, err := os.Open(m.path(rec.Params.Name))
 	if err != nil {
@@ -74,13 +77,28 @@ func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Res
 		next = src.resp
 	}
 
-	// Two batches: one is parsed while the other commits.
-	var bufs [2]engine.Batch
-	cur := 0
-	var batchKeys, inflightKeys int64
+	// A goroutine parses the source into batches while this one commits
+	// them: parsing and the log's write of the batch before overlap.
+	free := make(chan *engine.Batch, importBatches)
+	for range importBatches {
+		free <- new(engine.Batch)
+	}
+	full := make(chan importChunk, 1)
+	pctx, stop := context.WithCancel(ctx)
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		m.parseImport(pctx, src, next, free, full)
+	}()
+	defer func() { stop(); <-parsed }()
+
 	var inflight *engine.Commit
+	var inflightB *engine.Batch
+	var inflightKeys int64
 	lastSave := time.Now()
 	var rev uint64
+	// wait waits for the batch in flight, which writes the ones submitted
+	// after it too, and gives it back to the parser.
 	wait := func() error {
 		if inflight == nil {
 			return nil
@@ -88,32 +106,17 @@ func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Res
 		err := inflight.Wait()
 		rev = inflight.Revision()
 		inflight = nil
+		free <- inflightB
 		if err != nil {
 			return fail(CodeStore, err)
 		}
 		keys += inflightKeys
 		return nil
 	}
-	commit := func(final bool) error {
-		if b := &bufs[cur]; b.Len() > 0 {
-			if err := wait(); err != nil {
-				return err
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			c, err := m.store.Submit(b, engine.WriteOptions{Durability: engine.DurabilityAsync})
-			if err != nil {
-				return fail(CodeStore, err)
-			}
-			inflight, inflightKeys, batchKeys = &c, batchKeys, 0
-			cur ^= 1
-			bufs[cur].Reset()
-		}
-		if !final && time.Since(lastSave) < time.Second {
-			return p.update(Progress{DoneBytes: src.off, TotalBytes: total, DoneKeys: keys}, false, nil)
-		}
-		// What the record says was done must be durable first.
+	defer wait() // a batch in flight when the import stops
+	// save makes what was committed durable, then records it: the offset
+	// after the last batch committed and the keys done.
+	save := func(end int64) error {
 		if err := wait(); err != nil {
 			return err
 		}
@@ -121,51 +124,141 @@ func (m *Manager) runImport(ctx context.Context, rec *Record, p *reporter) (*Res
 			return fail(CodeStore, err)
 		}
 		lastSave = time.Now()
-		off := src.off
-		pr := Progress{DoneBytes: off, TotalBytes: total, DoneKeys: keys}
-		return p.update(pr, true, func(r *Record) { r.Offset = off })
+		pr := Progress{DoneBytes: end, TotalBytes: total, DoneKeys: keys}
+		return p.update(pr, true, func(r *Record) { r.Offset = end })
 	}
-	defer wait() // a batch in flight when the import stops
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	end, done := offset, false
+	for ch := range full {
+		if ch.err != nil && !errors.Is(ch.err, io.EOF) {
+			free <- ch.b
+			return nil, ch.err // the records before the error in ch.b are not imported
 		}
-		key, val, err := next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		bufs[cur].Put(key, val)
-		batchKeys++
-		if len(bufs[cur].Bytes()) >= m.opts.ImportBatchBytes {
-			if err := commit(false); err != nil {
+		if ch.b.Len() == 0 {
+			free <- ch.b
+		} else {
+			if err := ctx.Err(); err != nil {
+				free <- ch.b
 				return nil, err
 			}
+			c, err := m.store.Submit(ch.b, engine.WriteOptions{Durability: engine.DurabilityAsync})
+			if err != nil {
+				free <- ch.b
+				return nil, fail(CodeStore, err)
+			}
+			// The batch before is written with this one.
+			if err := wait(); err != nil {
+				return nil, err
+			}
+			inflight, inflightB, inflightKeys = &c, ch.b, ch.keys
+			end = ch.end
+		}
+		if ch.err != nil { // io.EOF
+			done = true
+			break
+		}
+		if time.Since(lastSave) >= time.Second {
+			if err := save(end); err != nil {
+				return nil, err
+			}
+		} else if err := p.update(Progress{DoneBytes: end, TotalBytes: total, DoneKeys: keys}, false, nil); err != nil {
+			return nil, err
 		}
 	}
-	if err := commit(true); err != nil {
+	if !done {
+		return nil, context.Cause(ctx) // the parser stopped for it
+	}
+	if err := save(end); err != nil {
 		return nil, err
 	}
 	return &Result{Path: f.Name(), Size: total, Keys: keys, Revision: rev}, nil
 }
 
+// importBatches is how many batches an import cycles through: one the
+// parser fills, one waiting to be submitted, one in flight.
+const importBatches = 3
+
+// importChunk is a batch the parser filled: its keys, the source offset
+// after its last record, and what stopped the parse after it (io.EOF at
+// the end of the source), if anything.
+type importChunk struct {
+	b    *engine.Batch
+	keys int64
+	end  int64
+	err  error
+}
+
+// parseImport fills the batches given on free with the records next reads,
+// about ImportBatchBytes each, and sends them on full, in order; it closes
+// full after the one that carries an error (io.EOF at the end), or when ctx
+// ends.
+func (m *Manager) parseImport(ctx context.Context, src *importReader, next func() ([]byte, []byte, error), free <-chan *engine.Batch, full chan<- importChunk) {
+	defer close(full)
+	for {
+		var b *engine.Batch
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			return
+		}
+		b.Reset()
+		ch := importChunk{b: b}
+		for len(b.Bytes()) < m.opts.ImportBatchBytes {
+			key, val, err := next()
+			if err != nil {
+				ch.err = err
+				break
+			}
+			b.Put(key, val)
+			ch.keys++
+		}
+		ch.end = src.off
+		select {
+		case full <- ch:
+		case <-ctx.Done():
+			return
+		}
+		if ch.err != nil {
+			return
+		}
+	}
+}
+
 // importReader reads an import's records and counts the bytes consumed.
+// The key and value a read returns are valid until the next read: the
+// batch copies them.
 type importReader struct {
-	r   *bufio.Reader
-	off int64
+	r    *bufio.Reader
+	off  int64
+	buf  []byte   // a long line; a command's bulk strings
+	args [][]byte // a command's arguments, in buf
 }
 
 func (ir *importReader) bad(format string, args ...any) error {
 	return fail(CodeBadInput, fmt.Errorf("jobs: import: at byte %d: %s", ir.off, fmt.Sprintf(format, args...)))
 }
 
+// line reads up to and including the next newline, or the rest of the
+// source, with its error (io.EOF without a newline).
+func (ir *importReader) line() ([]byte, error) {
+	l, err := ir.r.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return l, err
+	}
+	ir.buf = append(ir.buf[:0], l...)
+	for {
+		l, err = ir.r.ReadSlice('\n')
+		ir.buf = append(ir.buf, l...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return ir.buf, err
+		}
+	}
+}
+
 // ndjson reads the next {"key":...,"value":...} line; blank lines are
 // skipped. Keys and values are JSON strings.
 func (ir *importReader) ndjson() (key, value []byte, err error) {
 	for {
-		line, err := ir.r.ReadBytes('\n')
+		line, err := ir.line()
 		if len(line) == 0 && errors.Is(err, io.EOF) {
 			return nil, nil, io.EOF
 		}
@@ -176,19 +269,66 @@ func (ir *importReader) ndjson() (key, value []byte, err error) {
 			ir.off += int64(len(line))
 			continue
 		}
-		var kv struct {
-			Key   *string `json:"key"`
-			Value *string `json:"value"`
-		}
-		if jerr := json.Unmarshal(line, &kv); jerr != nil {
-			return nil, nil, ir.bad("not a JSON object: %v", jerr)
-		}
-		if kv.Key == nil || kv.Value == nil || *kv.Key == "" {
-			return nil, nil, ir.bad(`a line needs a non-empty "key" and a "value"`)
+		key, value, ok := plainNDJSON(line)
+		if !ok {
+			var kv struct {
+				Key   *string `json:"key"`
+				Value *string `json:"value"`
+			}
+			if jerr := json.Unmarshal(line, &kv); jerr != nil {
+				return nil, nil, ir.bad("not a JSON object: %v", jerr)
+			}
+			if kv.Key == nil || kv.Value == nil || *kv.Key == "" {
+				return nil, nil, ir.bad(`a line needs a non-empty "key" and a "value"`)
+			}
+			key, value = []byte(*kv.Key), []byte(*kv.Value)
 		}
 		ir.off += int64(len(line))
-		return []byte(*kv.Key), []byte(*kv.Value), nil
+		return key, value, nil
 	}
+}
+
+// plainNDJSON decodes, without encoding/json, the line most imports are
+// made of: exactly {"key":"K","value":"V"} (then only white space), K not
+// empty, both strings without escapes or control characters, in valid
+// UTF-8, which JSON then decodes to themselves. Any other line it leaves
+// to encoding/json (ok false), which decodes or refuses it in full.
+func plainNDJSON(line []byte) (key, value []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimRight(line, " \t\r\n"), []byte(`{"key":"`))
+	if !ok {
+		return nil, nil, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i <= 0 {
+		return nil, nil, false
+	}
+	key = rest[:i]
+	if rest, ok = bytes.CutPrefix(rest[i:], []byte(`","value":"`)); !ok {
+		return nil, nil, false
+	}
+	if i = bytes.IndexByte(rest, '"'); i < 0 || string(rest[i:]) != `"}` {
+		return nil, nil, false
+	}
+	value = rest[:i]
+	if !plainJSONString(key) || !plainJSONString(value) {
+		return nil, nil, false
+	}
+	return key, value, true
+}
+
+// plainJSONString reports whether b, between quotes, is a JSON string that
+// decodes to b itself: valid UTF-8 with no backslash or control character.
+func plainJSONString(b []byte) bool {
+	ascii := true
+	for _, c := range b {
+		if c < 0x20 || c == '\\' {
+			return false
+		}
+		if c >= 0x80 {
+			ascii = false
+		}
+	}
+	return ascii || utf8.Valid(b)
 }
 
 // resp reads the next command of a redis-cli --pipe stream: an array of
@@ -219,12 +359,12 @@ func (ir *importReader) resp() (key, value []byte, err error) {
 	if l[0] != '*' {
 		return nil, nil, ir.bad("want an array of bulk strings (redis-cli --pipe format)")
 	}
-	n, err := strconv.Atoi(string(l[1:]))
-	if err != nil || n < 1 || n > 1024 {
+	n, ok := respLength(l[1:])
+	if !ok || n < 1 || n > 1024 {
 		return nil, nil, ir.bad("bad array length %q", l[1:])
 	}
-	args := make([][]byte, n)
-	for i := range args {
+	ir.args, ir.buf = ir.args[:0], ir.buf[:0]
+	for range n {
 		l, err := line()
 		if err != nil {
 			return nil, nil, err
@@ -232,11 +372,15 @@ func (ir *importReader) resp() (key, value []byte, err error) {
 		if l[0] != '$' {
 			return nil, nil, ir.bad("want a bulk string")
 		}
-		sz, err := strconv.Atoi(string(l[1:]))
-		if err != nil || sz < 0 || sz > 512<<20 {
+		sz, ok := respLength(l[1:])
+		if !ok || sz > 512<<20 {
 			return nil, nil, ir.bad("bad bulk string length %q", l[1:])
 		}
-		buf := make([]byte, sz+2)
+		// Appended to buf: the arguments read before stay where they are
+		// (in the old array, if buf grows).
+		b0 := len(ir.buf)
+		ir.buf = slices.Grow(ir.buf, sz+2)[:b0+sz+2]
+		buf := ir.buf[b0:]
 		if _, err := io.ReadFull(ir.r, buf); err != nil {
 			return nil, nil, ir.bad("stream ends inside a bulk string")
 		}
@@ -244,11 +388,27 @@ func (ir *importReader) resp() (key, value []byte, err error) {
 			return nil, nil, ir.bad("a bulk string does not end in CRLF")
 		}
 		off += int64(sz + 2)
-		args[i] = buf[:sz]
+		ir.args = append(ir.args, buf[:sz:sz])
 	}
+	args := ir.args
 	if len(args) != 3 || !bytes.EqualFold(args[0], []byte("SET")) {
 		return nil, nil, ir.bad("unsupported command %q with %d arguments (an import takes SET key value)", args[0], len(args)-1)
 	}
 	ir.off += off
 	return args[1], args[2], nil
+}
+
+// respLength parses a RESP length: decimal digits only, at most 10.
+func respLength(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }

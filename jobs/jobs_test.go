@@ -329,3 +329,41 @@ func TestDefragJob(t *testing.T) {
 		t.Fatalf("%d keys after defrag, want 100", n)
 	}
 }
+
+// TestCompactJob compacts the log and the change history below a revision:
+// the result names the history's new oldest revision, a watch from below it
+// gets a compacted error naming it, from it on the history is whole, and a
+// restart keeps it so.
+func TestCompactJob(t *testing.T) {
+	e := newEnv(t)
+	put(t, e.db, 3000, "c")
+	e.restart(t) // checkpoint everything: the history is in the state file
+	last := e.db.WrittenRevision()
+	r := e.wait(t, e.submit(t, jobs.Compact, jobs.Params{Revision: 2000}).ID, jobs.Succeeded)
+	if r.Result == nil || r.Result.OldestRevision != 2000 || r.Result.FirstRevision == 0 || r.Result.FirstRevision > 2000 {
+		t.Fatalf("compact result %+v, want oldest_revision 2000", r.Result)
+	}
+	check := func(when string) {
+		t.Helper()
+		if got := e.db.OldestRevision(); got != 2000 {
+			t.Fatalf("%s: oldest revision %d, want 2000", when, got)
+		}
+		_, _, err := e.db.Changes(1999, nil, 0, last)
+		var ce *engine.CompactedError
+		if !errors.As(err, &ce) || ce.Oldest != 2000 {
+			t.Fatalf("%s: Changes from 1999: %v, want a compacted error naming 2000", when, err)
+		}
+		sets, next, err := e.db.Changes(2000, nil, 0, last)
+		if err != nil || next != last+1 || uint64(len(sets)) != last+1-2000 || sets[0].Revision != 2000 {
+			t.Fatalf("%s: Changes from 2000: %d sets, next %d, %v; want %d, next %d", when, len(sets), next, err, last+1-2000, last+1)
+		}
+	}
+	check("after the job")
+	e.restart(t)
+	check("after a restart")
+	// A revision past the last one compacts everything written, no more.
+	r = e.wait(t, e.submit(t, jobs.Compact, jobs.Params{Revision: 1 << 40}).ID, jobs.Succeeded)
+	if r.Result == nil || r.Result.OldestRevision != last+1 {
+		t.Fatalf("compact past the end: result %+v, want oldest_revision %d", r.Result, last+1)
+	}
+}

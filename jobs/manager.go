@@ -23,6 +23,7 @@ type Store interface {
 	Restore(r io.Reader) (engine.SnapshotInfo, error)
 	Verify(progress func(keys int) error) (engine.VerifyReport, error)
 	CompactLog(rev uint64) (uint64, error)
+	CompactHistory(rev uint64, progress func(oldest uint64) error) (uint64, error)
 	Defrag() (engine.DefragReport, error)
 	Submit(b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
 	Sync() error
@@ -642,11 +643,7 @@ func (m *Manager) run(ctx context.Context, rec *Record) (*Result, error) {
 	case Verify:
 		return m.runVerify(ctx, p)
 	case Compact:
-		first, err := m.store.CompactLog(rec.Params.Revision)
-		if err != nil {
-			return nil, fail(CodeStore, err)
-		}
-		return &Result{FirstRevision: first}, nil
+		return m.runCompact(ctx, rec, p)
 	case Import:
 		return m.runImport(ctx, rec, p)
 	case Defrag:
@@ -657,6 +654,30 @@ func (m *Manager) run(ctx context.Context, rec *Record) (*Result, error) {
 		return &Result{Size: rep.After, SizeBefore: rep.Before}, nil
 	}
 	return nil, fail(CodeBadInput, fmt.Errorf("jobs: job type %q cannot run", rec.Type))
+}
+
+// runCompact drops the log's records and the change history below the
+// job's revision. The history goes in small transactions, between which
+// the job can be canceled (what it dropped stays dropped); run again, it
+// goes on from where it stopped.
+func (m *Manager) runCompact(ctx context.Context, rec *Record, p *reporter) (*Result, error) {
+	first, err := m.store.CompactLog(rec.Params.Revision)
+	if err != nil {
+		return nil, fail(CodeStore, err)
+	}
+	oldest, err := m.store.CompactHistory(rec.Params.Revision, func(oldest uint64) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return p.update(Progress{}, false, func(r *Record) { r.Revision = oldest })
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fail(CodeStore, err)
+	}
+	return &Result{FirstRevision: first, OldestRevision: oldest}, nil
 }
 
 // reporter publishes a running job's progress: to waiters at most every

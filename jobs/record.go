@@ -65,7 +65,8 @@ type Params struct {
 	Name string `json:"name,omitempty"`
 	// Format of an import: "ndjson", "resp" or "" (by the first byte).
 	Format string `json:"format,omitempty"`
-	// Revision below which compact drops the log's history.
+	// Revision below which compact drops the log's records and the
+	// change history.
 	Revision uint64 `json:"revision,omitempty"`
 }
 
@@ -92,6 +93,10 @@ type Result struct {
 	SizeBefore int64 `json:"size_before,omitempty"`
 	// FirstRevision is the first revision the log still holds (compact).
 	FirstRevision uint64 `json:"first_revision,omitempty"`
+	// OldestRevision is the oldest revision the change history (what
+	// watches read) still holds after a compact: a watch from an older
+	// one gets a compacted error naming it.
+	OldestRevision uint64 `json:"oldest_revision,omitempty"`
 }
 
 // Error is a failed job's error: a stable code and a message.
@@ -122,7 +127,8 @@ type Record struct {
 	UpdatedAt  time.Time  `json:"updated_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	Progress   Progress   `json:"progress"`
-	// Revision is the store revision the job works at (a backup's R).
+	// Revision is the store revision the job works at (a backup's R;
+	// while a compact runs, the oldest revision the history has so far).
 	Revision uint64  `json:"revision,omitempty"`
 	Attempt  int     `json:"attempt"`
 	Result   *Result `json:"result,omitempty"`

@@ -1292,6 +1292,9 @@ func (n *Node) Close() error {
 		if n.raft != nil && n.IsLeader() {
 			if err := n.raft.LeadershipTransfer().Error(); err != nil {
 				n.log.Info("replication: leadership transfer before shutdown failed", "err", err)
+			} else {
+				id, _ := n.Leader()
+				n.log.Info("replication: leadership transferred before shutdown", "to", id)
 			}
 		}
 		close(n.stop)

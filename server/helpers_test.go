@@ -184,7 +184,7 @@ func readReply(r *bufio.Reader) (string, error) {
 			return line, err
 		}
 		return line + string(buf), nil
-	case '*', '%', '~':
+	case '*', '%', '~', '>':
 		if line[0] == '%' {
 			n *= 2
 		}

@@ -77,6 +77,8 @@ func (s *Server) ServeHTTPAPI(ln net.Listener) error {
 //	GET    /healthz        200 ("degraded" once the state file was found damaged), or 503 once the log failed
 //	GET    /metrics        Prometheus metrics
 //
+// With users configured, requests need credentials (authz_http.go).
+//
 // A key is the rest of the path after /v1/kv/ exactly as sent, then
 // percent-decoded: it may contain '/', "//", "/./" or "/../", and any byte
 // percent-encoded; no path is cleaned or redirected. Write responses carry
@@ -152,6 +154,9 @@ func (s *Server) Handler() http.Handler {
 			// another's after the handler (to reuse the connection):
 			// that too must not drip for ever.
 			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.HTTPReadHeaderTimeout))
+		}
+		if !s.authorizeHTTP(w, r) {
+			return
 		}
 		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {
 			h := keyHandlers[r.Method]

@@ -194,6 +194,9 @@ func (c *respConn) writeJobRecord(r jobs.Record) {
 		if len(res.Problems) > 0 {
 			kv = append(kv, "result_problems", strings.Join(res.Problems, "; "))
 		}
+		if r.Type == jobs.Compact {
+			kv = append(kv, "result_first_revision", u(res.FirstRevision), "result_oldest_revision", u(res.OldestRevision))
+		}
 	}
 	if e := r.Error; e != nil {
 		kv = append(kv, "error_code", e.Code, "error_message", e.Message)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kvdstore/kvd/auth"
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/replication"
 )
@@ -155,11 +156,21 @@ type respConn struct {
 	readOpts   *replication.ReadOptions // CLIENT CONSISTENCY on a cluster; nil: the server's
 	redirect   bool                     // CLIENT REDIRECT ON: writes on a follower get -MOVED
 	quit       bool
+	// The authenticated user's name ("": none), and the user it named in
+	// the users it was last looked up in (see respConn.user).
+	authName  string
+	authUser  *auth.User
+	authUsers *auth.Users
+	// shownUser is authName for CLIENT LIST on other goroutines; nil: default.
+	shownUser atomic.Pointer[string]
 
 	// Goroutine model only.
 	mu   sync.Mutex
 	busy bool // handling a pipeline
 	shut bool // closed by Shutdown while idle
+
+	// push is the connection's KVWATCH watches (resp_push.go).
+	push pushState
 
 	// Event-loop state (connections served by the event loop only). The
 	// loop goroutine owns it, except that a worker goroutine running one of

@@ -5,13 +5,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kvdstore/kvd/auth"
 )
 
 // Connection and server administration: CLIENT LIST, INFO, KILL and HELP,
 // SHUTDOWN, TIME.
 
 // clientLine describes c as a line of CLIENT LIST: the fields of Redis's
-// that kvd knows (memory and buffer fields are left out).
+// that kvd knows (memory and buffer fields are left out, but for omem). sub
+// counts KVWATCH watches; omem the output held, as of the connection's
+// last write or push.
 func (c *respConn) clientLine(now time.Time) string {
 	idle := c.created
 	if ns := c.lastActive.Load(); ns != 0 {
@@ -28,7 +32,13 @@ func (c *respConn) clientLine(now time.Time) string {
 	b.WriteString(" name=" + c.clientName())
 	b.WriteString(" age=" + strconv.FormatInt(int64(now.Sub(c.created)/time.Second), 10))
 	b.WriteString(" idle=" + strconv.FormatInt(int64(max(0, now.Sub(idle))/time.Second), 10))
-	b.WriteString(" flags=N db=0 cmd=" + cmd + " user=default\n")
+	user := auth.DefaultUser
+	if u := c.shownUser.Load(); u != nil {
+		user = *u
+	}
+	b.WriteString(" flags=N db=0 sub=" + strconv.FormatInt(int64(c.push.count.Load()), 10))
+	b.WriteString(" omem=" + strconv.FormatInt(c.push.omem.Load(), 10))
+	b.WriteString(" cmd=" + cmd + " user=" + user + "\n")
 	return b.String()
 }
 

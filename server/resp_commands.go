@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvdstore/kvd/auth"
 	"github.com/kvdstore/kvd/engine"
 )
 
@@ -47,8 +48,10 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "ping", inline: true, arity: -1, flags: []string{"fast"}, run: cmdPing},
 		{name: "echo", inline: true, arity: 2, flags: []string{"fast"}, run: cmdEcho},
 		{name: "quit", inline: true, arity: -1, flags: []string{"fast"}, run: cmdQuit},
-		{name: "hello", inline: true, arity: -1, flags: []string{"fast"}, run: cmdHello},
-		{name: "auth", inline: true, arity: -2, flags: []string{"fast"}, run: cmdAuth},
+		// AUTH and HELLO check passwords (slow, by design): not inline.
+		{name: "hello", arity: -1, flags: []string{"fast"}, run: cmdHello},
+		{name: "auth", arity: -2, flags: []string{"fast"}, run: cmdAuth},
+		{name: "acl", arity: -2, flags: []string{"admin"}, run: cmdACL},
 		{name: "select", inline: true, arity: 2, flags: []string{"fast"}, run: cmdSelect},
 		{name: "command", arity: -1, flags: []string{"random"}, run: cmdCommand},
 		{name: "client", arity: -2, flags: []string{"admin"}, run: cmdClient},
@@ -114,6 +117,9 @@ func (s *Server) commandTable() map[string]*respCommand {
 		{name: "shutdown", inline: true, arity: -1, flags: []string{"admin"}, run: cmdShutdown},
 		{name: "time", inline: true, arity: 1, flags: []string{"random", "fast"}, run: cmdTime},
 		{name: "changes", arity: -3, flags: []string{"readonly"}, run: cmdChanges},
+		{name: "kvwatch", inline: true, arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, run: cmdKVWatch},
+		{name: "kvunwatch", inline: true, arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, run: cmdKVUnwatch},
+		{name: "reset", inline: true, arity: 1, flags: []string{"noscript", "loading", "stale", "fast"}, run: cmdReset},
 	}
 	list = append(list, s.jobCommands()...)
 	m := make(map[string]*respCommand, len(list))
@@ -125,6 +131,17 @@ func (s *Server) commandTable() map[string]*respCommand {
 }
 
 func cmdPing(c *respConn, args [][]byte) {
+	if c.subscribed() && len(args) <= 2 {
+		// As Redis answers PING in subscribed mode.
+		c.writeArray(2)
+		c.writeBulkString("pong")
+		if len(args) == 2 {
+			c.writeBulk(args[1])
+		} else {
+			c.writeBulkString("")
+		}
+		return
+	}
 	switch len(args) {
 	case 1:
 		c.writeStatus("PONG")
@@ -142,9 +159,30 @@ func cmdQuit(c *respConn, _ [][]byte) {
 	c.quit = true
 }
 
-func cmdAuth(c *respConn, _ [][]byte) {
-	c.writeError("ERR AUTH <password> called without any password configured for the default user. " +
-		"Are you sure your configuration is correct?")
+// cmdAuth answers AUTH password (as the default user) and AUTH user
+// password.
+func cmdAuth(c *respConn, args [][]byte) {
+	users := c.s.users.Load()
+	switch {
+	case len(args) > 3:
+		c.writeError(respErrSyntax)
+	case users == nil:
+		c.writeError("ERR AUTH <password> called without any password configured for the default user. " +
+			"Are you sure your configuration is correct?")
+	case len(args) == 2:
+		c.writeOKOr(c.login(users, []byte(auth.DefaultUser), args[1]))
+	default:
+		c.writeOKOr(c.login(users, args[1], args[2]))
+	}
+}
+
+// writeOKOr writes +OK if msg is empty, else the error msg.
+func (c *respConn) writeOKOr(msg string) {
+	if msg != "" {
+		c.writeError(msg)
+		return
+	}
+	c.writeOK()
 }
 
 func cmdSelect(c *respConn, args [][]byte) {
@@ -176,11 +214,11 @@ func cmdHello(c *respConn, args [][]byte) {
 		proto = n
 	}
 	name, hasName := "", false
+	var user, pass []byte
 	for i := 2; i < len(args); i++ {
 		switch {
 		case equalFold(args[i], "auth") && i+2 < len(args):
-			// No users or passwords are configured: every client is the
-			// default user, as on a Redis server without requirepass.
+			user, pass = args[i+1], args[i+2]
 			i += 2
 		case equalFold(args[i], "setname") && i+1 < len(args):
 			name, hasName = string(args[i+1]), true
@@ -195,10 +233,27 @@ func cmdHello(c *respConn, args [][]byte) {
 			c.writeError(msg)
 			return
 		}
+	}
+	// With no users configured every client is the default user, as on a
+	// Redis server without requirepass, and AUTH is ignored.
+	if users := c.s.users.Load(); users != nil {
+		if user != nil {
+			if msg := c.login(users, user, pass); msg != "" {
+				c.writeError(msg)
+				return
+			}
+		}
+		if u, _ := c.user(); u == nil {
+			c.writeError(respErrHelloNoAuth)
+			return
+		}
+	}
+	if hasName {
 		c.name.Store(&name)
 	}
 	if proto != 0 {
 		c.resp3 = proto == 3
+		c.push.resp3.Store(c.resp3)
 	}
 	cur := 2
 	if c.resp3 {
@@ -373,6 +428,9 @@ func cmdInfo(c *respConn, args [][]byte) {
 	section := func(name string, fill func()) {
 		if !all && !want[name] {
 			return
+		}
+		if name == "keyspace" && c.restricted() {
+			return // the whole keyspace's figures: not for a user restricted to some keys
 		}
 		if b.Len() > 0 {
 			b.WriteString("\r\n")

@@ -36,6 +36,12 @@ type respIO interface {
 	// runSlow runs run(c, args), a command that may block. It returns
 	// true if c is parked until it is done.
 	runSlow(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
+	// pushNotify returns the function pw's watcher, one of c's, calls when
+	// it has more (see watch.Hub.WatchFunc and resp_push.go).
+	pushNotify(c *respConn, pw *pushWatch) func()
+	// pushChanged tells the I/O model that c's watches changed: added is
+	// the watch added, nil when some ended.
+	pushChanged(c *respConn, added *pushWatch)
 }
 
 // pendingWrite is a write being committed as one batch (respConn.batch):
@@ -113,7 +119,8 @@ func (c *respConn) step() (int, bool) {
 		c.txn.failed()
 		return 1, false
 	}
-	if !c.txn.active {
+	subscribed := c.subscribed()
+	if !c.txn.active && !subscribed {
 		if d, ok := c.plainSet(req.args); ok {
 			return c.submitSets(d)
 		}
@@ -124,6 +131,9 @@ func (c *respConn) step() (int, bool) {
 	switch {
 	case cmd == nil:
 		c.txn.failed()
+		return 1, false
+	case subscribed && !subscribedAllowed(cmd):
+		c.refuseSubscribed(cmd)
 		return 1, false
 	case c.txn.active && !txnControl(cmd):
 		c.queue(cmd, args)
@@ -158,7 +168,7 @@ func (c *respConn) plainSet(args [][]byte) (engine.Durability, bool) {
 			return 0, false
 		}
 	}
-	if c.checkKey(args[1]) != "" || len(args[2]) > c.s.cfg.MaxValueSize {
+	if c.checkKey(args[1]) != "" || len(args[2]) > c.s.cfg.MaxValueSize || !c.setAllowed(args[1]) {
 		return 0, false
 	}
 	return d, true
@@ -356,6 +366,9 @@ func (c *respConn) command(args [][]byte) *respCommand {
 	c.lastCmd.Store(cmd)
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
 		c.writeError("ERR wrong number of arguments for '" + cmd.name + "' command")
+		return nil
+	}
+	if !c.authorize(cmd, args) {
 		return nil
 	}
 	return cmd

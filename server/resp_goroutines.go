@@ -43,6 +43,7 @@ func (c *respConn) serve() {
 				"panic", r, "stack", string(debug.Stack()))
 		}
 		c.nc.Close()
+		c.stopPusher()
 		c.s.removeConn(c)
 	}()
 	c.s.log.Debug("resp connection open", "conn", c.id, "remote", c.addr)
@@ -64,6 +65,7 @@ func (c *respConn) serve() {
 		turn := math.MaxInt
 		c.runRequests(&turn) // never parks nor stalls: goroutineIO waits in place
 		err = c.flush()
+		c.announceWatches()
 		c.setBusy(false)
 		if err != nil || c.quit || c.s.closing.Load() {
 			return
@@ -129,7 +131,9 @@ type idleReader struct {
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
-	if d := time.Duration(r.c.s.idleTimeout.Load()); d > 0 {
+	// A connection with watches is not idle, as Redis does not time out
+	// its subscribers.
+	if d := time.Duration(r.c.s.idleTimeout.Load()); d > 0 && r.c.push.count.Load() == 0 {
 		r.armed = true
 		r.c.nc.SetReadDeadline(time.Now().Add(d))
 	} else if r.armed {

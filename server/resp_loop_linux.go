@@ -95,6 +95,8 @@ const (
 	msgShutdown                // close idle connections, the rest when done
 	msgCloseAll                // close every connection now
 	msgKill                    // close one connection now (CLIENT KILL)
+	msgPush                    // a KVWATCH watcher of the connection has more
+	msgPushRead                // a worker read a watcher's history
 )
 
 type loopMsg struct {
@@ -102,6 +104,7 @@ type loopMsg struct {
 	c    *respConn
 	rev  uint64
 	err  error
+	read *pushRead // msgPushRead
 }
 
 type eventLoop struct {
@@ -128,6 +131,11 @@ type eventLoop struct {
 	closing bool
 
 	lastIdleCheck time.Time
+
+	// pushConns are the connections with KVWATCH watches; pushDue is when
+	// the earliest progress mark may be due.
+	pushConns map[*respConn]struct{}
+	pushDue   time.Time
 }
 
 // startLoop starts the server's event loop if it is not running. Called with
@@ -298,6 +306,12 @@ func (l *eventLoop) run() {
 		case l.s.idleTimeout.Load() > 0:
 			timeout = 1000 // for closeIdle
 		}
+		if len(l.pushConns) > 0 && timeout != 0 {
+			d := int(max(time.Until(l.pushDue), 0)/time.Millisecond) + 1
+			if timeout < 0 || d < timeout {
+				timeout = d
+			}
+		}
 		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		if err != nil && err != unix.EINTR {
 			// Not expected with valid descriptors: keep serving.
@@ -330,6 +344,7 @@ func (l *eventLoop) run() {
 				l.markReady(c)
 			}
 		}
+		l.pushTick(time.Now())
 		l.settle()
 		for l.syncParked() {
 			l.settle()
@@ -398,6 +413,22 @@ func (l *eventLoop) handle(m loopMsg) {
 	case msgKill:
 		if c, ok := l.conns[m.c.id]; ok {
 			l.closeConn(c)
+		}
+	case msgPush:
+		c := m.c
+		c.push.posted.Store(false)
+		if !c.lp.closed {
+			c.push.wanted = true
+			l.markReady(c)
+		}
+	case msgPushRead:
+		l.workers--
+		c, r := m.c, m.read
+		r.pw.reading = false
+		if !c.lp.closed && !r.pw.ended {
+			r.pw.read = r
+			c.push.wanted = true
+			l.markReady(c)
 		}
 	case msgCloseAll:
 		l.closing = true
@@ -519,6 +550,12 @@ func (l *eventLoop) serve(c *respConn) {
 		return
 	}
 	l.markDirty(c)
+	if c.push.wanted {
+		l.pump(c)
+		if c.lp.closed {
+			return
+		}
+	}
 	turn := maxCmdsPerTurn
 	for !c.lp.closed {
 		switch c.runRequests(&turn) {
@@ -598,6 +635,7 @@ func (l *eventLoop) flush(c *respConn) bool {
 	for len(c.out) > 0 {
 		n, err := rawWrite(c.lp.fd, c.out)
 		if err == errWouldBlock {
+			c.push.omem.Store(int64(len(c.out)))
 			return false
 		}
 		if err != nil {
@@ -611,6 +649,7 @@ func (l *eventLoop) flush(c *respConn) bool {
 		}
 		c.out = c.out[:copy(c.out, c.out[n:])]
 	}
+	c.push.omem.Store(int64(len(c.out)))
 	return true
 }
 
@@ -704,7 +743,9 @@ func (l *eventLoop) closeIdle() {
 	}
 	l.lastIdleCheck = now
 	for _, c := range l.conns {
-		if c.lp.park == parkNone && c.lp.linger.IsZero() && now.Sub(c.lp.active) > d {
+		// Connections with watches are not idle, as Redis does not time
+		// out its subscribers.
+		if c.lp.park == parkNone && c.lp.linger.IsZero() && now.Sub(c.lp.active) > d && c.push.count.Load() == 0 {
 			l.s.log.Debug("resp connection idle: closed", "conn", c.id, "remote", c.addr)
 			l.closeConn(c)
 		}
@@ -720,6 +761,8 @@ func (l *eventLoop) closeConn(c *respConn) {
 	c.lp.closed = true
 	unix.Close(c.lp.fd)
 	delete(l.conns, c.id)
+	c.endWatches(nil)
+	delete(l.pushConns, c)
 	c.s.removeConn(c)
 }
 
@@ -748,4 +791,112 @@ func (s *Server) adoptConn(c *respConn) {
 		}
 		s.removeConn(c)
 	}
+}
+
+// KVWATCH on the loop (see resp_push.go).
+
+// pushNotify for the event loop: a watcher with more marks its watch and
+// posts a message that wakes the loop, one for the connection however many
+// of its watchers have more.
+func (l *eventLoop) pushNotify(c *respConn, pw *pushWatch) func() {
+	return func() {
+		pw.signaled.Store(true)
+		if !c.push.posted.Swap(true) {
+			l.post(loopMsg{kind: msgPush, c: c})
+		}
+	}
+}
+
+// pushChanged keeps l.pushConns to the connections with watches.
+func (l *eventLoop) pushChanged(c *respConn, added *pushWatch) {
+	if c.lp.closed || c.push.count.Load() == 0 {
+		delete(l.pushConns, c)
+		return
+	}
+	if l.pushConns == nil {
+		l.pushConns = map[*respConn]struct{}{}
+	}
+	l.pushConns[c] = struct{}{}
+	if added != nil && (l.pushDue.IsZero() || added.due.Before(l.pushDue)) {
+		l.pushDue = added.due
+	}
+}
+
+// pushTick has the connections whose watches owe a progress mark take
+// their watchers' positions.
+func (l *eventLoop) pushTick(now time.Time) {
+	if len(l.pushConns) == 0 || now.Before(l.pushDue) {
+		return
+	}
+	next := now.Add(maxPushProgress)
+	for c := range l.pushConns {
+		for _, pw := range c.push.watches {
+			if now.Before(pw.due) {
+				next = earlier(next, pw.due)
+				continue
+			}
+			next = earlier(next, now.Add(pw.every))
+			c.push.wanted = true
+			l.markReady(c)
+		}
+	}
+	l.pushDue = next
+}
+
+// pump takes what c's watchers hold into c's output, while it is under
+// maxPushOut bytes (past it c takes more once its socket drains), and hands
+// the history reads of the watchers that are catching up to workers.
+func (l *eventLoop) pump(c *respConn) {
+	p := &c.push
+	p.wanted = false
+	now := time.Now()
+	for i := 0; i < len(p.watches); {
+		pw := p.watches[i]
+		if len(c.out) >= maxPushOut && !l.flush(c) {
+			p.wanted = true
+			break
+		}
+		var r pushRead
+		switch {
+		case pw.read != nil:
+			r, pw.read = *pw.read, nil
+		case pw.reading || (!pw.signaled.Load() && now.Before(pw.due)):
+			i++ // nothing new, no mark due
+			continue
+		default:
+			pw.signaled.Store(false) // before TryNext, which may set it again
+			sets, progress, ok, err := pw.w.TryNext(pushBatch)
+			if !ok {
+				l.readHistory(c, pw)
+				i++
+				continue
+			}
+			r = pushRead{sets: sets, progress: progress, err: err}
+		}
+		var ended bool
+		c.out, ended = pw.frames(c.out, c.resp3, r, now)
+		if ended {
+			p.dropWatch(pw)
+			continue
+		}
+		i++
+	}
+	if c.lp.closed {
+		return
+	}
+	if len(p.watches) == 0 {
+		l.pushChanged(c, nil)
+	}
+	p.omem.Store(int64(len(c.out)))
+}
+
+// readHistory reads a batch of pw's history on a worker goroutine, as the
+// history may be long to scan: the loop sends it when it is back.
+func (l *eventLoop) readHistory(c *respConn, pw *pushWatch) {
+	pw.reading = true
+	l.workers++
+	go func() {
+		sets, progress, err := pw.w.Next(pushBatch)
+		l.post(loopMsg{kind: msgPushRead, c: c, read: &pushRead{pw: pw, sets: sets, progress: progress, err: err}})
+	}()
 }

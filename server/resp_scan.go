@@ -204,7 +204,7 @@ func cmdScan(c *respConn, args [][]byte) {
 	}
 	keys := kvs[:0]
 	for _, kv := range kvs {
-		if pattern == nil || globMatch(pattern, kv.Key) {
+		if (pattern == nil || globMatch(pattern, kv.Key)) && c.keyVisible(kv.Key) {
 			keys = append(keys, kv)
 		}
 	}

@@ -205,7 +205,7 @@ func cmdKeys(c *respConn, args [][]byte) {
 			return
 		}
 		for _, kv := range kvs {
-			if !globMatch(pattern, kv.Key) {
+			if !globMatch(pattern, kv.Key) || !c.keyVisible(kv.Key) {
 				continue
 			}
 			size += len(kv.Key)

@@ -162,7 +162,7 @@ func TestClientListKill(t *testing.T) {
 		otherID := strings.Trim(other.do("CLIENT", "ID"), ":\r\n")
 
 		list := me.do("CLIENT", "LIST")
-		line := regexp.MustCompile(`(?m)^id=` + otherID + ` addr=127\.0\.0\.1:\d+ laddr=\S+ name=worker age=\d+ idle=\d+ flags=N db=0 cmd=client user=default$`)
+		line := regexp.MustCompile(`(?m)^id=` + otherID + ` addr=127\.0\.0\.1:\d+ laddr=\S+ name=worker age=\d+ idle=\d+ flags=N db=0 sub=0 omem=\d+ cmd=client user=default$`)
 		if !line.MatchString(list) || !strings.Contains(list, "id="+myID+" ") || strings.Count(list, "id=") != 3 {
 			t.Errorf("CLIENT LIST = %q", list)
 		}

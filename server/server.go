@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kvdstore/kvd/auth"
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/jobs"
 	"github.com/kvdstore/kvd/watch"
@@ -159,6 +160,19 @@ type Config struct {
 	Metrics *Metrics
 	// Logger receives connection and error logs; nil discards them.
 	Logger *slog.Logger
+	// Users are who may connect and what each may do (authz.go); nil:
+	// everyone may do everything, unauthenticated. LoadUsers, if set,
+	// loads them anew for ReloadUsers (ACL LOAD, kvd on SIGHUP).
+	Users     *auth.Users
+	LoadUsers func() (*auth.Users, error)
+	// MetricsAuth puts /metrics behind authentication (any user may read
+	// it) when Users are set; otherwise it is open, as /healthz and
+	// /readyz always are.
+	MetricsAuth bool
+	// AuthFailDelay is how much longer each failed authentication from an
+	// address waits before its answer than the one before it did, within
+	// a minute, up to 20 times as long (default 100ms; negative: no wait).
+	AuthFailDelay time.Duration
 }
 
 // Defaults for the zero fields of Config.
@@ -218,6 +232,10 @@ type Server struct {
 	loop *eventLoop
 	// watch is the change feed (watch.go).
 	watch watchState
+	// users are Config.Users, then what ReloadUsers loaded; authFails
+	// slows down repeated failed authentications (authz.go).
+	users     atomic.Pointer[auth.Users]
+	authFails *authLimiter
 }
 
 // New returns a Server for store. It validates cfg and reports every bad
@@ -271,6 +289,9 @@ func New(store Store, cfg Config) (*Server, error) {
 	default:
 		errs = append(errs, fmt.Errorf(`server: RESPIO must be "loop" or "goroutines" (got %q)`, cfg.RESPIO))
 	}
+	if cfg.LoadUsers != nil && cfg.Users == nil {
+		errs = append(errs, errors.New("server: LoadUsers needs Users, the users loaded first"))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -299,6 +320,8 @@ func New(store Store, cfg Config) (*Server, error) {
 		shutdownReq: make(chan struct{}),
 	}
 	s.pending = &pendingBudget{limit: int64(cfg.RESPPendingBytes)}
+	s.users.Store(cfg.Users)
+	s.authFails = newAuthLimiter(cfg.AuthFailDelay)
 	s.idleTimeout.Store(int64(cfg.RESPIdleTimeout))
 	s.connsDone = sync.NewCond(&s.mu)
 	s.cmds = s.commandTable()

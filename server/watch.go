@@ -246,7 +246,7 @@ func parseChanges(args [][]byte) (changesRequest, string) {
 type watchCollector struct{ hub *watch.Hub }
 
 var (
-	descWatchers = prometheus.NewDesc("kvd_watchers", "Open watchers (SSE streams, blocking reads), by state: live (fed by the hub) or catchup (reading the history at their own pace).", []string{"state"}, nil)
+	descWatchers = prometheus.NewDesc("kvd_watchers", "Open watchers (SSE streams, KVWATCH watches, blocking reads), by state: live (fed by the hub) or catchup (reading the history at their own pace).", []string{"state"}, nil)
 	descSent     = prometheus.NewDesc("kvd_watch_events_sent_total", "Changes handed to watchers.", nil, nil)
 	descCompact  = prometheus.NewDesc("kvd_watch_compacted_total", "Watchers ended because they fell behind the change history's retention.", nil, nil)
 	descOverflow = prometheus.NewDesc("kvd_watch_overflows_total", "Times a watcher's buffer filled and it fell back to catching up from the history.", nil, nil)

@@ -245,3 +245,103 @@ func TestHubLimits(t *testing.T) {
 		t.Fatalf("Next after Close: %v", err)
 	}
 }
+
+// TestWatchFuncTryNext drives a watcher as an event loop does: it waits for
+// WatchFunc's notify, not Ready, takes what the hub holds with TryNext, and
+// calls Next only when TryNext says the watcher is catching up. Started
+// from an old revision, with a buffer small enough to overflow, the history
+// it records must pass the validator, and Close must notify too.
+func TestWatchFuncTryNext(t *testing.T) {
+	db := open(t, engine.Options{CommitMode: engine.CommitAsync})
+	ref := map[uint64][]watchcheck.Change{}
+	writeLoad(t, db, 30, ref)
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// Started after the writes, the hub dispatches from revision 31 on.
+	h := watch.NewHub(db, watch.Options{Buffer: 4})
+	defer h.Close()
+	notified := make(chan struct{}, 1)
+	w, err := h.WatchFunc(watch.Filter{Key: []byte("a/"), Prefix: true}, 1, false, func() {
+		select {
+		case notified <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := w.TryNext(0); ok || err != nil {
+		t.Fatalf("TryNext of a watcher catching up: ok %v, err %v; want ok false", ok, err)
+	}
+	hist := watchcheck.History{From: 1}
+	var last uint64
+	var reads, takes int
+	// consume takes what the watcher has each time it notifies, until
+	// it has been given revision want (0: until want arrives on writes).
+	consume := func(want uint64, writes <-chan uint64) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for want == 0 || last < want {
+			select {
+			case <-notified:
+			case want = <-writes:
+				if err := db.Sync(); err != nil {
+					t.Error(err)
+				}
+				continue
+			case <-deadline:
+				t.Fatalf("at revision %d, want %d (%d reads, %d takes)", last, want, reads, takes)
+			}
+			sets, progress, ok, err := w.TryNext(3)
+			if ok {
+				takes++
+			} else {
+				reads++
+				sets, progress, err = w.Next(3)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cs := range sets {
+				d := watchcheck.Delivery{Revision: cs.Revision}
+				for _, c := range cs.Changes {
+					d.Changes = append(d.Changes, watchcheck.Change{Key: string(c.Key), Value: string(c.Value), Delete: c.Delete})
+				}
+				hist.Deliveries = append(hist.Deliveries, d)
+			}
+			hist.Deliveries = append(hist.Deliveries, watchcheck.Delivery{Revision: progress, Progress: true})
+			last = progress
+		}
+	}
+	// Catching up while the writes go on, then live.
+	writes := make(chan uint64, 1)
+	go func() { writes <- writeLoad(t, db, 300, ref) }()
+	consume(0, writes)
+	for range 10 { // every batch of writeLoad changes a key of a/
+		rev := writeLoad(t, db, 1, ref)
+		if err := db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		consume(rev, nil)
+	}
+	if errs := watchcheck.Check(hist, ref, func(k string) bool { return k[:2] == "a/" }); len(errs) > 0 {
+		t.Fatal(watchcheck.Summary(errs))
+	}
+	if reads == 0 || takes == 0 {
+		t.Fatalf("%d reads of the history and %d takes from the hub, want both", reads, takes)
+	}
+	select {
+	case <-notified:
+	default:
+	}
+	w.Close()
+	select {
+	case <-notified:
+	default:
+		t.Fatal("Close did not notify")
+	}
+	if _, _, ok, err := w.TryNext(0); !ok || !errors.Is(err, watch.ErrClosed) {
+		t.Fatalf("TryNext after Close: ok %v, err %v", ok, err)
+	}
+}

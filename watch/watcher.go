@@ -14,6 +14,7 @@ type Watcher struct {
 	filter Filter
 	lane   int
 	ready  chan struct{}
+	notify func() // see WatchFunc; nil for Watch
 
 	// Guarded by h.mu.
 	live     bool   // in the hub's index, fed from its dispatch
@@ -30,7 +31,17 @@ type Watcher struct {
 // from the history; a from older than the history gives a CompactedError
 // from its first Next.
 func (h *Hub) Watch(f Filter, from uint64, written bool) (*Watcher, error) {
-	w := &Watcher{h: h, filter: f, ready: make(chan struct{}, 1)}
+	return h.WatchFunc(f, from, written, nil)
+}
+
+// WatchFunc is Watch with notify called, besides, each time Ready
+// receives: a consumer of many watchers (an event loop) learns which have
+// more without a goroutine waiting on each. notify runs with the hub's lock
+// held, on the hub's goroutine or a caller of the hub or watcher, possibly
+// before WatchFunc returns: it must return at once and call nothing of the
+// hub's or its watchers'.
+func (h *Hub) WatchFunc(f Filter, from uint64, written bool, notify func()) (*Watcher, error) {
+	w := &Watcher{h: h, filter: f, ready: make(chan struct{}, 1), notify: notify}
 	f.Key = append([]byte(nil), f.Key...)
 	w.filter = f
 	if written {
@@ -67,6 +78,9 @@ func (w *Watcher) signal() {
 	case w.ready <- struct{}{}:
 	default:
 	}
+	if w.notify != nil {
+		w.notify()
+	}
 }
 
 func (w *Watcher) fail(err error) {
@@ -85,6 +99,66 @@ func (w *Watcher) fail(err error) {
 // final: a *engine.CompactedError once the watcher needs a revision the
 // history no longer has, ErrClosed, or a read error of the store.
 func (w *Watcher) Next(limit int) ([]engine.ChangeSet, uint64, error) {
+	sets, progress, ok, err := w.TryNext(limit)
+	if ok {
+		return sets, progress, err
+	}
+	return w.catchUp(limit)
+}
+
+// TryNext is Next for a consumer that must not wait on the store (an event
+// loop): when the watcher is catching up, which reads the history, it
+// returns ok false and nothing else, and leaves the read to Next. With ok
+// true its results are Next's.
+func (w *Watcher) TryNext(limit int) (sets []engine.ChangeSet, progress uint64, ok bool, err error) {
+	h := w.h
+	h.mu.Lock()
+	if w.err != nil {
+		h.mu.Unlock()
+		return nil, 0, true, w.err
+	}
+	if !w.live {
+		h.mu.Unlock()
+		return nil, 0, false, nil
+	}
+	sets, progress, n := w.takeBuffered(limit)
+	h.mu.Unlock()
+	h.sent.Add(uint64(n))
+	return sets, progress, true, nil
+}
+
+// takeBuffered takes the change sets of a live watcher's buffer, at most
+// limit changes but whole revisions, and returns them, its progress and the
+// number of changes. Called with h.mu held.
+func (w *Watcher) takeBuffered(limit int) ([]engine.ChangeSet, uint64, int) {
+	ln := &w.h.lanes[w.lane]
+	var out []engine.ChangeSet
+	n := 0
+	for len(w.buf) > 0 {
+		cs := w.buf[0]
+		if limit > 0 && n > 0 && n+len(cs.Changes) > limit {
+			break
+		}
+		out = append(out, cs)
+		n += len(cs.Changes)
+		w.buf[0] = engine.ChangeSet{}
+		w.buf = w.buf[1:]
+	}
+	w.buffered -= n
+	progress := max(ln.next, w.from) - 1
+	if len(w.buf) > 0 {
+		progress = w.buf[0].Revision - 1
+		w.signal()
+	}
+	if len(w.buf) == 0 {
+		w.buf = nil // let the backing array go
+	}
+	return out, progress, n
+}
+
+// catchUp is Next for a watcher that is catching up: it reads the history
+// without holding the hub's lock.
+func (w *Watcher) catchUp(limit int) ([]engine.ChangeSet, uint64, error) {
 	h := w.h
 	h.mu.Lock()
 	if w.err != nil {
@@ -93,30 +167,12 @@ func (w *Watcher) Next(limit int) ([]engine.ChangeSet, uint64, error) {
 	}
 	ln := &h.lanes[w.lane]
 	if w.live {
-		var out []engine.ChangeSet
-		n := 0
-		for len(w.buf) > 0 {
-			cs := w.buf[0]
-			if limit > 0 && n > 0 && n+len(cs.Changes) > limit {
-				break
-			}
-			out = append(out, cs)
-			n += len(cs.Changes)
-			w.buf[0] = engine.ChangeSet{}
-			w.buf = w.buf[1:]
-		}
-		w.buffered -= n
-		progress := max(ln.next, w.from) - 1
-		if len(w.buf) > 0 {
-			progress = w.buf[0].Revision - 1
-			w.signal()
-		}
-		if len(w.buf) == 0 {
-			w.buf = nil // let the backing array go
-		}
+		// Only the consumer's own Next makes a watcher live; with
+		// another consumer calling it, take what it left.
+		sets, progress, n := w.takeBuffered(limit)
 		h.mu.Unlock()
 		h.sent.Add(uint64(n))
-		return out, progress, nil
+		return sets, progress, nil
 	}
 	pos, bound := w.pos, ln.next-1
 	h.mu.Unlock()

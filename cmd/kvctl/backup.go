@@ -77,6 +77,9 @@ func backupSave(ctx context.Context, e *env, httpAddr, path string) error {
 	if err != nil {
 		return err
 	}
+	if err := e.authorizeHTTP(req); err != nil {
+		return err
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)

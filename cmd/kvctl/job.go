@@ -252,9 +252,11 @@ func compactCommand() *command {
 	c := &command{
 		name:    "compact",
 		args:    "--rev N",
-		summary: "drop the log's history below a revision",
+		summary: "drop the history below a revision",
 		help: `Submits a compact job, waits for it and prints its record. It drops the write-ahead log's
-records below revision N (never those not yet checkpointed): the log is the only history kvd keeps.`,
+records below revision N (never those not yet checkpointed) and the change history watches read
+(never past the last durable revision): result_first_revision is the log's first revision left,
+result_oldest_revision the history's; a watch from below it gets "compacted".`,
 		flags: func(fs *pflag.FlagSet) {
 			fs.Uint64Var(&rev, "rev", 0, "drop history below this revision (required)")
 		},

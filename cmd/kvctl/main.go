@@ -87,7 +87,11 @@ type config struct {
 	durability string
 	output     string
 	timeout    time.Duration
-	tls        tlsFlags
+	// Credentials (credentials.go): --user or KVD_USER; --password-file or
+	// KVD_PASSWORD; KVD_TOKEN for HTTP.
+	user         string
+	passwordFile string
+	tls          tlsFlags // tls.go
 }
 
 func (c *config) addFlags(fs *pflag.FlagSet) {
@@ -95,6 +99,9 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.durability, "durability", c.durability, "durability of writes: sync, async or default (the server's)")
 	fs.StringVarP(&c.output, "output", "o", c.output, "output format: text or json")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of the whole command")
+	fs.StringVar(&c.user, "user", c.user, "user to authenticate as (env KVD_USER; default: the user default)")
+	fs.StringVar(&c.passwordFile, "password-file", c.passwordFile,
+		"file whose first line is the password (else env KVD_PASSWORD; there is no --password: ps would show it)")
 	c.tls.addFlags(fs)
 }
 
@@ -140,6 +147,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if a := os.Getenv("KVCTL_ADDR"); a != "" {
 		cfg.addr = a
 	}
+	cfg.user = os.Getenv("KVD_USER")
 	cfg.tls.fromEnv()
 	fs := pflag.NewFlagSet("kvctl", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -245,7 +253,13 @@ func commandUsage(c *command, fs *pflag.FlagSet) string {
 
 // dial connects to the server.
 func (e *env) dial(ctx context.Context) (*client.Client, error) {
-	o, err := e.clientOptions(client.Options{Durability: e.durability, PoolSize: 2})
+	o := client.Options{Durability: e.durability, PoolSize: 2, Username: e.cfg.user}
+	if e.cfg.passwordFile != "" {
+		o.PasswordFile = e.cfg.passwordFile
+	} else {
+		o.Password = os.Getenv("KVD_PASSWORD")
+	}
+	o, err := e.clientOptions(o)
 	if err != nil {
 		return nil, err
 	}

@@ -51,6 +51,7 @@ type config struct {
 	pprof              string
 	shutdownTimeout    time.Duration
 	cluster            clusterConfig
+	auth               authConfig
 
 	respIdleTimeout       time.Duration
 	respPendingBytes      byteSize
@@ -155,6 +156,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second,
 		"on SIGINT or SIGTERM, how long in-flight requests may take to finish before their connections are closed")
 	c.cluster.addFlags(fs)
+	c.auth.addFlags(fs)
 	fs.VisitAll(func(f *pflag.Flag) {
 		f.Usage += " (env " + envName(f.Name) + ")"
 	})
@@ -291,6 +293,7 @@ func (c *config) validate() []error {
 		errs = append(errs, errors.New("--shutdown-timeout must not be negative"))
 	}
 	errs = append(errs, c.cluster.validate()...)
+	errs = append(errs, c.auth.validate()...)
 	if c.pprof == pprofOnHTTP && c.httpListen == "" {
 		errs = append(errs, errors.New("--pprof without an address needs --http-listen"))
 	}
@@ -365,6 +368,9 @@ func usage(fs *pflag.FlagSet) string {
 Usage:
   kvd [flags]
   kvd check [--data-dir DIR]   check a stopped store's state file (kvd check --help)
+  kvd passwd                   read a password (never from the command line) and print
+                               its hash for a users file (kvd passwd --help)
+  kvd token                    print a new bearer token and its hash for a users file
   kvd recover --data-dir DIR --peers ID=ADDR[,...]
                                give a stopped cluster node a new configuration after
                                its cluster lost its quorum for good (kvd recover --help)
@@ -382,7 +388,10 @@ unless GOMEMLIMIT is set.
 
 On startup kvd logs one line with the message "kvd listening" and the
 addresses it listens on, as resp=HOST:PORT http=HOST:PORT (http=off when
-disabled). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish
+disabled). SIGHUP reloads the users file (--auth-file) and the TLS
+certificate files (--tls-cert, --cluster-tls-cert). With no users
+configured, kvd listens only on loopback addresses unless --insecure-no-auth
+(protected mode). SIGINT or SIGTERM stops kvd cleanly: in-flight requests finish
 (connections still open after --shutdown-timeout are closed), the log is
 fsynced and checkpointed, and kvd exits 0.
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,6 +93,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "recover" {
 		return runRecover(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "passwd" {
+		return runPasswd(args[1:], os.Stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], stdout, stderr)
+	}
 	var cfg config
 	fs := pflag.NewFlagSet("kvd", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -112,6 +119,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return &usageError{err}
+	}
+	if err := protectedMode(&cfg, log); err != nil {
+		return err
+	}
+	users, loadUsers, err := cfg.auth.users()
+	if err != nil {
+		return err
+	}
+	switch {
+	case cfg.auth.authFile != "":
+		log.Info("users loaded", "auth_file", cfg.auth.authFile, "users", len(users.Names()))
+	case users != nil:
+		log.Info("one user, default, with --requirepass's password")
+		if _, fromEnv := os.LookupEnv(envName("requirepass")); cfg.auth.requirePass != "" && !fromEnv {
+			log.Warn("--requirepass on the command line is visible to every local user (ps): prefer KVD_REQUIREPASS or --requirepass-file")
+		}
+	default:
+		log.Warn("no users configured: every client may do anything (--auth-file or --requirepass-file to require credentials)")
 	}
 
 	// The budget is the runtime's soft limit, so that garbage does not pile
@@ -169,9 +194,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Metrics:               metrics,
 		Jobs:                  jm,
 		Logger:                log,
+		Users:                 users,
+		LoadUsers:             loadUsers,
+		MetricsAuth:           cfg.auth.metricsAuth,
 	})
 	if err != nil {
 		return err
+	}
+	// SIGHUP reloads the users file and the TLS files, each that is in use.
+	var reloads []func()
+	if loadUsers != nil {
+		reloads = append(reloads, func() { srv.ReloadUsers() })
+	}
+	if tlss.enabled() {
+		reloads = append(reloads, tlss.Reload)
+	}
+	if len(reloads) > 0 {
+		stopReload := reloadOnSIGHUP(reloads...)
+		defer stopReload()
 	}
 
 	// Listen on everything before serving anything, so that a bad address
@@ -206,7 +246,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	announceClientAddrs(store, respLn, httpLn)
 	respLn, httpLn = tlss.listener(respLn), tlss.listener(httpLn)
-	defer reloadTLSOnSIGHUP(tlss)()
 
 	errc := make(chan error, 3)
 	serve := func(name string, f func() error) {
@@ -294,4 +333,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("kvd stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// reloadOnSIGHUP calls each of reloads on each SIGHUP until the returned
+// function is called (it waits for a reload under way): the users file's
+// and the TLS files'. A failed reload keeps what was loaded before (and
+// logs why).
+func reloadOnSIGHUP(reloads ...func()) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-hup:
+				for _, r := range reloads {
+					r()
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		wg.Wait()
+	}
 }

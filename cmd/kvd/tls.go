@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"sync"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -136,6 +132,9 @@ func (t *tlsSets) listener(ln net.Listener) net.Listener {
 	return tls.NewListener(ln, t.server)
 }
 
+// enabled reports whether any port is on TLS.
+func (t *tlsSets) enabled() bool { return t.client != nil || t.cluster != nil }
+
 // Reload reloads every certificate, key and CA file, logging the outcome;
 // a set that fails to load keeps what it had. New connections see the
 // result, open ones keep theirs.
@@ -164,34 +163,4 @@ func (t *tlsSets) logAttrs(c *tlsConfig) []any {
 		attrs = append(attrs, "cluster_tls", "mutual")
 	}
 	return attrs
-}
-
-// reloadTLSOnSIGHUP reloads t's files on each SIGHUP until the returned
-// function is called (it waits for a reload under way). Without TLS it
-// does nothing.
-func reloadTLSOnSIGHUP(t *tlsSets) func() {
-	if t.client == nil && t.cluster == nil {
-		return func() {}
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-hup:
-				t.Reload()
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-		wg.Wait()
-	}
 }

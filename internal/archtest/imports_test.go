@@ -42,8 +42,8 @@ var allowed = map[string]struct{ imports, testImports []string }{
 	// are written with wal.WriteFileDurably.
 	"jobs": {[]string{"engine", "wal"}, []string{"internal/kvtest"}},
 	// client's tests start a server over an engine in the test process.
-	"client":  {nil, []string{"engine", "server", "internal/kvtest", "internal/faults", "internal/watchcheck"}},
-	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "watch", "internal/buildinfo", "internal/tlsfiles"}, nil},
+	"client":  {nil, []string{"engine", "server", "auth", "internal/kvtest", "internal/faults", "internal/watchcheck"}},
+	"cmd/kvd": {[]string{"engine", "server", "replication", "jobs", "wal", "watch", "auth", "internal/buildinfo", "internal/tlsfiles"}, nil},
 	// kvctl's offline commands (backup status, restore) read backup files
 	// with engine.
 	"cmd/kvctl": {[]string{"client", "engine", "internal/histogram", "internal/buildinfo"}, []string{"server"}},

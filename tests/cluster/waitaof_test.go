@@ -19,7 +19,18 @@ func TestWaitAOF(t *testing.T) {
 	ctx := t.Context()
 	for _, n := range c.nodes {
 		conn := c.client(n).Conn()
-		if err := conn.Set(ctx, "k-"+n.name, "v", 0).Err(); err != nil {
+		// A young cluster on a loaded machine may still change leaders:
+		// a write whose outcome is unknown is written again (SET is
+		// idempotent), so that WAITAOF asks about a known write.
+		var err error
+		for try := 0; try < 20; try++ {
+			if err = conn.Set(ctx, "k-"+n.name, "v", 0).Err(); err == nil ||
+				!strings.HasPrefix(err.Error(), "UNKNOWN") && !strings.HasPrefix(err.Error(), "CLUSTERDOWN") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		got, err := conn.Do(ctx, "WAITAOF", 1, 1, 5000).Int64Slice()
@@ -45,20 +56,32 @@ func TestClusterMetrics(t *testing.T) {
 	c := newCluster(t, "sync")
 	l := c.leader()
 	for _, n := range c.nodes {
-		resp, err := http.Get("http://" + n.p.HTTPAddr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		leader := `kvd_raft_state{state="leader"} 0`
 		if n == l {
 			leader = `kvd_raft_state{state="leader"} 1`
 		}
-		for _, want := range []string{leader, `kvd_raft_members{suffrage="voter"} 3`, "kvd_raft_term ", "kvd_raft_commit_index ", "kvd_raft_diverged 0"} {
-			if !strings.Contains(string(body), want) {
-				t.Fatalf("%s /metrics lacks %q", n.name, want)
+		// A node that joined a moment ago learns the configuration from
+		// the leader's next entries: wait for it.
+		var body []byte
+		var missing string
+		ok := kvtest.WaitFor(20*time.Second, kvtest.PollInterval, func() bool {
+			resp, err := http.Get("http://" + n.p.HTTPAddr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
 			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{leader, `kvd_raft_members{suffrage="voter"} 3`, "kvd_raft_term ", "kvd_raft_commit_index ", "kvd_raft_diverged 0",
+				"kvd_raft_state_checks_total ", "kvd_raft_state_check_mismatches_total 0"} {
+				if !strings.Contains(string(body), want) {
+					missing = want
+					return false
+				}
+			}
+			return true
+		})
+		if !ok {
+			t.Fatalf("%s /metrics lacks %q:\n%s", n.name, missing, body)
 		}
 	}
 }

@@ -25,6 +25,8 @@ type jobRecord struct {
 		Path     string `json:"path"`
 		Revision uint64 `json:"revision"`
 		Keys     int64  `json:"keys"`
+		// OldestRevision: compact's oldest revision of the change history.
+		OldestRevision uint64 `json:"oldest_revision"`
 	} `json:"result"`
 	Error *struct {
 		Code    string `json:"code"`
@@ -188,11 +190,13 @@ func TestKill9Jobs(t *testing.T) {
 					rdb.Close()
 				}
 				var body string
+				var compactTo uint64
 				switch typ {
 				case "backup":
 					body = fmt.Sprintf(`{"type":"backup","name":"b%d.kvdsnap"}`, cycle)
 				case "compact":
-					body = fmt.Sprintf(`{"type":"compact","revision":%d}`, k.status().Revisions.Written)
+					compactTo = k.status().Revisions.Written
+					body = fmt.Sprintf(`{"type":"compact","revision":%d}`, compactTo)
 				case "import":
 					body = `{"type":"import","name":"imp.ndjson"}`
 				case "restore":
@@ -242,6 +246,9 @@ func TestKill9Jobs(t *testing.T) {
 				default:
 					v := recoverAndCheck(t, k, st, ops, readBad, checkSpec{mode: "async", required: all, maxDurable: maxDurable, crashAt: crashAt})
 					row.add(v, 0)
+					if typ == "compact" {
+						checkCompactedHistory(t, k, row, cycle, compactTo, r, ops)
+					}
 				}
 				// kvd check needs kvd stopped: every cycle in the short pass,
 				// every tenth and the last in the long one.
@@ -271,4 +278,62 @@ func TestKill9Jobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkCompactedHistory checks the change history after a compact job that
+// a kill interrupted and a restart resumed: a watch from before the job's
+// oldest revision gets COMPACTED naming it, never a silent gap, and from it
+// on the history holds every acknowledged write at its revision.
+func checkCompactedHistory(t *testing.T, k *kvd, row *resultRow, cycle int, to uint64, r jobRecord, ops []*op) {
+	t.Helper()
+	oldest := r.Result.OldestRevision
+	if oldest == 0 || oldest > to+1 {
+		row.fail("compact: oldest revision %d", oldest)
+		t.Fatalf("cycle %d: compact below revision %d reports oldest history revision %d", cycle, to, oldest)
+	}
+	rdb := k.redis()
+	defer rdb.Close()
+	ctx := context.Background()
+	if oldest > 1 {
+		_, _, err := pullChanges(ctx, rdb, oldest-1, "")
+		want := fmt.Sprintf("COMPACTED oldest=%d ", oldest)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			row.fail("compact: no COMPACTED below the oldest revision")
+			t.Fatalf("cycle %d: CHANGES FROM %d after compacting to %d: %v, want %q...", cycle, oldest-1, oldest, err, want)
+		}
+	}
+	ds, err := pullAll(ctx, rdb, oldest, "", "durability", "written")
+	if err != nil {
+		row.fail("compact: history from the oldest revision")
+		t.Fatalf("cycle %d: CHANGES FROM %d (the oldest revision): %v", cycle, oldest, err)
+	}
+	hist := map[uint64]map[string]string{}
+	for _, d := range ds {
+		if d.Progress {
+			continue
+		}
+		m := map[string]string{}
+		for _, c := range d.Changes {
+			if !c.Delete {
+				m[c.Key] = c.Value
+			}
+		}
+		hist[d.Revision] = m
+	}
+	checked := 0
+	for _, o := range ops {
+		if o.out != outOK || o.rev < oldest || (o.kind != opSet && o.kind != opMSet) {
+			continue
+		}
+		got, ok := hist[o.rev]
+		for i, key := range o.keys {
+			if !ok || got[key] != o.vals[i] {
+				row.fail("compact: an acknowledged write missing from the history")
+				t.Fatalf("cycle %d: %s %s at revision %d (at or above the oldest, %d) is not in the change history: %v", cycle, o.kind, key, o.rev, oldest, got)
+			}
+		}
+		checked++
+	}
+	t.Logf("cycle %d: history from the oldest revision %d (compacted below %d): %d revisions, %d acknowledged writes at or above it found",
+		cycle, oldest, to, len(hist), checked)
 }
