@@ -108,9 +108,6 @@ func (s *Set) Reload() error {
 // Certificate returns the certificate in use.
 func (s *Set) Certificate() *x509.Certificate { return s.cur.Load().cert.Leaf }
 
-// Files returns the files the set was loaded from.
-func (s *Set) Files() Files { return s.files }
-
 // stamp returns the files' current stamps; a file that cannot be
 // examined gets the zero stamp (its load will say why).
 func (s *Set) stamp() stamps {
