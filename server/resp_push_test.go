@@ -433,9 +433,11 @@ func TestKVWatchSlowSubscriber(t *testing.T) {
 		held := omem(t, w, subID)
 		maxOmem = max(maxOmem, held)
 		// The bound is maxPushOut (256 KiB) and one batch of 100
-		// changes of 1 KB; 20 MB went by.
-		if held == 0 || maxOmem > 1<<20 {
-			t.Fatalf("output held for a subscriber that does not read: %d bytes now, at most %d, want 0 < held <= 1 MiB", held, maxOmem)
+		// changes of 1 KB; 20 MB went by. (What the server holds at the
+		// moments sampled depends on the kernel's socket buffers and on
+		// when the hub gave up on the subscriber: it may be 0.)
+		if maxOmem > 1<<20 {
+			t.Fatalf("output held for a subscriber that does not read: %d bytes now, at most %d, want at most 1 MiB", held, maxOmem)
 		}
 		t.Logf("output held for a subscriber: %d bytes now, at most %d seen", held, maxOmem)
 		if n := metric(t, ts, "kvd_watch_overflows_total"); n == 0 {
