@@ -1,8 +1,8 @@
 // Command kvd is the kvd server: a durable key-value store served over RESP
 // (the Redis protocol) and HTTP/JSON.
 //
-// Run "kvd --help" for the flags, "kvd --version" for the version. With
-// TLS (--tls-cert), SIGHUP reloads the certificate files. On
+// Run "kvd --help" for the flags, "kvd --version" for the version.
+// SIGHUP reloads the users file and the TLS certificate files. On
 // SIGINT or SIGTERM, or a client's SHUTDOWN, kvd stops accepting
 // connections, lets in-flight requests finish, flushes and fsyncs the
 // write-ahead log, checkpoints, and exits 0.
