@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,7 +102,8 @@ func (c *tlsConfig) load(log *slog.Logger) (*tlsSets, error) {
 	t := &tlsSets{}
 	var err error
 	if c.enabled() {
-		t.client, err = tlsfiles.Load(tlsfiles.Files{Cert: c.cert, Key: c.key, CA: c.ca, Name: "tls"}, log)
+		t.client, err = tlsfiles.Load(tlsfiles.Files{Cert: c.cert, Key: c.key, CA: c.ca, Name: "tls",
+			Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +112,8 @@ func (c *tlsConfig) load(log *slog.Logger) (*tlsSets, error) {
 		}
 	}
 	if c.clusterEnabled() {
-		t.cluster, err = tlsfiles.Load(tlsfiles.Files{Cert: c.clusterCert, Key: c.clusterKey, CA: c.clusterCA, Name: "cluster tls"}, log)
+		t.cluster, err = tlsfiles.Load(tlsfiles.Files{Cert: c.clusterCert, Key: c.clusterKey, CA: c.clusterCA, Name: "cluster tls",
+			Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, log)
 		if err != nil {
 			return nil, err
 		}

@@ -41,6 +41,11 @@ type Files struct {
 	CA string
 	// Name says what the files are for in logs ("tls", "cluster tls").
 	Name string
+	// Usages are the extended key usages the certificate must allow
+	// (one that names none allows all): x509.ExtKeyUsageServerAuth for
+	// a listener, and ExtKeyUsageClientAuth too for a cluster member,
+	// which dials the others with it.
+	Usages []x509.ExtKeyUsage
 }
 
 // Set is the loaded content of Files, kept current. It is safe for
@@ -188,6 +193,12 @@ func (s *Set) load() (*material, error) {
 	if now := s.now(); now.After(leaf.NotAfter) {
 		return nil, fmt.Errorf("%s: certificate %s expired at %s", f.Name, f.Cert, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
+	for _, u := range f.Usages {
+		if !allows(leaf, u) {
+			return nil, fmt.Errorf("%s: certificate %s is not for %s: its extended key usages do not include it",
+				f.Name, f.Cert, usageNames[u])
+		}
+	}
 	m := &material{cert: &cert}
 	if f.CA != "" {
 		if m.pool, err = loadPool(f.CA); err != nil {
@@ -195,6 +206,25 @@ func (s *Set) load() (*material, error) {
 		}
 	}
 	return m, nil
+}
+
+// usageNames names the extended key usages Files.Usages may ask for.
+var usageNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageServerAuth: "servers (serverAuth)",
+	x509.ExtKeyUsageClientAuth: "clients (clientAuth)",
+}
+
+// allows reports whether c may be used for u.
+func allows(c *x509.Certificate, u x509.ExtKeyUsage) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, e := range c.ExtKeyUsage {
+		if e == u || e == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
 }
 
 // loadPool reads a bundle of PEM CA certificates.

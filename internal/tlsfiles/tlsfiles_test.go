@@ -196,6 +196,15 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 	if _, err := tlsfiles.Load(tlsfiles.Files{Cert: good.CertFile, Key: good.KeyFile}, nil); err != nil {
 		t.Fatalf("good files: %v", err)
 	}
+	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	if _, err := tlsfiles.Load(tlsfiles.Files{Cert: good.CertFile, Key: good.KeyFile, Usages: both}, nil); err != nil {
+		t.Fatalf("a certificate for servers and clients, asked for both: %v", err)
+	}
+	clientOnly := ca.Issue(t, "client", kvtest.CertOptions{Client: true})
+	_, err := tlsfiles.Load(tlsfiles.Files{Cert: clientOnly.CertFile, Key: clientOnly.KeyFile, Usages: both}, nil)
+	if err == nil || !strings.Contains(err.Error(), clientOnly.CertFile) || !strings.Contains(err.Error(), "serverAuth") {
+		t.Fatalf("a client certificate for a server: %v, want an error naming the file and serverAuth", err)
+	}
 }
 
 func TestReload(t *testing.T) {

@@ -240,6 +240,7 @@ func TestTLSBadConfiguration(t *testing.T) {
 	ca := kvtest.NewCA(t, "test")
 	srv := ca.Issue(t, "server", kvtest.CertOptions{})
 	expired := ca.Issue(t, "expired", kvtest.CertOptions{NotAfter: time.Now().Add(-time.Hour)})
+	clientOnly := ca.Issue(t, "client", kvtest.CertOptions{Client: true})
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -254,6 +255,8 @@ func TestTLSBadConfiguration(t *testing.T) {
 			[]string{ca.File + ".missing"}},
 		{"CA is not a certificate", []string{"--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--tls-ca", srv.KeyFile}, 1,
 			[]string{"CA file " + srv.KeyFile, "no PEM certificate"}},
+		{"client certificate", []string{"--tls-cert", clientOnly.CertFile, "--tls-key", clientOnly.KeyFile}, 1,
+			[]string{clientOnly.CertFile, "is not for servers (serverAuth)"}},
 		{"no key", []string{"--tls-cert", srv.CertFile}, 2, []string{"--tls-cert and --tls-key go together"}},
 		{"event loop", []string{"--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--resp-io", "loop"}, 2,
 			[]string{"--resp-io loop cannot serve TLS"}},
