@@ -30,6 +30,10 @@ const MinVersion = tls.VersionTLS12
 // checkEvery is how often, at most, handshakes look at the files.
 const checkEvery = time.Second
 
+// expirySoon: a certificate loaded with less validity left than this is
+// logged as a warning.
+const expirySoon = 14 * 24 * time.Hour
+
 // Files names the PEM files of a Set.
 type Files struct {
 	// Cert holds the certificate, followed by the intermediates that
@@ -91,6 +95,7 @@ func Load(files Files, log *slog.Logger) (*Set, error) {
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
+	s.warnExpiry()
 	return s, nil
 }
 
@@ -155,6 +160,16 @@ func (s *Set) logLoaded(why string) {
 	c := s.Certificate()
 	s.log.Info(s.files.Name+": certificate reloaded", "why", why, "cert", s.files.Cert,
 		"serial", c.SerialNumber.Text(16), "not_after", c.NotAfter.UTC().Format(time.RFC3339))
+	s.warnExpiry()
+}
+
+// warnExpiry logs a warning if the certificate in use expires soon.
+func (s *Set) warnExpiry() {
+	c := s.Certificate()
+	if left := c.NotAfter.Sub(s.now()); left < expirySoon {
+		s.log.Warn(s.files.Name+": the certificate expires soon; replace it and reload (SIGHUP)", "cert", s.files.Cert,
+			"not_after", c.NotAfter.UTC().Format(time.RFC3339), "left", left.Round(time.Minute).String())
+	}
 }
 
 // ReloadAndLog is Reload, logging the outcome: for a SIGHUP.

@@ -299,3 +299,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestExpirySoonIsLogged(t *testing.T) {
+	ca := kvtest.NewCA(t, "test")
+	soon := ca.Issue(t, "soon", kvtest.CertOptions{NotAfter: time.Now().Add(48 * time.Hour)})
+	later := ca.Issue(t, "later", kvtest.CertOptions{NotAfter: time.Now().Add(90 * 24 * time.Hour)})
+	for _, tc := range []struct {
+		is   kvtest.Issued
+		warn bool
+	}{{soon, true}, {later, false}} {
+		var logBuf syncBuffer
+		if _, err := tlsfiles.Load(tlsfiles.Files{Cert: tc.is.CertFile, Key: tc.is.KeyFile}, slog.New(slog.NewTextHandler(&logBuf, nil))); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logBuf.String(), "expires soon"); got != tc.warn {
+			t.Errorf("%s: warned %v, want %v; log:\n%s", tc.is.CertFile, got, tc.warn, logBuf.String())
+		}
+	}
+}
