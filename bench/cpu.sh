@@ -15,12 +15,15 @@
 # /proc/PID/stat, and context switches of all its threads, each divided by
 # requests; the server's peak resident memory since it started, VmHWM).
 # THREADS=1 also prints each thread's context switches and CPU time.
+# CLIENT_FLAGS are more flags for redis-cli and redis-benchmark, e.g.
+# CLIENT_FLAGS="--tls --cacert ca.pem" against a server on TLS.
 # TEST idle sends no load: REQUESTS is then a number of seconds, CLIENTS and
 # PIPELINE are ignored, and it prints the server's context switches and CPU
 # per second while it sits idle (after a 2 s settle), e.g.
 #   bench/cpu.sh kvd idle 0 0 10 -- ./kvd --data-dir '$DIR' --listen '127.0.0.1:$PORT' --http-listen ''
 set -euo pipefail
-[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,21p" "$0" >&2; exit 2; }
+[ $# -ge 7 ] && [ "$6" = "--" ] || { sed -n "2,23p" "$0" >&2; exit 2; }
+read -r -a cflags <<<"${CLIENT_FLAGS:-}"
 name=$1 test=$2 clients=$3 pipeline=$4 requests=$5
 shift 6
 for tool in redis-benchmark redis-cli; do
@@ -37,7 +40,7 @@ for a in "$@"; do args+=("$(eval "echo \"$a\"")"); done
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DIR" "$DIR.log" "$DIR.t0"' EXIT
 for _ in $(seq 1 200); do
-  [ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ] && break
+  [ "$(redis-cli -p "$PORT" "${cflags[@]}" ping 2>/dev/null)" = PONG ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$DIR.log" >&2; exit 1; }
   sleep 0.05
 done
@@ -62,13 +65,13 @@ if [ "$test" = idle ]; then
   exit 0
 fi
 if [ "$test" = get ]; then
-  redis-benchmark -p "$PORT" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
+  redis-benchmark -p "$PORT" "${cflags[@]}" -t set -d 100 -r 100000 -n 200000 -c 50 -P 16 -q >/dev/null
 fi
 for _ in $(seq 1 "${REPS:-3}"); do
   read -r a ua fa < <(cpu)
   sa=$(ctxsw)
   [ -z "${THREADS:-}" ] || threads >"$DIR.t0"
-  out=$(redis-benchmark -p "$PORT" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
+  out=$(redis-benchmark -p "$PORT" "${cflags[@]}" -t "$test" -d 100 -r 100000 -c "$clients" -P "$pipeline" -n "$requests" --csv 2>/dev/null | tail -1)
   read -r b ub fb < <(cpu)
   sb=$(ctxsw)
   hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
