@@ -105,6 +105,14 @@ func TestTLS(t *testing.T) {
 	if out, errOut, code := runTool(t, "", []string{"KVCTL_TLS_CA=" + ca.File}, kvctlBin, "--addr", p.RESPAddr, "put", "e", "env"); code != 0 {
 		t.Fatalf("kvctl with KVCTL_TLS_CA: exit %d: %q %s", code, out, errOut)
 	}
+	// kvctl backup save reads the snapshot over HTTPS.
+	backup := filepath.Join(t.TempDir(), "backup")
+	if out, errOut, code := runTool(t, "", nil, kvctlBin, "--tls-ca", ca.File, "backup", "save", "--http-addr", p.HTTPAddr, backup); code != 0 {
+		t.Fatalf("kvctl backup save over HTTPS: exit %d: %q %s", code, out, errOut)
+	}
+	if out, errOut, code := runTool(t, "", nil, kvctlBin, "backup", "status", backup); code != 0 || !strings.Contains(out, "keys:     3") {
+		t.Fatalf("kvctl backup status of the HTTPS backup: exit %d: %q %s", code, out, errOut)
+	}
 
 	// Plain text gets nowhere, and neither does a client trusting another CA.
 	if out, code := func() (string, int) {
