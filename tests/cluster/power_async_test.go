@@ -193,6 +193,7 @@ func TestPowerLossAllAsync(t *testing.T) {
 	rng := powerSeed(t)
 	var losses []asyncLoss
 	var bounds []time.Duration
+	var tally powerTally
 	for r := range powerRounds(1) {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
 			pc := newPowerCluster(t, "async", rng)
@@ -238,6 +239,7 @@ func TestPowerLossAllAsync(t *testing.T) {
 			t.Logf("%d acknowledged writes, %s lost, bound %v; diverged: %v; %s",
 				loss.acked, lost, bound, loss.diverged, pc.summary())
 			losses = append(losses, loss)
+			tally.addCuts(pc)
 			bounds = append(bounds, bound)
 		})
 	}
@@ -253,8 +255,8 @@ func TestPowerLossAllAsync(t *testing.T) {
 				divergedRounds++
 			}
 		}
-		t.Logf("async power loss of all nodes: %d rounds, %d acknowledged writes checked, %d lost, in %d rounds a node diverged; largest exposure %v (bounds %v to %v)",
-			rounds, acked, lost, divergedRounds, worst, slices.Min(bounds), slices.Max(bounds))
+		t.Logf("async power loss of all nodes: %d rounds, %d acknowledged writes checked, %d lost, in %d rounds a node diverged; largest exposure %v (bounds %v to %v); %s",
+			rounds, acked, lost, divergedRounds, worst, slices.Min(bounds), slices.Max(bounds), tally.cuts.summary())
 	}
 }
 

@@ -25,10 +25,10 @@ import (
 // what a machine finds on its disk after the power came back.
 
 // powerRounds is how many rounds a power-loss scenario runs: short in the
-// default pass, 20 with KVD_CLUSTER_LONG=1.
+// default pass, as many as the other scenarios with KVD_CLUSTER_LONG=1.
 func powerRounds(short int) int {
 	if os.Getenv("KVD_CLUSTER_LONG") == "1" {
-		return 20
+		return rounds()
 	}
 	return short
 }
@@ -147,6 +147,7 @@ type powerCluster struct {
 	rng   *rand.Rand
 	// What the power cuts did, summed.
 	cuts                 int
+	unsyncedCuts         int // cuts that found unsynced data to drop or tear
 	kinds                map[string]int
 	dropped, tornOrReord int64
 }
@@ -202,6 +203,9 @@ func (pc *powerCluster) cutPower(ns ...*node) {
 		}
 		st := pc.disks[n.name].crash(opts)
 		pc.cuts++
+		if st.DroppedBytes+st.DroppedEntries+st.TornBytes > 0 {
+			pc.unsyncedCuts++
+		}
 		pc.kinds[kind]++
 		pc.dropped += st.DroppedBytes
 		pc.tornOrReord += st.TornBytes
@@ -218,28 +222,42 @@ func (pc *powerCluster) restart(ns ...*node) {
 
 // summary describes the power cuts.
 func (pc *powerCluster) summary() string {
-	return fmt.Sprintf("%d node power cuts (%d plain, %d torn, %d reordered), unsynced bytes dropped %d, torn or reordered bytes kept %d",
-		pc.cuts, pc.kinds["plain"], pc.kinds["torn"], pc.kinds["reordered"], pc.dropped, pc.tornOrReord)
+	return fmt.Sprintf("%d node power cuts (%d plain, %d torn, %d reordered; %d found unsynced data), unsynced bytes dropped %d, torn or reordered bytes kept %d",
+		pc.cuts, pc.kinds["plain"], pc.kinds["torn"], pc.kinds["reordered"], pc.unsyncedCuts, pc.dropped, pc.tornOrReord)
 }
 
 // powerTally sums a power-loss test's figures over its rounds.
 type powerTally struct {
 	rounds, acked, failed int
-	cuts                  []string
+	cuts                  powerCluster // only the counts of its cuts
 }
 
 func (pt *powerTally) add(pc *powerCluster, h *history) {
 	pt.rounds++
 	pt.acked += len(h.acked)
 	pt.failed += h.unknown
-	pt.cuts = append(pt.cuts, pc.summary())
+	pt.addCuts(pc)
+}
+
+// addCuts adds the counts of pc's power cuts.
+func (pt *powerTally) addCuts(pc *powerCluster) {
+	if pt.cuts.kinds == nil {
+		pt.cuts.kinds = map[string]int{}
+	}
+	pt.cuts.cuts += pc.cuts
+	pt.cuts.unsyncedCuts += pc.unsyncedCuts
+	for k, n := range pc.kinds {
+		pt.cuts.kinds[k] += n
+	}
+	pt.cuts.dropped += pc.dropped
+	pt.cuts.tornOrReord += pc.tornOrReord
 }
 
 func (pt *powerTally) log(t *testing.T, what string) {
 	t.Helper()
 	if pt.rounds > 1 {
-		t.Logf("%s: %d rounds, %d acknowledged writes checked on every node, 0 lost, %d writes failed (outcome unknown or refused)",
-			what, pt.rounds, pt.acked, pt.failed)
+		t.Logf("%s: %d rounds, %d acknowledged writes checked on every node, 0 lost, %d writes failed (outcome unknown or refused); %s",
+			what, pt.rounds, pt.acked, pt.failed, pt.cuts.summary())
 	}
 }
 
