@@ -261,31 +261,36 @@ func (pt *powerTally) log(t *testing.T, what string) {
 	}
 }
 
-// TestPowerLossFollower: in sync mode, under load, the power of a follower
-// (a minority) is cut; it restarts on what its disk kept and catches up.
-// No acknowledged write is lost, the nodes converge, and the register
-// clients' history is linearizable.
+// TestPowerLossFollower: in each commit mode, under load, the power of a
+// follower (a minority) is cut; it restarts on what its disk kept and
+// catches up. No acknowledged write is lost (in async mode too: the
+// majority has them), the nodes converge, and the register clients'
+// history is linearizable.
 func TestPowerLossFollower(t *testing.T) {
 	requireFUSE(t)
-	rng := powerSeed(t)
-	var tally powerTally
-	for r := range powerRounds(1) {
-		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
-			pc := newPowerCluster(t, "sync", rng)
-			h := scenarioOn(t, pc.cluster, func(c *cluster, h *history, lh *linHistory) {
-				f := c.others(c.leader())[0]
-				time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
-				pc.cutPower(f)
-				// Down for a while, so that the others go on without it
-				// and it has entries to catch up on.
-				time.Sleep(500 * time.Millisecond)
-				pc.restart(f)
-			})
-			t.Logf("%s", pc.summary())
-			tally.add(pc, h)
+	for _, mode := range []string{"sync", "async"} {
+		t.Run(mode, func(t *testing.T) {
+			rng := powerSeed(t)
+			var tally powerTally
+			for r := range powerRounds(1) {
+				t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
+					pc := newPowerCluster(t, mode, rng)
+					h := scenarioOn(t, pc.cluster, func(c *cluster, h *history, lh *linHistory) {
+						f := c.others(c.leader())[0]
+						time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+						pc.cutPower(f)
+						// Down for a while, so that the others go on
+						// without it and it has entries to catch up on.
+						time.Sleep(500 * time.Millisecond)
+						pc.restart(f)
+					})
+					t.Logf("%s", pc.summary())
+					tally.add(pc, h)
+				})
+			}
+			tally.log(t, "power loss of a follower, "+mode+" mode")
 		})
 	}
-	tally.log(t, "power loss of a follower")
 }
 
 // TestPowerLossAll: in sync mode, under load, the power of all three nodes
