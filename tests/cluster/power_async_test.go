@@ -193,7 +193,7 @@ func TestPowerLossAllAsync(t *testing.T) {
 	rng := powerSeed(t)
 	var losses []asyncLoss
 	var bounds []time.Duration
-	var tally powerTally
+	var cuts cutStats
 	for r := range powerRounds(1) {
 		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
 			pc := newPowerCluster(t, "async", rng)
@@ -237,9 +237,9 @@ func TestPowerLossAllAsync(t *testing.T) {
 				lost += fmt.Sprintf(" (the earliest acknowledged %v before the cut)", loss.exposure)
 			}
 			t.Logf("%d acknowledged writes, %s lost, bound %v; diverged: %v; %s",
-				loss.acked, lost, bound, loss.diverged, pc.summary())
+				loss.acked, lost, bound, loss.diverged, &pc.cutStats)
 			losses = append(losses, loss)
-			tally.addCuts(pc)
+			cuts.add(pc.cutStats)
 			bounds = append(bounds, bound)
 		})
 	}
@@ -256,7 +256,7 @@ func TestPowerLossAllAsync(t *testing.T) {
 			}
 		}
 		t.Logf("async power loss of all nodes: %d rounds, %d acknowledged writes checked, %d lost, in %d rounds a node diverged; largest exposure %v (bounds %v to %v); %s",
-			rounds, acked, lost, divergedRounds, worst, slices.Min(bounds), slices.Max(bounds), tally.cuts.summary())
+			rounds, acked, lost, divergedRounds, worst, slices.Min(bounds), slices.Max(bounds), &cuts)
 	}
 }
 

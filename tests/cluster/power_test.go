@@ -145,18 +145,41 @@ type powerCluster struct {
 	*cluster
 	disks map[string]*disk // by node name
 	rng   *rand.Rand
-	// What the power cuts did, summed.
+	cutStats
+}
+
+// cutStats counts what power cuts did.
+type cutStats struct {
 	cuts                 int
-	unsyncedCuts         int // cuts that found unsynced data to drop or tear
-	kinds                map[string]int
-	dropped, tornOrReord int64
+	unsyncedCuts         int            // cuts that found unsynced data to drop or tear
+	kinds                map[string]int // plain, torn, reordered
+	dropped, tornOrReord int64          // bytes
+}
+
+// add adds o's counts to s's.
+func (s *cutStats) add(o cutStats) {
+	if s.kinds == nil {
+		s.kinds = map[string]int{}
+	}
+	s.cuts += o.cuts
+	s.unsyncedCuts += o.unsyncedCuts
+	for k, n := range o.kinds {
+		s.kinds[k] += n
+	}
+	s.dropped += o.dropped
+	s.tornOrReord += o.tornOrReord
+}
+
+func (s *cutStats) String() string {
+	return fmt.Sprintf("%d node power cuts (%d plain, %d torn, %d reordered; %d found unsynced data), unsynced bytes dropped %d, torn or reordered bytes kept %d",
+		s.cuts, s.kinds["plain"], s.kinds["torn"], s.kinds["reordered"], s.unsyncedCuts, s.dropped, s.tornOrReord)
 }
 
 // newPowerCluster starts three nodes in commit mode mode, each on a
 // powerfs mount of its own.
 func newPowerCluster(t *testing.T, mode string, rng *rand.Rand) *powerCluster {
 	t.Helper()
-	pc := &powerCluster{disks: map[string]*disk{}, rng: rng, kinds: map[string]int{}}
+	pc := &powerCluster{disks: map[string]*disk{}, rng: rng, cutStats: cutStats{kinds: map[string]int{}}}
 	pc.cluster = newClusterOn(t, mode, func(name string) string {
 		d := newDisk(t)
 		pc.disks[name] = d
@@ -220,44 +243,24 @@ func (pc *powerCluster) restart(ns ...*node) {
 	}
 }
 
-// summary describes the power cuts.
-func (pc *powerCluster) summary() string {
-	return fmt.Sprintf("%d node power cuts (%d plain, %d torn, %d reordered; %d found unsynced data), unsynced bytes dropped %d, torn or reordered bytes kept %d",
-		pc.cuts, pc.kinds["plain"], pc.kinds["torn"], pc.kinds["reordered"], pc.unsyncedCuts, pc.dropped, pc.tornOrReord)
-}
-
 // powerTally sums a power-loss test's figures over its rounds.
 type powerTally struct {
 	rounds, acked, failed int
-	cuts                  powerCluster // only the counts of its cuts
+	cuts                  cutStats
 }
 
 func (pt *powerTally) add(pc *powerCluster, h *history) {
 	pt.rounds++
 	pt.acked += len(h.acked)
 	pt.failed += h.unknown
-	pt.addCuts(pc)
-}
-
-// addCuts adds the counts of pc's power cuts.
-func (pt *powerTally) addCuts(pc *powerCluster) {
-	if pt.cuts.kinds == nil {
-		pt.cuts.kinds = map[string]int{}
-	}
-	pt.cuts.cuts += pc.cuts
-	pt.cuts.unsyncedCuts += pc.unsyncedCuts
-	for k, n := range pc.kinds {
-		pt.cuts.kinds[k] += n
-	}
-	pt.cuts.dropped += pc.dropped
-	pt.cuts.tornOrReord += pc.tornOrReord
+	pt.cuts.add(pc.cutStats)
 }
 
 func (pt *powerTally) log(t *testing.T, what string) {
 	t.Helper()
 	if pt.rounds > 1 {
 		t.Logf("%s: %d rounds, %d acknowledged writes checked on every node, 0 lost, %d writes failed (outcome unknown or refused); %s",
-			what, pt.rounds, pt.acked, pt.failed, pt.cuts.summary())
+			what, pt.rounds, pt.acked, pt.failed, &pt.cuts)
 	}
 }
 
@@ -284,7 +287,7 @@ func TestPowerLossFollower(t *testing.T) {
 						time.Sleep(500 * time.Millisecond)
 						pc.restart(f)
 					})
-					t.Logf("%s", pc.summary())
+					t.Logf("%s", &pc.cutStats)
 					tally.add(pc, h)
 				})
 			}
@@ -309,7 +312,7 @@ func TestPowerLossAll(t *testing.T) {
 				pc.cutPower(c.nodes...)
 				pc.restart(c.nodes...)
 			})
-			t.Logf("%s", pc.summary())
+			t.Logf("%s", &pc.cutStats)
 			tally.add(pc, h)
 		})
 	}
