@@ -25,7 +25,9 @@
 // shared mapping, return the current content. All handles of a file share
 // its state. The kernel's page cache stays on: powerfs asks for no
 // writeback caching, so each write(2) reaches powerfs as it updates the
-// cached pages, and the cache always holds the current content.
+// cached pages, and the cache always holds the current content. Nor does
+// it let the kernel invalidate the cache when a file's mtime changes: that
+// raced with writes and could leave written pages cached with older bytes.
 //
 // Directory entries: creating, linking, renaming and removing files and
 // directories change the current entries of a directory at once. A

@@ -116,7 +116,16 @@ func Mount(mountpoint, backing string, opts Options) (*FS, error) {
 			FsName:            backing,
 			Name:              "powerfs",
 			DisableXAttrs:     true,
-			Logger:            libLog,
+			// Every change passes through the kernel, so its page cache
+			// never goes stale and needs no automatic invalidation. That
+			// invalidation (on seeing the file's mtime or size change)
+			// races with writes: it dropped pages a write(2) was filling,
+			// and a concurrent read cached them again from powerfs before
+			// the write reached it, leaving the cache holding the old
+			// bytes under data already written
+			// (TestReadersSeeWritesIntoZeroedPages).
+			ExplicitDataCacheControl: true,
+			Logger:                   libLog,
 		},
 		EntryTimeout:   &timeout,
 		AttrTimeout:    &timeout,

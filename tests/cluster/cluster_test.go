@@ -88,13 +88,23 @@ type cluster struct {
 	mode  string
 	nodes []*node
 	net   *netem // the proxies between the nodes
+	// dataDir returns the data directory of the node named name; nil: a
+	// temporary directory of the test's.
+	dataDir func(name string) string
 }
 
 // newCluster starts three nodes in commit mode mode: n1 bootstraps, the
 // others join it.
 func newCluster(t *testing.T, mode string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, mode: mode, net: newNetem(t)}
+	return newClusterOn(t, mode, nil)
+}
+
+// newClusterOn is newCluster with each node's data directory chosen by
+// dataDir (see cluster.dataDir).
+func newClusterOn(t *testing.T, mode string, dataDir func(name string) string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, mode: mode, net: newNetem(t), dataDir: dataDir}
 	for i := range 3 {
 		n := c.newNode(fmt.Sprintf("n%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i))
 		c.nodes = append(c.nodes, n)
@@ -112,7 +122,12 @@ func newCluster(t *testing.T, mode string) *cluster {
 // own and a proxy in front of it (see netem).
 func (c *cluster) newNode(name, ip string) *node {
 	c.t.Helper()
-	n := &node{name: name, ip: ip, dir: filepath.Join(c.t.TempDir(), name), raft: freePort(c.t, ip)}
+	n := &node{name: name, ip: ip, raft: freePort(c.t, ip)}
+	if c.dataDir != nil {
+		n.dir = c.dataDir(name)
+	} else {
+		n.dir = filepath.Join(c.t.TempDir(), name)
+	}
 	n.adv = c.net.proxy(name, ip, n.raft)
 	return n
 }

@@ -30,7 +30,11 @@ import (
 // scenario runs one round: fault injects the fault and heals it (it
 // restarts what it killed) before it returns.
 func scenario(t *testing.T, fault func(c *cluster, h *history, lh *linHistory)) *history {
-	c := newCluster(t, "sync")
+	return scenarioOn(t, newCluster(t, "sync"), fault)
+}
+
+// scenarioOn is scenario on the cluster c, just started.
+func scenarioOn(t *testing.T, c *cluster, fault func(c *cluster, h *history, lh *linHistory)) *history {
 	const linKeys = 8
 	h := newHistory()
 	h.others = linKeys
