@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -156,42 +155,24 @@ const kvwatchUsage = "KVWATCH [KEY k | PREFIX p] [FROM rev] [DURABILITY durable|
 // to answer.
 func (c *respConn) parseKVWatch(args [][]byte) (kvwatchRequest, string) {
 	req := kvwatchRequest{filter: watch.Filter{Prefix: true}, every: defaultPushProgress}
-	haveFilter := false
+	haveFrom, haveFilter := false, false
 	for i := 0; i < len(args); i += 2 {
 		if i+1 >= len(args) {
 			return req, "ERR KVWATCH option '" + printable(args[i], 64) + "' needs a value: " + kvwatchUsage
 		}
 		opt, v := args[i], args[i+1]
-		switch {
-		case equalFold(opt, "key"), equalFold(opt, "prefix"):
-			if haveFilter {
-				return req, "ERR give one KEY or PREFIX"
+		if ok, msg := parseFeedOption(opt, v, &req.from, &req.filter, &req.written, &haveFrom, &haveFilter); ok || msg != "" {
+			if msg != "" {
+				return req, msg
 			}
-			haveFilter = true
-			isKey := equalFold(opt, "key")
-			if isKey {
-				if msg := c.checkKey(v); msg != "" {
+			if equalFold(opt, "key") || equalFold(opt, "prefix") {
+				if msg := c.checkWatchKey(v, equalFold(opt, "key")); msg != "" {
 					return req, msg
 				}
-			} else if len(v) > c.s.cfg.MaxKeySize {
-				return req, respErrKeyTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxKeySize) + " bytes)"
 			}
-			req.filter = watch.Filter{Key: bytes.Clone(v), Prefix: !isKey}
-		case equalFold(opt, "from"):
-			n, err := strconv.ParseUint(string(v), 10, 64)
-			if err != nil {
-				return req, "ERR FROM must be a revision (an unsigned integer; 0: the next one)"
-			}
-			req.from = n
-		case equalFold(opt, "durability"):
-			switch {
-			case equalFold(v, "durable"):
-				req.written = false
-			case equalFold(v, "written"):
-				req.written = true
-			default:
-				return req, "ERR DURABILITY must be durable or written"
-			}
+			continue
+		}
+		switch {
 		case equalFold(opt, "progress"):
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			d := time.Duration(n) * time.Millisecond
@@ -204,6 +185,18 @@ func (c *respConn) parseKVWatch(args [][]byte) (kvwatchRequest, string) {
 		}
 	}
 	return req, ""
+}
+
+// checkWatchKey checks KVWATCH's KEY as any key, and its PREFIX against
+// the key size limit.
+func (c *respConn) checkWatchKey(v []byte, isKey bool) string {
+	if isKey {
+		return c.checkKey(v)
+	}
+	if len(v) > c.s.cfg.MaxKeySize {
+		return respErrKeyTooLarge + " (max " + strconv.Itoa(c.s.cfg.MaxKeySize) + " bytes)"
+	}
+	return ""
 }
 
 // cmdKVWatch answers KVWATCH (see the top of this file): it opens a watch

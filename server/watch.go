@@ -198,19 +198,13 @@ func parseChanges(args [][]byte) (changesRequest, string) {
 			return req, respErrSyntax
 		}
 		opt, v := args[i], args[i+1]
+		if ok, msg := parseFeedOption(opt, v, &req.from, &req.filter, &req.written, &haveFrom, &haveFilter); ok || msg != "" {
+			if msg != "" {
+				return req, msg
+			}
+			continue
+		}
 		switch {
-		case equalFold(opt, "from"):
-			n, err := strconv.ParseUint(string(v), 10, 64)
-			if err != nil {
-				return req, "ERR FROM must be a revision (an unsigned integer; 0: the next one)"
-			}
-			req.from, haveFrom = n, true
-		case equalFold(opt, "key"), equalFold(opt, "prefix"):
-			if haveFilter {
-				return req, "ERR give one KEY or PREFIX"
-			}
-			haveFilter = true
-			req.filter = watch.Filter{Key: bytes.Clone(v), Prefix: equalFold(opt, "prefix")}
 		case equalFold(opt, "count"):
 			n, err := strconv.Atoi(string(v))
 			if err != nil || n < 1 || n > maxChangesCount {
@@ -223,15 +217,6 @@ func parseChanges(args [][]byte) (changesRequest, string) {
 				return req, "ERR BLOCK must be milliseconds, 0 (for ever) to a day"
 			}
 			req.block, req.blocks = time.Duration(n)*time.Millisecond, true
-		case equalFold(opt, "durability"):
-			switch {
-			case equalFold(v, "durable"):
-				req.written = false
-			case equalFold(v, "written"):
-				req.written = true
-			default:
-				return req, "ERR DURABILITY must be durable or written"
-			}
 		default:
 			return req, respErrSyntax
 		}
@@ -240,6 +225,38 @@ func parseChanges(args [][]byte) (changesRequest, string) {
 		return req, "ERR CHANGES needs FROM rev"
 	}
 	return req, ""
+}
+
+// parseFeedOption parses an option CHANGES and KVWATCH share (FROM, KEY,
+// PREFIX, DURABILITY) into from, filter and written. ok is false, with no
+// message, for an option it does not know; a message is the error to answer.
+func parseFeedOption(opt, v []byte, from *uint64, filter *watch.Filter, written, haveFrom, haveFilter *bool) (ok bool, msg string) {
+	switch {
+	case equalFold(opt, "from"):
+		n, err := strconv.ParseUint(string(v), 10, 64)
+		if err != nil {
+			return false, "ERR FROM must be a revision (an unsigned integer; 0: the next one)"
+		}
+		*from, *haveFrom = n, true
+	case equalFold(opt, "key"), equalFold(opt, "prefix"):
+		if *haveFilter {
+			return false, "ERR give one KEY or PREFIX"
+		}
+		*haveFilter = true
+		*filter = watch.Filter{Key: bytes.Clone(v), Prefix: equalFold(opt, "prefix")}
+	case equalFold(opt, "durability"):
+		switch {
+		case equalFold(v, "durable"):
+			*written = false
+		case equalFold(v, "written"):
+			*written = true
+		default:
+			return false, "ERR DURABILITY must be durable or written"
+		}
+	default:
+		return false, ""
+	}
+	return true, ""
 }
 
 // watchCollector reports the hub's figures on /metrics.
