@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -103,6 +104,12 @@ func stateHash(t testing.TB, db *DB) [32]byte {
 		t.Fatal(err)
 	}
 	h := sha256.New()
+	hashKVs(h, kvs)
+	return [32]byte(h.Sum(nil))
+}
+
+// hashKVs writes kvs to h as Snapshot.StateHash writes a store's keys.
+func hashKVs(h hash.Hash, kvs []KV) {
 	for _, kv := range kvs {
 		h.Write(binary.AppendUvarint(nil, uint64(len(kv.Key))))
 		h.Write(kv.Key)
@@ -112,7 +119,6 @@ func stateHash(t testing.TB, db *DB) [32]byte {
 		h.Write(binary.AppendUvarint(nil, kv.ModRevision))
 		h.Write(binary.AppendVarint(nil, kv.ExpiresAt))
 	}
-	return [32]byte(h.Sum(nil))
 }
 
 // resultString renders a result for comparison: errors by identity, Old

@@ -32,17 +32,7 @@ func scanHash(t testing.TB, db *DB) [32]byte {
 		t.Fatal(err)
 	}
 	h := sha256.New()
-	for _, kv := range kvs {
-		var b []byte
-		b = binary.AppendUvarint(b, uint64(len(kv.Key)))
-		b = append(b, kv.Key...)
-		b = binary.AppendUvarint(b, uint64(len(kv.Value)))
-		b = append(b, kv.Value...)
-		b = binary.AppendUvarint(b, kv.CreateRevision)
-		b = binary.AppendUvarint(b, kv.ModRevision)
-		b = binary.AppendVarint(b, kv.ExpiresAt)
-		h.Write(b)
-	}
+	hashKVs(h, kvs)
 	h.Write(binary.BigEndian.AppendUint64(nil, db.WrittenRevision()))
 	return [32]byte(h.Sum(nil))
 }
