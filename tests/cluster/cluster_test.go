@@ -249,6 +249,27 @@ func (h *history) unavailable() time.Duration {
 // writers runs w writers, each writing unique keys to the nodes in turn
 // (moving on to the next node after an error), until stop is closed.
 func (c *cluster) writers(w int, h *history, stop <-chan struct{}) *sync.WaitGroup {
+	return c.runWriters(w, "w", stop, func(key, val string, sent time.Time, err error) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if err == nil {
+			h.acked[key] = val
+			h.lastAck.Store(sent.UnixNano())
+			if f := h.faultAt.Load(); f != 0 && sent.UnixNano() > f && h.backAt.Load() == 0 {
+				h.backAt.Store(time.Now().UnixNano())
+			}
+		} else {
+			h.unknown++
+			h.errs[errClass(err)]++
+		}
+	})
+}
+
+// runWriters runs w writers, each writing unique keys (PREFIX<writer>-<seq>)
+// to the nodes in turn, moving on to the next node after an error, until
+// stop is closed; done is told of each write as it returns, from the
+// writer's goroutine.
+func (c *cluster) runWriters(w int, prefix string, stop <-chan struct{}, done func(key, val string, sent time.Time, err error)) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for i := range w {
 		wg.Add(1)
@@ -275,21 +296,10 @@ func (c *cluster) writers(w int, h *history, stop <-chan struct{}) *sync.WaitGro
 					defer rdb.Close()
 					clients[p] = rdb
 				}
-				key, val := fmt.Sprintf("w%d-%d", i, seq), fmt.Sprintf("v%d-%d", i, seq)
-				sent := time.Now().UnixNano()
+				key, val := fmt.Sprintf("%s%d-%d", prefix, i, seq), fmt.Sprintf("v%d-%d", i, seq)
+				sent := time.Now()
 				err := rdb.Set(context.Background(), key, val, 0).Err()
-				h.mu.Lock()
-				if err == nil {
-					h.acked[key] = val
-					h.lastAck.Store(sent)
-					if f := h.faultAt.Load(); f != 0 && sent > f && h.backAt.Load() == 0 {
-						h.backAt.Store(time.Now().UnixNano())
-					}
-				} else {
-					h.unknown++
-					h.errs[errClass(err)]++
-				}
-				h.mu.Unlock()
+				done(key, val, sent, err)
 				if err != nil {
 					at = (at + 1) % len(c.nodes)
 					time.Sleep(10 * time.Millisecond)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,47 +30,15 @@ type timedWrite struct {
 func (c *cluster) timedWriters(w int, stop <-chan struct{}) func() []timedWrite {
 	var mu sync.Mutex
 	var all []timedWrite
-	var wg sync.WaitGroup
-	for i := range w {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			at := i % len(c.nodes)
-			clients := map[*kvtest.Proc]*redis.Client{}
-			for seq := 0; ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				p := c.nodes[at].proc()
-				if p == nil || p.Exited() {
-					at = (at + 1) % len(c.nodes)
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				rdb := clients[p]
-				if rdb == nil {
-					rdb = redis.NewClient(&redis.Options{Addr: p.RESPAddr, MaxRetries: -1, DialTimeout: time.Second,
-						ReadTimeout: 15 * time.Second, PoolSize: 1})
-					defer rdb.Close()
-					clients[p] = rdb
-				}
-				tw := timedWrite{key: fmt.Sprintf("a%d-%d", i, seq), val: fmt.Sprintf("v%d-%d", i, seq), sent: time.Now()}
-				err := rdb.Set(context.Background(), tw.key, tw.val, 0).Err()
-				if err == nil {
-					tw.acked = time.Now()
-				}
-				mu.Lock()
-				all = append(all, tw)
-				mu.Unlock()
-				if err != nil {
-					at = (at + 1) % len(c.nodes)
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-		}()
-	}
+	wg := c.runWriters(w, "a", stop, func(key, val string, sent time.Time, err error) {
+		tw := timedWrite{key: key, val: val, sent: sent}
+		if err == nil {
+			tw.acked = time.Now()
+		}
+		mu.Lock()
+		all = append(all, tw)
+		mu.Unlock()
+	})
 	return func() []timedWrite {
 		wg.Wait()
 		return all
