@@ -142,8 +142,8 @@ type Options struct {
 	// ReleaseMemory makes the DB return to the system the memory its
 	// checkpoints free, once writes pause (a second without a checkpoint,
 	// and less than 4 MiB in the memtables; at most once every 10
-	// seconds): it calls debug.FreeOSMemory, a collection of the whole
-	// process's heap. Off, the freed memory stays with the Go runtime
+	// seconds): it collects the whole process's heap twice (so that
+	// sync.Pools let go of what they kept) and calls debug.FreeOSMemory. Off, the freed memory stays with the Go runtime
 	// until its next collection. kvd turns it on.
 	ReleaseMemory bool
 	// Logger receives the engine's messages. Nil discards them.
