@@ -97,7 +97,7 @@ func (db *DB) applyWritten(first uint64, vs []any) {
 		// Read before wrote is stored: from then on the batch is its
 		// writer's again, who may reset it at once.
 		db.active.logBytes += int64(len(b.data))
-		db.memRev = first + uint64(i)
+		db.memRev.Store(first + uint64(i))
 		if !db.applyFailed {
 			if err := db.applyBatch(first+uint64(i), b); err != nil {
 				// Later batches would be evaluated against a state

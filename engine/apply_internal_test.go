@@ -279,7 +279,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 		if i == n/2 {
 			restart(opts)
-			if applied.memRev <= applied.applied.Load() {
+			if applied.memRev.Load() <= applied.applied.Load() {
 				t.Fatalf("nothing replayed at the restart (state file at %d)", applied.applied.Load())
 			}
 			if hash(applied) != hash(local) {

@@ -86,7 +86,7 @@ func (db *DB) checkpoint() error {
 		db.smu.Unlock()
 		return nil
 	}
-	frozen, rev := db.active, db.memRev
+	frozen, rev := db.active, db.memRev.Load()
 	var index uint64 // a replica's log index at rev
 	if db.replica != nil {
 		index = db.replica.index

@@ -46,7 +46,9 @@ type DB struct {
 	smu    sync.RWMutex
 	active *memtable
 	frozen *memtable // being checkpointed, nil otherwise
-	memRev uint64    // last revision applied to the memtables
+	// memRev is the last revision applied to the memtables: written
+	// under smu, read without it by WrittenRevision.
+	memRev atomic.Uint64
 	// applyFailed is set once a written batch could not be applied: the
 	// memtables no longer follow the log.
 	applyFailed bool
@@ -630,8 +632,16 @@ type RecoveryStats struct {
 }
 
 // WrittenRevision returns the last revision written to the log: every
-// write up to it is visible to reads.
-func (db *DB) WrittenRevision() uint64 { return db.committed() }
+// write up to it is visible to reads. It is the last revision applied to
+// the memtables, which the log's writer applies once the records are in
+// the file and before the log itself counts them as written: a watcher
+// woken by the apply (the history's notice comes from it) finds them.
+func (db *DB) WrittenRevision() uint64 {
+	if db.replica != nil {
+		return db.committed()
+	}
+	return db.memRev.Load()
+}
 
 // DurableRevision returns the last revision known to be fsynced. Cheaper
 // than Stats.

@@ -358,3 +358,32 @@ func TestChangesBounds(t *testing.T) {
 		t.Fatalf("from 3 (the future): %v, next %d, %v; want none, next 3", sets, next, err)
 	}
 }
+
+// TestChangesNotifyAfterWritten: when ChangesNotify's channel closes on a
+// write, WrittenRevision already covers it. A watcher of written revisions
+// reads up to WrittenRevision once woken; one that found the write not yet
+// counted would sleep until the next write or fsync (up to the flush
+// interval). Each round a goroutine waits on the channel and reads the
+// revision the moment it wakes, racing the writer that closed it.
+func TestChangesNotifyAfterWritten(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{CommitMode: CommitAsync, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := range 3000 {
+		notify := db.ChangesNotify()
+		seen := make(chan uint64)
+		go func() {
+			<-notify
+			seen <- db.WrittenRevision()
+		}()
+		rev, err := db.Put([]byte("k"), []byte("v"), WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := <-seen; got < rev {
+			t.Fatalf("round %d: woken by the write of revision %d, WrittenRevision %d", i, rev, got)
+		}
+	}
+}

@@ -25,7 +25,7 @@ func (db *DB) recover() error {
 		return err
 	}
 	db.applied.Store(applied)
-	db.memRev = applied
+	db.memRev.Store(applied)
 
 	return db.replay(applied)
 }
@@ -182,7 +182,7 @@ func (db *DB) replay(applied uint64) error {
 			return fmt.Errorf("engine: replay revision %d: %w", rev, err)
 		}
 		db.active.logBytes += int64(len(payload))
-		db.memRev = rev
+		db.memRev.Store(rev)
 		replayed++
 		if db.active.bytes >= db.opts.MaxMemtableBytes {
 			// Replayed records are durable (the log fsyncs what it finds

@@ -101,7 +101,7 @@ func (db *DB) recoverReplica() error {
 	r.index, r.durable = index, applied
 	r.written.Store(applied)
 	db.applied.Store(applied)
-	db.memRev = applied
+	db.memRev.Store(applied)
 	if db.view, err = newReadView(db.bdb); err != nil {
 		return fmt.Errorf("engine: begin read view: %w", err)
 	}
@@ -206,7 +206,7 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 		return Outcome{}, berr
 	}
 	before := db.active.bytes
-	rev := db.memRev + 1
+	rev := db.memRev.Load() + 1
 	if err := db.applyBatch(rev, b); err != nil {
 		db.smu.Unlock()
 		// The state file could not be read: the replica cannot follow its
@@ -214,7 +214,8 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 		return Outcome{}, db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
 	}
 	db.active.logBytes += int64(len(payload))
-	db.memRev, r.index = rev, index
+	db.memRev.Store(rev)
+	r.index = index
 	grown := db.active.bytes - before
 	size, logged := db.active.bytes, db.active.logBytes
 	db.smu.Unlock()
@@ -365,7 +366,8 @@ func (db *DB) RestoreReplica(r io.Reader, indexOf func(meta []byte) (uint64, err
 		}
 	}
 	// What the memtables held is in the snapshot, or replaced by it.
-	db.active, db.frozen, db.memRev, db.applyFailed = newMemtable(), nil, 0, false
+	db.active, db.frozen, db.applyFailed = newMemtable(), nil, false
+	db.memRev.Store(0)
 	db.memBytes.Store(0)
 	r2 := db.replica
 	r2.mu.Lock()

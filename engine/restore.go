@@ -121,7 +121,8 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 	}
 	// Reopen, finishing the swap if the marker was written (recover does
 	// not take smu: nothing replayed needs a checkpoint).
-	db.active, db.frozen, db.memRev, db.applyFailed = newMemtable(), nil, 0, false
+	db.active, db.frozen, db.applyFailed = newMemtable(), nil, false
+	db.memRev.Store(0)
 	db.memBytes.Store(0)
 	if err := db.recover(); err != nil {
 		errs = append(errs, err)

@@ -110,7 +110,7 @@ func (db *DB) Snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: snapshot: %w", err)
 	}
-	s := &Snapshot{db: db, tx: tx, rev: db.memRev}
+	s := &Snapshot{db: db, tx: tx, rev: db.memRev.Load()}
 	// The frozen memtable, if a checkpoint is committing it, may or may
 	// not be in the transaction's state: its entries are then written
 	// again by the delta, which applying them twice leaves unchanged.

@@ -345,3 +345,53 @@ func TestWatchFuncTryNext(t *testing.T) {
 		t.Fatalf("TryNext after Close: ok %v, err %v", ok, err)
 	}
 }
+
+// TestWrittenDeliveryNotHeldUntilFlush: a watcher of written revisions
+// gets a write as soon as it is written, not at the next fsync. The log's
+// flush interval is 3 seconds, so a delivery held until the fsync (or
+// until a later write wakes the hub) misses the bound of one second.
+func TestWrittenDeliveryNotHeldUntilFlush(t *testing.T) {
+	db := open(t, engine.Options{CommitMode: engine.CommitAsync, FlushInterval: 3 * time.Second})
+	h := watch.NewHub(db, watch.Options{})
+	defer h.Close()
+	w, err := h.Watch(watch.Filter{Key: []byte("k")}, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 300 {
+		// Wait for the flush of the previous write: each write then comes
+		// to an idle log, with the next fsync three seconds away.
+		if err := db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		var b engine.Batch
+		b.Put([]byte("k"), fmt.Appendf(nil, "v%d", i))
+		rev, err := db.Write(&b, engine.WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		deadline := time.After(time.Second)
+	wait:
+		for {
+			sets, _, _, err := w.TryNext(10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cs := range sets {
+				if cs.Revision == rev {
+					break wait
+				}
+			}
+			select {
+			case <-w.Ready():
+			case <-deadline:
+				t.Fatalf("write %d (revision %d): not delivered to a watcher of written revisions within a second (durable %d)", i, rev, db.DurableRevision())
+			}
+		}
+		if d := time.Since(start); d > 10*time.Millisecond {
+			t.Logf("write %d delivered after %v", i, d)
+		}
+	}
+}
