@@ -107,12 +107,17 @@ func TestClusterMutualTLS(t *testing.T) {
 	other := kvtest.NewCA(t, "other")
 	for _, tc := range []struct {
 		name, caFile string
-		want         string // in the stranger's log
+		want         string // in the stranger's log, if set
 	}{
 		// Trusting its own CA, the stranger refuses the members' certificates.
 		{"stranger", other.File, "certificate signed by unknown authority"},
-		// Trusting the cluster's CA, it is refused by the members.
-		{"sneaky", ca.File, "remote error: tls"},
+		// Trusting the cluster's CA, it is refused by the members. Its own
+		// log may say why ("remote error: tls: ...") or not: under TLS 1.3
+		// its side of the handshake is over before the member checks its
+		// certificate, and its first write may meet the closed connection
+		// ("broken pipe") before it reads the member's alert. The member's
+		// log says it refused the connection.
+		{"sneaky", ca.File, ""},
 	} {
 		before := len(logs[0].String())
 		n := open(tc.name, other.Issue(t, tc.name, kvtest.CertOptions{}), tc.caFile, nodes[0].ClusterAddr())
@@ -120,7 +125,7 @@ func TestClusterMutualTLS(t *testing.T) {
 		kvtest.Eventually(t, 30*time.Second, tc.name+" to fail a join", func() bool {
 			return strings.Contains(lb.String(), "join failed")
 		})
-		if l := lb.String(); !strings.Contains(l, tc.want) {
+		if l := lb.String(); tc.want != "" && !strings.Contains(l, tc.want) {
 			t.Errorf("%s's log does not say %q:\n%s", tc.name, tc.want, l)
 		}
 		if tc.name == "sneaky" {
