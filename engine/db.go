@@ -55,6 +55,9 @@ type DB struct {
 	view        *readView // shared read transaction; nil during a checkpoint commit
 	memBytes    atomic.Int64
 	hist        history // the change history (history.go)
+	// snaps are the Snapshots not yet closed, which a restore cancels.
+	snapMu sync.Mutex
+	snaps  map[*Snapshot]struct{}
 	// noHistory: checkpoints write no history (the stand-in DB that
 	// installs a snapshot's delta, which has no changes to record).
 	noHistory bool

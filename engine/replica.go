@@ -355,6 +355,7 @@ func (db *DB) RestoreReplica(r io.Reader, indexOf func(meta []byte) (uint64, err
 	defer db.smu.Unlock()
 	db.view.close()
 	db.view = nil
+	db.cancelSnapshots() // else Close waits for their transactions
 	var errs []error
 	if err := db.bdb.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))

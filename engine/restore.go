@@ -111,6 +111,7 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 	defer db.smu.Unlock()
 	db.view.close()
 	db.view = nil
+	db.cancelSnapshots() // else Close waits for their transactions
 	if err := db.bdb.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -75,17 +76,74 @@ var ErrBadSnapshot = errors.New("engine: bad snapshot")
 // writes go on into the memtable meanwhile, up to MaxMemtableBytes), so
 // close a snapshot promptly, and before closing the DB.
 //
+// A restore (DB.Restore, DB.RestoreReplica) cancels the snapshots still
+// open instead of waiting for them to close: it ends their transactions,
+// once a WriteTo or StateHash running has stopped at its next write or key,
+// and they return ErrSnapshotCanceled from then on. Waiting could deadlock:
+// Raft's FSM installs a snapshot while a snapshot of its own, taken
+// earlier, waits for Raft's main loop, which waits for the install.
+//
 // A Snapshot's methods are not safe for concurrent use, except Close.
 type Snapshot struct {
-	db       *DB
-	tx       *bolt.Tx
-	rev      uint64
-	delta    []snapEntry
-	deltaLen int64
-	meta     []byte
-	written  bool
+	db        *DB
+	rev       uint64
+	stateSize int64 // the state section's bytes: the transaction's Tx.Size
+	delta     []snapEntry
+	deltaLen  int64
+	meta      []byte
+	written   bool
 
-	closeOnce sync.Once
+	// mu is held while the transaction is read, and to end it: by WriteTo,
+	// StateHash, Close and a restore's cancel.
+	mu       sync.Mutex
+	tx       *bolt.Tx // nil once closed or canceled
+	canceled atomic.Bool
+}
+
+// ErrSnapshotCanceled is returned by a Snapshot's WriteTo and StateHash
+// once a restore replaced the store it was taken of.
+var ErrSnapshotCanceled = errors.New("engine: snapshot canceled: a restore replaced the store")
+
+// use returns the snapshot's transaction with mu held, or an error (mu
+// not held) once it was closed or canceled.
+func (s *Snapshot) use() (*bolt.Tx, error) {
+	s.mu.Lock()
+	if s.tx == nil {
+		s.mu.Unlock()
+		if s.canceled.Load() {
+			return nil, ErrSnapshotCanceled
+		}
+		return nil, errors.New("engine: snapshot closed")
+	}
+	return s.tx, nil
+}
+
+// cancel ends the transaction of a snapshot still open, waiting for a
+// WriteTo or StateHash running to stop (they check canceled at each write
+// or key).
+func (s *Snapshot) cancel() {
+	s.canceled.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tx != nil {
+		s.tx.Rollback()
+		s.tx = nil
+	}
+}
+
+// cancelSnapshots cancels every snapshot still open. Called by a restore
+// before it closes the state file, with smu held (no snapshot begins
+// meanwhile).
+func (db *DB) cancelSnapshots() {
+	db.snapMu.Lock()
+	open := make([]*Snapshot, 0, len(db.snaps))
+	for s := range db.snaps {
+		open = append(open, s)
+	}
+	db.snapMu.Unlock()
+	for _, s := range open {
+		s.cancel()
+	}
 }
 
 // snapEntry is one memtable entry of a snapshot's delta.
@@ -110,7 +168,13 @@ func (db *DB) Snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: snapshot: %w", err)
 	}
-	s := &Snapshot{db: db, tx: tx, rev: db.memRev.Load()}
+	s := &Snapshot{db: db, tx: tx, rev: db.memRev.Load(), stateSize: tx.Size()}
+	db.snapMu.Lock()
+	if db.snaps == nil {
+		db.snaps = map[*Snapshot]struct{}{}
+	}
+	db.snaps[s] = struct{}{}
+	db.snapMu.Unlock()
 	// The frozen memtable, if a checkpoint is committing it, may or may
 	// not be in the transaction's state: its entries are then written
 	// again by the delta, which applying them twice leaves unchanged.
@@ -156,7 +220,7 @@ func (s *Snapshot) SetMetadata(meta []byte) error {
 
 // Size returns the exact number of bytes WriteTo writes.
 func (s *Snapshot) Size() int64 {
-	return int64(snapshotFixedHeader+len(s.meta)) + s.tx.Size() + s.deltaLen + snapshotTrailer
+	return int64(snapshotFixedHeader+len(s.meta)) + s.stateSize + s.deltaLen + snapshotTrailer
 }
 
 // Keys returns the number of entries in the snapshot's delta section.
@@ -168,13 +232,18 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		return 0, errors.New("engine: snapshot already written")
 	}
 	s.written = true
+	tx, err := s.use()
+	if err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
 	sum := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, sum)}
+	cw := &countWriter{w: io.MultiWriter(w, sum), canceled: &s.canceled}
 	bw := bufio.NewWriterSize(cw, 256<<10)
 	if _, err := bw.Write(s.header()); err != nil {
 		return cw.n, fmt.Errorf("engine: write snapshot: %w", err)
 	}
-	if _, err := s.tx.WriteTo(bw); err != nil {
+	if _, err := tx.WriteTo(bw); err != nil {
 		return cw.n, fmt.Errorf("engine: write snapshot state: %w", err)
 	}
 	var buf []byte
@@ -198,7 +267,15 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 // Close ends the snapshot's read transaction. It is idempotent and safe to
 // call from any goroutine once WriteTo has returned.
 func (s *Snapshot) Close() error {
-	s.closeOnce.Do(func() { s.tx.Rollback() })
+	s.mu.Lock()
+	if s.tx != nil {
+		s.tx.Rollback()
+		s.tx = nil
+	}
+	s.mu.Unlock()
+	s.db.snapMu.Lock()
+	delete(s.db.snaps, s)
+	s.db.snapMu.Unlock()
 	return nil
 }
 
@@ -207,7 +284,7 @@ func (s *Snapshot) header() []byte {
 	h = append(h, snapshotMagic...)
 	h = binary.BigEndian.AppendUint16(h, snapshotVersion)
 	h = binary.BigEndian.AppendUint64(h, s.rev)
-	h = binary.BigEndian.AppendUint64(h, uint64(s.tx.Size()))
+	h = binary.BigEndian.AppendUint64(h, uint64(s.stateSize))
 	h = binary.BigEndian.AppendUint64(h, uint64(s.deltaLen))
 	h = binary.BigEndian.AppendUint64(h, uint64(len(s.delta)))
 	h = binary.BigEndian.AppendUint32(h, uint32(len(s.meta)))
@@ -296,9 +373,15 @@ func varintLen(v int64) int {
 type countWriter struct {
 	w io.Writer
 	n int64
+	// canceled, if set, stops the writes once true (a restore canceled
+	// the snapshot being written).
+	canceled *atomic.Bool
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
+	if c.canceled != nil && c.canceled.Load() {
+		return 0, ErrSnapshotCanceled
+	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err

@@ -29,13 +29,21 @@ func (s *Snapshot) StateHash() ([sha256.Size]byte, error) {
 		buf = binary.AppendVarint(buf, e.expires)
 		h.Write(buf)
 	}
-	kv := s.tx.Bucket(bucketKV)
+	tx, err := s.use()
+	if err != nil {
+		return out, err
+	}
+	defer s.mu.Unlock()
+	kv := tx.Bucket(bucketKV)
 	if kv == nil {
 		return out, fmt.Errorf("engine: state hash: no %s bucket", bucketKV)
 	}
 	state := newBoltSource(s.db, kv.Cursor(), nil)
 	delta := s.delta
 	for {
+		if s.canceled.Load() {
+			return out, ErrSnapshotCanceled
+		}
 		if state.err != nil {
 			return out, fmt.Errorf("engine: state hash: %w", state.err)
 		}
