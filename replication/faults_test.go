@@ -266,14 +266,26 @@ func (c *faultCluster) converge(w *faultWriter) {
 		t.Fatal(err)
 	}
 	want := l.db.WrittenRevision()
-	kvtest.Eventually(t, 30*time.Second, fmt.Sprintf("every node to apply revision %d", want), func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		same := true
 		for _, n := range c.nodes {
 			if n.db.WrittenRevision() != want {
-				return false
+				same = false
 			}
 		}
-		return true
-	})
+		if same {
+			break
+		}
+		if time.Now().After(deadline) {
+			for id, n := range c.nodes {
+				st := n.raft.Stats()
+				t.Logf("%s: revision %d, %s in term %s, last log index %s, commit index %s, applied index %s", id, n.db.WrittenRevision(), st["state"], st["term"], st["last_log_index"], st["commit_index"], st["applied_index"])
+			}
+			t.Fatalf("timed out waiting for every node to apply revision %d", want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	revs := map[uint64]string{}
 	for key, rev := range w.acked {
 		if other, dup := revs[rev]; dup {
