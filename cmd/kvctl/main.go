@@ -253,13 +253,7 @@ func commandUsage(c *command, fs *pflag.FlagSet) string {
 
 // dial connects to the server.
 func (e *env) dial(ctx context.Context) (*client.Client, error) {
-	o := client.Options{Durability: e.durability, PoolSize: 2, Username: e.cfg.user}
-	if e.cfg.passwordFile != "" {
-		o.PasswordFile = e.cfg.passwordFile
-	} else {
-		o.Password = os.Getenv("KVD_PASSWORD")
-	}
-	o, err := e.clientOptions(o)
+	o, err := e.clientOptions(client.Options{Durability: e.durability, PoolSize: 2})
 	if err != nil {
 		return nil, err
 	}

@@ -67,8 +67,17 @@ func (f *tlsFlags) config() (*tls.Config, error) {
 	return client.TLSFiles{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.sname}.Config()
 }
 
-// clientOptions returns o with the connection's TLS configuration.
+// clientOptions returns o with the connection's credentials and TLS
+// configuration: every RESP connection kvctl makes (bench's too) takes them.
 func (e *env) clientOptions(o client.Options) (client.Options, error) {
+	// Credentials (credentials.go): --user or KVD_USER; --password-file,
+	// else KVD_PASSWORD.
+	o.Username = e.cfg.user
+	if e.cfg.passwordFile != "" {
+		o.PasswordFile = e.cfg.passwordFile
+	} else {
+		o.Password = os.Getenv("KVD_PASSWORD")
+	}
 	c, err := e.cfg.tls.config()
 	o.TLS = c
 	return o, err

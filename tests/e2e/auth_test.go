@@ -243,7 +243,8 @@ func TestRequirePass(t *testing.T) {
 }
 
 // TestKvctlCredentials: kvctl takes credentials from KVD_USER and
-// KVD_PASSWORD, --user and --password-file, and KVD_TOKEN for HTTP.
+// KVD_PASSWORD, --user and --password-file (bench's connections too), and
+// KVD_TOKEN for HTTP.
 func TestKvctlCredentials(t *testing.T) {
 	dir := t.TempDir()
 	out, _, _ := runTool(t, "", nil, kvdBin, "token")
@@ -275,6 +276,14 @@ func TestKvctlCredentials(t *testing.T) {
 	}
 	if _, errOut, code := kvctl(nil, "--user", "reader", "--password-file", pwFile, "put", "k", "x"); code != 1 || !strings.Contains(errOut, "NOPERM") {
 		t.Errorf("kvctl put as reader: exit %d: %s", code, errOut)
+	}
+	// bench dials its clients itself: they carry the credentials too.
+	bench := []string{"bench", "--clients", "2", "--requests", "200", "--durability", "async"}
+	if _, errOut, code := kvctl(nil, bench...); code == 0 || !strings.Contains(errOut, "NOAUTH") {
+		t.Errorf("kvctl bench without credentials: exit %d: %s", code, errOut)
+	}
+	if out, errOut, code := kvctl(rootEnv, bench...); code != 0 || !strings.Contains(out, "async") {
+		t.Errorf("kvctl bench as root: exit %d: %s%s", code, out, errOut)
 	}
 	save := func(env []string) (string, int) {
 		_, errOut, code := kvctl(env, "backup", "save", "--http-addr", p.HTTPAddr, filepath.Join(t.TempDir(), "b"))
