@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -381,9 +382,61 @@ func (s *Server) ReloadUsers() error {
 		s.log.Error("users reload failed; the users loaded before stay", "err", err)
 		return err
 	}
-	s.users.Store(users)
+	old := s.users.Swap(users)
 	s.log.Info("users reloaded", "users", len(users.Names()))
+	s.cutStaleLogins(old, users)
+	s.usersReloaded.fire()
 	return nil
+}
+
+// cutStaleLogins closes the RESP connections with KVWATCH watches open
+// whose user a reload removed or whose permissions or prefixes it changed:
+// a watch is checked once, when it opens, and its frames would go on
+// coming. A connection without watches stays: its next command is checked
+// against the new users (-NOAUTH for a removed user). SSE streams and
+// waiting long-polls check again themselves (usersReloaded).
+func (s *Server) cutStaleLogins(old, users *auth.Users) {
+	for _, c := range s.clientsByID() {
+		name := c.shownUser.Load()
+		if name == nil || c.push.count.Load() == 0 {
+			continue
+		}
+		now := users.Lookup(*name)
+		cut := now == nil
+		if !cut && old != nil {
+			before := old.Lookup(*name)
+			cut = before == nil || before.Perms != now.Perms || !slices.Equal(before.Prefixes, now.Prefixes)
+		}
+		if cut {
+			s.log.Info("users reloaded: closing a connection with watches whose user was removed or changed", "conn", c.id, "user", *name)
+			s.killConn(c)
+		}
+	}
+}
+
+// reloadNotice tells waiters that the users were reloaded: wait returns a
+// channel that the next fire closes.
+type reloadNotice struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (n *reloadNotice) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *reloadNotice) fire() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
 }
 
 // cmdACL answers ACL WHOAMI, ACL LIST, ACL USERS and ACL LOAD.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -121,16 +122,20 @@ func httpUser(users *auth.Users, r *http.Request) (*auth.User, error) {
 	return nil, errBadAuthHeader
 }
 
+// httpUserKey is the context key of the user authorizeHTTP let in.
+type httpUserKey struct{}
+
 // authorizeHTTP checks r's credentials and permissions, answering 401 or
-// 403 and returning false if it may not proceed.
-func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) bool {
+// 403 and returning false if it may not proceed; else r, with the user it
+// authenticated in its context (httpStillAllowed reads it).
+func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	users := s.users.Load()
 	if users == nil {
-		return true
+		return r, true
 	}
 	need := s.httpAccess(r)
 	if need.open {
-		return true
+		return r, true
 	}
 	u, err := httpUser(users, r)
 	if err != nil {
@@ -142,15 +147,44 @@ func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) bool {
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="kvd", charset="UTF-8"`)
 		writeJSONError(w, &httpError{http.StatusUnauthorized, codeUnauthorized, msg})
-		return false
+		return r, false
 	}
+	if herr := httpPermit(u, need); herr != nil {
+		writeJSONError(w, herr)
+		return r, false
+	}
+	return r.WithContext(context.WithValue(r.Context(), httpUserKey{}, u)), true
+}
+
+// httpStillAllowed reports whether the request that authorizeHTTP let in
+// may go on under the users loaded now (after a reload): its user is still
+// there, with the permissions it needs, and a bearer token still valid.
+// Streams (SSE) and waiting long-polls check it when the users change.
+func (s *Server) httpStillAllowed(r *http.Request) bool {
+	u, _ := r.Context().Value(httpUserKey{}).(*auth.User)
+	users := s.users.Load()
+	if u == nil || users == nil {
+		return true // let in without a user: no users, or an open endpoint
+	}
+	now := users.Lookup(u.Name)
+	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "bearer") {
+		var err error
+		if now, err = httpUser(users, r); err != nil {
+			return false
+		}
+	}
+	return now != nil && httpPermit(now, s.httpAccess(r)) == nil
+}
+
+// httpPermit returns the 403 for a user that may not do what need asks, or
+// nil.
+func httpPermit(u *auth.User, need httpNeed) *httpError {
 	if !u.Can(need.perm) {
-		writeJSONError(w, &httpError{http.StatusForbidden, codeForbidden,
-			"user " + u.Name + " lacks the " + need.perm.String() + " permission this needs"})
-		return false
+		return &httpError{http.StatusForbidden, codeForbidden,
+			"user " + u.Name + " lacks the " + need.perm.String() + " permission this needs"}
 	}
 	if !u.Restricted() {
-		return true
+		return nil
 	}
 	allowed := true
 	switch need.scope {
@@ -166,9 +200,8 @@ func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) bool {
 		allowed = false
 	}
 	if !allowed {
-		writeJSONError(w, &httpError{http.StatusForbidden, codeForbidden,
-			"user " + u.Name + " may not access this key or range (give a key or prefix within the user's prefixes)"})
-		return false
+		return &httpError{http.StatusForbidden, codeForbidden,
+			"user " + u.Name + " may not access this key or range (give a key or prefix within the user's prefixes)"}
 	}
-	return true
+	return nil
 }

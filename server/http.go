@@ -155,7 +155,8 @@ func (s *Server) Handler() http.Handler {
 			// that too must not drip for ever.
 			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.HTTPReadHeaderTimeout))
 		}
-		if !s.authorizeHTTP(w, r) {
+		r, ok := s.authorizeHTTP(w, r)
+		if !ok {
 			return
 		}
 		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {

@@ -217,8 +217,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	defer progressT.Stop()
 	keepAlive := time.NewTimer(sseKeepAlive)
 	defer keepAlive.Stop()
-	progressDue := true // the first position goes out at once
-	dirty := true       // written since the last flush (bw may have passed it on to w)
+	reloaded := s.usersReloaded.wait() // a reload ends the stream of a user it removed
+	progressDue := true                // the first position goes out at once
+	dirty := true                      // written since the last flush (bw may have passed it on to w)
 	for {
 		dirty = dirty || len(sets) > 0
 		for _, cs := range sets {
@@ -247,6 +248,17 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		if len(sets) == 0 {
 			select {
 			case <-wt.Ready():
+			case <-reloaded:
+				reloaded = s.usersReloaded.wait()
+				if !s.httpStillAllowed(r) {
+					// The user was removed, or lost what the stream needs.
+					fmt.Fprintf(bw, "event: error\ndata: {\"code\":%q,\"error\":%q}\n\n", codeUnauthorized,
+						"the users were reloaded and this stream's user may no longer read it")
+					rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+					bw.Flush()
+					rc.Flush()
+					return
+				}
 			case <-progressT.C:
 				progressDue = true
 			case <-keepAlive.C:
@@ -310,9 +322,13 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.blocks = req.block > 0
+	req.stillAllowed = func() bool { return s.httpStillAllowed(r) }
 	sets, next, progress, err := s.pullChanges(req)
 	if err != nil {
 		s.failFeed(w, err)
+		return
+	}
+	if req.blocks && !s.stillAllowedAfterWait(w, r) {
 		return
 	}
 	page := changesPage{Events: []watchEvent{}, Next: next, Progress: progress, Oldest: s.watch.feed.OldestRevision()}
@@ -358,6 +374,7 @@ func (s *Server) blockOnKey(w http.ResponseWriter, r *http.Request, key []byte) 
 			defer wt.Close()
 			t := time.NewTimer(wait)
 			defer t.Stop()
+			reloaded := s.usersReloaded.wait()
 		wait:
 			for {
 				if sets, _, err := wt.Next(0); err != nil || len(sets) > 0 {
@@ -365,6 +382,11 @@ func (s *Server) blockOnKey(w http.ResponseWriter, r *http.Request, key []byte) 
 				}
 				select {
 				case <-wt.Ready():
+				case <-reloaded:
+					if !s.httpStillAllowed(r) {
+						break wait // answered 401 below
+					}
+					reloaded = s.usersReloaded.wait()
 				case <-t.C:
 					break wait
 				case <-r.Context().Done():
@@ -375,10 +397,25 @@ func (s *Server) blockOnKey(w http.ResponseWriter, r *http.Request, key []byte) 
 			}
 		}
 	}
+	if !s.stillAllowedAfterWait(w, r) {
+		return false
+	}
 	idx := current()
 	if idx == 0 {
 		idx = s.store.WrittenRevision()
 	}
 	w.Header().Set("X-Kvd-Index", strconv.FormatUint(idx, 10))
 	return true
+}
+
+// stillAllowedAfterWait answers 401 to a request that waited (a long-poll,
+// a blocking read) while a reload of the users removed its user or took
+// what it needs, and reports whether it may still be answered.
+func (s *Server) stillAllowedAfterWait(w http.ResponseWriter, r *http.Request) bool {
+	if s.httpStillAllowed(r) {
+		return true
+	}
+	writeJSONError(w, &httpError{http.StatusUnauthorized, codeUnauthorized,
+		"the users were reloaded while this request waited, and its user may no longer make it"})
+	return false
 }

@@ -62,7 +62,11 @@ func (c *respConn) kill(target *respConn) {
 		c.quit = true
 		return
 	}
-	s := c.s
+	c.s.killConn(target)
+}
+
+// killConn closes connection target at once, if still open.
+func (s *Server) killConn(target *respConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.conns[target]; !ok {

@@ -234,8 +234,10 @@ type Server struct {
 	watch watchState
 	// users are Config.Users, then what ReloadUsers loaded; authFails
 	// slows down repeated failed authentications (authz.go).
-	users     atomic.Pointer[auth.Users]
-	authFails *authLimiter
+	users atomic.Pointer[auth.Users]
+	// usersReloaded fires on each reload of the users (authz.go).
+	usersReloaded reloadNotice
+	authFails     *authLimiter
 }
 
 // New returns a Server for store. It validates cfg and reports every bad

@@ -78,6 +78,10 @@ type changesRequest struct {
 	block   time.Duration
 	blocks  bool // block set (0: for ever, over RESP)
 	written bool
+	// stillAllowed, if set, is asked on each reload of the users while
+	// the pull waits: false ends the wait (an HTTP long-poll whose user
+	// the reload removed).
+	stillAllowed func() bool
 }
 
 // Bounds of a pull.
@@ -104,6 +108,10 @@ func (s *Server) pullChanges(req changesRequest) ([]engine.ChangeSet, uint64, ui
 		defer t.Stop()
 		deadline = t.C
 	}
+	var reloaded <-chan struct{}
+	if req.stillAllowed != nil {
+		reloaded = s.usersReloaded.wait()
+	}
 	for {
 		notify := f.ChangesNotify()
 		bound := s.feedBound(req.written)
@@ -117,6 +125,11 @@ func (s *Server) pullChanges(req changesRequest) ([]engine.ChangeSet, uint64, ui
 		req.from = next
 		select {
 		case <-notify:
+		case <-reloaded:
+			if !req.stillAllowed() {
+				return nil, next, next - 1, nil
+			}
+			reloaded = s.usersReloaded.wait()
 		case <-deadline:
 			return nil, next, next - 1, nil
 		case <-s.watch.done:
