@@ -323,6 +323,7 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 	}
 	req.blocks = req.block > 0
 	req.stillAllowed = func() bool { return s.httpStillAllowed(r) }
+	req.gone = r.Context().Done()
 	sets, next, progress, err := s.pullChanges(req)
 	if err != nil {
 		s.failFeed(w, err)

@@ -82,6 +82,8 @@ type changesRequest struct {
 	// the pull waits: false ends the wait (an HTTP long-poll whose user
 	// the reload removed).
 	stillAllowed func() bool
+	// gone, if set, ends the wait once closed (the HTTP client went away).
+	gone <-chan struct{}
 }
 
 // Bounds of a pull.
@@ -131,6 +133,8 @@ func (s *Server) pullChanges(req changesRequest) ([]engine.ChangeSet, uint64, ui
 			}
 			reloaded = s.usersReloaded.wait()
 		case <-deadline:
+			return nil, next, next - 1, nil
+		case <-req.gone:
 			return nil, next, next - 1, nil
 		case <-s.watch.done:
 			return nil, next, next - 1, nil

@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
 // TestChangesCommand checks CHANGES's replies exactly: the changes of a
@@ -330,4 +333,31 @@ func TestChangesDurableOnly(t *testing.T) {
 	if got := c.reply(); got != put {
 		t.Fatalf("durable, after the fsync: %q, want %q", got, put)
 	}
+}
+
+// TestLongPollEndsWhenClientGoes: a long-poll (GET /v1/changes?wait=)
+// whose client goes away stops waiting at once, rather than holding its
+// goroutine until its wait ends.
+func TestLongPollEndsWhenClientGoes(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	waiting := func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "server.(*Server).pullChanges")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+ts.httpAddr+"/v1/changes?prefix=none&wait=60s", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	kvtest.Eventually(t, 5*time.Second, "the long-poll to wait", waiting)
+	cancel()
+	<-done
+	kvtest.Eventually(t, 5*time.Second, "the long-poll to stop waiting once its client went away", func() bool { return !waiting() })
 }
