@@ -123,6 +123,12 @@ func (s *Snapshot) use() (*bolt.Tx, error) {
 // or key).
 func (s *Snapshot) cancel() {
 	s.canceled.Store(true)
+	s.end()
+}
+
+// end ends the snapshot's transaction, once a WriteTo or StateHash running
+// has returned.
+func (s *Snapshot) end() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tx != nil {
@@ -267,12 +273,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 // Close ends the snapshot's read transaction. It is idempotent and safe to
 // call from any goroutine once WriteTo has returned.
 func (s *Snapshot) Close() error {
-	s.mu.Lock()
-	if s.tx != nil {
-		s.tx.Rollback()
-		s.tx = nil
-	}
-	s.mu.Unlock()
+	s.end()
 	s.db.snapMu.Lock()
 	delete(s.db.snaps, s)
 	s.db.snapMu.Unlock()

@@ -83,8 +83,20 @@ func TestRestoreCancelsOpenSnapshots(t *testing.T) {
 		<-o.w.started
 		return o
 	}
-	check := func(t *testing.T, o *opened) {
+	// restore runs restore while o's snapshots are open, releasing the
+	// blocked write 100 ms in, then checks the snapshots and the store.
+	restore := func(t *testing.T, db *engine.DB, o *opened, what string, restore func() error) {
 		t.Helper()
+		err := done(t, what, func() error {
+			go func() { time.Sleep(100 * time.Millisecond); close(o.w.release) }()
+			return restore()
+		}, o.idle, o.writing, o.hashing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := db.Get([]byte("k7")); err != nil || string(v) != big {
+			t.Fatalf("k7 after the restore: %d bytes, %v; want %d", len(v), err, len(big))
+		}
 		if err := <-o.writeErr; !errors.Is(err, engine.ErrSnapshotCanceled) {
 			t.Errorf("WriteTo running during the restore: %v, want ErrSnapshotCanceled", err)
 		}
@@ -126,18 +138,10 @@ func TestRestoreCancelsOpenSnapshots(t *testing.T) {
 		snap.Close()
 		o := takeSnapshots(t, func() (*engine.Snapshot, error) { s, _, err := db.ReplicaSnapshot(); return s, err })
 		indexOf := func(meta []byte) (uint64, error) { return binary.BigEndian.Uint64(meta), nil }
-		err = done(t, "RestoreReplica", func() error {
-			go func() { time.Sleep(100 * time.Millisecond); close(o.w.release) }()
+		restore(t, db, o, "RestoreReplica", func() error {
 			_, err := db.RestoreReplica(bytes.NewReader(buf.Bytes()), indexOf)
 			return err
-		}, o.idle, o.writing, o.hashing)
-		if err != nil {
-			t.Fatal(err)
-		}
-		check(t, o)
-		if v, err := db.Get([]byte("k7")); err != nil || string(v) != big {
-			t.Fatalf("k7 after the restore: %d bytes, %v; want %d", len(v), err, len(big))
-		}
+		})
 	})
 
 	t.Run("single node", func(t *testing.T) {
@@ -147,17 +151,9 @@ func TestRestoreCancelsOpenSnapshots(t *testing.T) {
 		}
 		b, _ := snapshotBytes(t, db, nil)
 		o := takeSnapshots(t, db.Snapshot)
-		err := done(t, "Restore", func() error {
-			go func() { time.Sleep(100 * time.Millisecond); close(o.w.release) }()
+		restore(t, db, o, "Restore", func() error {
 			_, err := db.Restore(bytes.NewReader(b))
 			return err
-		}, o.idle, o.writing, o.hashing)
-		if err != nil {
-			t.Fatal(err)
-		}
-		check(t, o)
-		if v, err := db.Get([]byte("k7")); err != nil || string(v) != big {
-			t.Fatalf("k7 after the restore: %d bytes, %v; want %d", len(v), err, len(big))
-		}
+		})
 	})
 }

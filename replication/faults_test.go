@@ -266,25 +266,20 @@ func (c *faultCluster) converge(w *faultWriter) {
 		t.Fatal(err)
 	}
 	want := l.db.WrittenRevision()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		same := true
+	applied := kvtest.WaitFor(30*time.Second, 10*time.Millisecond, func() bool {
 		for _, n := range c.nodes {
 			if n.db.WrittenRevision() != want {
-				same = false
+				return false
 			}
 		}
-		if same {
-			break
+		return true
+	})
+	if !applied {
+		for id, n := range c.nodes {
+			st := n.raft.Stats()
+			t.Logf("%s: revision %d, %s in term %s, last log index %s, commit index %s, applied index %s", id, n.db.WrittenRevision(), st["state"], st["term"], st["last_log_index"], st["commit_index"], st["applied_index"])
 		}
-		if time.Now().After(deadline) {
-			for id, n := range c.nodes {
-				st := n.raft.Stats()
-				t.Logf("%s: revision %d, %s in term %s, last log index %s, commit index %s, applied index %s", id, n.db.WrittenRevision(), st["state"], st["term"], st["last_log_index"], st["commit_index"], st["applied_index"])
-			}
-			t.Fatalf("timed out waiting for every node to apply revision %d", want)
-		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatalf("timed out waiting for every node to apply revision %d", want)
 	}
 	revs := map[uint64]string{}
 	for key, rev := range w.acked {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -122,20 +121,16 @@ func httpUser(users *auth.Users, r *http.Request) (*auth.User, error) {
 	return nil, errBadAuthHeader
 }
 
-// httpUserKey is the context key of the user authorizeHTTP let in.
-type httpUserKey struct{}
-
 // authorizeHTTP checks r's credentials and permissions, answering 401 or
-// 403 and returning false if it may not proceed; else r, with the user it
-// authenticated in its context (httpStillAllowed reads it).
-func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+// 403 and returning false if it may not proceed.
+func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) bool {
 	users := s.users.Load()
 	if users == nil {
-		return r, true
+		return true
 	}
 	need := s.httpAccess(r)
 	if need.open {
-		return r, true
+		return true
 	}
 	u, err := httpUser(users, r)
 	if err != nil {
@@ -147,33 +142,34 @@ func (s *Server) authorizeHTTP(w http.ResponseWriter, r *http.Request) (*http.Re
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="kvd", charset="UTF-8"`)
 		writeJSONError(w, &httpError{http.StatusUnauthorized, codeUnauthorized, msg})
-		return r, false
+		return false
 	}
 	if herr := httpPermit(u, need); herr != nil {
 		writeJSONError(w, herr)
-		return r, false
+		return false
 	}
-	return r.WithContext(context.WithValue(r.Context(), httpUserKey{}, u)), true
+	return true
 }
 
-// httpStillAllowed reports whether the request that authorizeHTTP let in
-// may go on under the users loaded now (after a reload): its user is still
-// there, with the permissions it needs, and a bearer token still valid.
-// Streams (SSE) and waiting long-polls check it when the users change.
+// httpStillAllowed reports whether a request that authorizeHTTP let in
+// may go on under the users loaded now (after a reload): its credentials'
+// user is still there, with the permissions it needs, and a bearer token
+// still valid. A basic-auth user is looked up by name, its password not
+// checked again (as a RESP connection's). Streams (SSE) and waiting
+// long-polls check it when the users change.
 func (s *Server) httpStillAllowed(r *http.Request) bool {
-	u, _ := r.Context().Value(httpUserKey{}).(*auth.User)
 	users := s.users.Load()
-	if u == nil || users == nil {
-		return true // let in without a user: no users, or an open endpoint
+	need := s.httpAccess(r)
+	if users == nil || need.open {
+		return true
 	}
-	now := users.Lookup(u.Name)
-	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "bearer") {
-		var err error
-		if now, err = httpUser(users, r); err != nil {
-			return false
-		}
+	var u *auth.User
+	if name, _, ok := r.BasicAuth(); ok {
+		u = users.Lookup(name)
+	} else {
+		u, _ = httpUser(users, r) // a bearer token: cheap to check
 	}
-	return now != nil && httpPermit(now, s.httpAccess(r)) == nil
+	return u != nil && httpPermit(u, need) == nil
 }
 
 // httpPermit returns the 403 for a user that may not do what need asks, or

@@ -155,8 +155,7 @@ func (s *Server) Handler() http.Handler {
 			// that too must not drip for ever.
 			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.HTTPReadHeaderTimeout))
 		}
-		r, ok := s.authorizeHTTP(w, r)
-		if !ok {
+		if !s.authorizeHTTP(w, r) {
 			return
 		}
 		if strings.HasPrefix(r.URL.EscapedPath(), keyPathPrefix) {
