@@ -111,10 +111,17 @@ func (db *DB) checkpoint() error {
 		}
 	}
 	start := time.Now()
+	// The change history first: the log must hold every change set
+	// through the state file's applied revision.
+	newOldest, err := db.persistHistory(rev)
+	if err != nil {
+		db.unfreeze(frozen)
+		return db.checkpointFailed(fmt.Errorf("engine: checkpoint at revision %d: %w", rev, err))
+	}
+	db.hist.newOldest = newOldest
 	// The transaction reads pages of the state file (the old records, for
 	// their create revisions, and the pages it rewrites): a damaged one
 	// gives ErrCorruptState, which fails the DB (see fault.go).
-	var err error
 	var keys, n int64 // what the checkpoint adds to the state file's data
 	gerr := db.readState(nil, func() { err = db.bdb.Update(db.checkpointTx(frozen, rev, index, &keys, &n)) })
 	if gerr != nil {
@@ -141,6 +148,9 @@ func (db *DB) checkpoint() error {
 	db.data.bytes.Add(n)
 	db.applied.Store(rev)
 	db.hist.checkpointed(rev, db.hist.newOldest)
+	if err := db.hist.log.truncate(db.hist.log.generation(), db.OldestRevision()); err != nil {
+		db.log.Warn("engine: cut the change history's log", "err", err) // the next checkpoint cuts it
+	}
 	db.checkpoints.Add(1)
 	db.checkpointErr.Store(nil)
 	db.bpMu.Lock()
@@ -245,15 +255,21 @@ func (db *DB) checkpointTx(frozen *memtable, rev, index uint64, keys, n *int64) 
 		if err != nil {
 			return err
 		}
-		if !db.noHistory {
-			if db.hist.newOldest, err = db.persistHistory(tx, rev); err != nil {
-				return err
-			}
-		}
 		if err := db.putStateData(tx, rev, *keys, *n); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
+		if !db.noHistory {
+			// A compaction may have moved the oldest revision since
+			// persistHistory read it: it never goes back.
+			db.hist.newOldest = max(db.hist.newOldest, getUint64(meta, keyHistoryOldest))
+			if err := meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, db.hist.newOldest)); err != nil {
+				return err
+			}
+			if err := meta.Put(keyHistoryLast, binary.BigEndian.AppendUint64(nil, db.hist.log.last)); err != nil {
+				return err
+			}
+		}
 		if db.replica != nil {
 			if err := meta.Put(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index)); err != nil {
 				return err

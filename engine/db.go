@@ -753,6 +753,9 @@ func (db *DB) close(checkpoint bool) error {
 	if err := db.bdb.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
 	}
+	if err := db.hist.log.close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: close history log: %w", err))
+	}
 	db.lock.Close()
 	return errors.Join(errs...)
 }

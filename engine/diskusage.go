@@ -122,6 +122,9 @@ type StateFileStats struct {
 	// not count a damaged state file that did not hold the counts.
 	Keys      int64
 	DataBytes int64
+	// HistoryBytes is the size of the change history's log (DIR/history),
+	// beside the state file.
+	HistoryBytes int64
 }
 
 // StateFile reports the state file's size against the data it holds. It
@@ -130,7 +133,7 @@ func (db *DB) StateFile() (StateFileStats, error) {
 	if db.isClosed() {
 		return StateFileStats{}, ErrClosed
 	}
-	st := StateFileStats{Keys: -1, DataBytes: -1}
+	st := StateFileStats{Keys: -1, DataBytes: -1, HistoryBytes: db.hist.log.size()}
 	if db.data.known.Load() {
 		st.Keys, st.DataBytes = db.data.keys.Load(), db.data.bytes.Load()
 	}

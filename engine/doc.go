@@ -134,14 +134,21 @@
 // in revision order, so every node that applies the same batches (Apply)
 // has the same history. Those of revisions not yet checkpointed are held in
 // memory (bounded, as the memtable is, by the checkpoint thresholds); a
-// checkpoint writes them to the state file's bucket "history" in its own
-// transaction and prunes it: the oldest revisions go while the history is
-// over Options.HistoryBytes (default 512 MiB), or while they are both
-// more than Options.HistoryRevisions revisions (default 100,000) and
-// Options.HistoryAge (default 5 minutes) old; DB.CompactHistory drops the
-// history below a revision on demand. Older revisions give a
-// CompactedError naming DB.OldestRevision. A store created before the
-// history existed has it from the first revision after its checkpoint.
+// checkpoint appends them to the history's log (DIR/history, segment files
+// of 4 MiB) and fsyncs it before its transaction commits, then drops the
+// log's oldest segments: the oldest revisions go while the history is over
+// Options.HistoryBytes (default 512 MiB; the log may exceed it by up to a
+// segment), or while they are both more than Options.HistoryRevisions
+// revisions (default 100,000) and Options.HistoryAge (default 5 minutes)
+// old; DB.CompactHistory drops the history below a revision on demand.
+// Older revisions give a CompactedError naming DB.OldestRevision. After a
+// crash, Open cuts what the log holds past the state file's checkpoint,
+// and replay computes it again. A log that lost records the state file
+// counts on (Open checks its last record against the checkpoint's) is
+// moved aside to DIR/history.damaged, logged at Error, and the history
+// starts after the checkpoint: watchers get a CompactedError, never a gap.
+// A store created before the history had a log of its own (its state file
+// held it) has it from the first revision after its checkpoint.
 //
 // Changes delivers revisions up to the bound its caller gives. A watcher
 // that must never see a revision that a power loss could take back (in
@@ -152,9 +159,10 @@
 // # On disk
 //
 // The state file (DIR/state.db) is a bbolt file with a bucket "meta"
-// (format, applied-revision, and state-data: the revision, the keys of
+// (format, applied-revision, state-data: the revision, the keys of
 // bucket "kv" and their keys' and values' bytes, which DB.StateFile
-// reports), a bucket "kv" mapping each live key to a
+// reports, and history-oldest and history-last, the change history's
+// bounds), a bucket "kv" mapping each live key to a
 // value record, and a bucket "expiry" indexing the keys that have an expiry
 // by time (keys of expiry uint64 BE followed by the key, empty values):
 //

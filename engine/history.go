@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -24,22 +25,22 @@ import (
 // node that applies the same batches has the same history.
 //
 // The effects of revisions not yet checkpointed are held in memory; a
-// checkpoint writes those it covers to the state file's bucket "history",
-// keyed by revision, in the same transaction as the values, and prunes
-// the bucket to its retention (Options.HistoryRevisions, HistoryAge,
-// HistoryBytes). After a crash, replay from the checkpoint recomputes the
-// part held in memory. Each record of the bucket:
+// checkpoint appends those it covers to the history's log (histlog.go)
+// before it commits, and prunes the log to its retention
+// (Options.HistoryRevisions, HistoryAge, HistoryBytes). After a crash,
+// replay from the checkpoint recomputes the part held in memory. Each
+// record of the log holds a revision's changes:
 //
-//	+-----------+-------------+-------------+--------------------------+
-//	| crc32c    | time        | count       | count changes            |
-//	| uint32 BE | int64 BE ms | uvarint     |                          |
-//	+-----------+-------------+-------------+--------------------------+
+//	+-----------+-----------+-------------+-------------+------------------+
+//	| revision  | crc32c    | time        | count       | count changes    |
+//	| uint64 BE | uint32 BE | int64 BE ms | uvarint     |                  |
+//	+-----------+-----------+-------------+-------------+------------------+
 //
 // and each change: flags (byte; 1: delete), key length (uvarint), key, and
 // for a put: value length (uvarint), value, expiry (int64 BE, Unix ms, 0:
-// none). The checksum is CRC-32C over the revision (its 8-byte key) and the
-// rest of the record. Revisions that changed nothing (a SET NX that found its
-// key, a transaction whose WATCH failed) have no record.
+// none). The checksum is CRC-32C over the revision and the rest of the
+// record. Revisions that changed nothing (a SET NX that found its key, a
+// transaction whose WATCH failed) have no record.
 
 // Change is one key's change in a revision: its new value, or its deletion.
 type Change struct {
@@ -77,9 +78,14 @@ func (e *CompactedError) Error() string {
 func (e *CompactedError) Unwrap() error { return ErrCompacted }
 
 var (
+	// bucketHistory held the change history in state files written before
+	// it moved to its own log; Open drops it.
 	bucketHistory    = []byte("history")
 	keyHistoryOldest = []byte("history-oldest")
 	keyHistoryBytes  = []byte("history-bytes")
+	// keyHistoryLast is the revision of the history log's last record, as
+	// the last checkpoint left it (0 or absent: none).
+	keyHistoryLast = []byte("history-last")
 )
 
 // histRec is the change set of one revision held in memory. Its slices are
@@ -96,8 +102,8 @@ type history struct {
 	mu sync.Mutex
 	// recs holds the change sets of revisions above ckpt, ascending.
 	recs []histRec
-	// ckpt is the revision through which change sets are in the state
-	// file's bucket; oldest the oldest revision the history has.
+	// ckpt is the revision through which change sets are in the log;
+	// oldest the oldest revision the history has.
 	ckpt, oldest uint64
 	// last is the last revision applied (with changes or not).
 	last uint64
@@ -111,6 +117,9 @@ type history struct {
 	// newOldest is the oldest revision after the checkpoint in progress
 	// (the checkpointer's own).
 	newOldest uint64
+
+	// log holds the change sets of checkpointed revisions.
+	log histLog
 }
 
 // recordChange notes that the batch being applied at rev changes key to e
@@ -269,35 +278,12 @@ func (db *DB) Changes(from uint64, match func(key []byte) bool, max int, upTo ui
 		return true
 	}
 	if from <= ckpt {
-		more := true
-		var err error
-		rerr := db.readState(nil, func() {
-			err = db.bdb.View(func(tx *bolt.Tx) error {
-				meta := tx.Bucket(bucketMeta)
-				if o := getUint64(meta, keyHistoryOldest); from < o {
-					return &CompactedError{Oldest: o, Requested: from}
-				}
-				c := tx.Bucket(bucketHistory).Cursor()
-				var k0 [8]byte
-				binary.BigEndian.PutUint64(k0[:], from)
-				for k, v := c.Seek(k0[:]); k != nil && more; k, v = c.Next() {
-					rev := binary.BigEndian.Uint64(k)
-					if rev > ckpt {
-						break
-					}
-					at, changes, ok := decodeHistory(k, v)
-					if !ok {
-						return fmt.Errorf("%w: history record of revision %d", ErrCorruptValue, rev)
-					}
-					more = add(rev, at, changes)
-				}
-				return nil
-			})
-		})
-		if rerr != nil {
-			err = rerr
-		}
+		more, err := db.hist.log.scan(from, ckpt, add)
 		if err != nil {
+			if errors.Is(err, errHistGone) {
+				// A compaction or the retention dropped records meanwhile.
+				return nil, from, &CompactedError{Oldest: db.OldestRevision(), Requested: from}
+			}
 			return nil, from, err
 		}
 		if !more {
@@ -334,24 +320,75 @@ func copyChanges(cs []Change) []Change {
 	return out
 }
 
-// openHistory reads the history's bounds from the state file, at Open:
-// applied is the file's applied revision. A file written before the history
-// existed has none: its history starts after applied.
-func (db *DB) openHistory(tx *bolt.Tx, applied uint64) error {
-	if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
+// openHistory opens the change history at Open (and when a restore
+// reopens the store): its oldest revision from the state file, whose
+// applied revision is applied, and its log. A store whose history log is
+// missing (created before the log existed, or deleted) has its history
+// start after applied; a state file that still holds the history bucket of
+// older versions has it dropped. A log that cannot be opened is set
+// aside: the store opens with a history that starts after applied.
+func (db *DB) openHistory(applied uint64) error {
+	dir := histDir(db.dir)
+	_, statErr := os.Stat(dir)
+	missing := errors.Is(statErr, os.ErrNotExist)
+	var oldest, through uint64
+	err := db.bdb.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		oldest, through = getUint64(meta, keyHistoryOldest), getUint64(meta, keyHistoryLast)
+		if tx.Bucket(bucketHistory) != nil {
+			if err := tx.DeleteBucket(bucketHistory); err != nil {
+				return err
+			}
+			if err := meta.Delete(keyHistoryBytes); err != nil {
+				return err
+			}
+			db.log.Info("engine: dropped the state file's change history; the history now has a log of its own and starts after the checkpoint", "rev", applied)
+			missing = true
+		}
+		if oldest == 0 || missing && oldest <= applied {
+			oldest, through = applied+1, 0
+			if err := meta.Delete(keyHistoryLast); err != nil {
+				return err
+			}
+			return meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest))
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	meta := tx.Bucket(bucketMeta)
-	oldest := getUint64(meta, keyHistoryOldest)
-	if oldest == 0 {
+	h := &db.hist
+	h.log.segSize = db.opts.histSegmentBytes
+	err = h.log.open(dir, oldest, applied)
+	if err == nil && h.log.last != through {
+		// The log lost records the state file counts on (a segment
+		// deleted or cut short): what is left has a gap.
+		err = fmt.Errorf("its last record is of revision %d, the checkpoint wrote through revision %d", h.log.last, through)
+		h.log.close()
+	}
+	if err != nil {
+		aside := dir + ".damaged"
+		db.log.Error("engine: the change history's log is damaged; set aside, the history starts after the checkpoint", "err", err, "moved_to", aside, "rev", applied)
+		os.RemoveAll(aside)
+		if rerr := os.Rename(dir, aside); rerr != nil {
+			return fmt.Errorf("engine: history log: %w (and setting it aside failed: %w)", err, rerr)
+		}
 		oldest = applied + 1
-		if err := meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
+		if err := db.bdb.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if err := meta.Delete(keyHistoryLast); err != nil {
+				return err
+			}
+			return meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest))
+		}); err != nil {
+			return err
+		}
+		if err := h.log.open(dir, oldest, applied); err != nil {
 			return err
 		}
 	}
-	// At Open, and again when a restore reopens the store: what the
-	// history held in memory was the replaced store's.
-	h := &db.hist
+	// What the history held in memory was the replaced store's, if a
+	// restore reopens it.
 	h.mu.Lock()
 	old := h.notify
 	h.recs, h.fx, h.keys = nil, nil, nil
@@ -398,57 +435,26 @@ func (h *history) compacted(oldest uint64) {
 	}
 }
 
-// persistHistory writes the change sets held in memory through rev into
-// the bucket, in a checkpoint's transaction tx, and prunes the bucket to
-// the retention: it drops the oldest records while the history is over
-// HistoryBytes, or older than both HistoryRevisions revisions and
-// HistoryAge. It returns the history's oldest revision after it.
-func (db *DB) persistHistory(tx *bolt.Tx, rev uint64) (uint64, error) {
-	b := tx.Bucket(bucketHistory)
-	b.FillPercent = 1 // revisions only ever append
-	meta := tx.Bucket(bucketMeta)
-	total := int64(getUint64(meta, keyHistoryBytes))
-	oldest := getUint64(meta, keyHistoryOldest)
-	var buf []byte
-	for _, r := range db.hist.through(rev) {
-		if r.rev < oldest {
-			continue // compacted before it was checkpointed (CompactHistory)
-		}
-		k := binary.BigEndian.AppendUint64(nil, r.rev)
-		buf = appendHistory(buf[:0], k, r.at, r.changes)
-		if err := b.Put(k, bytes.Clone(buf)); err != nil {
-			return 0, err
-		}
-		total += int64(len(k) + len(buf))
-	}
-	cutAge := db.now() - db.opts.HistoryAge.Milliseconds()
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.First() {
-		r := binary.BigEndian.Uint64(k)
-		old := r+db.opts.HistoryRevisions <= rev && int64(binary.BigEndian.Uint64(v[4:])) < cutAge
-		if total <= db.opts.HistoryBytes && !old {
-			break
-		}
-		total -= int64(len(k) + len(v))
-		if err := c.Delete(); err != nil {
-			return 0, err
-		}
-		oldest = max(oldest, r+1)
-	}
-	if err := meta.Put(keyHistoryBytes, binary.BigEndian.AppendUint64(nil, uint64(max(total, 0)))); err != nil {
+// persistHistory appends the change sets held in memory through rev to the
+// history's log and fsyncs them, before the checkpoint at rev commits,
+// and returns the oldest revision the retention keeps then: it drops the
+// oldest records while the history is over HistoryBytes, or older than
+// both HistoryRevisions revisions and HistoryAge. The checkpoint's
+// transaction records it; the log is cut after the commit. Only the
+// checkpointer calls it.
+func (db *DB) persistHistory(rev uint64) (uint64, error) {
+	h := &db.hist
+	oldest := db.OldestRevision()
+	if err := h.log.repair(oldest, db.applied.Load()); err != nil {
 		return 0, err
 	}
-	if err := meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
+	recs := h.through(rev)
+	i := sort.Search(len(recs), func(i int) bool { return recs[i].rev > h.log.last && recs[i].rev >= oldest })
+	if err := h.log.append(recs[i:]); err != nil {
 		return 0, err
 	}
-	return oldest, nil
+	return h.log.retain(oldest, rev, db.now()-db.opts.HistoryAge.Milliseconds(), db.opts)
 }
-
-// historyCompactBatch is how many history records CompactHistory deletes
-// in one transaction of the state file. Each transaction commits (and
-// fsyncs) on its own: a checkpoint waits for one of them at most, never
-// for the whole compaction, so that writes are not held up behind it.
-const historyCompactBatch = 1024
 
 // CompactHistory drops the change history below rev (what the retention
 // options drop by themselves, sooner): Changes from an older revision then
@@ -458,17 +464,12 @@ const historyCompactBatch = 1024
 // history's oldest revision after it, rev or the one it had if that is
 // newer.
 //
-// The state file's records go in transactions of at most
-// historyCompactBatch records, each of which also records the oldest
-// revision left: a crash between two leaves a history that starts at a
-// revision between the old oldest and rev, with nothing missing above
-// it, and a watcher behind it gets a CompactedError, never a gap. The
-// records held in memory (not yet checkpointed) below rev go at the end.
-// progress, if not nil, is called after each transaction with the oldest
-// revision so far; an error it returns stops the compaction there. Safe
-// for concurrent use, but not meant to run beside Defrag, which it waits
-// for.
-func (db *DB) CompactHistory(rev uint64, progress func(oldest uint64) error) (uint64, error) {
+// The state file records the new oldest revision in one transaction; the
+// log's records below it go after it (a crash between leaves them, and
+// Open cuts them). The change sets held in memory (not yet checkpointed)
+// below rev go too. Safe for concurrent use, but not meant to run beside
+// Defrag, which it waits for.
+func (db *DB) CompactHistory(rev uint64) (uint64, error) {
 	if db.isClosed() {
 		return 0, ErrClosed
 	}
@@ -477,60 +478,18 @@ func (db *DB) CompactHistory(rev uint64, progress func(oldest uint64) error) (ui
 	target := min(rev, h.last+1)
 	h.mu.Unlock()
 	target = min(target, db.DurableRevision()+1)
-	for {
-		oldest, done, err := db.compactHistoryStep(target)
-		if err != nil {
-			return 0, fmt.Errorf("engine: compact history below revision %d: %w", target, err)
-		}
-		if done {
-			return oldest, nil
-		}
-		if progress != nil {
-			if err := progress(oldest); err != nil {
-				return oldest, err
-			}
-		}
-	}
-}
-
-// compactHistoryStep deletes up to historyCompactBatch of the state file's
-// history records below target in one transaction, with the oldest
-// revision left, then drops from memory what it dropped. It reports
-// whether the history now starts at target or later.
-func (db *DB) compactHistoryStep(target uint64) (oldest uint64, done bool, err error) {
 	bdb, tx, err := db.beginMaintenance()
 	if err != nil {
-		return 0, false, err
+		return 0, err
 	}
 	defer tx.Rollback()
+	var oldest uint64
 	rerr := db.readState(nil, func() {
 		meta := tx.Bucket(bucketMeta)
 		if oldest = getUint64(meta, keyHistoryOldest); oldest >= target {
-			done = true
 			return
 		}
-		total := int64(getUint64(meta, keyHistoryBytes))
-		c := tx.Bucket(bucketHistory).Cursor()
-		oldest, done = target, true
-		n := 0
-		for k, v := c.First(); k != nil; k, v = c.First() {
-			r := binary.BigEndian.Uint64(k)
-			if r >= target {
-				break
-			}
-			if n == historyCompactBatch {
-				oldest, done = r, false
-				break
-			}
-			total -= int64(len(k) + len(v))
-			if err = c.Delete(); err != nil {
-				return
-			}
-			n++
-		}
-		if err = meta.Put(keyHistoryBytes, binary.BigEndian.AppendUint64(nil, uint64(max(total, 0)))); err != nil {
-			return
-		}
+		oldest = target
 		if err = meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest)); err != nil {
 			return
 		}
@@ -540,15 +499,22 @@ func (db *DB) compactHistoryStep(target uint64) (oldest uint64, done bool, err e
 		err = rerr
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, fmt.Errorf("engine: compact history below revision %d: %w", target, err)
 	}
 	// What the state file now says, unless a restore replaced it meanwhile.
 	db.smu.RLock()
-	if db.bdb == bdb {
-		db.hist.compacted(oldest)
+	same := db.bdb == bdb
+	gen := h.log.generation()
+	if same {
+		h.compacted(oldest)
 	}
 	db.smu.RUnlock()
-	return oldest, done, nil
+	if same {
+		if err := h.log.truncate(gen, oldest); err != nil {
+			return oldest, fmt.Errorf("engine: compact history below revision %d: cut its log: %w", target, err)
+		}
+	}
+	return oldest, nil
 }
 
 // beginMaintenance begins a writing transaction of the state file when no
@@ -579,6 +545,27 @@ func getUint64(b *bolt.Bucket, key []byte) uint64 {
 		return binary.BigEndian.Uint64(v)
 	}
 	return 0
+}
+
+// historyRecordSize is the size of the record of a revision that made
+// changes, its revision included (see appendHistory).
+func historyRecordSize(changes []Change) int {
+	n := 8 + 4 + 8 + uvarintSize(uint64(len(changes)))
+	for _, c := range changes {
+		n += 1 + uvarintSize(uint64(len(c.Key))) + len(c.Key)
+		if !c.Delete {
+			n += uvarintSize(uint64(len(c.Value))) + len(c.Value) + 8
+		}
+	}
+	return n
+}
+
+func uvarintSize(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 // appendHistory appends the history record of the revision keyed k to dst.

@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/binary"
 	"errors"
+	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -59,42 +61,47 @@ func checkHistoryFrom(t *testing.T, db *DB, oldest, last uint64, when string) {
 	}
 }
 
-// checkHistoryBucket checks the state file's history: its first record is
-// first (0: none), and the byte count in meta is the records' size.
-func checkHistoryBucket(t *testing.T, db *DB, first uint64, when string) {
+// checkHistoryLog checks the history's log: no segment holds only
+// records before the oldest revision, and the size it counts is its
+// files'.
+func checkHistoryLog(t *testing.T, db *DB, when string) {
 	t.Helper()
-	err := db.bdb.View(func(tx *bolt.Tx) error {
-		var total int64
-		var got uint64
-		c := tx.Bucket(bucketHistory).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if got == 0 {
-				got = binary.BigEndian.Uint64(k)
-			}
-			total += int64(len(k) + len(v))
-		}
-		if got != first {
-			t.Errorf("%s: the state file's history starts at %d, want %d", when, got, first)
-		}
-		if n := int64(getUint64(tx.Bucket(bucketMeta), keyHistoryBytes)); n != total {
-			t.Errorf("%s: meta counts %d bytes of history, the records are %d", when, n, total)
-		}
-		return nil
-	})
+	hl := &db.hist.log
+	oldest := db.OldestRevision()
+	hl.mu.RLock()
+	segs := slices.Clone(hl.segs)
+	hl.mu.RUnlock()
+	if len(segs) > 1 && segs[1].first <= oldest {
+		t.Errorf("%s: the history's log keeps segment %d, all before the oldest revision %d", when, segs[0].first, oldest)
+	}
+	var onDisk int64
+	ents, err := os.ReadDir(histDir(db.dir))
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		onDisk += info.Size()
+	}
+	if counted := hl.size(); counted != onDisk {
+		t.Errorf("%s: the history's log counts %d bytes, its files hold %d", when, counted, onDisk)
+	}
 }
 
-// TestCompactHistory compacts the history below a revision the state file
-// holds, in more than one transaction (stopped after the first, as a crash
-// would, then finished), then below one only memory holds, and checks each
-// time that the history starts there, whole, across a clean restart and a
-// crash (a close without checkpoint: replay recomputes the revisions the
-// compaction dropped from memory, which must stay dropped).
+// TestCompactHistory compacts the history below a revision the log
+// holds, then below one only memory holds, and checks each time that the
+// history starts there, whole, across a clean restart and a crash (a
+// close without checkpoint: replay recomputes the revisions the compaction
+// dropped from memory, which must stay dropped). A crash between the state
+// file's record of the new oldest revision and the log's cut leaves the
+// older records, which Open cuts.
 func TestCompactHistory(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{CommitMode: CommitAsync, CheckpointInterval: time.Hour}
+	// Segments of about 1 KiB: about 20 records each.
+	opts := Options{CommitMode: CommitAsync, CheckpointInterval: time.Hour, histSegmentBytes: 1 << 10}
 	db, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -107,43 +114,43 @@ func TestCompactHistory(t *testing.T) {
 	}
 	putRevisions(t, db, inState+1, last)
 	checkHistoryFrom(t, db, 1, last, "before")
+	checkHistoryLog(t, db, "before")
 
-	// Stopped after its first transaction: the history starts after the
-	// records it deleted, and says so after a restart.
-	errStop := errors.New("stop")
-	var calls []uint64
-	oldest, err := db.CompactHistory(2000, func(o uint64) error { calls = append(calls, o); return errStop })
-	if !errors.Is(err, errStop) || oldest != historyCompactBatch+1 || len(calls) != 1 || calls[0] != oldest {
-		t.Fatalf("stopped compaction: oldest %d, %v, progress %v; want %d, the stop", oldest, err, calls, historyCompactBatch+1)
+	// The state file says 1500, the log was not cut: a crash between.
+	err = db.bdb.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, 1500))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	checkHistoryFrom(t, db, historyCompactBatch+1, last, "stopped")
-	checkHistoryBucket(t, db, historyCompactBatch+1, "stopped")
 	if err := db.close(false); err != nil {
 		t.Fatal(err)
 	}
 	if db, err = Open(dir, opts); err != nil {
 		t.Fatal(err)
 	}
-	checkHistoryFrom(t, db, historyCompactBatch+1, last, "stopped, after a crash")
+	checkHistoryFrom(t, db, 1500, last, "recorded, not cut, after a crash")
+	checkHistoryLog(t, db, "recorded, not cut, after a crash")
 
-	// Finished.
-	if oldest, err = db.CompactHistory(2000, nil); err != nil || oldest != 2000 {
+	// Below a revision the log holds.
+	oldest, err := db.CompactHistory(2000)
+	if err != nil || oldest != 2000 {
 		t.Fatalf("CompactHistory(2000): %d, %v", oldest, err)
 	}
 	checkHistoryFrom(t, db, 2000, last, "below 2000")
-	checkHistoryBucket(t, db, 2000, "below 2000")
+	checkHistoryLog(t, db, "below 2000")
 	// An older revision changes nothing.
-	if oldest, err = db.CompactHistory(1500, nil); err != nil || oldest != 2000 {
+	if oldest, err = db.CompactHistory(1500); err != nil || oldest != 2000 {
 		t.Fatalf("CompactHistory(1500) after 2000: %d, %v", oldest, err)
 	}
 
 	// Below a revision that only memory holds, then a crash: replay
 	// applies 2501..2600 again, and 2501..2549 must not come back.
-	if oldest, err = db.CompactHistory(2550, nil); err != nil || oldest != 2550 {
+	if oldest, err = db.CompactHistory(2550); err != nil || oldest != 2550 {
 		t.Fatalf("CompactHistory(2550): %d, %v", oldest, err)
 	}
 	checkHistoryFrom(t, db, 2550, last, "below 2550")
-	checkHistoryBucket(t, db, 0, "below 2550 (all in memory)")
+	checkHistoryLog(t, db, "below 2550 (all in memory)")
 	if err := db.close(false); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +161,7 @@ func TestCompactHistory(t *testing.T) {
 	if err := db.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	checkHistoryBucket(t, db, 2550, "below 2550, checkpointed")
+	checkHistoryLog(t, db, "below 2550, checkpointed")
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +171,7 @@ func TestCompactHistory(t *testing.T) {
 	checkHistoryFrom(t, db, 2550, last, "below 2550, after a restart")
 
 	// Never past the revision after the last durable one.
-	if oldest, err = db.CompactHistory(1<<40, nil); err != nil || oldest != last+1 {
+	if oldest, err = db.CompactHistory(1 << 40); err != nil || oldest != last+1 {
 		t.Fatalf("CompactHistory(2^40): %d, %v; want %d", oldest, err, last+1)
 	}
 	putRevisions(t, db, last+1, last+5)
@@ -196,7 +203,7 @@ func TestCompactHistoryUnderWrites(t *testing.T) {
 	check := func() {
 		t.Helper()
 		upTo := db.DurableRevision()
-		oldest, err := db.CompactHistory(upTo/2+1, nil)
+		oldest, err := db.CompactHistory(upTo/2 + 1)
 		if err != nil {
 			t.Fatal(err)
 		}

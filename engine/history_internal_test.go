@@ -100,7 +100,7 @@ func TestHistoryMatchesState(t *testing.T) {
 	const n = 300
 	batches := randomBatches(rand.New(rand.NewPCG(seed, 0)), n)
 	var clock testClock
-	opts := Options{CheckpointLogBytes: 2 << 10, CommitMode: CommitAsync, NoExpiryRemoval: true, clock: clock.now}
+	opts := Options{CheckpointLogBytes: 2 << 10, CommitMode: CommitAsync, NoExpiryRemoval: true, clock: clock.now, histSegmentBytes: 512}
 	dir := t.TempDir()
 	db, err := Open(dir, opts)
 	if err != nil {

@@ -160,6 +160,9 @@ type Options struct {
 	// file (0: the system's page size).
 	fillPercent float64
 	pageSize    int
+	// histSegmentBytes: the size past which the history's log starts a
+	// new segment (0: histSegmentBytes). Set by tests, to cut small logs.
+	histSegmentBytes int64
 }
 
 // withDefaults fills the defaults and checks every field, reporting all

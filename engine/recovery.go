@@ -52,7 +52,7 @@ func (db *DB) openStateFile() (applied uint64, err error) {
 			return 0, err
 		}
 	}
-	if err := db.bdb.Update(func(tx *bolt.Tx) error { return db.openHistory(tx, applied) }); err != nil {
+	if err := db.openHistory(applied); err != nil {
 		return 0, fmt.Errorf("engine: open history: %w", err)
 	}
 	return applied, nil

@@ -361,6 +361,9 @@ func (db *DB) RestoreReplica(r io.Reader, indexOf func(meta []byte) (uint64, err
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
 	}
 	db.bdb = nil
+	if err := db.hist.log.close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: close history log: %w", err))
+	}
 	if len(errs) == 0 {
 		if err := wal.WriteFileDurably(filepath.Join(db.dir, restoreMarker), mark, 0o640); err != nil {
 			errs = append(errs, err)

@@ -116,6 +116,9 @@ func (db *DB) Restore(r io.Reader) (SnapshotInfo, error) {
 		errs = append(errs, fmt.Errorf("engine: close state: %w", err))
 	}
 	db.bdb = nil
+	if err := db.hist.log.close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: close history log: %w", err))
+	}
 	var markErr error
 	if len(errs) == 0 {
 		markErr = wal.WriteFileDurably(filepath.Join(db.dir, restoreMarker), mark, 0o640)
@@ -233,6 +236,11 @@ func (db *DB) finishRestore() error {
 	}
 	if err := os.RemoveAll(filepath.Join(db.dir, "wal")); err != nil {
 		return fmt.Errorf("engine: finish restore: remove the old log: %w", err)
+	}
+	// The change history was the old store's; the restored one's starts
+	// after its revision.
+	if err := os.RemoveAll(histDir(db.dir)); err != nil {
+		return fmt.Errorf("engine: finish restore: remove the old change history: %w", err)
 	}
 	if err := wal.SyncDir(db.dir); err != nil {
 		return err

@@ -610,9 +610,6 @@ func stageSnapshot(r io.Reader, path string, durable bool, replicaIndex func(met
 			}
 			// The change history goes on after R: the snapshot holds the
 			// changes of no revision after its state section's checkpoint.
-			if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
-				return err
-			}
 			if replicaIndex != nil {
 				index, err := replicaIndex(sr.info.Metadata)
 				if err != nil {
@@ -621,6 +618,9 @@ func stageSnapshot(r io.Reader, path string, durable bool, replicaIndex func(met
 				if err := tx.Bucket(bucketMeta).Put(keyAppliedIndex, binary.BigEndian.AppendUint64(nil, index)); err != nil {
 					return err
 				}
+			}
+			if err := tx.Bucket(bucketMeta).Delete(keyHistoryLast); err != nil {
+				return err
 			}
 			return tx.Bucket(bucketMeta).Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, sr.info.Revision+1))
 		})

@@ -23,7 +23,7 @@ type Store interface {
 	Restore(r io.Reader) (engine.SnapshotInfo, error)
 	Verify(progress func(keys int) error) (engine.VerifyReport, error)
 	CompactLog(rev uint64) (uint64, error)
-	CompactHistory(rev uint64, progress func(oldest uint64) error) (uint64, error)
+	CompactHistory(rev uint64) (uint64, error)
 	Defrag() (engine.DefragReport, error)
 	Submit(b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error)
 	Sync() error
@@ -657,24 +657,15 @@ func (m *Manager) run(ctx context.Context, rec *Record) (*Result, error) {
 }
 
 // runCompact drops the log's records and the change history below the
-// job's revision. The history goes in small transactions, between which
-// the job can be canceled (what it dropped stays dropped); run again, it
-// goes on from where it stopped.
+// job's revision. Both are quick (a few segment files dropped or cut), and
+// run again they change nothing.
 func (m *Manager) runCompact(ctx context.Context, rec *Record, p *reporter) (*Result, error) {
 	first, err := m.store.CompactLog(rec.Params.Revision)
 	if err != nil {
 		return nil, fail(CodeStore, err)
 	}
-	oldest, err := m.store.CompactHistory(rec.Params.Revision, func(oldest uint64) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return p.update(Progress{}, false, func(r *Record) { r.Revision = oldest })
-	})
+	oldest, err := m.store.CompactHistory(rec.Params.Revision)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		return nil, fail(CodeStore, err)
 	}
 	return &Result{FirstRevision: first, OldestRevision: oldest}, nil

@@ -26,6 +26,9 @@ type DiskStatus struct {
 	// damaged state file).
 	StateKeys      int64 `json:"state_keys"`
 	StateDataBytes int64 `json:"state_data_bytes"`
+	// HistoryBytes is the size of the change history's log, which
+	// watches read revisions from (bounded by --watch-history-bytes).
+	HistoryBytes int64 `json:"history_bytes"`
 }
 
 // diskStatus is the "disk" object of /v1/status.
@@ -39,17 +42,18 @@ func (s *Server) diskStatus() DiskStatus {
 		return DiskStatus{}
 	}
 	return DiskStatus{StateFileBytes: st.FileBytes, StateFreeBytes: st.FreeBytes,
-		StateKeys: st.Keys, StateDataBytes: st.DataBytes}
+		StateKeys: st.Keys, StateDataBytes: st.DataBytes, HistoryBytes: st.HistoryBytes}
 }
 
-// infoDisk writes the state file's figures into INFO's persistence
-// section.
+// infoDisk writes the state file's and the history's figures into INFO's
+// persistence section.
 func (s *Server) infoDisk(field func(string, any)) {
 	d := s.diskStatus()
 	field("state_file_bytes", d.StateFileBytes)
 	field("state_free_bytes", d.StateFreeBytes)
 	field("state_keys", d.StateKeys)
 	field("state_data_bytes", d.StateDataBytes)
+	field("history_bytes", d.HistoryBytes)
 }
 
 // diskCollector exports the state file's size against its data, read once
@@ -65,10 +69,12 @@ var (
 		"Keys the state file holds (writes not yet checkpointed not counted).", nil, nil)
 	stateDataDesc = prometheus.NewDesc("kvd_state_data_bytes",
 		"Bytes of the keys and values the state file holds: the logical data behind kvd_state_file_bytes.", nil, nil)
+	historyDesc = prometheus.NewDesc("kvd_history_bytes",
+		"Size of the change history's log, which watches read past revisions from.", nil, nil)
 )
 
 func (c *diskCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{stateFileDesc, stateFreeDesc, stateKeysDesc, stateDataDesc} {
+	for _, d := range []*prometheus.Desc{stateFileDesc, stateFreeDesc, stateKeysDesc, stateDataDesc, historyDesc} {
 		ch <- d
 	}
 }
@@ -78,7 +84,7 @@ func (c *diskCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v int64
-	}{{stateFileDesc, d.StateFileBytes}, {stateFreeDesc, d.StateFreeBytes}, {stateKeysDesc, d.StateKeys}, {stateDataDesc, d.StateDataBytes}} {
+	}{{stateFileDesc, d.StateFileBytes}, {stateFreeDesc, d.StateFreeBytes}, {stateKeysDesc, d.StateKeys}, {stateDataDesc, d.StateDataBytes}, {historyDesc, d.HistoryBytes}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.GaugeValue, float64(m.v))
 	}
 }

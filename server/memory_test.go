@@ -131,6 +131,11 @@ func TestDiskReport(t *testing.T) {
 	if d := st.Disk; d.StateDataBytes != data || d.StateFileBytes < data || d.StateFreeBytes < 0 || d.StateFreeBytes > d.StateFileBytes {
 		t.Errorf("/v1/status disk = %+v, want %d keys of %d bytes", d, keys, data)
 	}
+	// The history's log holds both writes, with about 40 bytes of
+	// framing each.
+	if d := st.Disk; d.HistoryBytes < data || d.HistoryBytes > data+100 {
+		t.Errorf("/v1/status disk history_bytes = %d, want the %d bytes of the two writes and their framing", d.HistoryBytes, data)
+	}
 	info := c.do("INFO", "persistence")
 	for k, want := range map[string]string{"state_keys": "2", "state_data_bytes": strconv.Itoa(data)} {
 		if !strings.Contains(info, "\r\n"+k+":"+want+"\r\n") {
@@ -151,4 +156,10 @@ func TestDiskReport(t *testing.T) {
 		t.Errorf("kvd_state_file_bytes %v, want at least %d", v, data)
 	}
 	metricValue(t, body, "kvd_state_free_bytes")
+	if v := metricValue(t, body, "kvd_history_bytes"); v != float64(st.Disk.HistoryBytes) {
+		t.Errorf("kvd_history_bytes %v, /v1/status says %d", v, st.Disk.HistoryBytes)
+	}
+	if !strings.Contains(info, "\r\nhistory_bytes:"+strconv.FormatInt(st.Disk.HistoryBytes, 10)+"\r\n") {
+		t.Errorf("INFO persistence lacks history_bytes:%d\n%s", st.Disk.HistoryBytes, info)
+	}
 }

@@ -55,3 +55,14 @@ func syncFile(path string) error {
 	}
 	return nil
 }
+
+// DataSync flushes f's data, and the metadata needed to read it back, to
+// stable storage with the platform's durability call: fdatasync(2) on
+// Linux, F_FULLFSYNC on macOS, FlushFileBuffers on Windows (f must be open
+// for writing there).
+func DataSync(f *os.File) error {
+	if err := fdatasync(f); err != nil {
+		return fmt.Errorf("wal: sync %s: %w", filepath.Base(f.Name()), err)
+	}
+	return nil
+}
