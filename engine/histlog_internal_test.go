@@ -17,6 +17,41 @@ import (
 // of about 20 records.
 var histTestOpts = Options{CommitMode: CommitAsync, CheckpointInterval: time.Hour, histSegmentBytes: 1 << 10}
 
+// openHistTest opens the store in dir with histTestOpts.
+func openHistTest(t *testing.T, dir string) *DB {
+	t.Helper()
+	db, err := Open(dir, histTestOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// reopenHistTest closes db (cleanly, or as a crash would: no checkpoint)
+// and opens its directory again.
+func reopenHistTest(t *testing.T, db *DB, clean bool) *DB {
+	t.Helper()
+	if err := db.close(clean); err != nil {
+		t.Fatal(err)
+	}
+	return openHistTest(t, db.dir)
+}
+
+// snapshotOf returns a snapshot of db.
+func snapshotOf(t *testing.T, db *DB) []byte {
+	t.Helper()
+	snap, err := db.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // lastHistSegment returns the path of the history log's last segment.
 func lastHistSegment(t *testing.T, dir string) string {
 	t.Helper()
@@ -76,10 +111,7 @@ func TestHistoryLogCutAtOpen(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			db, err := Open(dir, histTestOpts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			db := openHistTest(t, dir)
 			defer func() { db.Close() }()
 			putRevisions(t, db, 1, 100)
 			if err := db.checkpoint(); err != nil {
@@ -90,21 +122,11 @@ func TestHistoryLogCutAtOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			appendToFile(t, lastHistSegment(t, dir), tc.tail(100))
-			if db, err = Open(dir, histTestOpts); err != nil {
-				t.Fatal(err)
-			}
+			db = openHistTest(t, dir)
 			checkHistoryFrom(t, db, 1, 120, "reopened")
 			checkHistoryLog(t, db, "reopened")
 			// Checkpointed again, the revisions after 100 are the log's.
-			if err := db.checkpoint(); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if db, err = Open(dir, histTestOpts); err != nil {
-				t.Fatal(err)
-			}
+			db = reopenHistTest(t, db, true)
 			checkHistoryFrom(t, db, 1, 120, "checkpointed and reopened")
 			sets, _, err := db.Changes(101, nil, 0, 120)
 			if err != nil {
@@ -124,10 +146,7 @@ func TestHistoryLogCutAtOpen(t *testing.T) {
 // by the next checkpoint.
 func TestHistoryLogRepairedAfterFailedAppend(t *testing.T) {
 	dir := t.TempDir()
-	db, err := Open(dir, histTestOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openHistTest(t, dir)
 	defer func() { db.Close() }()
 	putRevisions(t, db, 1, 50)
 	if err := db.checkpoint(); err != nil {
@@ -145,25 +164,16 @@ func TestHistoryLogRepairedAfterFailedAppend(t *testing.T) {
 	}
 	checkHistoryFrom(t, db, 1, 80, "after the repair")
 	checkHistoryLog(t, db, "after the repair")
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, histTestOpts); err != nil {
-		t.Fatal(err)
-	}
+	db = reopenHistTest(t, db, true)
 	checkHistoryFrom(t, db, 1, 80, "after a restart")
 }
 
 // TestHistoryLogDamagedIsSetAside: a log that lost records (its last
-// segment) is moved aside;
-// the store opens, its history starting after the checkpoint, and grows
-// again from there.
+// segment) is moved aside; the store opens, its history starting after
+// the checkpoint, and grows again from there.
 func TestHistoryLogDamagedIsSetAside(t *testing.T) {
 	dir := t.TempDir()
-	db, err := Open(dir, histTestOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openHistTest(t, dir)
 	defer func() { db.Close() }()
 	putRevisions(t, db, 1, 60)
 	if err := db.Close(); err != nil {
@@ -173,7 +183,8 @@ func TestHistoryLogDamagedIsSetAside(t *testing.T) {
 	if err := os.Remove(lastHistSegment(t, dir)); err != nil {
 		t.Fatal(err)
 	}
-	if db, err = Open(dir, histTestOpts); err != nil {
+	db, err := Open(dir, histTestOpts)
+	if err != nil {
 		t.Fatalf("a damaged history log kept the store from opening: %v", err)
 	}
 	if _, err := os.Stat(histDir(dir) + ".damaged"); err != nil {
@@ -188,10 +199,7 @@ func TestHistoryLogDamagedIsSetAside(t *testing.T) {
 // checkpoint.
 func TestHistoryBucketDropped(t *testing.T) {
 	dir := t.TempDir()
-	db, err := Open(dir, histTestOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openHistTest(t, dir)
 	defer func() { db.Close() }()
 	putRevisions(t, db, 1, 30)
 	if err := db.Close(); err != nil {
@@ -226,9 +234,7 @@ func TestHistoryBucketDropped(t *testing.T) {
 	if err := os.RemoveAll(histDir(dir)); err != nil {
 		t.Fatal(err)
 	}
-	if db, err = Open(dir, histTestOpts); err != nil {
-		t.Fatal(err)
-	}
+	db = openHistTest(t, dir)
 	putRevisions(t, db, 31, 35)
 	checkHistoryFrom(t, db, 31, 35, "after the migration")
 	err = db.bdb.View(func(tx *bolt.Tx) error {
@@ -246,43 +252,23 @@ func TestHistoryBucketDropped(t *testing.T) {
 // starts after the snapshot's revision; nothing of the replaced store's
 // log is read.
 func TestHistoryAfterRestore(t *testing.T) {
-	src, err := Open(t.TempDir(), histTestOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := openHistTest(t, t.TempDir())
 	defer src.Close()
 	putRevisions(t, src, 1, 40)
-	snap, err := src.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Close()
+	snap := snapshotOf(t, src)
 
-	dir := t.TempDir()
-	db, err := Open(dir, histTestOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openHistTest(t, t.TempDir())
 	defer func() { db.Close() }()
 	putRevisions(t, db, 1, 100)
 	if err := db.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Restore(&buf); err != nil {
+	if _, err := db.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatal(err)
 	}
 	putRevisions(t, db, 41, 45)
 	checkHistoryFrom(t, db, 41, 45, "after the restore")
 	checkHistoryLog(t, db, "after the restore")
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, histTestOpts); err != nil {
-		t.Fatal(err)
-	}
+	db = reopenHistTest(t, db, true)
 	checkHistoryFrom(t, db, 41, 45, "after the restore and a restart")
 }
