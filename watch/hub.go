@@ -87,6 +87,8 @@ type Hub struct {
 
 	sent, compacted, overflows atomic.Uint64
 
+	// wake tells an idle hub (no watchers) that one was added.
+	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
 }
@@ -110,7 +112,7 @@ func NewHub(src Source, opts Options) *Hub {
 	if opts.Buffer <= 0 {
 		opts.Buffer = DefaultBuffer
 	}
-	h := &Hub{src: src, opts: opts, watchers: map[*Watcher]struct{}{}, stop: make(chan struct{}), done: make(chan struct{})}
+	h := &Hub{src: src, opts: opts, watchers: map[*Watcher]struct{}{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range h.lanes {
 		h.lanes[i] = lane{next: h.bound(i) + 1, exact: map[string]map[*Watcher]struct{}{}, prefixes: map[string]map[*Watcher]struct{}{}}
 	}
@@ -146,13 +148,23 @@ func (h *Hub) Close() {
 	<-h.done
 }
 
+// run dispatches each advance of the revisions while there are watchers.
+// Without any it waits for one instead, so that writes wake nothing: the
+// lanes' next revisions move on when the first watcher comes (WatchFunc).
 func (h *Hub) run() {
 	defer close(h.done)
 	for {
-		ch := h.src.ChangesNotify()
-		h.dispatch()
+		h.mu.Lock()
+		idle := len(h.watchers) == 0
+		h.mu.Unlock()
+		var ch <-chan struct{}
+		if !idle {
+			ch = h.src.ChangesNotify()
+			h.dispatch()
+		}
 		select {
 		case <-ch:
+		case <-h.wake:
 		case <-h.stop:
 			return
 		}

@@ -395,3 +395,49 @@ func TestWrittenDeliveryNotHeldUntilFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestHubIdleBetweenWatchers: with no watcher the hub dispatches nothing;
+// the writes made while it was idle, and those after, reach watchers that
+// come later, live and from an old revision, whole and in order.
+func TestHubIdleBetweenWatchers(t *testing.T) {
+	db := open(t, engine.Options{CommitMode: engine.CommitAsync})
+	h := watch.NewHub(db, watch.Options{})
+	defer h.Close()
+	ref := map[uint64][]watchcheck.Change{}
+	for round := range 3 {
+		idle := writeLoad(t, db, 30, ref) // no watcher
+		if err := db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		live, err := h.Watch(watch.Filter{Prefix: true}, 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := h.Watch(watch.Filter{Key: []byte("a/"), Prefix: true}, 1, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := writeLoad(t, db, 30, ref)
+		if err := db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			w     *watch.Watcher
+			from  uint64
+			match func(string) bool
+		}{
+			{live, idle + 1, func(string) bool { return true }},
+			{old, 1, func(k string) bool { return len(k) >= 2 && k[:2] == "a/" }},
+		} {
+			hist := watchcheck.History{From: c.from}
+			if err := record(t, c.w, &hist, last, 0); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if errs := watchcheck.Check(hist, ref, c.match); len(errs) > 0 {
+				t.Fatalf("round %d, from %d:\n%s", round, c.from, watchcheck.Summary(errs))
+			}
+		}
+		live.Close()
+		old.Close()
+	}
+}

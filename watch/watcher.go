@@ -59,6 +59,17 @@ func (h *Hub) WatchFunc(f Filter, from uint64, written bool, notify func()) (*Wa
 		from = h.bound(w.lane) + 1
 	}
 	w.pos = from
+	if len(h.watchers) == 0 {
+		// The hub was idle: nobody missed the revisions it did not
+		// dispatch. It dispatches from here on.
+		for i := range h.lanes {
+			h.lanes[i].next = max(h.lanes[i].next, h.bound(i)+1)
+		}
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
 	h.watchers[w] = struct{}{}
 	if ln := &h.lanes[w.lane]; from >= ln.next {
 		// Nothing to catch up on: the hub feeds it from the start.
