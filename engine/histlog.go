@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -127,17 +127,13 @@ func (h *histLog) openLocked(dir string, oldest, applied uint64) error {
 	var segs []histSeg
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") {
-			os.Remove(filepath.Join(dir, name))
-			continue
-		}
 		first, err := strconv.ParseUint(name, 10, 64)
 		if err != nil || len(name) != 20 || e.IsDir() {
 			continue
 		}
 		segs = append(segs, histSeg{first: first})
 	}
-	slices.SortFunc(segs, func(a, b histSeg) int { return cmpUint64(a.first, b.first) })
+	slices.SortFunc(segs, func(a, b histSeg) int { return cmp.Compare(a.first, b.first) })
 	// From the back: segments that begin after applied go; the last one
 	// left is cut after its last sound record of applied or before.
 	var last uint64
@@ -182,18 +178,10 @@ func (h *histLog) openLocked(dir string, oldest, applied uint64) error {
 	h.mu.Unlock()
 	h.last, h.broken = last, false
 	h.gen.Add(1)
-	h.cutLocked(oldest)
+	// A segment the cut could not remove stays (readers skip its
+	// records) and goes at the next cut.
+	_ = h.cutLocked(oldest)
 	return wal.SyncDir(dir)
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // parseHistSeg indexes the records of the segment whose bytes are b, up to
