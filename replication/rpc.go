@@ -178,21 +178,45 @@ var errSentNoAnswer = errors.New("sent, no answer")
 // have acted on it.
 var errNotSent = errors.New("not sent")
 
-// get returns a kept connection to addr (kept true) or a new one.
+// get returns a kept connection to addr (kept true) or a new one. A kept
+// connection that its node has closed meanwhile is dropped here, before a
+// request is sent on it: sent, it would have had no answer, and its
+// outcome would be unknown.
 func (p *peers) get(addr string, timeout time.Duration) (pc *peerConn, kept bool, err error) {
-	p.mu.Lock()
-	if cs := p.idle[addr]; len(cs) > 0 {
+	for {
+		p.mu.Lock()
+		cs := p.idle[addr]
+		if len(cs) == 0 {
+			p.mu.Unlock()
+			break
+		}
 		pc := cs[len(cs)-1]
 		p.idle[addr] = cs[:len(cs)-1]
 		p.mu.Unlock()
-		return pc, true, nil
+		if pc.open() {
+			return pc, true, nil
+		}
+		pc.c.Close()
 	}
-	p.mu.Unlock()
 	c, err := dialProto(p.local, p.tls, addr, protoCluster, timeout)
 	if err != nil {
 		return nil, false, fmt.Errorf("replication: dial %s: %w", addr, err)
 	}
 	return &peerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}, false, nil
+}
+
+// open reports whether a kept connection is still open. Its node sends
+// nothing between an answer and the next request, so bytes or the end of
+// the connection waiting to be read (connClosed) mean it is not.
+func (pc *peerConn) open() bool {
+	if pc.r.Buffered() > 0 {
+		return false
+	}
+	c := pc.c
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	return !connClosed(c)
 }
 
 func (p *peers) put(addr string, pc *peerConn) {

@@ -12,9 +12,15 @@ import (
 
 // TestCallNotSent: a call that cannot reach its node fails with errNotSent
 // (the node did nothing; onLeader retries it and ends in ErrNoLeader), and
-// a call on a kept connection that the node reset meanwhile is sent again
-// on a new connection instead of failing.
+// a call on a kept connection that the node reset or closed meanwhile is
+// sent on a new connection instead of failing.
 func TestCallNotSent(t *testing.T) {
+	for _, reset := range []bool{true, false} {
+		t.Run(map[bool]string{true: "reset", false: "closed"}[reset], func(t *testing.T) { testCallNotSent(t, reset) })
+	}
+}
+
+func testCallNotSent(t *testing.T, reset bool) {
 	ln := kvtest.Listen(t)
 	addr := ln.Addr().String()
 	closed := make(chan struct{}, 2)
@@ -24,26 +30,30 @@ func TestCallNotSent(t *testing.T) {
 			if err != nil {
 				return
 			}
-			// One call per connection, then a reset (linger 0).
+			// One call per connection, then a reset (linger 0) or a
+			// close.
 			r, w := bufio.NewReader(c), bufio.NewWriter(c)
 			if proto, err := r.ReadByte(); err == nil && proto == protoCluster {
 				if _, p, err := readFrame(r); err == nil {
 					writeFrame(w, statusOK, p)
 				}
 			}
-			c.(*net.TCPConn).SetLinger(0)
+			if reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
 			c.Close()
 			closed <- struct{}{}
 		}
 	}()
 	var p peers
 	defer p.close()
-	for i := range 2 {
+	for i := range 3 {
 		resp, err := p.call(addr, opStatus, []byte("ping"), 5*time.Second)
 		if err != nil || string(resp) != "ping" {
 			t.Fatalf("call %d: %q, %v", i, resp, err)
 		}
 		<-closed
+		time.Sleep(10 * time.Millisecond) // the reset or end reaches this side
 	}
 
 	ln.Close()
