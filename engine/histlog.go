@@ -32,10 +32,10 @@ import (
 // oldest revision the history keeps is the state file's (meta key
 // history-oldest), and readers never return a record before it.
 //
-// Appending to a file costs a checkpoint one copy of the changes; in the
-// state file's B+tree, where the history was kept before, it cost several
-// times that in page allocation and writes, and grew the file by the whole
-// retention.
+// The history was kept in the state file's B+tree before: page
+// allocation and writes there took most of a pipelined load's CPU, and the
+// file grew by the whole retention (bench/RESULTS.md, "The change history
+// in a log of its own").
 
 // histSegmentBytes is the size past which the log starts a new segment:
 // the unit of the retention's cut and of a reader's load.
@@ -185,7 +185,8 @@ func (h *histLog) openLocked(dir string, oldest, applied uint64) error {
 }
 
 // parseHistSeg indexes the records of the segment whose bytes are b, up to
-// the first torn or damaged one (its size is where that one begins).
+// the first torn one or one whose checksum fails (its size is where that
+// one begins). The changes are decoded when read (scan).
 func parseHistSeg(first uint64, b []byte) *histLoaded {
 	ld := &histLoaded{first: first, data: b}
 	off := 0
@@ -196,7 +197,7 @@ func parseHistSeg(first uint64, b []byte) *histLoaded {
 		}
 		rec := b[off+n : off+n+int(size)]
 		rev := binary.BigEndian.Uint64(rec)
-		if _, _, ok := decodeHistory(rec[:8], rec[8:]); !ok || len(ld.revs) > 0 && rev <= ld.revs[len(ld.revs)-1] {
+		if !historySumOK(rec[:8], rec[8:]) || len(ld.revs) > 0 && rev <= ld.revs[len(ld.revs)-1] {
 			break
 		}
 		ld.starts = append(ld.starts, off)

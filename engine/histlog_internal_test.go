@@ -52,6 +52,19 @@ func snapshotOf(t *testing.T, db *DB) []byte {
 	return buf.Bytes()
 }
 
+// closedStoreWith leaves a closed store in a new directory, which it
+// returns, with revisions 1 through n (putRevisions) checkpointed.
+func closedStoreWith(t *testing.T, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	db := openHistTest(t, dir)
+	putRevisions(t, db, 1, n)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // lastHistSegment returns the path of the history log's last segment.
 func lastHistSegment(t *testing.T, dir string) string {
 	t.Helper()
@@ -172,13 +185,7 @@ func TestHistoryLogRepairedAfterFailedAppend(t *testing.T) {
 // segment) is moved aside; the store opens, its history starting after
 // the checkpoint, and grows again from there.
 func TestHistoryLogDamagedIsSetAside(t *testing.T) {
-	dir := t.TempDir()
-	db := openHistTest(t, dir)
-	defer func() { db.Close() }()
-	putRevisions(t, db, 1, 60)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := closedStoreWith(t, 60)
 	// The last segment lost: the log has a gap the state file knows of.
 	if err := os.Remove(lastHistSegment(t, dir)); err != nil {
 		t.Fatal(err)
@@ -187,6 +194,7 @@ func TestHistoryLogDamagedIsSetAside(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a damaged history log kept the store from opening: %v", err)
 	}
+	defer db.Close()
 	if _, err := os.Stat(histDir(dir) + ".damaged"); err != nil {
 		t.Fatalf("the damaged log was not set aside: %v", err)
 	}
@@ -198,13 +206,7 @@ func TestHistoryLogDamagedIsSetAside(t *testing.T) {
 // was a bucket of it: the bucket goes, and the history starts after the
 // checkpoint.
 func TestHistoryBucketDropped(t *testing.T) {
-	dir := t.TempDir()
-	db := openHistTest(t, dir)
-	defer func() { db.Close() }()
-	putRevisions(t, db, 1, 30)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := closedStoreWith(t, 30)
 	// What an older version left: the bucket, its size, an oldest
 	// revision of 1, and no log.
 	bdb, err := bolt.Open(filepath.Join(dir, "state.db"), 0o640, nil)
@@ -234,7 +236,8 @@ func TestHistoryBucketDropped(t *testing.T) {
 	if err := os.RemoveAll(histDir(dir)); err != nil {
 		t.Fatal(err)
 	}
-	db = openHistTest(t, dir)
+	db := openHistTest(t, dir)
+	defer db.Close()
 	putRevisions(t, db, 31, 35)
 	checkHistoryFrom(t, db, 31, 35, "after the migration")
 	err = db.bdb.View(func(tx *bolt.Tx) error {

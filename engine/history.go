@@ -347,10 +347,7 @@ func (db *DB) openHistory(applied uint64) error {
 		}
 		if oldest == 0 || missing && oldest <= applied {
 			oldest, through = applied+1, 0
-			if err := meta.Delete(keyHistoryLast); err != nil {
-				return err
-			}
-			return meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest))
+			return restartHistory(meta, oldest)
 		}
 		return nil
 	})
@@ -375,11 +372,7 @@ func (db *DB) openHistory(applied uint64) error {
 		}
 		oldest = applied + 1
 		if err := db.bdb.Update(func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			if err := meta.Delete(keyHistoryLast); err != nil {
-				return err
-			}
-			return meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest))
+			return restartHistory(tx.Bucket(bucketMeta), oldest)
 		}); err != nil {
 			return err
 		}
@@ -399,6 +392,15 @@ func (db *DB) openHistory(applied uint64) error {
 		close(old) // those waiting read the new history
 	}
 	return nil
+}
+
+// restartHistory records in meta a history that starts at oldest with an
+// empty log.
+func restartHistory(meta *bolt.Bucket, oldest uint64) error {
+	if err := meta.Delete(keyHistoryLast); err != nil {
+		return err
+	}
+	return meta.Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, oldest))
 }
 
 // historyThrough returns the change sets held in memory through rev.
@@ -595,10 +597,16 @@ func appendHistory(dst, k []byte, at int64, changes []Change) []byte {
 
 var errShortHistory = errors.New("short history record")
 
+// historySumOK reports whether the history record rec of the revision
+// keyed k has its header and its checksum matches.
+func historySumOK(k, rec []byte) bool {
+	return len(rec) >= 12 && crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, rec[4:]) == binary.BigEndian.Uint32(rec)
+}
+
 // decodeHistory decodes and checks the history record rec of the revision
 // keyed k. The changes alias rec.
 func decodeHistory(k, rec []byte) (at int64, changes []Change, ok bool) {
-	if len(rec) < 12 || crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, rec[4:]) != binary.BigEndian.Uint32(rec) {
+	if !historySumOK(k, rec) {
 		return 0, nil, false
 	}
 	at = int64(binary.BigEndian.Uint64(rec[4:]))

@@ -619,10 +619,7 @@ func stageSnapshot(r io.Reader, path string, durable bool, replicaIndex func(met
 					return err
 				}
 			}
-			if err := tx.Bucket(bucketMeta).Delete(keyHistoryLast); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketMeta).Put(keyHistoryOldest, binary.BigEndian.AppendUint64(nil, sr.info.Revision+1))
+			return restartHistory(tx.Bucket(bucketMeta), sr.info.Revision+1)
 		})
 		if err == nil {
 			err = bdb.View(func(tx *bolt.Tx) error {
