@@ -43,7 +43,11 @@ func (t *linkTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress)
 
 func (t *linkTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, a *raft.AppendEntriesRequest, r *raft.AppendEntriesResponse) error {
 	t.wait(target)
-	return t.InmemTransport.AppendEntries(id, target, a, r)
+	err := t.InmemTransport.AppendEntries(id, target, a, r)
+	if err == nil {
+		t.net.holdResponse(t.LocalAddr(), target)
+	}
+	return err
 }
 
 func (t *linkTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, a *raft.RequestVoteRequest, r *raft.RequestVoteResponse) error {
@@ -58,6 +62,55 @@ type inmemNet struct {
 	trans  map[raft.ServerAddress]*linkTransport
 	cut    map[[2]raft.ServerAddress]bool
 	delays map[[2]raft.ServerAddress]time.Duration
+	// holds: a link's AppendEntries responses are kept from their sender
+	// until the channel is closed (answers in flight on a paused node);
+	// held counts those waiting.
+	holds map[[2]raft.ServerAddress]chan struct{}
+	held  map[[2]raft.ServerAddress]int
+}
+
+// holdResponse keeps an answered AppendEntries from its sender while the
+// link's responses are held.
+func (n *inmemNet) holdResponse(from, to raft.ServerAddress) {
+	link := [2]raft.ServerAddress{from, to}
+	n.mu.Lock()
+	ch := n.holds[link]
+	if ch != nil {
+		n.held[link]++
+	}
+	n.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	<-ch
+	n.mu.Lock()
+	n.held[link]--
+	n.mu.Unlock()
+}
+
+// hold starts holding the responses on the links from one node to others;
+// release lets them through.
+func (n *inmemNet) hold(from raft.ServerAddress, to ...raft.ServerAddress) (release func()) {
+	ch := make(chan struct{})
+	n.mu.Lock()
+	for _, b := range to {
+		n.holds[[2]raft.ServerAddress{from, b}] = ch
+	}
+	n.mu.Unlock()
+	return func() {
+		n.mu.Lock()
+		for _, b := range to {
+			delete(n.holds, [2]raft.ServerAddress{from, b})
+		}
+		n.mu.Unlock()
+		close(ch)
+	}
+}
+
+func (n *inmemNet) heldOn(from, to raft.ServerAddress) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.held[[2]raft.ServerAddress{from, to}]
 }
 
 func (n *inmemNet) delay(from, to raft.ServerAddress) time.Duration {
@@ -82,17 +135,23 @@ func (n *inmemNet) rewire() {
 
 type faultCluster struct {
 	t     *testing.T
+	tune  func(id string, cfg *Config) // nil, or changes a node's configuration
 	base  string
 	net   *inmemNet
 	dirs  map[string]string
 	nodes map[string]*Node
 }
 
-func newFaultCluster(t *testing.T, n int) *faultCluster {
+func newFaultCluster(t *testing.T, n int) *faultCluster { return newFaultClusterWith(t, n, nil) }
+
+// newFaultClusterWith starts a cluster whose nodes' configurations tune
+// changes.
+func newFaultClusterWith(t *testing.T, n int, tune func(id string, cfg *Config)) *faultCluster {
 	// The directories first: cleanups run last-registered first, and the
 	// nodes must stop before their directories go.
-	c := &faultCluster{t: t, base: t.TempDir(), dirs: map[string]string{}, nodes: map[string]*Node{},
-		net: &inmemNet{trans: map[raft.ServerAddress]*linkTransport{}, cut: map[[2]raft.ServerAddress]bool{}, delays: map[[2]raft.ServerAddress]time.Duration{}}}
+	c := &faultCluster{t: t, tune: tune, base: t.TempDir(), dirs: map[string]string{}, nodes: map[string]*Node{},
+		net: &inmemNet{trans: map[raft.ServerAddress]*linkTransport{}, cut: map[[2]raft.ServerAddress]bool{}, delays: map[[2]raft.ServerAddress]time.Duration{},
+			holds: map[[2]raft.ServerAddress]chan struct{}{}, held: map[[2]raft.ServerAddress]int{}}}
 	t.Cleanup(func() {
 		for _, node := range c.nodes {
 			node.Close()
@@ -125,6 +184,9 @@ func (c *faultCluster) start(id string, bootstrap bool) *Node {
 	c.net.rewire()
 	cfg := testNodeConfig(c.dirs[id])
 	cfg.NodeID, cfg.Bootstrap, cfg.transport = id, bootstrap, tr
+	if c.tune != nil {
+		c.tune(id, &cfg)
+	}
 	node, err := Open(cfg)
 	if err != nil {
 		c.t.Fatal(err)
@@ -478,4 +540,80 @@ func TestFaultMembership(t *testing.T) {
 		t.Fatalf("members after the changes: %+v, %v; want 3", ms, err)
 	}
 	c.converge(w)
+}
+
+// TestDeposedLeaderReadIndex: a leader whose followers' answers were in
+// flight when it stopped hearing from them (a paused process, a slow
+// network) must not count those answers, sent before the read, as a
+// quorum confirming its leadership for the read. n3 leads with a lease of
+// 8 s; its AppendEntries answers from n1 and n2 are held while it is cut
+// off; n1 and n2 elect a leader and commit a write; n3, still leading in
+// its own view, is asked for a linearizable read, then the held answers
+// reach it. The read must fail or see the write.
+func TestDeposedLeaderReadIndex(t *testing.T) {
+	c := newFaultClusterWith(t, 3, func(id string, cfg *Config) {
+		d := 2 * time.Second
+		if id == "n3" {
+			// The paused leader: it keeps its lease longer than the
+			// others take to elect a leader.
+			d = 8 * time.Second
+			cfg.ApplyTimeout = 3 * time.Second
+		}
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = d, d, d
+	})
+	old := c.nodes["n3"]
+	kvtest.Eventually(t, 30*time.Second, "n3 leading", func() bool {
+		if old.IsLeader() {
+			return old.readyTerm.Load() == old.raft.CurrentTerm()
+		}
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				if err := n.TransferLeadership("n3"); err != nil {
+					t.Logf("transfer to n3: %v", err)
+				}
+			}
+		}
+		return false
+	})
+
+	release := c.net.hold("n3", "n1", "n2")
+	kvtest.Eventually(t, 10*time.Second, "an answer to n3 held on each link", func() bool {
+		return c.net.heldOn("n3", "n1") > 0 && c.net.heldOn("n3", "n2") > 0
+	})
+	c.isolate("n3")
+	var nl *Node
+	kvtest.Eventually(t, 20*time.Second, "a leader among n1 and n2", func() bool {
+		for _, id := range []string{"n1", "n2"} {
+			if n := c.nodes[id]; n.IsLeader() && n.readyTerm.Load() == n.raft.CurrentTerm() {
+				nl = n
+				return true
+			}
+		}
+		return false
+	})
+	var b engine.Batch
+	b.Put([]byte("k"), []byte("new"))
+	b.SetTimestamp(time.Now().UnixMilli())
+	o, err := nl.apply(b.Bytes(), SyncFlag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.IsLeader() {
+		t.Fatal("n3 stepped down before the read: the test's timing did not hold")
+	}
+
+	read := make(chan error, 1)
+	go func() { read <- old.Barrier(true) }()
+	time.Sleep(200 * time.Millisecond) // the read waits for its confirmation
+	release()
+	time.Sleep(200 * time.Millisecond) // the held answers arrive
+	c.heal()
+	if err := <-read; err != nil {
+		t.Logf("the read on the deposed leader failed, as it may: %v", err)
+		return
+	}
+	e, err := old.db.GetEntry([]byte("k"))
+	if err != nil || e.ModRevision != o.Revision {
+		t.Fatalf("stale read: the deposed leader confirmed a linearizable read without the write at revision %d (it has revision %d, %v)", o.Revision, e.ModRevision, err)
+	}
 }

@@ -24,6 +24,7 @@
 //
 // Reads are served by the node asked, at a consistency level (Store):
 // linearizable reads get the leader's commit index, confirmed by a quorum
+// that accepts an entry of the leader's term proposed after the read began
 // (concurrent reads share one confirmation), and wait until the node has
 // applied it; a leader counts only once it has applied a command of its
 // own term. Snapshots are not taken yet: the log is kept whole, and a new

@@ -154,9 +154,11 @@ type Node struct {
 	leaderChanges  atomic.Uint64 // leader changes observed
 	observer       *raft.Observer
 
-	vmu      sync.Mutex // coalesces leadership checks (verifyLeader)
-	vnext    *verifyCall
-	vrunning bool
+	// confirms coalesces the leader's checks of its leadership,
+	// readIndexes a node's linearizable read indexes (a follower's calls
+	// to the leader).
+	confirms    coalescer[struct{}]
+	readIndexes coalescer[uint64]
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -182,6 +184,8 @@ func Open(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: logger, fsmCh: make(chan struct{}), stop: make(chan struct{})}
+	n.confirms.fn = n.commitNoop
+	n.readIndexes.fn = func() (uint64, error) { return n.readIndex(true) }
 	n.mode.Store(int32(cfg.Engine.CommitMode))
 	raftDir := filepath.Join(cfg.Dir, "raft")
 	if err := os.MkdirAll(raftDir, 0o750); err != nil {
@@ -747,8 +751,16 @@ func onLeader[T any](n *Node, local func() (T, error), op byte, payload []byte, 
 // node to apply: the leader's commit index, confirmed by a quorum still
 // following it. With verify false, the leader does not confirm its
 // leadership (the leader consistency level: it may be stale while a
-// deposed leader has not noticed).
+// deposed leader has not noticed). Concurrent linearizable reads share a
+// read index that was asked for after they began.
 func (n *Node) ReadIndex(verify bool) (uint64, error) {
+	if verify {
+		return n.readIndexes.do()
+	}
+	return n.readIndex(false)
+}
+
+func (n *Node) readIndex(verify bool) (uint64, error) {
 	flag := byte(0)
 	if verify {
 		flag = 1
@@ -774,8 +786,8 @@ func (n *Node) leaderReadIndex(verify bool) (uint64, error) {
 	}
 	index := n.raft.CommitIndex()
 	if verify {
-		if err := n.verifyLeader(); err != nil {
-			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		if err := n.confirmLeadership(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 				return 0, errNotLeader
 			}
 			return 0, err
@@ -802,42 +814,75 @@ func (n *Node) waitReady() error {
 	return nil
 }
 
-type verifyCall struct {
+// confirmLeadership confirms that a quorum still follows this leader: it
+// commits a no-op entry, which a quorum must accept in this leader's term
+// after the call began. Reads that ask while a confirmation is under way
+// share the next one.
+//
+// Not raft.VerifyLeader: it counts any AppendEntries answer that arrives
+// after it starts, also answers to requests sent before, when the leader
+// may already have been deposed (answers that waited in the socket of a
+// paused process, or on a slow link), and then confirms a deposed leader.
+// TestDeposedLeaderReadIndex fails with it. An answer counts toward an
+// entry's commit only if it answers a request that carried the entry.
+func (n *Node) confirmLeadership() error {
+	_, err := n.confirms.do()
+	return err
+}
+
+// commitNoop commits a no-op entry, not fsynced (no SyncFlag): its commit
+// proves the quorum's term, whether or not the entry survives a power
+// loss.
+func (n *Node) commitNoop() (struct{}, error) {
+	return struct{}{}, n.raft.ApplyLog(raft.Log{Extensions: []byte{flagNoop}}, n.cfg.ApplyTimeout).Error()
+}
+
+// coalescer runs fn for concurrent callers, who share its result: a caller
+// joins the next run, which starts after it asked (never one already under
+// way), so that what it returns is as recent as the call. One run goes on
+// at a time: two at once cost more CPU than the waits they save (measured
+// with linearizable GETs on a 3-node cluster).
+type coalescer[T any] struct {
+	fn      func() (T, error)
+	mu      sync.Mutex
+	next    *sharedCall[T]
+	running bool
+}
+
+type sharedCall[T any] struct {
 	done chan struct{}
+	v    T
 	err  error
 }
 
-// verifyLeader confirms that a quorum still follows this leader. Reads
-// that ask while a confirmation is under way share the next one, which
-// starts after they asked.
-func (n *Node) verifyLeader() error {
-	n.vmu.Lock()
-	if n.vnext == nil {
-		n.vnext = &verifyCall{done: make(chan struct{})}
+func (c *coalescer[T]) do() (T, error) {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &sharedCall[T]{done: make(chan struct{})}
 	}
-	c := n.vnext
-	if !n.vrunning {
-		n.vrunning = true
-		go n.runVerifies()
+	call := c.next
+	if !c.running {
+		c.running = true
+		go c.run()
 	}
-	n.vmu.Unlock()
-	<-c.done
-	return c.err
+	c.mu.Unlock()
+	<-call.done
+	return call.v, call.err
 }
 
-func (n *Node) runVerifies() {
+func (c *coalescer[T]) run() {
 	for {
-		n.vmu.Lock()
-		c := n.vnext
-		n.vnext = nil
-		if c == nil {
-			n.vrunning = false
-			n.vmu.Unlock()
+		c.mu.Lock()
+		call := c.next
+		c.next = nil
+		if call == nil {
+			c.running = false
+			c.mu.Unlock()
 			return
 		}
-		n.vmu.Unlock()
-		c.err = n.raft.VerifyLeader().Error()
-		close(c.done)
+		c.mu.Unlock()
+		call.v, call.err = c.fn()
+		close(call.done)
 	}
 }
 
