@@ -48,11 +48,11 @@ func (c *clusterConfig) addFlags(fs *pflag.FlagSet) {
 		"cluster mode: cluster addresses of members to join through, comma-separated (retried; once the node has Raft state, used only to have it readdressed after a move)")
 	fs.StringVar(&c.readConsistency, "read-consistency", "linearizable",
 		"cluster mode: default consistency of reads: linearizable, leader or stale")
-	fs.DurationVar(&c.heartbeatTimeout, "raft-heartbeat-timeout", time.Second,
+	fs.DurationVar(&c.heartbeatTimeout, "raft-heartbeat-timeout", 500*time.Millisecond,
 		"cluster mode: a follower that hears nothing from the leader this long starts an election")
-	fs.DurationVar(&c.electionTimeout, "raft-election-timeout", time.Second,
+	fs.DurationVar(&c.electionTimeout, "raft-election-timeout", 500*time.Millisecond,
 		"cluster mode: a candidate that wins no election this long starts another")
-	fs.DurationVar(&c.leaderLeaseTimeout, "raft-leader-lease-timeout", 500*time.Millisecond,
+	fs.DurationVar(&c.leaderLeaseTimeout, "raft-leader-lease-timeout", 250*time.Millisecond,
 		"cluster mode: a leader that hears from no quorum this long steps down (at most --raft-heartbeat-timeout)")
 	fs.Uint64Var(&c.snapshotThreshold, "raft-snapshot-threshold", 65536,
 		"cluster mode: take a snapshot (and compact the Raft log) once the log holds this many entries beyond the last one")

@@ -8,6 +8,8 @@
 // that the nodes converge to the same state.
 //
 // Each scenario runs once by default; KVD_CLUSTER_LONG=1 runs it 50 times.
+// The nodes run with Raft timeouts of 200 ms (testTimeouts);
+// KVD_CLUSTER_DEFAULT_TIMEOUTS=1 runs them with kvd's defaults.
 // A history found not linearizable is written as porcupine's HTML
 // visualization to $KVD_CLUSTER_ARTIFACTS (default: a temporary directory
 // of the test), and the failure names the file.
@@ -54,6 +56,11 @@ func testMain(m *testing.M) int {
 }
 
 // rounds is how many times each scenario runs.
+// testTimeouts are the Raft timeouts the tests give kvd, shorter than its
+// defaults (500, 500 and 250 ms) so that the scenarios elect leaders sooner;
+// KVD_CLUSTER_DEFAULT_TIMEOUTS=1 leaves kvd's defaults.
+var testTimeouts = []string{"--raft-heartbeat-timeout", "200ms", "--raft-election-timeout", "200ms", "--raft-leader-lease-timeout", "100ms"}
+
 func rounds() int {
 	if os.Getenv("KVD_CLUSTER_LONG") == "1" {
 		return 50
@@ -149,8 +156,10 @@ func (c *cluster) start(n *node, extra ...string) {
 	args := []string{
 		"--listen", n.ip + ":0", "--http-listen", n.ip + ":0",
 		"--raft-listen", n.raft, "--raft-advertise", n.adv, "--commit-mode", c.mode,
-		"--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms", "--raft-leader-lease-timeout", "150ms",
 		"--flush-interval", "10ms",
+	}
+	if os.Getenv("KVD_CLUSTER_DEFAULT_TIMEOUTS") != "1" {
+		args = append(args, testTimeouts...)
 	}
 	if !n.keptID {
 		args = append(args, "--node-id", n.name)
