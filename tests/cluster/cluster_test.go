@@ -187,7 +187,12 @@ func (c *cluster) client(n *node) *redis.Client {
 
 // info returns the replication section of n's INFO as a map.
 func info(ctx context.Context, rdb redis.Cmdable) (map[string]string, error) {
-	s, err := rdb.Info(ctx, "replication").Result()
+	return infoSection(ctx, rdb, "replication")
+}
+
+// infoSection returns a section of n's INFO as a map.
+func infoSection(ctx context.Context, rdb redis.Cmdable, section string) (map[string]string, error) {
+	s, err := rdb.Info(ctx, section).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -210,14 +210,23 @@ func logTail(s string, n int) string {
 // cutPower cuts the power of ns at once: every process is killed before
 // any disk drops what it did not fsync, each disk plainly, torn or
 // reordered at random. It does not restart them (see restart).
-func (pc *powerCluster) cutPower(ns ...*node) {
+func (pc *powerCluster) cutPower(ns ...*node) { pc.cut(false, ns...) }
+
+// cutPowerPlain cuts ns's power, and their disks drop everything that was
+// not fsynced, none of it torn or kept.
+func (pc *powerCluster) cutPowerPlain(ns ...*node) { pc.cut(true, ns...) }
+
+func (pc *powerCluster) cut(plain bool, ns ...*node) {
 	pc.t.Helper()
 	for _, n := range ns {
 		n.p.Kill()
 	}
 	for _, n := range ns {
 		var opts powerfs.CrashOptions
-		kind := []string{"plain", "torn", "reordered"}[pc.rng.IntN(3)]
+		kind := "plain"
+		if !plain {
+			kind = []string{"plain", "torn", "reordered"}[pc.rng.IntN(3)]
+		}
 		switch kind {
 		case "torn":
 			opts.Torn = rand.New(rand.NewPCG(pc.rng.Uint64(), pc.rng.Uint64()))
