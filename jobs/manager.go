@@ -45,6 +45,9 @@ type Options struct {
 	ImportBatchBytes int
 	// Logger receives the jobs' logs; nil discards them.
 	Logger *slog.Logger
+	// Unsupported lists the job types the store cannot run, each with the
+	// reason: Submit refuses them (ErrBadParams) with it.
+	Unsupported map[Type]string
 	// now is the clock, for tests of pruning; nil: time.Now.
 	now func() time.Time
 }
@@ -230,6 +233,9 @@ func (m *Manager) Submit(t Type, p Params) (rec Record, existing bool, err error
 func (m *Manager) check(t Type, p *Params) error {
 	if !slices.Contains(Types, t) {
 		return fmt.Errorf("%w: unknown job type %q (want one of %v)", ErrBadParams, t, Types)
+	}
+	if why, ok := m.opts.Unsupported[t]; ok {
+		return fmt.Errorf("%w: %s is not supported here: %s", ErrBadParams, t, why)
 	}
 	switch t {
 	case Backup:

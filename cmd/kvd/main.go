@@ -26,7 +26,6 @@ import (
 
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/internal/buildinfo"
-	"github.com/kvdstore/kvd/jobs"
 	"github.com/kvdstore/kvd/server"
 	"github.com/kvdstore/kvd/wal"
 	"github.com/kvdstore/kvd/watch"
@@ -165,14 +164,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			closeStore()
 		}
 	}()
-	// Jobs run on a single node; a cluster does not have them yet.
-	var jm *jobs.Manager
-	if db, ok := store.(*engine.DB); ok {
-		if jm, err = openJobs(cfg, db, log); err != nil {
-			return err
-		}
-		defer jm.Close() // before the store's close, deferred above: a running job stops first
+	jm, err := openJobs(cfg, store, log)
+	if err != nil {
+		return err
 	}
+	defer jm.Close() // before the store's close, deferred above: a running job stops first
 
 	srv, err := server.New(store, server.Config{
 		MaxKeySize:   opts.MaxKeySize,

@@ -1,0 +1,127 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/internal/kvtest"
+	"github.com/kvdstore/kvd/jobs"
+)
+
+// TestClusterJobs: a follower runs the jobs it is sent. A backup holds its
+// state (a single node restores it with every key); an import writes
+// through the leader, so every node has the keys; a verify passes; restore,
+// compact and defrag are refused at once with the reason.
+func TestClusterJobs(t *testing.T) {
+	c := newCluster(t, "sync")
+	ctx := t.Context()
+	l := c.leader()
+	var f *node
+	for _, n := range c.nodes {
+		if n != l {
+			f = n
+			break
+		}
+	}
+	rdb := c.client(l)
+	for i := range 100 {
+		if err := rdb.Set(ctx, fmt.Sprintf("k%03d", i), fmt.Sprintf("v%d", i), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A backup on the follower, of its own state.
+	rec := submitJob(t, f, `{"type":"backup","name":"b.kvdsnap"}`, http.StatusAccepted)
+	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+		t.Fatalf("backup on %s: %+v", f.name, rec)
+	}
+	db, err := engine.Open(t.TempDir(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	file, err := os.Open(filepath.Join(f.dir, "backups", "b.kvdsnap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Restore(file)
+	file.Close()
+	if err != nil {
+		t.Fatalf("restore %s's backup on a single node: %v", f.name, err)
+	}
+	if n, err := db.Count(); err != nil || n != 100 {
+		t.Fatalf("the backup holds %d keys (%v), want 100", n, err)
+	}
+	if v, err := db.Get([]byte("k099")); err != nil || string(v) != "v99" {
+		t.Fatalf("the backup's k099 = %q, %v", v, err)
+	}
+
+	// An import on the follower reaches every node.
+	var nd strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&nd, "{\"key\":\"imp%02d\",\"value\":\"x%d\"}\n", i, i)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "backups", "in.ndjson"), []byte(nd.String()), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	rec = submitJob(t, f, `{"type":"import","name":"in.ndjson"}`, http.StatusAccepted)
+	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+		t.Fatalf("import on %s: %+v", f.name, rec)
+	}
+	for _, n := range c.nodes {
+		if v, err := c.client(n).Get(ctx, "imp49").Result(); err != nil || v != "x49" {
+			t.Fatalf("%s: imp49 = %q, %v after the import on %s", n.name, v, err, f.name)
+		}
+	}
+
+	rec = submitJob(t, f, `{"type":"verify"}`, http.StatusAccepted)
+	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+		t.Fatalf("verify on %s: %+v", f.name, rec)
+	}
+
+	for _, body := range []string{`{"type":"restore","name":"b.kvdsnap"}`, `{"type":"compact","revision":5}`, `{"type":"defrag"}`} {
+		submitJob(t, f, body, http.StatusBadRequest)
+	}
+}
+
+// submitJob posts a job to n and checks the status it answers; the record,
+// when it is 202.
+func submitJob(t *testing.T, n *node, body string, want int) jobs.Record {
+	t.Helper()
+	resp, err := http.Post("http://"+n.p.HTTPAddr+"/v1/jobs", "application/json", bytes.NewReader([]byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("POST /v1/jobs %s on %s: %s %s, want %d", body, n.name, resp.Status, b, want)
+	}
+	var rec jobs.Record
+	if want == http.StatusAccepted {
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatalf("POST /v1/jobs %s: %v: %s", body, err, b)
+		}
+	} else {
+		t.Logf("POST /v1/jobs %s: %s %s", body, resp.Status, bytes.TrimSpace(b))
+	}
+	return rec
+}
+
+// waitJob waits for n's job id to finish and returns its record.
+func waitJob(t *testing.T, n *node, id string) jobs.Record {
+	t.Helper()
+	var rec jobs.Record
+	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+n.p.HTTPAddr+"/v1/jobs/"+id+"?wait=60s", &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
