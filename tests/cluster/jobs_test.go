@@ -7,14 +7,25 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/kvdstore/kvd/engine"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/kvdstore/kvd/internal/kvtest"
-	"github.com/kvdstore/kvd/jobs"
 )
+
+// jobRecord is the part of a job's record (GET /v1/jobs/ID) the test reads.
+type jobRecord struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
 
 // TestClusterJobs: a follower runs the jobs it is sent. A backup holds its
 // state (a single node restores it with every key); an import writes
@@ -40,27 +51,25 @@ func TestClusterJobs(t *testing.T) {
 
 	// A backup on the follower, of its own state.
 	rec := submitJob(t, f, `{"type":"backup","name":"b.kvdsnap"}`, http.StatusAccepted)
-	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+	if rec = waitJob(t, f, rec.ID); rec.State != "succeeded" {
 		t.Fatalf("backup on %s: %+v", f.name, rec)
 	}
-	db, err := engine.Open(t.TempDir(), engine.Options{})
+	restored := filepath.Join(t.TempDir(), "restored")
+	backup := filepath.Join(f.dir, "backups", "b.kvdsnap")
+	if out, err := exec.CommandContext(ctx, kvctlBin, "restore", backup, "--data-dir", restored).CombinedOutput(); err != nil {
+		t.Fatalf("kvctl restore of %s's backup: %v\n%s", f.name, err, out)
+	}
+	single, err := kvtest.Start(t, kvtest.Options{Bin: kvdBin, DataDir: restored,
+		Args: []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	file, err := os.Open(filepath.Join(f.dir, "backups", "b.kvdsnap"))
-	if err != nil {
-		t.Fatal(err)
+	src := redis.NewClient(&redis.Options{Addr: single.RESPAddr})
+	defer src.Close()
+	if n, err := src.DBSize(ctx).Result(); err != nil || n != 100 {
+		t.Fatalf("the backup restored on a single node holds %d keys (%v), want 100", n, err)
 	}
-	_, err = db.Restore(file)
-	file.Close()
-	if err != nil {
-		t.Fatalf("restore %s's backup on a single node: %v", f.name, err)
-	}
-	if n, err := db.Count(); err != nil || n != 100 {
-		t.Fatalf("the backup holds %d keys (%v), want 100", n, err)
-	}
-	if v, err := db.Get([]byte("k099")); err != nil || string(v) != "v99" {
+	if v, err := src.Get(ctx, "k099").Result(); err != nil || v != "v99" {
 		t.Fatalf("the backup's k099 = %q, %v", v, err)
 	}
 
@@ -73,7 +82,7 @@ func TestClusterJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec = submitJob(t, f, `{"type":"import","name":"in.ndjson"}`, http.StatusAccepted)
-	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+	if rec = waitJob(t, f, rec.ID); rec.State != "succeeded" {
 		t.Fatalf("import on %s: %+v", f.name, rec)
 	}
 	for _, n := range c.nodes {
@@ -83,7 +92,7 @@ func TestClusterJobs(t *testing.T) {
 	}
 
 	rec = submitJob(t, f, `{"type":"verify"}`, http.StatusAccepted)
-	if rec = waitJob(t, f, rec.ID); rec.State != jobs.Succeeded {
+	if rec = waitJob(t, f, rec.ID); rec.State != "succeeded" {
 		t.Fatalf("verify on %s: %+v", f.name, rec)
 	}
 
@@ -94,7 +103,7 @@ func TestClusterJobs(t *testing.T) {
 
 // submitJob posts a job to n and checks the status it answers; the record,
 // when it is 202.
-func submitJob(t *testing.T, n *node, body string, want int) jobs.Record {
+func submitJob(t *testing.T, n *node, body string, want int) jobRecord {
 	t.Helper()
 	resp, err := http.Post("http://"+n.p.HTTPAddr+"/v1/jobs", "application/json", bytes.NewReader([]byte(body)))
 	if err != nil {
@@ -105,7 +114,7 @@ func submitJob(t *testing.T, n *node, body string, want int) jobs.Record {
 	if resp.StatusCode != want {
 		t.Fatalf("POST /v1/jobs %s on %s: %s %s, want %d", body, n.name, resp.Status, b, want)
 	}
-	var rec jobs.Record
+	var rec jobRecord
 	if want == http.StatusAccepted {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatalf("POST /v1/jobs %s: %v: %s", body, err, b)
@@ -117,9 +126,9 @@ func submitJob(t *testing.T, n *node, body string, want int) jobs.Record {
 }
 
 // waitJob waits for n's job id to finish and returns its record.
-func waitJob(t *testing.T, n *node, id string) jobs.Record {
+func waitJob(t *testing.T, n *node, id string) jobRecord {
 	t.Helper()
-	var rec jobs.Record
+	var rec jobRecord
 	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+n.p.HTTPAddr+"/v1/jobs/"+id+"?wait=60s", &rec); err != nil {
 		t.Fatal(err)
 	}
