@@ -10,7 +10,9 @@
 #     follower (the cluster restarted with --read-consistency stale);
 #   - etcd cluster: PUT c=50, GET c=50 linearizable;
 # and prints the ratios the cluster targets are stated in (README,
-# "Cluster mode").
+# "Cluster mode"), and beside each kvd measurement the CPU time per request
+# of each kvd process (user + system, /proc/PID/stat): where a cluster's
+# requests spend the machine's two CPUs.
 #
 # Needs: go, redis-benchmark, redis-cli, etcd (Debian: apt-get install
 # redis-tools etcd-server; installed when missing if run as root).
@@ -60,7 +62,19 @@ rb() { # host op -> requests per second
     tr '\r' '\n' | grep -Eo '^[A-Z]+: [0-9.]+ requests per second' | tail -1 | awk '{print $2}'
 }
 
-declare -A R
+declare -A R C
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system ticks of pid $1
+# rbc NAME HOST OP: R[NAME] = rb HOST OP, and C[NAME] = each running kvd's
+# CPU time per request, in µs (in the order of pids).
+rbc() {
+  local before=() i
+  for i in "${!pids[@]}"; do before[$i]=$(cpu "${pids[$i]}"); done
+  R[$1]=$(rb "$2" "$3")
+  C[$1]=$(for i in "${!pids[@]}"; do
+    awk -v d=$(($(cpu "${pids[$i]}") - before[i])) -v t="$tck" -v n="$N" 'BEGIN { printf "%.1f ", d * 1e6 / t / n }'
+  done)
+}
 
 # --- single-node kvd ---
 start_single() {
@@ -69,10 +83,10 @@ start_single() {
   wait_port 127.0.0.31 6379
 }
 start_single --commit-mode sync
-R[single_set_sync]=$(rb 127.0.0.31 set)
-R[single_get]=$(rb 127.0.0.31 get)
+rbc single_set_sync 127.0.0.31 set
+rbc single_get 127.0.0.31 get
 redis-cli -h 127.0.0.31 -p 6379 config set commit-mode async >/dev/null
-R[single_set_async]=$(rb 127.0.0.31 set)
+rbc single_set_async 127.0.0.31 set
 stop_all
 
 # --- kvd cluster ---
@@ -93,15 +107,15 @@ start_cluster() {
   done
 }
 start_cluster --commit-mode sync
-R[cluster_set_sync]=$(rb 127.0.0.11 set)
-R[cluster_get_lin_leader]=$(rb 127.0.0.11 get)
-R[cluster_get_lin_follower]=$(rb 127.0.0.12 get)
+rbc cluster_set_sync 127.0.0.11 set
+rbc cluster_get_lin_leader 127.0.0.11 get
+rbc cluster_get_lin_follower 127.0.0.12 get
 redis-cli -h 127.0.0.11 -p 6379 config set commit-mode async >/dev/null
-R[cluster_set_async]=$(rb 127.0.0.11 set)
+rbc cluster_set_async 127.0.0.11 set
 stop_all
 start_cluster --commit-mode sync --read-consistency stale
 rb 127.0.0.11 set >/dev/null # a key space to read
-R[cluster_get_stale_follower]=$(rb 127.0.0.12 get)
+rbc cluster_get_stale_follower 127.0.0.12 get
 stop_all
 
 # --- etcd cluster ---
@@ -122,10 +136,10 @@ R[etcd_get]=$(el get)
 stop_all
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-printf '%-34s %12s\n' measurement 'requests/s'
+printf '%-34s %12s   %s\n' measurement 'requests/s' 'kvd CPU µs per request (n1 n2 n3)'
 for k in single_set_sync single_set_async single_get cluster_set_sync cluster_set_async \
   cluster_get_lin_leader cluster_get_lin_follower cluster_get_stale_follower etcd_put etcd_get; do
-  printf '%-34s %12s\n' "$k" "${R[$k]}"
+  printf '%-34s %12s   %s\n' "$k" "${R[$k]}" "${C[$k]:-}"
 done
 echo
 printf '%-52s %6s %s\n' ratio value target

@@ -523,13 +523,7 @@ func TestMembership(t *testing.T) {
 
 	// Leadership transfer to a named follower.
 	l := c.leader()
-	var to *node
-	for _, n := range c.nodes {
-		if n != l {
-			to = n
-			break
-		}
-	}
+	to := c.others(l)[0]
 	out := kvctl(t, c.nodes[2], "leader", "transfer", to.name)
 	if !strings.HasPrefix(out, to.name+" ") {
 		t.Fatalf("leader transfer %s printed %q", to.name, out)

@@ -29,12 +29,7 @@ func TestDivergedNode(t *testing.T) {
 	pc := newPowerCluster(t, "async", powerSeed(t))
 	ctx := t.Context()
 	old := pc.leader()
-	var fs []*node
-	for _, n := range pc.nodes {
-		if n != old {
-			fs = append(fs, n)
-		}
-	}
+	fs := pc.others(old)
 	// The followers write what they receive and fsync nothing for an hour:
 	// neither their log's flusher nor a checkpoint of their state file
 	// (which fsyncs the log first).

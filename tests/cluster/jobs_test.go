@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,16 +15,6 @@ import (
 	"github.com/kvdstore/kvd/internal/kvtest"
 )
 
-// jobRecord is the part of a job's record (GET /v1/jobs/ID) the test reads.
-type jobRecord struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // TestClusterJobs: a follower runs the jobs it is sent. A backup holds its
 // state (a single node restores it with every key); an import writes
 // through the leader, so every node has the keys; a verify passes; restore,
@@ -35,13 +23,7 @@ func TestClusterJobs(t *testing.T) {
 	c := newCluster(t, "sync")
 	ctx := t.Context()
 	l := c.leader()
-	var f *node
-	for _, n := range c.nodes {
-		if n != l {
-			f = n
-			break
-		}
-	}
+	f := c.others(l)[0]
 	rdb := c.client(l)
 	for i := range 100 {
 		if err := rdb.Set(ctx, fmt.Sprintf("k%03d", i), fmt.Sprintf("v%d", i), 0).Err(); err != nil {
@@ -103,33 +85,26 @@ func TestClusterJobs(t *testing.T) {
 
 // submitJob posts a job to n and checks the status it answers; the record,
 // when it is 202.
-func submitJob(t *testing.T, n *node, body string, want int) jobRecord {
+func submitJob(t *testing.T, n *node, body string, want int) kvtest.JobRecord {
 	t.Helper()
-	resp, err := http.Post("http://"+n.p.HTTPAddr+"/v1/jobs", "application/json", bytes.NewReader([]byte(body)))
+	status, rec, reply, err := kvtest.SubmitJob(http.DefaultClient, "http://"+n.p.HTTPAddr, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("POST /v1/jobs %s on %s: %s %s, want %d", body, n.name, resp.Status, b, want)
+	if status != want {
+		t.Fatalf("POST /v1/jobs %s on %s: %d %s, want %d", body, n.name, status, reply, want)
 	}
-	var rec jobRecord
-	if want == http.StatusAccepted {
-		if err := json.Unmarshal(b, &rec); err != nil {
-			t.Fatalf("POST /v1/jobs %s: %v: %s", body, err, b)
-		}
-	} else {
-		t.Logf("POST /v1/jobs %s: %s %s", body, resp.Status, bytes.TrimSpace(b))
+	if status != http.StatusAccepted {
+		t.Logf("POST /v1/jobs %s: %d %s", body, status, bytes.TrimSpace(reply))
 	}
 	return rec
 }
 
 // waitJob waits for n's job id to finish and returns its record.
-func waitJob(t *testing.T, n *node, id string) jobRecord {
+func waitJob(t *testing.T, n *node, id string) kvtest.JobRecord {
 	t.Helper()
-	var rec jobRecord
-	if err := kvtest.GetJSON(t.Context(), http.DefaultClient, "http://"+n.p.HTTPAddr+"/v1/jobs/"+id+"?wait=60s", &rec); err != nil {
+	rec, err := kvtest.WaitJob(t.Context(), "http://"+n.p.HTTPAddr, id)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return rec

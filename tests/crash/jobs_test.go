@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,34 +17,16 @@ import (
 )
 
 // jobRecord is the part of a job's record the suite reads.
-type jobRecord struct {
-	ID     string `json:"id"`
-	State  string `json:"state"`
-	Result *struct {
-		Path     string `json:"path"`
-		Revision uint64 `json:"revision"`
-		Keys     int64  `json:"keys"`
-		// OldestRevision: compact's oldest revision of the change history.
-		OldestRevision uint64 `json:"oldest_revision"`
-	} `json:"result"`
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-	Attempt int `json:"attempt"`
-}
+type jobRecord = kvtest.JobRecord
 
 func (k *kvd) submitJob(body string) jobRecord {
 	k.t.Helper()
-	resp, err := k.hc.Post(k.url("/v1/jobs"), "application/json", strings.NewReader(body))
+	status, r, reply, err := kvtest.SubmitJob(k.hc, k.url(""), body)
 	if err != nil {
 		k.t.Fatalf("submit job: %v", err)
 	}
-	defer resp.Body.Close()
-	var r jobRecord
-	json.NewDecoder(resp.Body).Decode(&r)
-	if resp.StatusCode != http.StatusAccepted {
-		k.t.Fatalf("submit job %s: %s", body, resp.Status)
+	if status != http.StatusAccepted {
+		k.t.Fatalf("submit job %s: %d %s", body, status, reply)
 	}
 	return r
 }
@@ -53,19 +34,10 @@ func (k *kvd) submitJob(body string) jobRecord {
 // waitJob waits for a job to reach a final state by itself.
 func (k *kvd) waitJob(id string) jobRecord {
 	k.t.Helper()
-	var r jobRecord
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		hc := &http.Client{Timeout: 70 * time.Second}
-		if err := kvtest.GetJSON(ctx, hc, k.url("/v1/jobs/"+id+"?wait=60s"), &r); err != nil {
-			k.t.Fatalf("job %s: %v", id, err)
-		}
-		if r.State == "succeeded" || r.State == "failed" || r.State == "canceled" {
-			return r
-		}
+	r, err := kvtest.WaitJob(context.Background(), k.url(""), id)
+	if err != nil {
+		k.t.Fatal(err)
 	}
-	k.t.Fatalf("job %s did not finish by itself: %+v", id, r)
 	return r
 }
 
