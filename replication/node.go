@@ -912,14 +912,21 @@ func (n *Node) Ready() error {
 	if err != nil {
 		return err
 	}
-	n.fsmMu.Lock()
-	applied := n.fsmIndex
-	n.fsmMu.Unlock()
-	if applied < index {
+	// The leader's commit index may hold entries committed in the last
+	// round (a confirmation's, a write's) that a node which has the rest
+	// applies within a round trip: it is ready.
+	if n.waitApplied(index, readyWait) != nil {
+		n.fsmMu.Lock()
+		applied := n.fsmIndex
+		n.fsmMu.Unlock()
 		return fmt.Errorf("%w: applied index %d of the leader's commit index %d", ErrCatchingUp, applied, index)
 	}
 	return nil
 }
+
+// readyWait is how long Ready waits for this node to apply the leader's
+// commit index.
+const readyWait = 250 * time.Millisecond
 
 // ---- membership ----
 

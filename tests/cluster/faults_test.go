@@ -432,7 +432,7 @@ func TestRestartNewAddress(t *testing.T) {
 func TestLeaderReadsCanBeStale(t *testing.T) {
 	c := newCluster(t, "sync")
 	ctx := t.Context()
-	const attempts = 20
+	const attempts = 50
 	for i := range attempts {
 		l := c.leader()
 		if err := c.client(l).Set(ctx, "x", fmt.Sprintf("old%d", i), 0).Err(); err != nil {
