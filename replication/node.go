@@ -48,6 +48,11 @@ const (
 	flagNoop = 2
 )
 
+// logCacheEntries is how many of the newest log entries Raft keeps in
+// memory (raft.LogCache), so that sending and applying them does not read
+// them back from the log file.
+const logCacheEntries = 1024
+
 // Config configures a cluster node.
 type Config struct {
 	// Dir is the node's data directory: its state file, and raft/ for its
@@ -284,7 +289,14 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: read raft state: %w", err)
 	}
-	if n.raft, err = raft.NewRaft(rc, (*fsm)(n), n.logs, n.stable, n.snaps, n.trans); err != nil {
+	// Raft reads each entry back from its log store: the leader to send it
+	// to the followers, a follower to apply it. A cache of the newest
+	// entries spares those reads (and their decoding).
+	logs, err := raft.NewLogCache(logCacheEntries, n.logs)
+	if err != nil {
+		return nil, err
+	}
+	if n.raft, err = raft.NewRaft(rc, (*fsm)(n), logs, n.stable, n.snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("replication: start raft: %w", err)
 	}
 	ok = true
