@@ -24,11 +24,12 @@
 //
 // Reads are served by the node asked, at a consistency level (Store):
 // linearizable reads get the leader's commit index, confirmed by a quorum
-// that accepts an entry of the leader's term proposed after the read began
-// (concurrent reads share one confirmation), and wait until the node has
-// applied it; a leader counts only once it has applied a command of its
-// own term. Snapshots are not taken yet: the log is kept whole, and a new
-// member is sent every entry.
+// of voters that answer, asked after the read began, that they are in the
+// leader's term (concurrent reads share one confirmation), and wait until
+// the node has applied it; a leader counts only once it has applied a
+// command of its own term. Raft's snapshots stream the state machine
+// (engine.ReplicaSnapshot) to a follower too far behind or a new member,
+// and let Raft delete the log entries before them.
 //
 // # The log store
 //

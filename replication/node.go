@@ -110,9 +110,17 @@ type Config struct {
 	RaftLog io.Writer
 
 	// transport, set by in-process tests, replaces the cluster port with
-	// Raft's transport: the node then makes no cluster calls (a follower
-	// cannot forward writes or ask for read indexes).
+	// Raft's transport, and caller the cluster calls: without one, the
+	// node then makes no cluster calls (a follower cannot forward writes
+	// or ask for read indexes, a leader cannot confirm its leadership).
 	transport raft.Transport
+	caller    caller
+}
+
+// caller makes kvd's cluster calls to other nodes: peers over the cluster
+// port, or a test's.
+type caller interface {
+	call(addr string, op byte, payload []byte, timeout time.Duration) ([]byte, error)
 }
 
 // Node is one member of a kvd cluster: a Raft node whose log is kvd's
@@ -132,6 +140,10 @@ type Node struct {
 	mux    *mux
 	raft   *raft.Raft
 	peers  peers
+	calls  caller // &peers, or Config.caller
+	// confirmWait bounds a call of a leader's confirmation: Raft's
+	// heartbeat timeout.
+	confirmWait time.Duration
 
 	mode atomic.Int32 // default engine.CommitMode
 
@@ -165,6 +177,9 @@ type Node struct {
 	confirms    coalescer[struct{}]
 	readIndexes coalescer[uint64]
 
+	// raftUp is closed once raft is set: the cluster port serves calls
+	// from then on.
+	raftUp    chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -188,10 +203,14 @@ func Open(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger, fsmCh: make(chan struct{}), stop: make(chan struct{})}
-	n.confirms.fn = n.commitNoop
+	n := &Node{cfg: cfg, log: logger, fsmCh: make(chan struct{}), stop: make(chan struct{}), raftUp: make(chan struct{})}
+	n.confirms.fn = n.confirmQuorum
 	n.readIndexes.fn = func() (uint64, error) { return n.readIndex(true) }
 	n.mode.Store(int32(cfg.Engine.CommitMode))
+	n.calls = &n.peers
+	if cfg.caller != nil {
+		n.calls = cfg.caller
+	}
 	raftDir := filepath.Join(cfg.Dir, "raft")
 	if err := os.MkdirAll(raftDir, 0o750); err != nil {
 		return nil, fmt.Errorf("replication: create %s: %w", raftDir, err)
@@ -205,6 +224,7 @@ func Open(cfg Config) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			close(n.stop)
 			if n.mux != nil {
 				n.mux.close()
 			}
@@ -282,6 +302,7 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.LeaderLeaseTimeout > 0 {
 		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	}
+	n.confirmWait = rc.HeartbeatTimeout
 	if err := n.restoreNewerSnapshot(); err != nil {
 		return nil, err
 	}
@@ -299,6 +320,7 @@ func Open(cfg Config) (*Node, error) {
 	if n.raft, err = raft.NewRaft(rc, (*fsm)(n), logs, n.stable, n.snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("replication: start raft: %w", err)
 	}
+	close(n.raftUp)
 	ok = true
 	switch {
 	case existing:
@@ -731,7 +753,7 @@ func onLeader[T any](n *Node, local func() (T, error), op byte, payload []byte, 
 			err = ErrNoLeader
 		} else {
 			var resp []byte
-			if resp, err = n.peers.call(addr, op, payload, time.Until(deadline)); err == nil {
+			if resp, err = n.calls.call(addr, op, payload, time.Until(deadline)); err == nil {
 				return decode(resp)
 			}
 			if errors.Is(err, errSentNoAnswer) && op == opApply {
@@ -826,27 +848,95 @@ func (n *Node) waitReady() error {
 	return nil
 }
 
-// confirmLeadership confirms that a quorum still follows this leader: it
-// commits a no-op entry, which a quorum must accept in this leader's term
-// after the call began. Reads that ask while a confirmation is under way
-// share the next one.
+// confirmLeadership confirms that a quorum still follows this leader:
+// asked after the call began, a quorum of the voters is in this leader's
+// term. Reads that ask while a confirmation is under way share the next
+// one.
+//
+// Why that suffices (the Raft paper's read index, section 6.4 of Ongaro's
+// thesis): a write acknowledged before the read began was committed by a
+// leader whose term a quorum had reached before then; terms only grow, and
+// any two quorums share a voter, so a quorum answering this leader's term
+// after the read began means that no later term had a leader before it
+// began, and this leader's commit index (taken before asking, after it
+// applied a command of its term) holds the write.
 //
 // Not raft.VerifyLeader: it counts any AppendEntries answer that arrives
 // after it starts, also answers to requests sent before, when the leader
 // may already have been deposed (answers that waited in the socket of a
 // paused process, or on a slow link), and then confirms a deposed leader.
-// TestDeposedLeaderReadIndex fails with it. An answer counts toward an
-// entry's commit only if it answers a request that carried the entry.
+// Each call here is sent after the confirmation began, and its answer read
+// from its own connection. TestDeposedLeaderReadIndex fails with
+// VerifyLeader, and with a read that shares a confirmation begun before it.
 func (n *Node) confirmLeadership() error {
 	_, err := n.confirms.do()
 	return err
 }
 
-// commitNoop commits a no-op entry, not fsynced (no SyncFlag): its commit
-// proves the quorum's term, whether or not the entry survives a power
-// loss.
-func (n *Node) commitNoop() (struct{}, error) {
-	return struct{}{}, n.raft.ApplyLog(raft.Log{Extensions: []byte{flagNoop}}, n.cfg.ApplyTimeout).Error()
+// confirmQuorum asks the other voters for their term (opTerm) until a
+// quorum, this node with them, answers this leader's term, a voter answers
+// a later one, or the apply timeout passes.
+func (n *Node) confirmQuorum() (struct{}, error) {
+	term := n.raft.CurrentTerm()
+	if !n.IsLeader() || n.raft.CurrentTerm() != term {
+		return struct{}{}, errNotLeader
+	}
+	var others []string
+	voters, self := 0, 0
+	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
+		switch {
+		case s.Suffrage != raft.Voter:
+		case s.ID == n.id:
+			voters, self = voters+1, 1
+		default:
+			voters++
+			others = append(others, string(s.Address))
+		}
+	}
+	need := voters/2 + 1 - self // answers from others that make a quorum
+	if need <= 0 {
+		return struct{}{}, nil
+	}
+	deadline := time.Now().Add(n.cfg.ApplyTimeout)
+	for {
+		answers := make(chan uint64, len(others)) // a term, or 0: no answer
+		for _, addr := range others {
+			go func() {
+				var t uint64
+				if p, err := n.calls.call(addr, opTerm, nil, n.confirmWait); err == nil {
+					d := &decoder{p: p}
+					if t = d.uvarint(); d.err != nil {
+						t = 0
+					}
+				}
+				answers <- t
+			}()
+		}
+		got := 0
+		for range others {
+			switch t := <-answers; {
+			case t == term:
+				got++
+			case t > term:
+				// A later term began: another leader may be elected.
+				return struct{}{}, errNotLeader
+			}
+			if got >= need {
+				return struct{}{}, nil
+			}
+		}
+		if !n.IsLeader() || n.raft.CurrentTerm() != term {
+			return struct{}{}, errNotLeader
+		}
+		if time.Now().After(deadline) {
+			return struct{}{}, fmt.Errorf("replication: a quorum did not confirm this leader within %v: %w", n.cfg.ApplyTimeout, ErrNoLeader)
+		}
+		select {
+		case <-n.stop:
+			return struct{}{}, engine.ErrClosed
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // coalescer runs fn for concurrent callers, who share its result: a caller
@@ -925,7 +1015,7 @@ func (n *Node) Ready() error {
 		return err
 	}
 	// The leader's commit index may hold entries committed in the last
-	// round (a confirmation's, a write's) that a node which has the rest
+	// round (a write's, a state check's) that a node which has the rest
 	// applies within a round trip: it is ready.
 	if n.waitApplied(index, readyWait) != nil {
 		n.fsmMu.Lock()
@@ -948,7 +1038,7 @@ func (n *Node) joinLoop(addrs []string) {
 	backoff := 100 * time.Millisecond
 	for {
 		for _, a := range addrs {
-			if _, err := n.peers.call(a, opJoin, payload, 5*time.Second); err == nil {
+			if _, err := n.calls.call(a, opJoin, payload, 5*time.Second); err == nil {
 				n.log.Info("replication: joined the cluster", "through", a)
 				return
 			} else {
@@ -999,7 +1089,7 @@ func (n *Node) announceAddress(join []string) {
 	backoff := 100 * time.Millisecond
 	for {
 		for _, a := range others {
-			if _, err := n.peers.call(a, op, payload, 5*time.Second); err == nil {
+			if _, err := n.calls.call(a, op, payload, 5*time.Second); err == nil {
 				n.log.Info("replication: the cluster has this node's new address", "through", a)
 				return
 			}
@@ -1240,7 +1330,7 @@ func (n *Node) LeaderClientAddrs() (ClientAddrs, bool, error) {
 	if c := n.leaderAddrs.Load(); c != nil && c.id == id {
 		return c.addrs, false, nil
 	}
-	p, err := n.peers.call(addr, opAddrs, nil, n.cfg.ApplyTimeout)
+	p, err := n.calls.call(addr, opAddrs, nil, n.cfg.ApplyTimeout)
 	if err != nil {
 		return ClientAddrs{}, false, err
 	}
@@ -1256,6 +1346,12 @@ func (n *Node) LeaderClientAddrs() (ClientAddrs, bool, error) {
 
 func (n *Node) serveCluster(c net.Conn) {
 	defer c.Close()
+	// The port listens before Raft starts: calls wait for it.
+	select {
+	case <-n.raftUp:
+	case <-n.stop:
+		return
+	}
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
 	for {
 		op, p, err := readFrame(r)
@@ -1329,6 +1425,9 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		return nil, n.changeMemberLocal(p[0], id, addr)
 	case opTransfer:
 		return nil, n.transferLocal(string(p))
+	case opTerm:
+		// A leader confirming its leadership (confirmQuorum).
+		return binaryUvarint(n.raft.CurrentTerm()), nil
 	case opStateHash:
 		i, k := binary.Uvarint(p)
 		if k <= 0 {

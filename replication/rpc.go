@@ -32,6 +32,7 @@ const (
 	opTransfer  byte = 8  // payload: id (empty: any) → none
 	opAddrs     byte = 9  // payload: none → JSON ClientAddrs
 	opStateHash byte = 10 // payload: uvarint log index → JSON hashResult
+	opTerm      byte = 11 // payload: none → uvarint current Raft term
 )
 
 const (

@@ -230,7 +230,7 @@ func compareHashes(leader string, index uint64, results map[string]hashResult) S
 
 // remoteHash asks the member at addr for its hash of the entry at index.
 func (n *Node) remoteHash(addr string, index uint64) (hashResult, error) {
-	p, err := n.peers.call(addr, opStateHash, binaryUvarint(index), n.cfg.ApplyTimeout)
+	p, err := n.calls.call(addr, opStateHash, binaryUvarint(index), n.cfg.ApplyTimeout)
 	if err != nil {
 		return hashResult{}, err
 	}
