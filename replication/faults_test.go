@@ -668,3 +668,36 @@ func TestDeposedLeaderReadIndex(t *testing.T) {
 		t.Fatalf("stale read: the deposed leader confirmed a linearizable read without the write at revision %d (it has revision %d, %v)", o.Revision, e.ModRevision, err)
 	}
 }
+
+// TestConfirmationAsksAnotherVoter: a leader confirms a read with as few
+// questions as a quorum needs, the voter that answered first last time
+// asked first; when that voter stops answering, the leader asks the others
+// after confirmHedge, not after the call's timeout (here 2 s), and the
+// read goes on with their answers.
+func TestConfirmationAsksAnotherVoter(t *testing.T) {
+	c := newFaultClusterWith(t, 3, func(id string, cfg *Config) {
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	})
+	l := c.leader()
+	if err := l.Barrier(true); err != nil {
+		t.Fatal(err)
+	}
+	fast, _ := l.fastVoter.Load().(string)
+	if fast == "" || fast == string(l.id) {
+		t.Fatalf("first voter to answer: %q", fast)
+	}
+	c.net.mu.Lock()
+	c.net.cut[[2]raft.ServerAddress{raft.ServerAddress(l.id), raft.ServerAddress(fast)}] = true
+	c.net.mu.Unlock()
+	c.net.rewire()
+	start := time.Now()
+	if err := l.Barrier(true); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the read took %v: it waited for the voter that does not answer", d)
+	}
+	if now, _ := l.fastVoter.Load().(string); now == fast || now == "" {
+		t.Fatalf("first voter to answer after %s stopped: %q", fast, now)
+	}
+}

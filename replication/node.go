@@ -144,6 +144,7 @@ type Node struct {
 	// confirmWait bounds a call of a leader's confirmation: Raft's
 	// heartbeat timeout.
 	confirmWait time.Duration
+	fastVoter   atomic.Value // string: the voter that answered a confirmation first last time
 
 	mode atomic.Int32 // default engine.CommitMode
 
@@ -875,7 +876,10 @@ func (n *Node) confirmLeadership() error {
 
 // confirmQuorum asks the other voters for their term (opTerm) until a
 // quorum, this node with them, answers this leader's term, a voter answers
-// a later one, or the apply timeout passes.
+// a later one, or the apply timeout passes. It asks as many as a quorum
+// needs first, the one that answered first last time among them, and the
+// others too if one fails or confirmHedge passes without a quorum: on
+// three nodes, one question per confirmation rather than two.
 func (n *Node) confirmQuorum() (struct{}, error) {
 	term := n.raft.CurrentTerm()
 	if !n.IsLeader() || n.raft.CurrentTerm() != term {
@@ -883,6 +887,7 @@ func (n *Node) confirmQuorum() (struct{}, error) {
 	}
 	var others []string
 	voters, self := 0, 0
+	fast, _ := n.fastVoter.Load().(string)
 	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
 		switch {
 		case s.Suffrage != raft.Voter:
@@ -891,16 +896,27 @@ func (n *Node) confirmQuorum() (struct{}, error) {
 		default:
 			voters++
 			others = append(others, string(s.Address))
+			if string(s.Address) == fast {
+				last := len(others) - 1
+				others[0], others[last] = others[last], others[0]
+			}
 		}
 	}
 	need := voters/2 + 1 - self // answers from others that make a quorum
 	if need <= 0 {
 		return struct{}{}, nil
 	}
+	type answer struct {
+		addr string
+		term uint64 // 0: no answer
+	}
 	deadline := time.Now().Add(n.cfg.ApplyTimeout)
 	for {
-		answers := make(chan uint64, len(others)) // a term, or 0: no answer
-		for _, addr := range others {
+		answers := make(chan answer, len(others))
+		asked := 0
+		ask := func() {
+			addr := others[asked]
+			asked++
 			go func() {
 				var t uint64
 				if p, err := n.calls.call(addr, opTerm, nil, n.confirmWait); err == nil {
@@ -909,21 +925,42 @@ func (n *Node) confirmQuorum() (struct{}, error) {
 						t = 0
 					}
 				}
-				answers <- t
+				answers <- answer{addr, t}
 			}()
 		}
-		got := 0
-		for range others {
-			switch t := <-answers; {
-			case t == term:
-				got++
-			case t > term:
-				// A later term began: another leader may be elected.
-				return struct{}{}, errNotLeader
+		for asked < need {
+			ask()
+		}
+		hedge := time.NewTimer(confirmHedge)
+		got, pending := 0, asked
+		for got < need && pending > 0 {
+			select {
+			case a := <-answers:
+				pending--
+				switch {
+				case a.term == term:
+					if got == 0 {
+						n.fastVoter.Store(a.addr)
+					}
+					got++
+				case a.term > term:
+					// A later term began: another leader may be elected.
+					hedge.Stop()
+					return struct{}{}, errNotLeader
+				case asked < len(others):
+					ask()
+					pending++
+				}
+			case <-hedge.C:
+				for asked < len(others) {
+					ask()
+					pending++
+				}
 			}
-			if got >= need {
-				return struct{}{}, nil
-			}
+		}
+		hedge.Stop()
+		if got >= need {
+			return struct{}{}, nil
 		}
 		if !n.IsLeader() || n.raft.CurrentTerm() != term {
 			return struct{}{}, errNotLeader
@@ -938,6 +975,10 @@ func (n *Node) confirmQuorum() (struct{}, error) {
 		}
 	}
 }
+
+// confirmHedge is how long a confirmation waits for the voters it asked
+// first before it asks the others as well.
+const confirmHedge = 5 * time.Millisecond
 
 // coalescer runs fn for concurrent callers, who share its result: a caller
 // joins the next run, which starts after it asked (never one already under

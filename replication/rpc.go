@@ -134,7 +134,7 @@ const maxIdlePerPeer = 64
 // that it may have.
 func (p *peers) call(addr string, op byte, payload []byte, timeout time.Duration) ([]byte, error) {
 	deadline := time.Now().Add(timeout)
-	pc, kept, err := p.get(addr, timeout)
+	pc, kept, err := p.get(addr, timeout, !idempotent(op))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotSent, err)
 	}
@@ -144,7 +144,7 @@ func (p *peers) call(addr string, op byte, payload []byte, timeout time.Duration
 		if kept {
 			// The kept connection had failed meanwhile (the node
 			// restarted, say): one more try on a new one.
-			if pc, _, err = p.get(addr, time.Until(deadline)); err != nil {
+			if pc, _, err = p.get(addr, time.Until(deadline), !idempotent(op)); err != nil {
 				return nil, fmt.Errorf("%w: %w", errNotSent, err)
 			}
 			pc.c.SetDeadline(deadline)
@@ -158,6 +158,10 @@ func (p *peers) call(addr string, op byte, payload []byte, timeout time.Duration
 	status, resp, err := readFrame(pc.r)
 	if err != nil {
 		pc.c.Close()
+		if kept && idempotent(op) && time.Now().Before(deadline) {
+			// The kept connection had failed meanwhile: asked again.
+			return p.call(addr, op, payload, time.Until(deadline))
+		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("replication: call %s: connection closed: %w", addr, errSentNoAnswer)
 		}
@@ -179,11 +183,17 @@ var errSentNoAnswer = errors.New("sent, no answer")
 // have acted on it.
 var errNotSent = errors.New("not sent")
 
-// get returns a kept connection to addr (kept true) or a new one. A kept
-// connection that its node has closed meanwhile is dropped here, before a
-// request is sent on it: sent, it would have had no answer, and its
-// outcome would be unknown.
-func (p *peers) get(addr string, timeout time.Duration) (pc *peerConn, kept bool, err error) {
+// idempotent reports whether asking op again changes nothing: its call
+// uses a kept connection without first checking that it is open (a
+// system call), and is made again on a new connection if it fails on a
+// kept one.
+func idempotent(op byte) bool { return op == opTerm }
+
+// get returns a kept connection to addr (kept true) or a new one. With
+// probe, a kept connection that its node has closed meanwhile is dropped
+// here, before a request is sent on it: sent, it would have had no
+// answer, and its outcome would be unknown.
+func (p *peers) get(addr string, timeout time.Duration, probe bool) (pc *peerConn, kept bool, err error) {
 	for {
 		p.mu.Lock()
 		cs := p.idle[addr]
@@ -194,7 +204,7 @@ func (p *peers) get(addr string, timeout time.Duration) (pc *peerConn, kept bool
 		pc := cs[len(cs)-1]
 		p.idle[addr] = cs[:len(cs)-1]
 		p.mu.Unlock()
-		if pc.open() {
+		if !probe || pc.open() {
 			return pc, true, nil
 		}
 		pc.c.Close()

@@ -13,7 +13,8 @@ import (
 // TestCallNotSent: a call that cannot reach its node fails with errNotSent
 // (the node did nothing; onLeader retries it and ends in ErrNoLeader), and
 // a call on a kept connection that the node reset or closed meanwhile is
-// sent on a new connection instead of failing.
+// sent on a new connection instead of failing (checked before it is sent,
+// or, for an idempotent call, after it failed).
 func TestCallNotSent(t *testing.T) {
 	for _, reset := range []bool{true, false} {
 		t.Run(map[bool]string{true: "reset", false: "closed"}[reset], func(t *testing.T) { testCallNotSent(t, reset) })
@@ -47,10 +48,13 @@ func testCallNotSent(t *testing.T, reset bool) {
 	}()
 	var p peers
 	defer p.close()
-	for i := range 3 {
-		resp, err := p.call(addr, opStatus, []byte("ping"), 5*time.Second)
+	for i := range 4 {
+		// opTerm is idempotent: sent on a kept connection unchecked, and
+		// sent again on a new one when the kept one fails.
+		op := []byte{opStatus, opTerm}[i%2]
+		resp, err := p.call(addr, op, []byte("ping"), 5*time.Second)
 		if err != nil || string(resp) != "ping" {
-			t.Fatalf("call %d: %q, %v", i, resp, err)
+			t.Fatalf("call %d (op %d): %q, %v", i, op, resp, err)
 		}
 		<-closed
 		time.Sleep(10 * time.Millisecond) // the reset or end reaches this side
