@@ -110,8 +110,8 @@ type Config struct {
 	RaftLog io.Writer
 
 	// transport, set by in-process tests, replaces the cluster port with
-	// Raft's transport, and caller the cluster calls: without one, the
-	// node then makes no cluster calls (a follower cannot forward writes
+	// Raft's transport, and caller makes the cluster calls: without one,
+	// such a node's cluster calls fail (a follower cannot forward writes
 	// or ask for read indexes, a leader cannot confirm its leadership).
 	transport raft.Transport
 	caller    caller

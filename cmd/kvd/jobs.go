@@ -47,10 +47,9 @@ var clusterUnsupported = map[jobs.Type]string{
 // clusterJobs is a cluster node as the jobs' store. A backup (and GET
 // /v1/snapshot) is of this node's state once it has applied every write
 // acknowledged before the job started, made durable on a quorum (Sync)
-// before the job succeeds; a verify checks
-// this node's state file; an import writes through the leader as a
-// client's writes do, so every node gets it. The others are refused before
-// they run (clusterUnsupported).
+// before the job succeeds; a verify checks this node's state file; an
+// import writes through the leader as a client's writes do, so every node
+// gets it. The others are refused before they run (clusterUnsupported).
 type clusterJobs struct{ s *replication.Store }
 
 var errNotOnCluster = errors.New("kvd: not supported on a cluster node")
