@@ -372,6 +372,51 @@ func TestRead(t *testing.T) {
 	checkReadErr(t, l, 250, wal.ErrClosed)
 }
 
+// TestReadIndexesAgainAfterCorruption: Read keeps the offsets of a
+// segment's records, found from their lengths. When the lengths it read
+// were wrong (here zeros where two records were, as a stale page would
+// show them) the record it then finds fails its checks; once the file reads
+// right again, so must the records. Read must not keep the offsets it built
+// from the bad bytes.
+func TestReadIndexesAgainAfterCorruption(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, wal.Options{})
+	for rev := uint64(1); rev <= 5; rev++ {
+		write(t, l, payload(rev), false)
+	}
+	checkRead(t, l, 3, payload(3)) // indexes 1..5
+	for rev := uint64(6); rev <= 7; rev++ {
+		write(t, l, payload(rev), false)
+	}
+	segs := segments(t, dir)
+	path := filepath.Join(dir, segs[len(segs)-1])
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := entryEnds(b)
+	if len(ends) != 8 {
+		t.Fatalf("setup: %d entries in %s, want 7", len(ends)-1, path)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, ends[7]-ends[5]), int64(ends[5])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Read(7); !errors.Is(err, wal.ErrCorrupt) {
+		t.Fatalf("Read(7) over zeroed records: %v, want ErrCorrupt", err)
+	}
+	if _, err := f.WriteAt(b[ends[5]:ends[7]], int64(ends[5])); err != nil {
+		t.Fatal(err)
+	}
+	for rev := uint64(7); rev >= 1; rev-- {
+		checkRead(t, l, rev, payload(rev))
+	}
+}
+
 // TestReadHoldsNoSegment: reading every record of a log of many segments
 // leaves no segment's records in memory (Read keeps offsets only;
 // tidwall/wal's Read would keep the last segments it read).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 )
 
@@ -75,6 +76,19 @@ func (l *Log) Read(rev uint64) ([]byte, error) {
 	case i < 0:
 		return nil, fmt.Errorf("wal: read revision %d: no segment holds it (the first starts at %d)", rev, seg0)
 	}
+	p, err := l.readRecord(rev, seg, last)
+	if ce := (*CorruptError)(nil); errors.As(err, &ce) {
+		// The segment's index was read from the same bytes: forget it, so
+		// that the next Read indexes the file again rather than repeat an
+		// error that a wrong offset, not the record, may have caused.
+		l.forgetRead(seg)
+	}
+	return p, err
+}
+
+// readRecord reads and checks the record of revision rev in segment seg,
+// whose last written revision is last. Called with segMu held.
+func (l *Log) readRecord(rev, seg, last uint64) ([]byte, error) {
 	ix, err := l.readIndex(seg, last)
 	if err != nil {
 		return nil, err
@@ -180,6 +194,18 @@ func (ix *segIndex) extend(n int, buf []byte) error {
 		off += int64(p)
 	}
 	return nil
+}
+
+// forgetRead forgets the index of segment seg, if Read keeps one, closing
+// its descriptor. Called with segMu held.
+func (l *Log) forgetRead(seg uint64) {
+	for i, ix := range l.reads {
+		if ix.first == seg {
+			ix.f.Close()
+			l.reads = slices.Delete(l.reads, i, i+1)
+			return
+		}
+	}
 }
 
 // dropReads forgets the indexes of segments that start below rev, closing

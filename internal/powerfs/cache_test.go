@@ -17,16 +17,24 @@ import (
 // zeros. With automatic data cache invalidation the kernel, finding the
 // file's mtime changed, dropped pages that a write was filling, and a
 // concurrent read refilled them from powerfs before the write reached it.
+// An open(2) without FOPEN_KEEP_CACHE drops the file's cached pages the
+// same way: the "reopen" runs read through a handle opened for each read,
+// as the log's Read opens a segment it has let go of.
 func TestReadersSeeWritesIntoZeroedPages(t *testing.T) {
-	for attempt := range 5 {
-		t.Run(fmt.Sprint(attempt), func(t *testing.T) {
+	for attempt := range 10 {
+		reopen := attempt%2 == 1
+		name := fmt.Sprint(attempt)
+		if reopen {
+			name += "/reopen"
+		}
+		t.Run(name, func(t *testing.T) {
 			r := newRig(t, nil)
 			w, err := os.Create(r.path("log"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer w.Close()
-			const records, zeroAhead = 4000, 1 << 20
+			const records, zeroAhead = 15000, 1 << 20
 			var (
 				mu      sync.Mutex
 				want    []byte
@@ -40,11 +48,18 @@ func TestReadersSeeWritesIntoZeroedPages(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					defer rd.Close()
+					defer func() { rd.Close() }()
 					buf := make([]byte, 4096)
+					reads := 0
 					for read := 0; !stop.Load() || read < int(written.Load()); {
 						end := int(written.Load())
 						for read < end {
+							if reads++; reopen && reads%16 == 0 {
+								rd.Close()
+								if rd, err = os.Open(r.path("log")); err != nil {
+									return err
+								}
+							}
 							m, err := rd.ReadAt(buf, int64(read))
 							if m == 0 {
 								return fmt.Errorf("read at %d: %v", read, err)

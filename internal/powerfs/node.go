@@ -45,8 +45,17 @@ var (
 // request per close(2), which powerfs would ignore anyway. Page caching
 // stays on: every write passes through the kernel's page cache into
 // powerfs (there is no writeback caching), so the cache always holds the
-// current content and mmap readers see what write(2) wrote.
-const openFlags = fuse.FOPEN_NOFLUSH
+// current content and mmap readers see what write(2) wrote. For the same
+// reason an open keeps the file's cached pages (FOPEN_KEEP_CACHE): without
+// it the kernel drops them at every open(2), and that races with writes
+// as the automatic invalidation did (see ExplicitDataCacheControl in
+// Mount): a page a write(2) had filled but not yet sent to powerfs was
+// dropped and read back with the old bytes, which the cache then kept
+// under the written data. kvd's log opens a segment file to read it while
+// records are written to it; the leader of a cluster test read zeros
+// where its own log held an entry (TestReadersSeeWritesIntoZeroedPages,
+// the reopen runs).
+const openFlags = fuse.FOPEN_NOFLUSH | fuse.FOPEN_KEEP_CACHE
 
 // child returns the go-fuse inode for in, a child of n.
 func (n *node) child(ctx context.Context, in *inode) *fs.Inode {
