@@ -23,7 +23,9 @@
 # Needs: go, redis-server, redis-benchmark, redis-cli (and openssl for TLS)
 #   (Debian: apt-get install redis-server redis-tools)
 # Usage: bench/compare.sh [REPS]      environment: KVD_BENCH_SCALE=0.2 for a quick run,
-#                                     KVD_BENCH_TLS=1 for TLS
+#                                     KVD_BENCH_TLS=1 for TLS,
+#                                     KVD_BIN=path to run that kvd binary instead of
+#                                     building ./cmd/kvd (A/B runs of two builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,7 +50,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-go build -o "$work/kvd" ./cmd/kvd
+if [ -n "${KVD_BIN:-}" ]; then
+  cp "$KVD_BIN" "$work/kvd"
+else
+  go build -o "$work/kvd" ./cmd/kvd
+fi
 go build -o "$work/rawsync" ./bench/rawsync
 
 # With TLS: a CA and a server certificate for 127.0.0.1, and the flags of

@@ -384,19 +384,17 @@ func (db *DB) applyBatch(rev uint64, b *Batch) error {
 	return nil
 }
 
-// reserve allocates, for a batch of many operations, one array for the
-// changes it will record, one for their keys and one for the values its
-// unconditional puts keep, instead of one allocation per operation: a
-// bulk load's batch holds thousands. They live as long as each other: the
-// history and the memtable hold them until the checkpoint that covers the
-// batch. Called by applyBatch with smu held.
+// reserve allocates, for a batch of many operations, room for the changes
+// it will record and one array for the values its unconditional puts keep,
+// instead of one allocation per operation: a bulk load's batch holds
+// thousands. The memtable holds the values until the checkpoint that
+// covers the batch. Called by applyBatch with smu held.
 func (db *DB) reserve(b *Batch) {
 	if len(b.ops) < 8 {
 		return
 	}
-	keys, vals := 0, 0
+	vals := 0
 	for _, op := range b.ops {
-		keys += op.k1 - op.k0
 		if op.kind == opPut || op.kind == opPutEx && op.blind() {
 			vals += op.v1 - op.v0
 		}
@@ -404,11 +402,9 @@ func (db *DB) reserve(b *Batch) {
 	if !b.owned && vals > 0 {
 		b.vals = make([]byte, 0, vals)
 	}
-	h := &db.hist
-	if cap(h.fx) < len(b.ops) {
+	if h := &db.hist; cap(h.fx) < len(b.ops) {
 		h.fx = make([]Change, 0, len(b.ops))
 	}
-	h.keys = make([]byte, 0, keys)
 }
 
 // requireFails checks b's require ops against the state before b. If one

@@ -294,7 +294,7 @@ func (h *histLog) scan(from, upTo uint64, add func(rev uint64, at int64, changes
 				return true, nil
 			}
 			rec, _ := ld.record(j)
-			at, changes, ok := decodeHistory(rec[:8], rec[8:])
+			at, changes, ok := decodeChanges(rec[8:]) // load checked its checksum
 			if !ok {
 				return false, fmt.Errorf("%w: history record of revision %d", ErrCorruptValue, ld.revs[j])
 			}
@@ -366,14 +366,8 @@ func (h *histLog) appendLocked(recs []histRec) error {
 			}
 			created = created || fresh
 		}
-		n := historyRecordSize(r.changes)
-		buf = binary.AppendUvarint(buf, uint64(n))
-		r0 := len(buf)
-		buf = binary.BigEndian.AppendUint64(buf, r.rev)
-		buf = appendHistory(buf, buf[r0:r0+8:r0+8], r.at, r.changes)
-		if len(buf)-r0 != n {
-			return fmt.Errorf("history record of revision %d: %d bytes, sized %d", r.rev, len(buf)-r0, n)
-		}
+		buf = binary.AppendUvarint(buf, uint64(len(r.rec)))
+		buf = append(buf, r.rec...) // encoded when the batch was applied
 		if len(buf) >= histWriteBytes {
 			if err := flush(); err != nil {
 				return err

@@ -88,13 +88,28 @@ var (
 	keyHistoryLast = []byte("history-last")
 )
 
-// histRec is the change set of one revision held in memory. Its slices are
-// never changed once it is added.
+// histRec is the change set of one revision held in memory, encoded as
+// the history's log stores it (revision, checksum, time, changes; see
+// appendHistory), in a chunk that it shares with the records after it
+// and that is never changed once written. Encoded, the history holds no
+// pointer per change for the garbage collector to trace, and no value
+// the memtable has already replaced: held as Change structs aliasing the
+// memtable's values, it kept every value written since the checkpoint
+// alive and raised the latency of writes under load (bench/RESULTS.md,
+// "The change history held encoded").
 type histRec struct {
-	rev     uint64
-	at      int64
-	changes []Change
+	rev uint64
+	rec []byte
 }
+
+// histChunkBytes is the size of the chunks the in-memory history's
+// records are written to (a record larger than that has one of its own).
+const histChunkBytes = 256 << 10
+
+// maxScratchChanges bounds the changes whose room a batch's recording
+// keeps for the next batch: a bulk load's batch of more gives its room
+// back.
+const maxScratchChanges = 4096
 
 // history is the in-memory part of the change history and what readers
 // need to find the rest.
@@ -112,8 +127,10 @@ type history struct {
 	notify chan struct{}
 	waited bool
 
-	fx   []Change // the changes of the batch being applied (smu held)
-	keys []byte   // room for their keys (DB.reserve)
+	// fx holds the changes of the batch being applied (smu held), until
+	// endChanges encodes them into chunk, the room left for records.
+	fx    []Change
+	chunk []byte
 	// newOldest is the oldest revision after the checkpoint in progress
 	// (the checkpointer's own).
 	newOldest uint64
@@ -123,23 +140,13 @@ type history struct {
 }
 
 // recordChange notes that the batch being applied at rev changes key to e
-// (a value or a deletion). Called from applyBatch with smu held.
+// (a value or a deletion). key and e's value need only stay unchanged
+// until the batch's endChanges, which copies them. Called from
+// applyBatch with smu held.
 func (db *DB) recordChange(key []byte, e memEntry) {
-	h := &db.hist
-	var k []byte
-	if len(key) > 0 && cap(h.keys)-len(h.keys) >= len(key) {
-		k0 := len(h.keys)
-		h.keys = append(h.keys, key...)
-		k = h.keys[k0:len(h.keys):len(h.keys)]
-	} else {
-		k = bytes.Clone(key)
-	}
-	c := Change{Key: k, Delete: e.del, ExpiresAt: e.expires}
+	c := Change{Key: key, Delete: e.del, ExpiresAt: e.expires}
 	if !e.del {
-		c.Value = e.value // the memtable's own, never changed in place
-		if c.Value == nil {
-			c.Value = []byte{}
-		}
+		c.Value = e.value
 	} else {
 		c.ExpiresAt = 0
 	}
@@ -157,8 +164,8 @@ func (db *DB) setChange(key []byte, e memEntry) {
 // Called from applyBatch with smu held.
 func (db *DB) endChanges(rev uint64, at int64) {
 	h := &db.hist
-	fx := h.fx
-	h.fx, h.keys = nil, nil
+	all := h.fx
+	fx := all
 	if len(fx) > 1 {
 		// Key order, the last change of each key: the same on every node
 		// whatever the order a delete-all visited its keys in. (A bulk
@@ -176,12 +183,36 @@ func (db *DB) endChanges(rev uint64, at int64) {
 		}
 		fx = out
 	}
+	var rec []byte
+	if len(fx) > 0 {
+		rec = h.encode(rev, at, fx)
+	}
+	clear(all) // the batch's keys and values
+	if cap(all) > maxScratchChanges {
+		h.fx = nil
+	} else {
+		h.fx = all[:0]
+	}
 	h.mu.Lock()
-	if len(fx) > 0 && rev >= h.oldest { // replay may apply compacted revisions
-		h.recs = append(h.recs, histRec{rev: rev, at: at, changes: fx})
+	if rec != nil && rev >= h.oldest { // replay may apply compacted revisions
+		h.recs = append(h.recs, histRec{rev: rev, rec: rec})
 	}
 	h.last = rev
 	h.mu.Unlock()
+}
+
+// encode writes the history record of revision rev to the chunk and
+// returns it. Called with smu held.
+func (h *history) encode(rev uint64, at int64, changes []Change) []byte {
+	n := historyRecordSize(changes)
+	if cap(h.chunk)-len(h.chunk) < n {
+		// A new chunk: the records already written keep theirs.
+		h.chunk = make([]byte, 0, max(n, histChunkBytes))
+	}
+	r0 := len(h.chunk)
+	h.chunk = binary.BigEndian.AppendUint64(h.chunk, rev)
+	h.chunk = appendHistory(h.chunk, h.chunk[r0:r0+8:r0+8], at, changes)
+	return h.chunk[r0:len(h.chunk):len(h.chunk)]
 }
 
 // advanced wakes those waiting for the history's revisions to advance.
@@ -291,7 +322,11 @@ func (db *DB) Changes(from uint64, match func(key []byte) bool, max int, upTo ui
 		}
 	}
 	for _, r := range mem {
-		if !add(r.rev, r.at, r.changes) {
+		at, changes, ok := decodeChanges(r.rec[8:])
+		if !ok {
+			return nil, from, fmt.Errorf("engine: history record of revision %d held in memory does not decode", r.rev)
+		}
+		if !add(r.rev, at, changes) {
 			break
 		}
 	}
@@ -384,7 +419,7 @@ func (db *DB) openHistory(applied uint64) error {
 	// restore reopens it.
 	h.mu.Lock()
 	old := h.notify
-	h.recs, h.fx, h.keys = nil, nil, nil
+	h.recs, h.fx, h.chunk = nil, nil, nil
 	h.ckpt, h.oldest, h.last = applied, oldest, applied
 	h.notify, h.waited = make(chan struct{}), false
 	h.mu.Unlock()
@@ -603,10 +638,11 @@ func historySumOK(k, rec []byte) bool {
 	return len(rec) >= 12 && crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, rec[4:]) == binary.BigEndian.Uint32(rec)
 }
 
-// decodeHistory decodes and checks the history record rec of the revision
-// keyed k. The changes alias rec.
-func decodeHistory(k, rec []byte) (at int64, changes []Change, ok bool) {
-	if !historySumOK(k, rec) {
+// decodeChanges decodes the history record rec (after its revision)
+// without checking its checksum (historySumOK): for records checked when
+// their segment was loaded, or held in memory. The changes alias rec.
+func decodeChanges(rec []byte) (at int64, changes []Change, ok bool) {
+	if len(rec) < 12 {
 		return 0, nil, false
 	}
 	at = int64(binary.BigEndian.Uint64(rec[4:]))

@@ -387,3 +387,50 @@ func TestChangesNotifyAfterWritten(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryOwnsItsBytes: the history keeps what each revision changed
+// when the caller reuses its batch (whose buffer holds the keys) for the
+// next write, before and after a checkpoint writes it to the log.
+func TestHistoryOwnsItsBytes(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var b Batch
+	want := ""
+	for i := range 50 {
+		b.Reset()
+		for j := range 3 {
+			k, v := fmt.Sprintf("k%02d-%d", i, j), fmt.Sprintf("v%d", i*3+j)
+			b.Put([]byte(k), []byte(v))
+			want += fmt.Sprintf("%s=%s;", k, v)
+		}
+		if _, err := db.Write(&b, WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := func() string {
+		t.Helper()
+		sets, _, err := db.Changes(1, nil, 0, db.WrittenRevision())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := ""
+		for _, cs := range sets {
+			for _, c := range cs.Changes {
+				s += fmt.Sprintf("%s=%s;", c.Key, c.Value)
+			}
+		}
+		return s
+	}
+	if s := got(); s != want {
+		t.Fatalf("history held in memory:\n%s\nwant\n%s", s, want)
+	}
+	if err := db.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if s := got(); s != want {
+		t.Fatalf("history after a checkpoint:\n%s\nwant\n%s", s, want)
+	}
+}
