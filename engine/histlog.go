@@ -265,7 +265,8 @@ func lastOf(revs []uint64) uint64 {
 }
 
 // scan calls add with the change sets of revisions from through upTo, in
-// order, while it returns true, and reports whether it always did. It
+// order, while it returns true, and reports whether it always did; add
+// must not keep the slice it is given, which the next record reuses. It
 // fails with errHistGone if the records of from may have been cut.
 func (h *histLog) scan(from, upTo uint64, add func(rev uint64, at int64, changes []Change) bool) (bool, error) {
 	h.mu.RLock()
@@ -281,6 +282,7 @@ func (h *histLog) scan(from, upTo uint64, add func(rev uint64, at int64, changes
 	i := sort.Search(len(h.segs), func(i int) bool { return h.segs[i].first > from })
 	segs := slices.Clone(h.segs[max(i-1, 0):])
 	h.mu.RUnlock()
+	var scratch []Change
 	for _, s := range segs {
 		if s.first > upTo {
 			break
@@ -294,7 +296,8 @@ func (h *histLog) scan(from, upTo uint64, add func(rev uint64, at int64, changes
 				return true, nil
 			}
 			rec, _ := ld.record(j)
-			at, changes, ok := decodeChanges(rec[8:]) // load checked its checksum
+			at, changes, ok := decodeChanges(scratch, rec[8:]) // load checked its checksum
+			scratch = changes
 			if !ok {
 				return false, fmt.Errorf("%w: history record of revision %d", ErrCorruptValue, ld.revs[j])
 			}

@@ -308,6 +308,7 @@ func (db *DB) Changes(from uint64, match func(key []byte) bool, max int, upTo ui
 		}
 		return true
 	}
+	var scratch []Change // decoded changes, one record's at a time: add copies what it keeps
 	if from <= ckpt {
 		more, err := db.hist.log.scan(from, ckpt, add)
 		if err != nil {
@@ -322,7 +323,8 @@ func (db *DB) Changes(from uint64, match func(key []byte) bool, max int, upTo ui
 		}
 	}
 	for _, r := range mem {
-		at, changes, ok := decodeChanges(r.rec[8:])
+		at, changes, ok := decodeChanges(scratch, r.rec[8:])
+		scratch = changes
 		if !ok {
 			return nil, from, fmt.Errorf("engine: history record of revision %d held in memory does not decode", r.rev)
 		}
@@ -640,8 +642,10 @@ func historySumOK(k, rec []byte) bool {
 
 // decodeChanges decodes the history record rec (after its revision)
 // without checking its checksum (historySumOK): for records checked when
-// their segment was loaded, or held in memory. The changes alias rec.
-func decodeChanges(rec []byte) (at int64, changes []Change, ok bool) {
+// their segment was loaded, or held in memory. The changes alias rec; they
+// are appended to dst[:0], whose room a reader reuses from record to
+// record.
+func decodeChanges(dst []Change, rec []byte) (at int64, changes []Change, ok bool) {
 	if len(rec) < 12 {
 		return 0, nil, false
 	}
@@ -667,7 +671,7 @@ func decodeChanges(rec []byte) (at int64, changes []Change, ok bool) {
 	if err != nil {
 		return 0, nil, false
 	}
-	changes = make([]Change, 0, count)
+	changes = dst[:0]
 	for range count {
 		f, err := next(1)
 		if err != nil || f[0] > 1 {

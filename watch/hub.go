@@ -190,7 +190,9 @@ func (h *Hub) dispatch() {
 			}
 			continue
 		}
-		sets, next, err := h.src.Changes(ln.next, nil, 0, bound)
+		// Only the changes a watcher wants are copied out of the history:
+		// idle watchers (whose keys are not written) cost no copy.
+		sets, next, err := h.src.Changes(ln.next, ln.wants, 0, bound)
 		if err != nil {
 			// Behind the history (the hub cannot be, short of a stall
 			// longer than the retention): every live watcher catches up
@@ -203,6 +205,23 @@ func (h *Hub) dispatch() {
 		}
 		ln.next = next
 	}
+}
+
+// wants reports whether a live watcher of ln matches key. Called with the
+// hub's mu held.
+func (ln *lane) wants(key []byte) bool {
+	if len(ln.exact[string(key)]) > 0 {
+		return true
+	}
+	for _, n := range ln.lens {
+		if n > len(key) {
+			break
+		}
+		if len(ln.prefixes[string(key[:n])]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // hand gives cs's changes to every live watcher of ln they match.
