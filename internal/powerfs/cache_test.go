@@ -18,8 +18,8 @@ import (
 // file's mtime changed, dropped pages that a write was filling, and a
 // concurrent read refilled them from powerfs before the write reached it.
 // An open(2) without FOPEN_KEEP_CACHE drops the file's cached pages the
-// same way: the "reopen" runs read through a handle opened for each read,
-// as the log's Read opens a segment it has let go of.
+// same way: the "reopen" runs read through a handle opened again every 16
+// reads, as the log's Read opens a segment it has let go of.
 func TestReadersSeeWritesIntoZeroedPages(t *testing.T) {
 	for attempt := range 10 {
 		reopen := attempt%2 == 1
