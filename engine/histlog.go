@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,7 +60,17 @@ const histCacheSegments = 4
 type histSeg struct {
 	first uint64 // the revision of its first record, its name
 	size  int64  // its bytes that hold whole, appended records
+	// What the retention needs of it without reading it, once known for
+	// all its records (timed: a segment created since Open, or loaded):
+	// the revision of its last record and the latest time of its records.
+	timed bool
+	last  uint64
+	maxAt int64
 }
+
+// recordTime returns the time (Unix ms) of a history record (its revision
+// first).
+func recordTime(rec []byte) int64 { return int64(binary.BigEndian.Uint64(rec[12:])) }
 
 // histLoaded is a segment read into memory: its first size bytes, and the
 // offset and revision of each record in them.
@@ -99,6 +110,7 @@ type histLog struct {
 
 	bytes atomic.Int64 // the segments' size
 	gen   atomic.Uint64
+	reads atomic.Int64 // segments read from their files (tests count them)
 }
 
 func histDir(dir string) string { return filepath.Join(dir, "history") }
@@ -240,6 +252,7 @@ func (h *histLog) load(s histSeg) (*histLoaded, error) {
 		return nil, fmt.Errorf("engine: history log: %w", err)
 	}
 	defer f.Close()
+	h.reads.Add(1)
 	b := make([]byte, s.size)
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return nil, fmt.Errorf("engine: history log: read %s: %w", f.Name(), err)
@@ -248,11 +261,21 @@ func (h *histLog) load(s histSeg) (*histLoaded, error) {
 	if ld.size != s.size {
 		return nil, fmt.Errorf("%w: history record after revision %d", ErrCorruptValue, max(s.first, lastOf(ld.revs)))
 	}
+	maxAt := int64(math.MinInt64)
+	for j := range ld.revs {
+		rec, _ := ld.record(j)
+		maxAt = max(maxAt, recordTime(rec))
+	}
 	h.mu.Lock()
 	if len(h.cache) >= histCacheSegments {
 		h.cache = slices.Delete(h.cache, 0, 1)
 	}
 	h.cache = append(h.cache, ld)
+	for i := range h.segs {
+		if t := &h.segs[i]; t.first == s.first && t.size == s.size {
+			t.timed, t.last, t.maxAt = true, lastOf(ld.revs), maxAt
+		}
+	}
 	h.mu.Unlock()
 	return ld, nil
 }
@@ -341,6 +364,8 @@ func (h *histLog) appendLocked(recs []histRec) error {
 		h.mu.RUnlock()
 	}
 	buf := h.buf[:0]
+	var bufLast uint64               // the last record in buf
+	bufMaxAt := int64(math.MinInt64) // the latest time of its records
 	// flush writes buf to the tail and counts it.
 	flush := func() error {
 		if len(buf) == 0 {
@@ -352,9 +377,10 @@ func (h *histLog) appendLocked(recs []histRec) error {
 		size += int64(len(buf))
 		h.bytes.Add(int64(len(buf)))
 		h.mu.Lock()
-		h.segs[len(h.segs)-1].size = size
+		t := &h.segs[len(h.segs)-1]
+		t.size, t.last, t.maxAt = size, bufLast, max(t.maxAt, bufMaxAt)
 		h.mu.Unlock()
-		buf = buf[:0]
+		buf, bufMaxAt = buf[:0], math.MinInt64
 		return nil
 	}
 	for _, r := range recs {
@@ -371,6 +397,7 @@ func (h *histLog) appendLocked(recs []histRec) error {
 		}
 		buf = binary.AppendUvarint(buf, uint64(len(r.rec)))
 		buf = append(buf, r.rec...) // encoded when the batch was applied
+		bufLast, bufMaxAt = r.rev, max(bufMaxAt, recordTime(r.rec))
 		if len(buf) >= histWriteBytes {
 			if err := flush(); err != nil {
 				return err
@@ -425,7 +452,7 @@ func (h *histLog) openTail(first uint64) (int64, bool, error) {
 	}
 	h.tail = f
 	h.mu.Lock()
-	h.segs = append(h.segs, histSeg{first: first})
+	h.segs = append(h.segs, histSeg{first: first, timed: true, maxAt: math.MinInt64})
 	h.mu.Unlock()
 	return 0, true, nil
 }
@@ -491,7 +518,15 @@ func (h *histLog) retain(oldest, rev uint64, cutAge int64, o Options) (uint64, e
 	segs := slices.Clone(h.segs)
 	h.mu.RUnlock()
 	total := h.bytes.Load()
-	for _, s := range segs {
+	for i, s := range segs {
+		// A whole segment whose every record goes, by size or by age and
+		// count, goes without being read (its bytes all go at the cut).
+		if i+1 < len(segs) && s.timed && s.last >= oldest &&
+			(total-s.size >= o.HistoryBytes || s.last+o.HistoryRevisions <= rev && s.maxAt < cutAge) {
+			total -= s.size
+			oldest = s.last + 1
+			continue
+		}
 		ld, err := h.load(s)
 		if err != nil {
 			return 0, err
