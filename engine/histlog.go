@@ -80,6 +80,7 @@ type histLoaded struct {
 	data   []byte
 	starts []int // where each record (its length) begins
 	revs   []uint64
+	maxAt  int64 // the latest time of its records
 }
 
 // histLog is the change history's log.
@@ -200,7 +201,7 @@ func (h *histLog) openLocked(dir string, oldest, applied uint64) error {
 // the first torn one or one whose checksum fails (its size is where that
 // one begins). The changes are decoded when read (scan).
 func parseHistSeg(first uint64, b []byte) *histLoaded {
-	ld := &histLoaded{first: first, data: b}
+	ld := &histLoaded{first: first, data: b, maxAt: math.MinInt64}
 	off := 0
 	for off < len(b) {
 		size, n := binary.Uvarint(b[off:])
@@ -214,6 +215,7 @@ func parseHistSeg(first uint64, b []byte) *histLoaded {
 		}
 		ld.starts = append(ld.starts, off)
 		ld.revs = append(ld.revs, rev)
+		ld.maxAt = max(ld.maxAt, recordTime(rec))
 		off += n + int(size)
 	}
 	ld.size = int64(off)
@@ -261,11 +263,6 @@ func (h *histLog) load(s histSeg) (*histLoaded, error) {
 	if ld.size != s.size {
 		return nil, fmt.Errorf("%w: history record after revision %d", ErrCorruptValue, max(s.first, lastOf(ld.revs)))
 	}
-	maxAt := int64(math.MinInt64)
-	for j := range ld.revs {
-		rec, _ := ld.record(j)
-		maxAt = max(maxAt, recordTime(rec))
-	}
 	h.mu.Lock()
 	if len(h.cache) >= histCacheSegments {
 		h.cache = slices.Delete(h.cache, 0, 1)
@@ -273,7 +270,7 @@ func (h *histLog) load(s histSeg) (*histLoaded, error) {
 	h.cache = append(h.cache, ld)
 	for i := range h.segs {
 		if t := &h.segs[i]; t.first == s.first && t.size == s.size {
-			t.timed, t.last, t.maxAt = true, lastOf(ld.revs), maxAt
+			t.timed, t.last, t.maxAt = true, lastOf(ld.revs), ld.maxAt
 		}
 	}
 	h.mu.Unlock()
@@ -536,7 +533,7 @@ func (h *histLog) retain(oldest, rev uint64, cutAge int64, o Options) (uint64, e
 				continue
 			}
 			rec, n := ld.record(j)
-			at := int64(binary.BigEndian.Uint64(rec[12:]))
+			at := recordTime(rec)
 			old := r+o.HistoryRevisions <= rev && at < cutAge
 			if total <= o.HistoryBytes && !old {
 				return oldest, nil

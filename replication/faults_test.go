@@ -67,15 +67,15 @@ type inmemCaller struct {
 
 func (k inmemCaller) call(addr string, op byte, payload []byte, timeout time.Duration) ([]byte, error) {
 	to := raft.ServerAddress(addr)
+	link := [2]raft.ServerAddress{k.from, to}
 	k.c.net.mu.Lock()
 	node := k.c.nodes[addr] // a node's address is its ID
-	cut := k.c.net.cut[[2]raft.ServerAddress{k.from, to}] || k.c.net.cut[[2]raft.ServerAddress{to, k.from}]
-	k.c.net.mu.Unlock()
-	if node == nil || cut {
-		link := [2]raft.ServerAddress{k.from, to}
-		k.c.net.mu.Lock()
+	lost := node == nil || k.c.net.cut[link] || k.c.net.cut[[2]raft.ServerAddress{to, k.from}]
+	if lost {
 		k.c.net.lost[link]++
-		k.c.net.mu.Unlock()
+	}
+	k.c.net.mu.Unlock()
+	if lost {
 		time.Sleep(timeout)
 		k.c.net.mu.Lock()
 		k.c.net.lost[link]--

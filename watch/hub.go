@@ -182,16 +182,9 @@ func (h *Hub) dispatch() {
 		if bound < ln.next {
 			continue
 		}
-		if ln.live == 0 {
-			// Nobody to give them to: only move on.
-			_, next, err := h.src.Changes(ln.next, func([]byte) bool { return false }, 0, bound)
-			if err == nil {
-				ln.next = next
-			}
-			continue
-		}
 		// Only the changes a watcher wants are copied out of the history:
-		// idle watchers (whose keys are not written) cost no copy.
+		// idle watchers (whose keys are not written), or none, cost no
+		// copy.
 		sets, next, err := h.src.Changes(ln.next, ln.wants, 0, bound)
 		if err != nil {
 			// Behind the history (the hub cannot be, short of a stall
@@ -207,45 +200,47 @@ func (h *Hub) dispatch() {
 	}
 }
 
-// wants reports whether a live watcher of ln matches key. Called with the
-// hub's mu held.
-func (ln *lane) wants(key []byte) bool {
-	if len(ln.exact[string(key)]) > 0 {
-		return true
+// watchersOf calls f with each set of ln's live watchers that key matches
+// (its exact key's, then each prefix's), while f returns true. Called with
+// the hub's mu held.
+func (ln *lane) watchersOf(key []byte, f func(ws map[*Watcher]struct{}) bool) {
+	if ws := ln.exact[string(key)]; len(ws) > 0 && !f(ws) {
+		return
 	}
 	for _, n := range ln.lens {
 		if n > len(key) {
-			break
+			return
 		}
-		if len(ln.prefixes[string(key[:n])]) > 0 {
-			return true
+		if ws := ln.prefixes[string(key[:n])]; len(ws) > 0 && !f(ws) {
+			return
 		}
 	}
-	return false
+}
+
+// wants reports whether a live watcher of ln matches key. Called with the
+// hub's mu held.
+func (ln *lane) wants(key []byte) bool {
+	found := false
+	ln.watchersOf(key, func(map[*Watcher]struct{}) bool { found = true; return false })
+	return found
 }
 
 // hand gives cs's changes to every live watcher of ln they match.
 func (h *Hub) hand(ln *lane, cs engine.ChangeSet) {
 	var got map[*Watcher][]engine.Change
-	add := func(ws map[*Watcher]struct{}, c engine.Change) {
-		for w := range ws {
-			if cs.Revision < w.from {
-				continue
-			}
-			if got == nil {
-				got = map[*Watcher][]engine.Change{}
-			}
-			got[w] = append(got[w], c)
-		}
-	}
 	for _, c := range cs.Changes {
-		add(ln.exact[string(c.Key)], c)
-		for _, n := range ln.lens {
-			if n > len(c.Key) {
-				break
+		ln.watchersOf(c.Key, func(ws map[*Watcher]struct{}) bool {
+			for w := range ws {
+				if cs.Revision < w.from {
+					continue
+				}
+				if got == nil {
+					got = map[*Watcher][]engine.Change{}
+				}
+				got[w] = append(got[w], c)
 			}
-			add(ln.prefixes[string(c.Key[:n])], c)
-		}
+			return true
+		})
 	}
 	for w, changes := range got {
 		if w.buffered > 0 && w.buffered+len(changes) > h.opts.Buffer {
