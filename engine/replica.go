@@ -175,50 +175,80 @@ func AppliedCommit(rev uint64, sync bool) Commit { return Commit{rev: rev, sync:
 // read) changes nothing and gets no revision; as every replica decides
 // alike, the log moves on. The entry's index is recorded all the same.
 func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
+	var out [1]Outcome
+	var errs [1]error
+	if err := db.ApplyEntries(index, [][]byte{payload}, out[:], errs[:]); err != nil {
+		return Outcome{}, err
+	}
+	return out[0], errs[0]
+}
+
+// ApplyEntries is ApplyEntry for an entry that holds several batches (the
+// writes of many clients, gathered by the log's leader): they are applied
+// in order, each at a revision of its own, as one step that reads see
+// whole. outs[i] and errs[i] receive the outcome of payloads[i], or why it
+// failed to apply: a batch that fails changes nothing and gets no
+// revision, and the others apply all the same. The returned error is the
+// entry's: ErrAlreadyApplied, ErrClosed, a failure of the store; then
+// nothing is applied.
+func (db *DB) ApplyEntries(index uint64, payloads [][]byte, outs []Outcome, errs []error) error {
 	r := db.replica
 	if r == nil {
-		return Outcome{}, errors.New("engine: ApplyEntry on a DB that is not a replica")
+		return errors.New("engine: ApplyEntry on a DB that is not a replica")
 	}
-	b, berr := decodeBatch(payload)
-	if berr == nil {
-		berr = b.check(&db.opts)
+	if len(outs) < len(payloads) || len(errs) < len(payloads) {
+		return errors.New("engine: ApplyEntries needs an outcome and an error for every batch")
+	}
+	batches := make([]*Batch, len(payloads))
+	for i, p := range payloads {
+		b, err := decodeBatch(p)
+		if err == nil {
+			err = b.check(&db.opts)
+		}
+		batches[i], outs[i], errs[i] = b, Outcome{}, err
 	}
 	if err := db.waitForRoom(context.Background()); err != nil {
-		return Outcome{}, err
+		return err
 	}
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	if db.closed {
-		return Outcome{}, ErrClosed
+		return ErrClosed
 	}
 	if err := db.failure(); err != nil {
-		return Outcome{}, err
+		return err
 	}
 	db.smu.Lock()
 	if index <= r.index {
 		last := r.index
 		db.smu.Unlock()
-		return Outcome{}, fmt.Errorf("%w: index %d, the replica has %d", ErrAlreadyApplied, index, last)
-	}
-	if berr != nil {
-		r.index = index
-		db.smu.Unlock()
-		return Outcome{}, berr
+		return fmt.Errorf("%w: index %d, the replica has %d", ErrAlreadyApplied, index, last)
 	}
 	before := db.active.bytes
-	rev := db.memRev.Load() + 1
-	if err := db.applyBatch(rev, b); err != nil {
-		db.smu.Unlock()
-		// The state file could not be read: the replica cannot follow its
-		// log any more.
-		return Outcome{}, db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
+	first := db.memRev.Load()
+	rev := first
+	for i, b := range batches {
+		if errs[i] != nil {
+			continue
+		}
+		if err := db.applyBatch(rev+1, b); err != nil {
+			db.smu.Unlock()
+			// The state file could not be read: the replica cannot follow its
+			// log any more.
+			return db.setFatal(fmt.Errorf("engine: apply index %d: %w", index, err))
+		}
+		rev++
+		db.active.logBytes += int64(len(payloads[i]))
+		db.memRev.Store(rev)
+		outs[i] = Outcome{Revision: rev, Results: b.results, Aborted: b.aborted}
 	}
-	db.active.logBytes += int64(len(payload))
-	db.memRev.Store(rev)
 	r.index = index
 	grown := db.active.bytes - before
 	size, logged := db.active.bytes, db.active.logBytes
 	db.smu.Unlock()
+	if rev == first {
+		return nil // no batch applied
+	}
 	r.written.Store(rev)
 	r.mu.Lock()
 	r.pending = append(r.pending, indexRev{index, rev})
@@ -228,7 +258,7 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 	if size >= db.opts.CheckpointBytes || logged >= db.opts.CheckpointLogBytes {
 		db.kickCheckpoint()
 	}
-	return Outcome{Revision: rev, Results: b.results, Aborted: b.aborted}, nil
+	return nil
 }
 
 // LogDurable tells a replica that its log has made more entries durable,

@@ -267,3 +267,67 @@ func TestReplicaSnapshotRestore(t *testing.T) {
 	}
 	dstLog.setDurable(81)
 }
+
+// TestReplicaApplyEntries: an entry of several batches gives each the next
+// revision, in order; a batch that fails to apply gets no revision and the
+// others apply all the same; the entry's index is recorded once, maps to
+// its last revision for durability, and is not applied twice.
+func TestReplicaApplyEntries(t *testing.T) {
+	log := newFakeLog()
+	db, err := engine.OpenReplica(t.TempDir(), engine.Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ApplyEntry(2, putPayload("a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	var cas engine.Batch
+	cas.CompareAndPut([]byte("a"), []byte("2"), 1)
+	cas.SetTimestamp(1)
+	payloads := [][]byte{putPayload("b", "1"), []byte("not a batch"), cas.Bytes(), putPayload("c", "1")}
+	outs := make([]engine.Outcome, len(payloads))
+	errs := make([]error, len(payloads))
+	if err := db.ApplyEntries(5, payloads, outs, errs); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []uint64{2, 0, 3, 4} {
+		if outs[i].Revision != want {
+			t.Errorf("batch %d: revision %d, want %d", i, outs[i].Revision, want)
+		}
+	}
+	if errs[0] != nil || errs[2] != nil || errs[3] != nil || !errors.Is(errs[1], engine.ErrBadBatch) {
+		t.Fatalf("errors %v; want ErrBadBatch for batch 1 only", errs)
+	}
+	if len(outs[2].Results) != 1 || !outs[2].Results[0].Applied {
+		t.Fatalf("the conditional put's results %+v, want applied (it sees the entry before it)", outs[2].Results)
+	}
+	if got, err := db.Get([]byte("a")); err != nil || string(got) != "2" {
+		t.Fatalf("a = %q, %v; want 2", got, err)
+	}
+	if got := db.WrittenRevision(); got != 4 {
+		t.Fatalf("written revision %d, want 4", got)
+	}
+	if got := db.AppliedIndex(); got != 5 {
+		t.Fatalf("applied index %d, want 5", got)
+	}
+	if err := db.ApplyEntries(5, payloads[:1], outs, errs); !errors.Is(err, engine.ErrAlreadyApplied) {
+		t.Fatalf("entry 5 again: %v, want ErrAlreadyApplied", err)
+	}
+	log.setDurable(2)
+	if got := db.DurableRevision(); got != 1 {
+		t.Fatalf("durable revision %d with index 2 durable, want 1", got)
+	}
+	log.setDurable(5)
+	if got := db.DurableRevision(); got != 4 {
+		t.Fatalf("durable revision %d with index 5 durable, want 4", got)
+	}
+	// An entry whose batches all fail records its index and no revision.
+	if err := db.ApplyEntries(6, [][]byte{[]byte("x")}, outs, errs); err != nil || !errors.Is(errs[0], engine.ErrBadBatch) {
+		t.Fatalf("entry of a bad batch: %v, %v", err, errs[0])
+	}
+	if db.AppliedIndex() != 6 || db.WrittenRevision() != 4 {
+		t.Fatalf("after an entry of a bad batch: index %d, revision %d; want 6, 4", db.AppliedIndex(), db.WrittenRevision())
+	}
+	log.setDurable(6) // for Close's checkpoint
+}
