@@ -148,6 +148,10 @@ type Node struct {
 
 	mode atomic.Int32 // default engine.CommitMode
 
+	// gather queues the leader's writes of each kind (async, sync) while
+	// an entry of that kind is in flight (gather.go).
+	gather [2]gatherer
+
 	// fsmIndex is the index of the last entry the state machine went
 	// through (applied, skipped, or a configuration); fsmCh is closed and
 	// replaced each time it moves.
@@ -551,6 +555,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		}
 		return applied{}
 	}
+	if len(l.Extensions) > 0 && l.Extensions[0]&flagMulti != 0 {
+		return n.applyMulti(l)
+	}
 	o, err := n.db.ApplyEntry(l.Index, l.Data)
 	if errors.Is(err, engine.ErrAlreadyApplied) {
 		// Applied before a restart: the state file holds it.
@@ -690,28 +697,41 @@ func (n *Node) waitFSM(what string, want uint64, timeout time.Duration, at func(
 
 // ---- writes ----
 
-// apply proposes an encoded batch on the leader (this node) and returns
-// its outcome once committed and applied here.
+// apply proposes an encoded batch on the leader (this node) as an entry
+// of its own and returns its outcome once committed and applied here.
 func (n *Node) apply(data []byte, flags byte) (engine.Outcome, error) {
 	f := n.raft.ApplyLog(raft.Log{Data: data, Extensions: []byte{flags}}, n.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			// Not appended: another leader will take it.
-			return engine.Outcome{}, errNotLeader
-		case errors.Is(err, raft.ErrLeadershipLost):
-			return engine.Outcome{}, fmt.Errorf("%w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown)
-		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return engine.Outcome{}, fmt.Errorf("replication: the leader's queue is full: %w", engine.ErrWriteRefused)
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return engine.Outcome{}, engine.ErrClosed
-		}
+	if err := applyError(f.Error()); err != nil {
 		return engine.Outcome{}, err
 	}
-	r := f.Response().(applied)
+	return outcome(f.Index(), f.Response().(applied))
+}
+
+// applyError says what Raft's error for a proposed entry means for the
+// writes in it.
+func applyError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Not appended: another leader will take it.
+		return errNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %w", ErrLeadershipLost, engine.ErrOutcomeUnknown)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("replication: the leader's queue is full: %w", engine.ErrWriteRefused)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return engine.ErrClosed
+	}
+	return err
+}
+
+// outcome is a write's outcome from what the state machine returned for
+// it in the entry at index.
+func outcome(index uint64, r applied) (engine.Outcome, error) {
 	if errors.Is(r.err, engine.ErrAlreadyApplied) {
 		// Cannot happen for a new entry: the state file is behind the log.
-		return engine.Outcome{}, fmt.Errorf("replication: entry %d was applied before it was proposed: %w", f.Index(), engine.ErrOutcomeUnknown)
+		return engine.Outcome{}, fmt.Errorf("replication: entry %d was applied before it was proposed: %w", index, engine.ErrOutcomeUnknown)
 	}
 	return r.o, r.err
 }
@@ -724,7 +744,7 @@ func (n *Node) Propose(data []byte, sync bool) (engine.Outcome, error) {
 	if sync {
 		flags |= SyncFlag
 	}
-	return onLeader(n, func() (engine.Outcome, error) { return n.apply(data, flags) }, opApply, append([]byte{flags}, data...), decodeOutcome)
+	return onLeader(n, func() (engine.Outcome, error) { return n.propose(data, flags) }, opApply, append([]byte{flags}, data...), decodeOutcome)
 }
 
 // Sync returns once a quorum has fsynced every entry committed before the
@@ -1419,7 +1439,7 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		if !n.IsLeader() {
 			return nil, errNotLeader
 		}
-		o, err := n.apply(p[1:], p[0])
+		o, err := n.propose(p[1:], p[0])
 		if err != nil {
 			return nil, err
 		}
