@@ -21,11 +21,14 @@ import (
 // revision and outcome. Raft's own batching does not get there: its
 // leader loop hands each write to the log as it comes, and with 50
 // clients a Raft entry held 1.5 writes in async mode, each replication
-// round costing the three nodes' CPU for little. Measured on a 3-node
-// cluster on this 2-vCPU machine (bench/RESULTS.md, 2026-12-05): SET at
-// 50 clients 19,120 → 28,031 requests/s in sync mode and 36,397 → 45,403
-// in async mode, the cluster's CPU per write 73 → 44 µs and 43 → 32 µs.
-// Two or four entries in flight measured slower than one.
+// round costing the three nodes' CPU for little. With the gathering, 50
+// clients' SETs fill entries of 23 writes in sync mode and 16 in async
+// mode, and on this 2-vCPU machine a 3-node cluster serves 24,000-28,000
+// sync SETs a second instead of 19,000-21,000, and 44,000-54,000 async
+// ones instead of 36,000-39,000, at about 45 µs of CPU per sync write on
+// the three nodes together instead of 70 (bench/RESULTS.md, 2026-12-05).
+// Two or four entries in flight measured slower than one, and holding an
+// entry back to gather more (50-200 µs) slower still.
 
 // flagMulti marks a command entry whose Data holds several encoded
 // batches, each preceded by its length as a uvarint.
@@ -83,22 +86,25 @@ func (n *Node) commitQueued(g *gatherer, flags byte) {
 		g.mu.Unlock()
 		return
 	}
-	next, size := g.queue, 0
-	for i, p := range g.queue {
-		if size += len(p.data); size > maxGatherBytes && i > 0 {
-			next = g.queue[:i]
-			break
-		}
-	}
-	g.queue = g.queue[len(next):]
-	if len(g.queue) == 0 {
-		g.queue = nil
-	}
+	var next []*proposal
+	next, g.queue = nextEntry(g.queue)
 	g.mu.Unlock()
 	go func() {
 		n.commitGathered(next, flags)
 		n.commitQueued(g, flags)
 	}()
+}
+
+// nextEntry splits the writes of the next entry from the front of queue:
+// as many as fit in maxGatherBytes, and at least one.
+func nextEntry(queue []*proposal) (next, rest []*proposal) {
+	size := 0
+	for i, p := range queue {
+		if size += len(p.data); size > maxGatherBytes && i > 0 {
+			return queue[:i], queue[i:]
+		}
+	}
+	return queue, nil
 }
 
 // commitGathered commits ps as one entry and tells each its outcome.

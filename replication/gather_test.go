@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -59,6 +61,48 @@ func TestGatheredWrites(t *testing.T) {
 		e, err := n.Store(Linearizable).GetEntry([]byte("counter"))
 		if err != nil || string(e.Value) != "800" {
 			t.Fatalf("node %d: counter %q, %v; want 800", i+1, e.Value, err)
+		}
+	}
+}
+
+// TestNextEntry: an entry takes the queued writes that fit in
+// maxGatherBytes, in order, and a larger write goes alone.
+func TestNextEntry(t *testing.T) {
+	w := func(size int) *proposal { return &proposal{data: make([]byte, size)} }
+	small, half, big := w(100), w(maxGatherBytes/2), w(maxGatherBytes+1)
+	for _, tc := range []struct {
+		queue      []*proposal
+		next, rest int
+	}{
+		{[]*proposal{small}, 1, 0},
+		{[]*proposal{small, small, small}, 3, 0},
+		{[]*proposal{half, half, small}, 2, 1},
+		{[]*proposal{big, small}, 1, 1},
+		{[]*proposal{small, big}, 1, 1},
+		{[]*proposal{half, small, half}, 2, 1},
+	} {
+		next, rest := nextEntry(tc.queue)
+		if len(next) != tc.next || len(rest) != tc.rest || next[0] != tc.queue[0] || (len(rest) > 0 && rest[0] != tc.queue[len(next)]) {
+			t.Errorf("queue of %d: next %d, rest %d; want %d and %d, in order", len(tc.queue), len(next), len(rest), tc.next, tc.rest)
+		}
+	}
+}
+
+// TestSplitMulti: an entry's batches come back as they were put in, and a
+// cut or overlong length is refused as a bad batch.
+func TestSplitMulti(t *testing.T) {
+	var data []byte
+	for _, b := range []string{"one", "", "three"} {
+		data = binary.AppendUvarint(data, uint64(len(b)))
+		data = append(data, b...)
+	}
+	got, err := splitMulti(data)
+	if err != nil || len(got) != 3 || string(got[0]) != "one" || len(got[1]) != 0 || string(got[2]) != "three" {
+		t.Fatalf("split %q: %q, %v", data, got, err)
+	}
+	for _, bad := range [][]byte{data[:len(data)-1], {0x80}, binary.AppendUvarint(nil, 1<<40)} {
+		if _, err := splitMulti(bad); !errors.Is(err, engine.ErrBadBatch) {
+			t.Errorf("split %q: %v, want ErrBadBatch", bad, err)
 		}
 	}
 }
