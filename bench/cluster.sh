@@ -16,7 +16,9 @@
 #
 # Needs: go, redis-benchmark, redis-cli, etcd (Debian: apt-get install
 # redis-tools etcd-server; installed when missing if run as root).
-# Usage: bench/cluster.sh      environment: KVD_BENCH_N (requests per measurement, default 100000)
+# Usage: bench/cluster.sh      environment: KVD_BENCH_N (requests per measurement, default 100000),
+#                              KVD_BIN=path to run that kvd binary instead of building
+#                              ./cmd/kvd (A/B runs of two builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-go build -o "$work/kvd" ./cmd/kvd
+if [ -n "${KVD_BIN:-}" ]; then
+  cp "$KVD_BIN" "$work/kvd"
+else
+  go build -o "$work/kvd" ./cmd/kvd
+fi
 (cd bench/etcdload && go build -o "$work/etcdload" .)
 
 wait_port() { # host port
