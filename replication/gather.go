@@ -51,7 +51,7 @@ type gatherer struct {
 // proposal is one write waiting for its entry's outcome.
 type proposal struct {
 	data []byte
-	done chan struct{}
+	done func(engine.Outcome, error)
 	o    engine.Outcome
 	err  error
 }
@@ -61,40 +61,53 @@ type proposal struct {
 // kind is in flight, and returns its outcome once committed and applied
 // here.
 func (n *Node) propose(data []byte, flags byte) (engine.Outcome, error) {
-	g := &n.gather[flags&SyncFlag]
-	g.mu.Lock()
-	if !g.flying {
-		// Nothing waits (the queue empties before flying is cleared).
-		g.flying = true
-		g.mu.Unlock()
-		o, err := n.apply(data, flags)
-		n.commitQueued(g, flags)
-		return o, err
-	}
-	p := &proposal{data: data, done: make(chan struct{})}
-	g.queue = append(g.queue, p)
-	g.mu.Unlock()
-	<-p.done
-	return p.o, p.err
+	var o engine.Outcome
+	var err error
+	done := make(chan struct{})
+	n.proposeAsync(data, flags, func(ro engine.Outcome, rerr error) {
+		o, err = ro, rerr
+		close(done)
+	})
+	<-done
+	return o, err
 }
 
-// commitQueued commits the writes queued while its caller's entry was in
-// flight, as the next entry, on a goroutine so that its caller answers at
-// once; and so on until the queue is empty.
-func (n *Node) commitQueued(g *gatherer, flags byte) {
+// proposeAsync is propose without the wait: done is called with the
+// outcome on the goroutine that commits the entry.
+func (n *Node) proposeAsync(data []byte, flags byte, done func(engine.Outcome, error)) {
+	g := &n.gather[flags&SyncFlag]
+	p := &proposal{data: data, done: done}
 	g.mu.Lock()
-	if len(g.queue) == 0 {
-		g.flying = false
+	g.queue = append(g.queue, p)
+	if g.flying {
 		g.mu.Unlock()
 		return
 	}
+	// Nothing waits: the queue empties before flying is cleared.
+	g.flying = true
 	var next []*proposal
 	next, g.queue = nextEntry(g.queue)
 	g.mu.Unlock()
-	go func() {
-		n.commitGathered(next, flags)
-		n.commitQueued(g, flags)
-	}()
+	go n.commitChain(g, next, flags)
+}
+
+// commitChain commits ps as one entry; then hands the writes queued
+// meanwhile, as the next entry, to a goroutine of their own before it
+// tells ps their outcomes.
+func (n *Node) commitChain(g *gatherer, ps []*proposal, flags byte) {
+	n.commitGathered(ps, flags)
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.flying = false
+	} else {
+		var next []*proposal
+		next, g.queue = nextEntry(g.queue)
+		go n.commitChain(g, next, flags)
+	}
+	g.mu.Unlock()
+	for _, p := range ps {
+		p.done(p.o, p.err)
+	}
 }
 
 // nextEntry splits the writes of the next entry from the front of queue:
@@ -109,13 +122,8 @@ func nextEntry(queue []*proposal) (next, rest []*proposal) {
 	return queue, nil
 }
 
-// commitGathered commits ps as one entry and tells each its outcome.
+// commitGathered commits ps as one entry and sets the outcome of each.
 func (n *Node) commitGathered(ps []*proposal, flags byte) {
-	defer func() {
-		for _, p := range ps {
-			close(p.done)
-		}
-	}()
 	if len(ps) == 1 {
 		ps[0].o, ps[0].err = n.apply(ps[0].data, flags)
 		return

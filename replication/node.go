@@ -747,6 +747,29 @@ func (n *Node) Propose(data []byte, sync bool) (engine.Outcome, error) {
 	return onLeader(n, func() (engine.Outcome, error) { return n.propose(data, flags) }, opApply, append([]byte{flags}, data...), decodeOutcome)
 }
 
+// ProposeAsync is Propose without the wait: done is called with the
+// outcome, on another goroutine. On the leader the write joins the
+// gathering (gather.go) and no goroutine waits for it; on a follower, or
+// when the leader turns out not to be this node, a goroutine makes
+// Propose's call.
+func (n *Node) ProposeAsync(data []byte, sync bool, done func(engine.Outcome, error)) {
+	flags := byte(0)
+	if sync {
+		flags |= SyncFlag
+	}
+	if n.IsLeader() {
+		n.proposeAsync(data, flags, func(o engine.Outcome, err error) {
+			if errors.Is(err, errNotLeader) {
+				go func() { done(n.Propose(data, sync)) }()
+				return
+			}
+			done(o, err)
+		})
+		return
+	}
+	go func() { done(n.Propose(data, sync)) }()
+}
+
 // Sync returns once a quorum has fsynced every entry committed before the
 // call: a sync-flagged no-op through the leader.
 func (n *Node) Sync() error {

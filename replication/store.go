@@ -120,6 +120,10 @@ func (s *Store) ReadBarrier(c Consistency) error {
 	return nil
 }
 
+// Barrier returns once a read through s may be served from this node's
+// state: what every read through s waits for first.
+func (s *Store) Barrier() error { return s.barrier() }
+
 func (s *Store) barrier() error {
 	if err := s.n.Diverged(); err != nil {
 		return err
@@ -172,28 +176,48 @@ func (s *Store) Count() (int, error) {
 // is not withdrawn, and the apply timeout bounds the wait). b's Results
 // then hold its outcome.
 func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.WriteOptions) (engine.Commit, error) {
-	sync := wo.Sync(s.CommitMode())
 	if err := ctx.Err(); err != nil {
 		return engine.Commit{}, err
 	}
+	var cm engine.Commit
+	var err error
+	done := make(chan struct{})
+	s.WriteAsync(b, wo, func(c engine.Commit, e error) {
+		cm, err = c, e
+		close(done)
+	})
+	<-done
+	return cm, err
+}
+
+// WriteAsync is WriteContext without the wait: done is called once b is
+// committed and applied, or failed, with b's Results set; on this
+// goroutine when b is refused at once, else on another.
+func (s *Store) WriteAsync(b *engine.Batch, wo engine.WriteOptions, done func(engine.Commit, error)) {
+	sync := wo.Sync(s.CommitMode())
 	if err := s.n.Diverged(); err != nil {
-		return engine.Commit{}, err
+		done(engine.Commit{}, err)
+		return
 	}
 	if err := s.n.db.ValidateBatch(b); err != nil {
-		return engine.Commit{}, err
+		done(engine.Commit{}, err)
+		return
 	}
 	if b.Len() == 0 {
-		return engine.AppliedCommit(s.n.db.WrittenRevision(), sync), nil
+		done(engine.AppliedCommit(s.n.db.WrittenRevision(), sync), nil)
+		return
 	}
 	if b.Timestamp() == 0 {
 		b.SetTimestamp(time.Now().UnixMilli())
 	}
-	o, err := s.n.Propose(bytes.Clone(b.Bytes()), sync)
-	if err != nil {
-		return engine.AppliedCommit(0, sync), err
-	}
-	b.SetOutcome(o)
-	return engine.AppliedCommit(o.Revision, sync), nil
+	s.n.ProposeAsync(bytes.Clone(b.Bytes()), sync, func(o engine.Outcome, err error) {
+		if err != nil {
+			done(engine.AppliedCommit(0, sync), err)
+			return
+		}
+		b.SetOutcome(o)
+		done(engine.AppliedCommit(o.Revision, sync), nil)
+	})
 }
 
 // TrySubmit returns engine.ErrThrottled: a write on a cluster waits for a
