@@ -137,12 +137,51 @@ func (s *Server) readsFor(w http.ResponseWriter, r *http.Request) (Store, error)
 // the view CLIENT CONSISTENCY set, which also waits for the connection's
 // own last write (read-your-writes on a follower).
 func (c *respConn) reads() Store {
+	if c.barrierOK {
+		if v := c.s.localReads; v != nil {
+			return v
+		}
+	}
 	if c.readOpts == nil {
 		return c.s.store
 	}
 	o := *c.readOpts
 	o.MinRev = max(o.MinRev, c.lastRev)
 	return c.s.store.(clusterReads).At(o)
+}
+
+// barrierConsistency returns the read barrier this connection's reads
+// need before they can be served from this node's state as it is: ok is
+// false when a barrier alone is not enough (a minimum revision or a bound
+// on staleness the connection set).
+func (c *respConn) barrierConsistency() (replication.Consistency, bool) {
+	cr, ok := c.s.store.(interface {
+		Consistency() replication.Consistency
+	})
+	if !ok {
+		return 0, false
+	}
+	if c.readOpts == nil {
+		return cr.Consistency(), true
+	}
+	o := *c.readOpts
+	return o.Consistency, o.MinRev == 0 && o.MaxStale == 0
+}
+
+// readsMayWait reports whether this connection's reads may wait.
+func (c *respConn) readsMayWait() bool {
+	cr, ok := c.s.store.(interface {
+		Consistency() replication.Consistency
+	})
+	if !ok {
+		return false
+	}
+	o := replication.ReadOptions{Consistency: cr.Consistency()}
+	if c.readOpts != nil {
+		o = *c.readOpts
+		o.MinRev = max(o.MinRev, c.lastRev)
+	}
+	return o.Consistency != replication.Stale || o.MinRev > c.s.store.WrittenRevision()
 }
 
 // clientConsistency answers CLIENT CONSISTENCY [level|default [MAXSTALE ms]

@@ -156,6 +156,11 @@ type respConn struct {
 	readOpts   *replication.ReadOptions // CLIENT CONSISTENCY on a cluster; nil: the server's
 	redirect   bool                     // CLIENT REDIRECT ON: writes on a follower get -MOVED
 	quit       bool
+	// barrierOK: on a cluster, a read barrier that started after the
+	// requests in reqs arrived, and after this connection's last write,
+	// has completed, so that their reads may be served from this node's
+	// state as it is (see eventLoop.awaitBarrier).
+	barrierOK bool
 	// The authenticated user's name ("": none), and the user it named in
 	// the users it was last looked up in (see respConn.user).
 	authName  string

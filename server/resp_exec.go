@@ -36,12 +36,28 @@ type respIO interface {
 	// runSlow runs run(c, args), a command that may block. It returns
 	// true if c is parked until it is done.
 	runSlow(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
+	// awaitBarrier runs run(c, args), a read that must wait for a read
+	// barrier (a cluster's linearizable read), once one has completed
+	// that started after the read arrived. It returns true if c is parked
+	// meanwhile.
+	awaitBarrier(c *respConn, run func(c *respConn, args [][]byte), args [][]byte) bool
+	// writeAsync commits c.batch through w, then calls c.finishWrite.
+	// It returns true if c is parked meanwhile and the call comes later.
+	writeAsync(c *respConn, w asyncWriter) bool
 	// pushNotify returns the function pw's watcher, one of c's, calls when
 	// it has more (see watch.Hub.WatchFunc and resp_push.go).
 	pushNotify(c *respConn, pw *pushWatch) func()
 	// pushChanged tells the I/O model that c's watches changed: added is
 	// the watch added, nil when some ended.
 	pushChanged(c *respConn, added *pushWatch)
+}
+
+// asyncWriter is a store that commits a write without its caller waiting
+// (a cluster node, where a write waits for a quorum): done is called once
+// it is acknowledged, or failed, on a goroutine of the store's, with b's
+// Results set.
+type asyncWriter interface {
+	WriteAsync(b *engine.Batch, wo engine.WriteOptions, done func(engine.Commit, error))
 }
 
 // pendingWrite is a write being committed as one batch (respConn.batch):
@@ -80,6 +96,7 @@ const (
 // setRequests hands c the requests of one read.
 func (c *respConn) setRequests(reqs []request) {
 	c.reqs, c.next = reqs, 0
+	c.barrierOK = false
 	c.lastActive.Store(time.Now().UnixNano())
 }
 
@@ -144,10 +161,13 @@ func (c *respConn) step() (int, bool) {
 			return 1, false
 		}
 		return 1, c.submit(pendingWrite{n: 1, reply: reply, d: d})
+	case cmd.inline && cmd.keyArgs && c.s.localReads != nil && !c.barrierOK && c.readsMayWait():
+		return 1, c.io.awaitBarrier(c, cmd.run, args)
 	case cmd.inline:
 		cmd.run(c, args)
 		return 1, false
 	}
+	c.barrierOK = false
 	return 1, c.io.runSlow(c, cmd.run, args)
 }
 
@@ -188,10 +208,14 @@ func (c *respConn) submitSets(d engine.Durability) (int, bool) {
 // durability asks) before w's requests are answered from its results. It
 // reports whether c is parked meanwhile.
 func (c *respConn) submit(w pendingWrite) bool {
+	c.barrierOK = false
 	w.start = time.Now()
 	c.pending = w
 	if c.movedWrite() {
 		return false
+	}
+	if aw := c.s.asyncWrites; aw != nil {
+		return c.io.writeAsync(c, aw)
 	}
 	commit, err := c.s.store.TrySubmit(&c.batch, writeOptions(w.d))
 	switch {

@@ -27,6 +27,19 @@ func (goroutineIO) awaitWrite(c *respConn) bool {
 	return false
 }
 
+// awaitBarrier runs the read in place: its store waits for the barrier.
+func (goroutineIO) awaitBarrier(c *respConn, run func(*respConn, [][]byte), args [][]byte) bool {
+	run(c, args)
+	return false
+}
+
+// writeAsync waits in place: the connection's goroutine commits the
+// write with WriteContext.
+func (goroutineIO) writeAsync(c *respConn, _ asyncWriter) bool {
+	writeBatch(c, nil)
+	return false
+}
+
 func (goroutineIO) runSlow(c *respConn, run func(*respConn, [][]byte), args [][]byte) bool {
 	run(c, args)
 	return false

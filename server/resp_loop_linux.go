@@ -2,6 +2,8 @@ package server
 
 import (
 	"errors"
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
 	"io"
 	"runtime"
 	"runtime/debug"
@@ -97,6 +99,7 @@ const (
 	msgKill                    // close one connection now (CLIENT KILL)
 	msgPush                    // a KVWATCH watcher of the connection has more
 	msgPushRead                // a worker read a watcher's history
+	msgBarrier                 // a read barrier completed
 )
 
 type loopMsg struct {
@@ -105,6 +108,15 @@ type loopMsg struct {
 	rev  uint64
 	err  error
 	read *pushRead // msgPushRead
+	// waiters: msgBarrier's reads
+	waiters []barrierWaiter
+}
+
+// barrierWaiter is a read parked until a read barrier completes.
+type barrierWaiter struct {
+	c    *respConn
+	run  func(*respConn, [][]byte)
+	args [][]byte
 }
 
 type eventLoop struct {
@@ -129,6 +141,12 @@ type eventLoop struct {
 
 	workers int
 	closing bool
+
+	// Read barriers (a cluster's linearizable reads): the reads waiting
+	// for the next, and whether one is running.
+	barrierNext    []barrierWaiter
+	barrierLin     bool
+	barrierRunning bool
 
 	lastIdleCheck time.Time
 
@@ -430,6 +448,15 @@ func (l *eventLoop) handle(m loopMsg) {
 			c.push.wanted = true
 			l.markReady(c)
 		}
+	case msgBarrier:
+		l.workers--
+		l.barrierRunning = false
+		for _, w := range m.waiters {
+			l.finishBarrier(w, m.err)
+		}
+		if len(l.barrierNext) > 0 {
+			l.startBarrier()
+		}
 	case msgCloseAll:
 		l.closing = true
 		for _, c := range l.conns {
@@ -613,6 +640,83 @@ func (l *eventLoop) runSlow(c *respConn, run func(*respConn, [][]byte), args [][
 	c.lp.park = parkWorker
 	l.workers++
 	go l.work(c, run, args)
+	return true
+}
+
+// awaitBarrier parks c until a read barrier that starts after this call
+// completes, then runs the read on the loop from this node's state: the
+// reads of every connection that arrive while a barrier runs share the
+// next one. Reads that need more than a barrier (a minimum revision, a
+// bound on staleness) run on a worker.
+func (l *eventLoop) awaitBarrier(c *respConn, run func(*respConn, [][]byte), args [][]byte) bool {
+	cons, ok := c.barrierConsistency()
+	if !ok || cons == replication.Stale || l.s.localReads == nil {
+		return l.runSlow(c, run, args)
+	}
+	c.lp.park = parkWorker
+	l.barrierNext = append(l.barrierNext, barrierWaiter{c, run, args})
+	l.barrierLin = l.barrierLin || cons == replication.Linearizable
+	if !l.barrierRunning {
+		l.startBarrier()
+	}
+	return true
+}
+
+// startBarrier runs a read barrier for the reads waiting for one.
+func (l *eventLoop) startBarrier() {
+	ws, cons := l.barrierNext, replication.Leader
+	if l.barrierLin {
+		cons = replication.Linearizable
+	}
+	l.barrierNext, l.barrierLin = nil, false
+	l.barrierRunning = true
+	l.workers++
+	view := l.s.store.(clusterReads).At(replication.ReadOptions{Consistency: cons})
+	go func() {
+		l.post(loopMsg{kind: msgBarrier, err: view.Barrier(), waiters: ws})
+	}()
+}
+
+// finishBarrier runs w's read once its barrier completed with err.
+func (l *eventLoop) finishBarrier(w barrierWaiter, err error) {
+	c := w.c
+	if c.lp.closed {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
+				"panic", r, "stack", string(debug.Stack()))
+			l.closeConn(c)
+		}
+	}()
+	c.lp.park = parkNone
+	if err != nil {
+		c.writeError(respError(err))
+	} else {
+		c.barrierOK = true
+		w.run(c, w.args)
+	}
+	l.markReady(c)
+}
+
+// writeAsync parks c until its write, committed by w, is acknowledged:
+// the store's goroutine answers it and hands c back to the loop.
+func (l *eventLoop) writeAsync(c *respConn, w asyncWriter) bool {
+	c.lp.park = parkWorker
+	l.workers++
+	w.WriteAsync(&c.batch, writeOptions(c.pending.d), func(cm engine.Commit, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
+					"panic", r, "stack", string(debug.Stack()))
+				c.quit = true
+			}
+			l.post(loopMsg{kind: msgWorker, c: c})
+		}()
+		c.pending.commit = cm
+		c.finishWrite(err)
+	})
 	return true
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/kvdstore/kvd/auth"
 	"github.com/kvdstore/kvd/engine"
 	"github.com/kvdstore/kvd/jobs"
+	"github.com/kvdstore/kvd/replication"
 	"github.com/kvdstore/kvd/watch"
 )
 
@@ -203,6 +204,12 @@ type Server struct {
 	setCmd  *respCommand // cmds["set"], counted once per batch of plain SETs
 	cursors *cursorTable
 	pending *pendingBudget
+	// On a cluster: asyncWrites is the store, whose writes the event loop
+	// commits without a goroutine waiting on each; localReads reads this
+	// node's state as it is, for reads whose barrier the event loop has
+	// waited for. Both are nil on a single node.
+	asyncWrites asyncWriter
+	localReads  Store
 	// idleTimeout is RESPIdleTimeout, in nanoseconds, as CONFIG SET
 	// timeout last set it.
 	idleTimeout atomic.Int64
@@ -330,6 +337,12 @@ func New(store Store, cfg Config) (*Server, error) {
 	s.setCmd = s.cmds["set"]
 	m.register(s)
 	s.initWatch()
+	if cr, ok := store.(clusterReads); ok {
+		s.localReads = cr.At(replication.ReadOptions{Consistency: replication.Stale})
+	}
+	if aw, ok := store.(asyncWriter); ok {
+		s.asyncWrites = aw
+	}
 	return s, nil
 }
 

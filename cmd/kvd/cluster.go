@@ -103,14 +103,13 @@ func (c *clusterConfig) validate() []error {
 	return errs
 }
 
-// respIOFor is --resp-io, whose default on a cluster is goroutines: a
-// read or write there waits for the leader, which would stall an event
-// loop that serves every connection, while goroutines wait alone (and
-// concurrent linearizable reads share the leader's confirmation). With
-// TLS it is goroutines too: the loop reads and writes the sockets itself,
-// below crypto/tls.
+// respIOFor is --resp-io, whose default with TLS is goroutines: the loop
+// reads and writes the sockets itself, below crypto/tls. On a cluster the
+// loop's default holds: it parks a connection whose write waits for a
+// quorum, or whose read for the leader's confirmation, and serves the
+// others meanwhile.
 func (c *config) respIOFor() string {
-	if c.respIO == "" && (c.cluster.enabled() || c.tls.enabled()) {
+	if c.respIO == "" && c.tls.enabled() {
 		return "goroutines"
 	}
 	return c.respIO

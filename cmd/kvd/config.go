@@ -146,7 +146,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.httpRateWindow, "http-rate-window", server.DefaultHTTPRateWindow,
 		"the window --http-min-rate is measured over")
 	fs.StringVar(&c.respIO, "resp-io", "",
-		"how RESP connections are served: loop (one epoll event loop; the default on Linux for a single node) or goroutines (one per connection; the default in cluster mode)")
+		"how RESP connections are served: loop (one epoll event loop; the default on Linux) or goroutines (one per connection; the default with TLS and off Linux)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.pprof, "pprof", "",
