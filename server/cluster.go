@@ -78,6 +78,12 @@ type clusterReads interface {
 	At(o replication.ReadOptions) *replication.Store
 }
 
+// consistencyDefault is a store whose reads have a default consistency
+// (replication.Store).
+type consistencyDefault interface {
+	Consistency() replication.Consistency
+}
+
 // readOptions parses a read's consistency options, as HTTP's
 // ?consistency=&max_stale=&min_rev= and CLIENT CONSISTENCY give them.
 func parseReadOptions(consistency, maxStale, minRev string) (replication.ReadOptions, error) {
@@ -122,9 +128,7 @@ func (s *Server) readsFor(w http.ResponseWriter, r *http.Request) (Store, error)
 		return s.store, nil
 	}
 	if c == "" {
-		c = s.store.(interface {
-			Consistency() replication.Consistency
-		}).Consistency().String()
+		c = s.store.(consistencyDefault).Consistency().String()
 	}
 	o, err := parseReadOptions(c, ms, mr)
 	if err != nil {
@@ -155,9 +159,7 @@ func (c *respConn) reads() Store {
 // false when a barrier alone is not enough (a minimum revision or a bound
 // on staleness the connection set).
 func (c *respConn) barrierConsistency() (replication.Consistency, bool) {
-	cr, ok := c.s.store.(interface {
-		Consistency() replication.Consistency
-	})
+	cr, ok := c.s.store.(consistencyDefault)
 	if !ok {
 		return 0, false
 	}
@@ -168,11 +170,12 @@ func (c *respConn) barrierConsistency() (replication.Consistency, bool) {
 	return o.Consistency, o.MinRev == 0 && o.MaxStale == 0
 }
 
-// readsMayWait reports whether this connection's reads may wait.
+// readsMayWait reports whether this connection's reads may wait on a
+// cluster: for the leader's confirmation or the leader itself (all but
+// stale reads), or for this node to apply the connection's minimum
+// revision.
 func (c *respConn) readsMayWait() bool {
-	cr, ok := c.s.store.(interface {
-		Consistency() replication.Consistency
-	})
+	cr, ok := c.s.store.(consistencyDefault)
 	if !ok {
 		return false
 	}

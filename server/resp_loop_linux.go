@@ -2,8 +2,6 @@ package server
 
 import (
 	"errors"
-	"github.com/kvdstore/kvd/engine"
-	"github.com/kvdstore/kvd/replication"
 	"io"
 	"runtime"
 	"runtime/debug"
@@ -13,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kvdstore/kvd/engine"
+	"github.com/kvdstore/kvd/replication"
 )
 
 const (
