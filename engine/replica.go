@@ -194,7 +194,7 @@ func (db *DB) ApplyEntry(index uint64, payload []byte) (Outcome, error) {
 func (db *DB) ApplyEntries(index uint64, payloads [][]byte, outs []Outcome, errs []error) error {
 	r := db.replica
 	if r == nil {
-		return errors.New("engine: ApplyEntry on a DB that is not a replica")
+		return errors.New("engine: ApplyEntries on a DB that is not a replica")
 	}
 	if len(outs) < len(payloads) || len(errs) < len(payloads) {
 		return errors.New("engine: ApplyEntries needs an outcome and an error for every batch")

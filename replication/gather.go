@@ -61,15 +61,21 @@ type proposal struct {
 // kind is in flight, and returns its outcome once committed and applied
 // here.
 func (n *Node) propose(data []byte, flags byte) (engine.Outcome, error) {
-	var o engine.Outcome
+	return await(func(done func(engine.Outcome, error)) { n.proposeAsync(data, flags, done) })
+}
+
+// await calls start, which calls its done once, on any goroutine, and
+// returns what done was given.
+func await[T any](start func(done func(T, error))) (T, error) {
+	var v T
 	var err error
-	done := make(chan struct{})
-	n.proposeAsync(data, flags, func(ro engine.Outcome, rerr error) {
-		o, err = ro, rerr
-		close(done)
+	called := make(chan struct{})
+	start(func(rv T, rerr error) {
+		v, err = rv, rerr
+		close(called)
 	})
-	<-done
-	return o, err
+	<-called
+	return v, err
 }
 
 // proposeAsync is propose without the wait: done is called with the

@@ -740,11 +740,17 @@ func outcome(index uint64, r applied) (engine.Outcome, error) {
 // this node is not the leader, and returns its outcome. sync asks for a
 // quorum to have fsynced it before it counts as committed.
 func (n *Node) Propose(data []byte, sync bool) (engine.Outcome, error) {
-	flags := byte(0)
-	if sync {
-		flags |= SyncFlag
-	}
+	flags := commandFlags(sync)
 	return onLeader(n, func() (engine.Outcome, error) { return n.propose(data, flags) }, opApply, append([]byte{flags}, data...), decodeOutcome)
+}
+
+// commandFlags is the first byte of a write's Extensions: SyncFlag when
+// it asks for a quorum to fsync it.
+func commandFlags(sync bool) byte {
+	if sync {
+		return SyncFlag
+	}
+	return 0
 }
 
 // ProposeAsync is Propose without the wait: done is called with the
@@ -753,12 +759,8 @@ func (n *Node) Propose(data []byte, sync bool) (engine.Outcome, error) {
 // when the leader turns out not to be this node, a goroutine makes
 // Propose's call.
 func (n *Node) ProposeAsync(data []byte, sync bool, done func(engine.Outcome, error)) {
-	flags := byte(0)
-	if sync {
-		flags |= SyncFlag
-	}
 	if n.IsLeader() {
-		n.proposeAsync(data, flags, func(o engine.Outcome, err error) {
+		n.proposeAsync(data, commandFlags(sync), func(o engine.Outcome, err error) {
 			if errors.Is(err, errNotLeader) {
 				go func() { done(n.Propose(data, sync)) }()
 				return

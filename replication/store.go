@@ -179,15 +179,7 @@ func (s *Store) WriteContext(ctx context.Context, b *engine.Batch, wo engine.Wri
 	if err := ctx.Err(); err != nil {
 		return engine.Commit{}, err
 	}
-	var cm engine.Commit
-	var err error
-	done := make(chan struct{})
-	s.WriteAsync(b, wo, func(c engine.Commit, e error) {
-		cm, err = c, e
-		close(done)
-	})
-	<-done
-	return cm, err
+	return await(func(done func(engine.Commit, error)) { s.WriteAsync(b, wo, done) })
 }
 
 // WriteAsync is WriteContext without the wait: done is called once b is

@@ -707,16 +707,11 @@ func (l *eventLoop) writeAsync(c *respConn, w asyncWriter) bool {
 	c.lp.park = parkWorker
 	l.workers++
 	w.WriteAsync(&c.batch, writeOptions(c.pending.d), func(cm engine.Commit, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				l.s.log.Error("resp connection panic", "conn", c.id, "remote", c.addr,
-					"panic", r, "stack", string(debug.Stack()))
-				c.quit = true
-			}
-			l.post(loopMsg{kind: msgWorker, c: c})
-		}()
-		c.pending.commit = cm
-		c.finishWrite(err)
+		// Answered as a worker's command is, on the store's goroutine.
+		l.work(c, func(c *respConn, _ [][]byte) {
+			c.pending.commit = cm
+			c.finishWrite(err)
+		}, nil)
 	})
 	return true
 }
