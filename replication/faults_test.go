@@ -3,6 +3,7 @@ package replication
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -82,6 +83,9 @@ func (k inmemCaller) call(addr string, op byte, payload []byte, timeout time.Dur
 		k.c.net.mu.Unlock()
 		return nil, fmt.Errorf("call %s: %w", addr, errSentNoAnswer)
 	}
+	if op == opTerm {
+		k.c.net.termCalls.Add(1)
+	}
 	resp, err := node.handle(op, payload)
 	k.c.net.holdResponse(k.from, to, true)
 	if err != nil {
@@ -106,6 +110,8 @@ type inmemNet struct {
 	// lost counts the cluster calls on a cut link waiting for their
 	// timeout.
 	lost map[[2]raft.ServerAddress]int
+	// termCalls counts the leaders' questions (opTerm) answered.
+	termCalls atomic.Int64
 }
 
 // holdResponse keeps an answered AppendEntries or cluster call (call)
@@ -713,5 +719,75 @@ func TestConfirmationAsksAnotherVoter(t *testing.T) {
 	}
 	if now, _ := l.fastVoter.Load().(string); now == fast || now == "" {
 		t.Fatalf("first voter to answer after %s stopped: %q", fast, now)
+	}
+}
+
+// TestFollowerVouchesForLeader: a follower asking the leader for a read
+// index gives its term, and when the two make a quorum the leader asks no
+// other voter. A read index asked with a term other than the leader's, in
+// the leader's own name, a nonvoter's or that of a node not in the
+// configuration makes the leader ask.
+func TestFollowerVouchesForLeader(t *testing.T) {
+	c := newFaultCluster(t, 3)
+	l := c.leader()
+	var f *Node
+	for _, n := range c.nodes {
+		if n != l {
+			f = n
+			break
+		}
+	}
+	learner := c.start("n4", false)
+	if err := l.AddNonvoter("n4", "n4"); err != nil {
+		t.Fatal(err)
+	}
+	var b engine.Batch
+	b.Put([]byte("k"), []byte("v"))
+	b.SetTimestamp(time.Now().UnixMilli())
+	o, err := l.apply(b.Bytes(), SyncFlag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing else reads: every question counted is one of these.
+	asked := func(what string, read func() error) int64 {
+		t.Helper()
+		before := c.net.termCalls.Load()
+		if err := read(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return c.net.termCalls.Load() - before
+	}
+	if n := asked("a follower's read", func() error { return f.Barrier(true) }); n != 0 {
+		t.Errorf("a follower's read made the leader ask %d questions; want none", n)
+	}
+	if e, err := f.db.GetEntry([]byte("k")); err != nil || e.ModRevision != o.Revision {
+		t.Fatalf("the follower's read index did not cover the write at revision %d: %+v, %v", o.Revision, e, err)
+	}
+	if n := asked("a nonvoter's read", func() error { return learner.Barrier(true) }); n == 0 {
+		t.Error("a nonvoter's read was confirmed without a question")
+	}
+	term := l.raft.CurrentTerm()
+	for _, tc := range []struct {
+		name string
+		id   raft.ServerID
+		term uint64
+	}{
+		{"an earlier term", f.id, term - 1},
+		{"a later term", f.id, term + 1},
+		{"the leader's own ID", l.id, term},
+		{"a nonvoter's ID", learner.id, term},
+		{"an ID not in the configuration", "n9", term},
+	} {
+		p := appendBytes(binary.AppendUvarint([]byte{1}, tc.term), []byte(tc.id))
+		if n := asked(tc.name, func() error { _, err := l.handle(opReadIndex, p); return err }); n == 0 {
+			t.Errorf("a read index asked with %s was confirmed without a question", tc.name)
+		}
+	}
+	p := appendBytes(binary.AppendUvarint([]byte{1}, term), []byte(f.id))
+	if n := asked("the follower's term", func() error { _, err := l.handle(opReadIndex, p); return err }); n != 0 {
+		t.Errorf("a read index asked with the follower's term made %d questions; want none", n)
+	}
+	if _, err := l.handle(opReadIndex, []byte{1, 0x80}); err == nil {
+		t.Error("a malformed read index call was answered")
 	}
 }

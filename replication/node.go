@@ -841,11 +841,16 @@ func (n *Node) ReadIndex(verify bool) (uint64, error) {
 }
 
 func (n *Node) readIndex(verify bool) (uint64, error) {
-	flag := byte(0)
+	payload := []byte{0}
 	if verify {
-		flag = 1
+		// The term this node is in now, after the reads this index serves
+		// began: the leader counts it as this voter's answer to its
+		// confirmation (leaderReadIndex).
+		payload[0] = 1
+		payload = binary.AppendUvarint(payload, n.raft.CurrentTerm())
+		payload = appendBytes(payload, []byte(n.id))
 	}
-	return onLeader(n, func() (uint64, error) { return n.leaderReadIndex(verify) }, opReadIndex, []byte{flag},
+	return onLeader(n, func() (uint64, error) { return n.leaderReadIndex(verify, nil) }, opReadIndex, payload,
 		func(p []byte) (uint64, error) {
 			d := &decoder{p: p}
 			i := d.uvarint()
@@ -853,7 +858,21 @@ func (n *Node) readIndex(verify bool) (uint64, error) {
 		})
 }
 
-func (n *Node) leaderReadIndex(verify bool) (uint64, error) {
+// vouch is a voter's term, taken after the reads it asks for began: in the
+// leader's term, it is that voter's answer to the leader's confirmation.
+type vouch struct {
+	id   raft.ServerID
+	term uint64
+}
+
+// leaderReadIndex returns the commit index for a linearizable read
+// (confirmed by a quorum if verify). A follower asking for its reads may
+// vouch for the leader: when the leader and it make a quorum (three
+// voters), the leader asks no one else. That is the answer the leader
+// would have got from it to opTerm, only given earlier, still after its
+// reads began (see confirmLeadership).
+func (n *Node) leaderReadIndex(verify bool, v *vouch) (uint64, error) {
+	term := n.raft.CurrentTerm()
 	if !n.IsLeader() {
 		return 0, errNotLeader
 	}
@@ -865,7 +884,7 @@ func (n *Node) leaderReadIndex(verify bool) (uint64, error) {
 		}
 	}
 	index := n.raft.CommitIndex()
-	if verify {
+	if verify && !n.vouched(term, v) {
 		if err := n.confirmLeadership(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 				return 0, errNotLeader
@@ -874,6 +893,23 @@ func (n *Node) leaderReadIndex(verify bool) (uint64, error) {
 		}
 	}
 	return index, nil
+}
+
+// vouched reports whether v, with this leader in its term, makes a quorum.
+func (n *Node) vouched(term uint64, v *vouch) bool {
+	if v == nil || v.term != term || v.id == n.id {
+		return false
+	}
+	voters, self, other := 0, false, false
+	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		self = self || s.ID == n.id
+		other = other || s.ID == v.id
+	}
+	return self && other && 2 >= voters/2+1
 }
 
 func (n *Node) waitReady() error {
@@ -912,7 +948,8 @@ func (n *Node) waitReady() error {
 // may already have been deposed (answers that waited in the socket of a
 // paused process, or on a slow link), and then confirms a deposed leader.
 // Each call here is sent after the confirmation began, and its answer read
-// from its own connection. TestDeposedLeaderReadIndex fails with
+// from its own connection. A follower's term carried by its read index
+// call (vouch) is such an answer too: taken after its reads began. TestDeposedLeaderReadIndex fails with
 // VerifyLeader, and with a read that shares a confirmation begun before it.
 func (n *Node) confirmLeadership() error {
 	_, err := n.confirms.do()
@@ -1470,7 +1507,16 @@ func (n *Node) handle(op byte, p []byte) ([]byte, error) {
 		}
 		return encodeOutcome(nil, o), nil
 	case opReadIndex:
-		i, err := n.leaderReadIndex(len(p) > 0 && p[0] == 1)
+		var v *vouch
+		if len(p) > 1 {
+			d := &decoder{p: p[1:]}
+			term, id := d.uvarint(), d.bytes()
+			if d.err != nil {
+				return nil, errors.New("replication: malformed read index call")
+			}
+			v = &vouch{raft.ServerID(id), term}
+		}
+		i, err := n.leaderReadIndex(len(p) > 0 && p[0] == 1, v)
 		if err != nil {
 			return nil, err
 		}
