@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kvdstore/kvd/engine"
 )
@@ -104,5 +106,58 @@ func TestSplitMulti(t *testing.T) {
 		if _, err := splitMulti(bad); !errors.Is(err, engine.ErrBadBatch) {
 			t.Errorf("split %q: %v, want ErrBadBatch", bad, err)
 		}
+	}
+}
+
+// TestGatherWaitsForAnsweredWriters: after an entry commits, the next one
+// waits for the writers the entry answered to come back, so 16 writers in
+// a closed loop go together in every entry but the first and the last
+// (without the wait they split into two cohorts that take turns: entries
+// of 1 and 15). The writers that do not come back (one has finished before
+// the last entry) hold the others no longer than an entry takes to commit.
+func TestGatherWaitsForAnsweredWriters(t *testing.T) {
+	const writers, each, commitTime, maxWait = 16, 10, 20 * time.Millisecond, 10 * time.Second
+	var mu sync.Mutex
+	var sizes []int
+	var lastWait time.Duration
+	committed := time.Now()
+	n := &Node{}
+	n.gather[0] = gatherer{maxWait: maxWait, commit: func(ps []*proposal, _ byte) {
+		mu.Lock()
+		sizes = append(sizes, len(ps))
+		lastWait = time.Since(committed)
+		mu.Unlock()
+		time.Sleep(commitTime)
+		for _, p := range ps {
+			p.o = engine.Outcome{Revision: 1}
+		}
+		mu.Lock()
+		committed = time.Now()
+		mu.Unlock()
+	}}
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				if _, err := await(func(done func(engine.Outcome, error)) { n.proposeAsync([]byte{1}, 0, done) }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []int{1}
+	for range each - 1 {
+		want = append(want, writers)
+	}
+	want = append(want, writers-1)
+	if !slices.Equal(sizes, want) {
+		t.Errorf("entries of %v writes; want %v", sizes, want)
+	}
+	if lastWait >= maxWait {
+		t.Errorf("the last entry waited %v for a writer that had finished", lastWait)
 	}
 }

@@ -209,6 +209,9 @@ func Open(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: logger, fsmCh: make(chan struct{}), stop: make(chan struct{}), raftUp: make(chan struct{})}
+	for i := range n.gather {
+		n.gather[i].commit, n.gather[i].maxWait = n.commitGathered, maxGatherWait
+	}
 	n.confirms.fn = n.confirmQuorum
 	n.readIndexes.fn = func() (uint64, error) { return n.readIndex(true) }
 	n.mode.Store(int32(cfg.Engine.CommitMode))
