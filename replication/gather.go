@@ -37,13 +37,14 @@ import (
 // until the writers it answered are back (as many writes queued as the
 // entry held, plus those queued before), at most as long as the entry took
 // to commit and at most maxGatherWait: 50 clients' sync SETs then fill
-// entries of 49 writes, not 23, and a 3-node cluster serves about 35%
-// more of them at a lower latency at every percentile; async entries hold
-// 34 writes, not 15, at 10-25% less CPU per write. A fixed sleep before
-// the next entry (50-200 µs, tried first) was slower: writers back, the
-// wait ends at once; writers that do not come back (a client that reads
-// next, or goes away) cost a write queued meanwhile at most one more
-// commit's time.
+// entries of 49 writes, not 23, and a 3-node cluster serves 9-18% more of
+// them, at a lower median, p95 and p99 latency; async entries hold 34-42
+// writes, not 15, and the three nodes spend 18% less CPU per write
+// (bench/RESULTS.md, 2026-12-05, "The next entry waits"). A fixed sleep
+// before the next entry (50-200 µs, tried first) was slower: here the
+// wait ends once the writers are back; writers that do not come back (a
+// client that reads next, or goes away) cost a write queued meanwhile at
+// most one more commit's time.
 
 // flagMulti marks a command entry whose Data holds several encoded
 // batches, each preceded by its length as a uvarint.
