@@ -952,8 +952,9 @@ func (n *Node) waitReady() error {
 // paused process, or on a slow link), and then confirms a deposed leader.
 // Each call here is sent after the confirmation began, and its answer read
 // from its own connection. A follower's term carried by its read index
-// call (vouch) is such an answer too: taken after its reads began. TestDeposedLeaderReadIndex fails with
-// VerifyLeader, and with a read that shares a confirmation begun before it.
+// call (vouch) is such an answer too: taken after its reads began.
+// TestDeposedLeaderReadIndex fails with VerifyLeader, and with a read that
+// shares a confirmation begun before it.
 func (n *Node) confirmLeadership() error {
 	_, err := n.confirms.do()
 	return err

@@ -23,7 +23,7 @@ import (
 // A connection is kept for later calls to the same node.
 const (
 	opApply     byte = 1  // payload: flags byte | encoded batch → outcome
-	opReadIndex byte = 2  // payload: verify byte → uvarint index
+	opReadIndex byte = 2  // payload: verify byte [| uvarint term | id, the asking voter's vouch] → uvarint index
 	opSync      byte = 3  // payload: none → none
 	opJoin      byte = 4  // payload: id | address (length-prefixed) → none
 	opStatus    byte = 5  // payload: none → status JSON
