@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -139,15 +140,24 @@ func (c *cluster) newNode(name, ip string) *node {
 	return n
 }
 
-// freePort returns an address on ip whose port was free a moment ago.
+// freePort returns an address on ip whose port was free a moment ago, a
+// node's cluster address for its whole life. The port is below Linux's
+// ephemeral range (32768-60999): a node dials the others from its own
+// address, and an ephemeral port there could take the port of a node that
+// restarts (a long run once failed to start a node with "bind: address
+// already in use").
 func freePort(t testing.TB, ip string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	for range 100 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ip, 20000+rand.IntN(12000))); err == nil {
+			defer ln.Close()
+			return ln.Addr().String()
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal(err)
+	return ""
 }
 
 // start starts n on its cluster address, advertising its proxy's.
@@ -342,7 +352,7 @@ func (c *cluster) checkAcked(h *history) {
 	var revs []string
 	// Every node must catch up with the leader: its applied revision stops
 	// moving and equals the others'.
-	kvtest.Eventually(c.t, 30*time.Second, "the nodes to apply the same revision", func() bool {
+	if !kvtest.WaitFor(30*time.Second, 50*time.Millisecond, func() bool {
 		revs = revs[:0]
 		for _, n := range c.nodes {
 			m, err := info(ctx, c.client(n))
@@ -352,7 +362,9 @@ func (c *cluster) checkAcked(h *history) {
 			revs = append(revs, m["applied_revision"])
 		}
 		return revs[0] != "" && revs[0] == revs[1] && revs[1] == revs[2]
-	})
+	}) {
+		c.t.Fatalf("the nodes did not apply the same revision within 30 s: revisions %v; Raft: %s", revs, c.raftStates())
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var sizes []int64

@@ -182,8 +182,26 @@ func (c *cluster) checkConverged() {
 		return revs[0] == revs[1] && revs[1] == revs[2] && hashes[0] == hashes[1] && hashes[1] == hashes[2]
 	})
 	if !ok {
-		c.t.Fatalf("the nodes did not converge: %s", last)
+		c.t.Fatalf("the nodes did not converge: %s; Raft: %s", last, c.raftStates())
 	}
+}
+
+// raftStates describes each node's Raft state (INFO replication), for a
+// failure's message.
+func (c *cluster) raftStates() string {
+	var out string
+	for _, n := range c.nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: n.p.RESPAddr, PoolSize: 1, MaxRetries: -1})
+		m, err := info(c.t.Context(), rdb)
+		rdb.Close()
+		if err != nil {
+			out += fmt.Sprintf("%s: %v; ", n.name, err)
+			continue
+		}
+		out += fmt.Sprintf("%s: %s, term %s, leader %s, commit %s, applied %s, last %s, durable %s; ", n.name,
+			m["raft_state"], m["raft_term"], m["leader_id"], m["commit_index"], m["applied_index"], m["last_index"], m["durable_index"])
+	}
+	return out
 }
 
 // percentile returns the p-th percentile of ds (sorted in place).
