@@ -418,7 +418,7 @@ func (n *Node) listen(cfg *Config) error {
 // Heartbeat"). TestPauseLeader (tests/cluster) caught it: after a SIGSTOP
 // of the leader, its log held at index 22 a write in the new term where
 // the others had the new leader's no-op, and it applied 3 to 4 more
-// revisions than they did, in 7 of 400 rounds. On the main goroutine a
+// revisions than they did, in 8 of 600 rounds. On the main goroutine a
 // heartbeat waits behind the RPC being handled (an fsync at most), far
 // within the heartbeat timeout.
 type serialTransport struct{ *raft.NetworkTransport }
