@@ -417,7 +417,7 @@ func (n *Node) listen(cfg *Config) error {
 // issue #695, "Data divergence (Safety violation) due to Async
 // Heartbeat"). TestPauseLeader (tests/cluster) caught it: after a SIGSTOP
 // of the leader, its log held at index 22 a write in the new term where
-// the others had the new leader's no-op, and it applied 3 to 4 more
+// the others had the new leader's no-op, and it applied 1 to 4 more
 // revisions than they did, in 8 of 600 rounds. On the main goroutine a
 // heartbeat waits behind the RPC being handled (an fsync at most), far
 // within the heartbeat timeout.
