@@ -741,13 +741,7 @@ func TestFollowerVouchesForLeader(t *testing.T) {
 	if err := l.AddNonvoter("n4", "n4"); err != nil {
 		t.Fatal(err)
 	}
-	var b engine.Batch
-	b.Put([]byte("k"), []byte("v"))
-	b.SetTimestamp(time.Now().UnixMilli())
-	o, err := l.apply(b.Bytes(), SyncFlag)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := put(t, l.Store(Linearizable), "k", "v", engine.DurabilitySync)
 	// Nothing else reads: every question counted is one of these.
 	asked := func(what string, read func() error) int64 {
 		t.Helper()
@@ -760,8 +754,8 @@ func TestFollowerVouchesForLeader(t *testing.T) {
 	if n := asked("a follower's read", func() error { return f.Barrier(true) }); n != 0 {
 		t.Errorf("a follower's read made the leader ask %d questions; want none", n)
 	}
-	if e, err := f.db.GetEntry([]byte("k")); err != nil || e.ModRevision != o.Revision {
-		t.Fatalf("the follower's read index did not cover the write at revision %d: %+v, %v", o.Revision, e, err)
+	if e, err := f.db.GetEntry([]byte("k")); err != nil || e.ModRevision != rev {
+		t.Fatalf("the follower's read index did not cover the write at revision %d: %+v, %v", rev, e, err)
 	}
 	if n := asked("a nonvoter's read", func() error { return learner.Barrier(true) }); n == 0 {
 		t.Error("a nonvoter's read was confirmed without a question")

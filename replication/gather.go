@@ -37,10 +37,11 @@ import (
 // until the writers it answered are back (as many writes queued as the
 // entry held, plus those queued before), at most as long as the entry took
 // to commit and at most maxGatherWait: 50 clients' sync SETs then fill
-// entries of 49 writes, not 23, and a 3-node cluster serves 9-18% more of
-// them, at a lower median, p95 and p99 latency; async entries hold 34-42
-// writes, not 15, and the three nodes spend 18% less CPU per write
-// (bench/RESULTS.md, 2026-12-05, "The next entry waits"). A fixed sleep
+// entries of 49 writes, not 23; in an A/B of three pairs a 3-node cluster
+// served 27% and 31% more of them at a lower median latency, and 3% fewer
+// in the third; async entries hold 42 writes, not 15, and the three nodes
+// spent 18% less CPU per write (bench/RESULTS.md, 2026-12-05, "The next
+// entry waits"). A fixed sleep
 // before the next entry (50-200 µs, tried first) was slower: here the
 // wait ends once the writers are back; writers that do not come back (a
 // client that reads next, or goes away) cost a write queued meanwhile at
