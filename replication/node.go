@@ -418,9 +418,11 @@ func (n *Node) listen(cfg *Config) error {
 // Heartbeat"). TestPauseLeader (tests/cluster) caught it: after a SIGSTOP
 // of the leader, its log held at index 22 a write in the new term where
 // the others had the new leader's no-op, and it applied 1 to 4 more
-// revisions than they did, in 8 of 600 rounds. On the main goroutine a
-// heartbeat waits behind the RPC being handled (an fsync at most), far
-// within the heartbeat timeout.
+// revisions than they did, in 8 of 600 rounds; none of 200 after this.
+// On the main goroutine a heartbeat waits behind the RPC being handled:
+// an A/B of cluster SETs showed no cost, and the long run of every
+// cluster scenario (elections under kill -9, pauses, partitions) passed
+// with it (README, "Cluster faults, tested").
 type serialTransport struct{ *raft.NetworkTransport }
 
 // SetHeartbeatHandler ignores the handler: see serialTransport.
