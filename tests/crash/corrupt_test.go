@@ -448,11 +448,18 @@ func TestTornTail(t *testing.T) {
 		if len(readRecords(t, filepath.Join(pristine, "wal", seg))) == 0 {
 			// The last write filled its segment and left an empty one
 			// behind: write once more, so that the last segment has a
-			// last record to tear.
-			more := smallHistory(rng, 1)
-			more[0].keys = []string{"seq/last/0", "seq/last/1", "seq/last/2"}
+			// last record to tear. The record (three values of 500
+			// bytes, about 1.6 KB) is smaller than the 4 KiB segment,
+			// so it cannot fill the empty one and leave another.
+			more := []seqWrite{{kind: opMSet, keys: []string{"seq/last/0", "seq/last/1", "seq/last/2"}}}
+			for i := range more[0].keys {
+				more[0].vals = append(more[0].vals, strings.Repeat(string(rune('x'+i)), 500))
+			}
 			writeSeq(t, k, more, uint64(len(ws))+1)
 			ws = append(ws, more...)
+			if now := segments(t, pristine); len(now) != len(segs) {
+				t.Fatalf("history %d: the extra write left segments %v, want it in the empty last segment of %v", h, now, segs)
+			}
 		}
 		k.kill() // the log keeps every record: nothing is checkpointed
 		segPath := filepath.Join(dir, "wal", seg)
