@@ -11,8 +11,10 @@
 #   - etcd cluster: PUT c=50, GET c=50 linearizable;
 # and prints the ratios the cluster targets are stated in (README,
 # "Cluster mode"), and beside each kvd measurement the CPU time per request
-# of each kvd process (user + system, /proc/PID/stat): where a cluster's
-# requests spend the machine's two CPUs.
+# of each kvd process (user + system, /proc/PID/stat) and of the whole
+# machine, the load generator included, with its busy share (/proc/stat):
+# where a cluster's requests spend the machine's two CPUs, and how many
+# CPUs the async SET target would take at the cluster's cost per SET.
 #
 # Needs: go, redis-benchmark, redis-cli, etcd (Debian: apt-get install
 # redis-tools etcd-server; installed when missing if run as root).
@@ -68,18 +70,27 @@ rb() { # host op -> requests per second
     tr '\r' '\n' | grep -Eo '^[A-Z]+: [0-9.]+ requests per second' | tail -1 | awk '{print $2}'
 }
 
-declare -A R C
+declare -A R C M
 tck=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system ticks of pid $1
-# rbc NAME HOST OP: R[NAME] = rb HOST OP, and C[NAME] = each running kvd's
-# CPU time per request, in µs (in the order of pids).
+# The machine's busy and idle ticks, all CPUs together (/proc/stat).
+machine() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+# rbc NAME HOST OP: R[NAME] = rb HOST OP, C[NAME] = each running kvd's CPU
+# time per request, in µs (in the order of pids), and M[NAME] = the whole
+# machine's (the load generator and the nodes included) with its busy share.
 rbc() {
-  local before=() i
+  local before=() i m0 m1
   for i in "${!pids[@]}"; do before[$i]=$(cpu "${pids[$i]}"); done
+  m0=$(machine)
   R[$1]=$(rb "$2" "$3")
+  m1=$(machine)
   C[$1]=$(for i in "${!pids[@]}"; do
     awk -v d=$(($(cpu "${pids[$i]}") - before[i])) -v t="$tck" -v n="$N" 'BEGIN { printf "%.1f ", d * 1e6 / t / n }'
   done)
+  M[$1]=$(awk -v a="$m0" -v b="$m1" -v t="$tck" -v n="$N" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+    share = 0; if (busy + idle > 0) share = 100 * busy / (busy + idle)
+    printf "%.1f (%d%%)", busy * 1e6 / t / n, share }')
 }
 
 # --- single-node kvd ---
@@ -142,10 +153,11 @@ R[etcd_get]=$(el get)
 stop_all
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-printf '%-34s %12s   %s\n' measurement 'requests/s' 'kvd CPU µs per request (n1 n2 n3)'
+printf '%-34s %12s   %-18s %s\n' measurement 'requests/s' 'kvd CPU µs/request' 'machine CPU µs/request (busy)'
+printf '%-34s %12s   %-18s %s\n' '' '' '(n1 n2 n3)' ''
 for k in single_set_sync single_set_async single_get cluster_set_sync cluster_set_async \
   cluster_get_lin_leader cluster_get_lin_follower cluster_get_stale_follower etcd_put etcd_get; do
-  printf '%-34s %12s   %s\n' "$k" "${R[$k]}" "${C[$k]:-}"
+  printf '%-34s %12s   %-18s %s\n' "$k" "${R[$k]}" "${C[$k]:-}" "${M[$k]:-}"
 done
 echo
 printf '%-52s %6s %s\n' ratio value target
@@ -156,3 +168,8 @@ printf '%-52s %6s %s\n' 'cluster GET linearizable (leader) / single-node GET' "$
 printf '%-52s %6s %s\n' 'cluster GET linearizable (follower) / single GET' "$(ratio "${R[cluster_get_lin_follower]}" "${R[single_get]}")" '>= 0.5'
 printf '%-52s %6s %s\n' 'cluster GET stale (follower) / single-node GET' "$(ratio "${R[cluster_get_stale_follower]}" "${R[single_get]}")" '>= 0.9'
 printf '%-52s %6s %s\n' 'cluster GET linearizable / etcd GET' "$(ratio "${R[cluster_get_lin_leader]}" "${R[etcd_get]}")" ''
+echo
+# What the async SET target asks of this machine: 0.5 x the single node's
+# async SETs a second, at the cluster's machine CPU per async SET.
+awk -v r="${R[single_set_async]}" -v m="${M[cluster_set_async]%% *}" -v c="$(nproc)" 'BEGIN {
+  printf "0.5x single-node async SETs (%.0f/s) at the cluster'"'"'s %.1f µs of machine CPU each: %.2f CPUs of %d\n", r / 2, m, r / 2 * m / 1e6, c }'
