@@ -41,11 +41,10 @@ import (
 // served 27% and 31% more of them at a lower median latency, and 3% fewer
 // in the third; async entries hold 42 writes, not 15, and the three nodes
 // spent 18% less CPU per write (bench/RESULTS.md, 2026-12-05, "The next
-// entry waits"). A fixed sleep
-// before the next entry (50-200 µs, tried first) was slower: here the
-// wait ends once the writers are back; writers that do not come back (a
-// client that reads next, or goes away) cost a write queued meanwhile at
-// most one more commit's time.
+// entry waits"). A fixed sleep before the next entry (50-200 µs, tried
+// first) was slower: here the wait ends once the writers are back;
+// writers that do not come back (a client that reads next, or goes away)
+// cost a write queued meanwhile at most one more commit's time.
 
 // flagMulti marks a command entry whose Data holds several encoded
 // batches, each preceded by its length as a uvarint.
